@@ -1,0 +1,33 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+# Creates .venv and installs everything. CPU torch comes from a local file here (torch==2.13.0);
+# users with GPUs install their own torch build into .venv before `make install`.
+install: $(BIN)/medground
+
+$(BIN)/medground: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[model,dev]"
+	touch $(BIN)/medground
+
+# The main job on the bundled sample data.
+demo: install
+	$(BIN)/medground demo --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: install
+	$(BIN)/python bench/bench_build.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""The data engine: segmentation collections in, verified refer-and-ground conversations out."""

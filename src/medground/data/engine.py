@@ -1,0 +1,264 @@
+"""The build: sources -> shards of work items -> records, run locally or on a Dask cluster.
+
+Work is cut into shards of consecutive items (stable order), so a shard's output depends only on its
+items, the vocabularies and the config. Each shard writes its images and masks, then its records file
+``records/shard-NNNNN.jsonl`` (atomically), then ``parts/shard-NNNNN.json`` (its counts, rejections and
+the records file's sha256). The part file is the commit mark: ``--resume`` skips shards whose part
+matches the config and whose records file still has the recorded hash, and redoes any other shard
+whole (outputs are deterministic, so a redo overwrites with the same bytes). ``manifest.json`` and
+``skipped.jsonl`` are rebuilt from the parts at the end. At most two shards per worker are in flight,
+so memory does not grow with the collection.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from medground import __version__
+from medground.data.records import RecordConfig, make_records, resize_sample, save_sample
+from medground.data.sources import Item, Source
+from medground.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from medground.progress import progress_bar
+from medground.types import Rejected
+
+__all__ = ["BuildError", "ShardSpec", "build", "plan_shards", "process_shard"]
+
+
+class BuildError(RuntimeError):
+    """The build cannot start or finish as asked (existing output, config mismatch, duplicate names)."""
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """A shard: its index and its items."""
+
+    index: int
+    items: tuple[Item, ...]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:05d}"
+
+
+def plan_shards(sources: list[Source], shard_size: int) -> Iterator[ShardSpec | Rejected]:
+    """Shards of ``shard_size`` consecutive items over all sources, and the index rows rejected."""
+    buffer: list[Item] = []
+    index = 0
+    for source in sources:
+        for item in source.items():
+            if isinstance(item, Rejected):
+                yield item
+                continue
+            buffer.append(item)
+            if len(buffer) == shard_size:
+                yield ShardSpec(index, tuple(buffer))
+                index, buffer = index + 1, []
+    if buffer:
+        yield ShardSpec(index, tuple(buffer))
+
+
+def _count(counts: Counter, record: dict) -> None:
+    counts["records"] += 1
+    counts[f"modality:{record['modality']}"] += 1
+    counts[f"split:{record['split']}"] += 1
+    counts[f"source:{record['source']}"] += 1
+    for turn in record["turns"]:
+        counts["turns"] += 1
+        counts[f"task:{turn['task']}"] += 1
+        counts["negatives"] += int(turn["negative"])
+
+
+def _load_item(item: Item, source: Source, vocabulary: list[str], config: RecordConfig, out: Path,
+               lines: list[str], skipped: list[dict], counts: Counter) -> None:
+    for result in source.load(item):
+        if isinstance(result, Rejected):
+            skipped.append(result.as_dict())
+            continue
+        sample = resize_sample(result, config.max_side)
+        records, regions, rejected = make_records(sample, vocabulary, config)
+        skipped.extend(r.as_dict() for r in rejected)
+        if not records:
+            continue
+        save_sample(out, sample, regions)
+        counts["images"] += 1
+        counts["regions"] += len(regions)
+        for record in records:
+            _count(counts, record)
+            lines.append(json.dumps(record, ensure_ascii=False))
+
+
+def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dict[str, list[str]],
+                  config: RecordConfig, out_dir: str, fingerprint: str) -> dict:
+    """Build one shard (runs in a worker); returns its part (also written to ``parts/``)."""
+    out = Path(out_dir)
+    lines: list[str] = []
+    skipped: list[dict] = []
+    counts: Counter = Counter()
+    for item in spec.items:
+        try:
+            _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts)
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop a build; it is reported
+            reason = f"unexpected {type(error).__name__} while processing: {error}"
+            skipped.append(Rejected(item.payload.get("image", item.key), reason, item.source).as_dict())
+    data = ("".join(line + "\n" for line in lines)).encode("utf-8")
+    atomic_write_bytes(out / "records" / f"{spec.name}.jsonl", data)
+    part = {"shard": spec.name, "fingerprint": fingerprint, "items": len(spec.items),
+            "sha256": hashlib.sha256(data).hexdigest(), "counts": dict(sorted(counts.items())), "skipped": skipped}
+    atomic_write_json(out / "parts" / f"{spec.name}.json", part)
+    return part
+
+
+def _finished_part(out: Path, spec: ShardSpec, fingerprint: str) -> dict | None:
+    """The part of a shard that a previous run completed with the same config, if it is intact."""
+    part_path, records_path = out / "parts" / f"{spec.name}.json", out / "records" / f"{spec.name}.jsonl"
+    if not part_path.exists() or not records_path.exists():
+        return None
+    try:
+        part = json.loads(part_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    if part.get("fingerprint") != fingerprint:
+        raise BuildError(f"{out} was built with another config or other sources; use a new --out or --overwrite")
+    intact = part.get("sha256") == hashlib.sha256(records_path.read_bytes()).hexdigest()
+    return part if intact else None
+
+
+def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
+    existing = (out / "parts").exists() or (out / "manifest.json").exists()
+    if existing and overwrite:
+        for name in ("records", "parts", "images", "masks", "report"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("manifest.json", "skipped.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    elif existing and not resume:
+        raise BuildError(f"{out} already holds a build; pass --resume to continue it or --overwrite to redo it")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _fingerprint(sources: list[Source], config: RecordConfig, shard_size: int) -> str:
+    described = [{"kind": s.kind, "name": s.name} for s in sources]
+    text = json.dumps({"sources": described, "config": asdict(config), "shard_size": shard_size}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+Submit = Callable[..., Any]
+
+
+def _run_bounded(submit: Submit, wait: Callable, specs: Iterator[ShardSpec | Rejected], limit: int,
+                 job: Callable[[ShardSpec], tuple], on_done: Callable[[dict], None],
+                 on_skip: Callable[[ShardSpec | Rejected], bool]) -> None:
+    """Submit shards with at most ``limit`` in flight; ``on_skip`` takes plan rejections and finished shards."""
+    pending: set = set()
+    for spec in specs:
+        if on_skip(spec):
+            continue
+        pending.add(submit(process_shard, *job(spec)))
+        if len(pending) >= limit:
+            done, pending = wait(pending, return_when="FIRST_COMPLETED")
+            pending = set(pending)
+            for future in done:
+                on_done(future.result())
+    while pending:
+        done, pending = wait(pending, return_when="FIRST_COMPLETED")
+        pending = set(pending)
+        for future in done:
+            on_done(future.result())
+
+
+def build(sources: list[Source], out_dir: str | Path, config: RecordConfig, *, workers: int = 1,
+          scheduler: str | Any | None = None, shard_size: int = 32, resume: bool = False,
+          overwrite: bool = False, progress: bool = True) -> dict:
+    """Run a build and return its manifest. ``scheduler``: a Dask address or a ``distributed.Client``."""
+    names = [s.name for s in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BuildError(f"two sources are named {duplicates}; give them distinct folder names")
+    if workers < 1 or shard_size < 1:
+        raise BuildError(f"workers and shard size must be >= 1, got {workers} and {shard_size}")
+    out = Path(out_dir)
+    _prepare(out, resume, overwrite)
+    fingerprint = _fingerprint(sources, config, shard_size)
+    by_name = {s.name: s for s in sources}
+    vocabularies = {s.name: s.vocabulary() for s in sources}
+    total = sum(1 for s in sources for i in s.items() if isinstance(i, Item))
+    parts: dict[int, dict] = {}
+    plan_rejections: list[dict] = []
+    with progress_bar(total, "building", enabled=progress) as advance:
+        def on_skip(spec: ShardSpec | Rejected) -> bool:
+            if isinstance(spec, Rejected):
+                plan_rejections.append(spec.as_dict())
+                return True
+            finished = _finished_part(out, spec, fingerprint) if resume else None
+            if finished is not None:
+                parts[spec.index] = finished
+                advance(len(spec.items))
+            return finished is not None
+
+        def on_done(part: dict) -> None:
+            parts[int(part["shard"].split("-")[1])] = part
+            advance(part["items"])
+
+        def job(spec: ShardSpec) -> tuple:
+            return spec, by_name, vocabularies, config, str(out), fingerprint
+
+        specs = plan_shards(sources, shard_size)
+        if scheduler is not None:
+            _run_dask(scheduler, specs, job, on_done, on_skip)
+        elif workers == 1:
+            for spec in specs:
+                if not on_skip(spec):
+                    on_done(process_shard(*job(spec)))
+        else:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+                _run_bounded(pool.submit, concurrent.futures.wait, specs, 2 * workers, job, on_done, on_skip)
+    return _finalize(out, sources, config, fingerprint, [parts[i] for i in sorted(parts)], plan_rejections)
+
+
+def _run_dask(scheduler: str | Any, specs: Iterator, job: Callable, on_done: Callable, on_skip: Callable) -> None:
+    from distributed import Client, wait
+
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    try:
+        limit = 2 * max(1, sum(client.nthreads().values()))
+        submit = lambda fn, *args: client.submit(fn, *args, pure=False)  # noqa: E731
+        _run_bounded(submit, wait, specs, limit, job, on_done, on_skip)
+    finally:
+        if client is not scheduler:
+            client.close()
+
+
+def _finalize(out: Path, sources: list[Source], config: RecordConfig, fingerprint: str, parts: list[dict],
+              plan_rejections: list[dict]) -> dict:
+    totals: Counter = Counter()
+    skipped = list(plan_rejections)
+    for part in parts:
+        totals.update(part["counts"])
+        skipped.extend(part["skipped"])
+    atomic_write_text(out / "skipped.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
+
+    def group(prefix: str) -> dict[str, int]:
+        return {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith(prefix + ":")}
+
+    manifest = {
+        "medground_version": __version__,
+        "fingerprint": fingerprint,
+        "seed": config.seed,
+        "config": asdict(config),
+        "sources": [{"name": s.name, "kind": s.kind} for s in sources],
+        "counts": {
+            "records": totals["records"], "images": totals["images"], "regions": totals["regions"],
+            "turns": totals["turns"], "negatives": totals["negatives"], "skipped": len(skipped),
+            "tasks": group("task"), "modalities": group("modality"), "splits": group("split"), "sources": group("source"),
+        },
+        "shards": [{"file": f"records/{p['shard']}.jsonl", "records": p["counts"].get("records", 0), "sha256": p["sha256"]} for p in parts],
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,148 @@
+"""One sample -> conversation records and the files they point at (the per-image step of a build).
+
+Nothing here touches shards or workers: :func:`make_records` is a pure function of the sample, the
+structure vocabulary of its source and the build config (randomness is seeded by the sample id), and
+:func:`save_sample` writes the image and one 0/255 mask PNG per region instance.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medground.data.names import clean_name
+from medground.data.regions import RegionConfig, extract_regions
+from medground.data.tasks import ImageContext, TaskConfig, Turn, make_conversation
+from medground.grounding import Dialect, get_dialect
+from medground.io import write_png
+from medground.types import Box, Region, Rejected, Sample, StructureMask
+
+__all__ = ["RecordConfig", "make_records", "resize_sample", "save_sample", "split_of", "verify_turn"]
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """Everything that decides the records of one sample."""
+
+    seed: int = 0  # seeds phrasing, task choice and splits
+    dialect: str = "qwen-vl"  # box dialect of the conversations (see medground.grounding)
+    max_side: int | None = None  # resize saved images so that the longer side is at most this (None: keep)
+    conversations_per_image: int = 1  # records per image, each a differently seeded conversation
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test shares of the cases
+    regions: RegionConfig = field(default_factory=RegionConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+
+    def __post_init__(self) -> None:
+        get_dialect(self.dialect)
+        if self.max_side is not None and self.max_side < 16:
+            raise ValueError(f"max_side must be at least 16 px, got {self.max_side}")
+        if self.conversations_per_image < 1:
+            raise ValueError(f"conversations_per_image must be >= 1, got {self.conversations_per_image}")
+        if len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1.0) > 1e-6 or min(self.split_ratios) < 0:
+            raise ValueError(f"split_ratios must be three non-negative shares summing to 1, got {self.split_ratios}")
+
+
+def split_of(source: str, case: str, seed: int, ratios: tuple[float, float, float]) -> str:
+    """train/val/test for a case: a seeded hash of (source, case), so every slice of a case goes together."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}\x00{source}\x00{case}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "train" if u < ratios[0] else "val" if u < ratios[0] + ratios[1] else "test"
+
+
+def resize_sample(sample: Sample, max_side: int | None) -> Sample:
+    """The sample with its longer side at most ``max_side`` (image bilinear, masks nearest)."""
+    if max_side is None or max(sample.height, sample.width) <= max_side:
+        return sample
+    scale = max_side / max(sample.height, sample.width)
+    size = (max(1, round(sample.width * scale)), max(1, round(sample.height * scale)))
+    image = np.asarray(Image.fromarray(sample.image).resize(size, Image.Resampling.BILINEAR))
+    structures = []
+    for s in sample.structures:
+        resized = np.asarray(Image.fromarray(s.mask.astype(np.int32)).resize(size, Image.Resampling.NEAREST))
+        mask = resized.astype(bool) if s.mask.dtype == bool else resized.astype(s.mask.dtype)
+        structures.append(StructureMask(s.name, mask, s.instance, s.instance_map))
+    spacing = None if sample.spacing is None else (sample.spacing[0] / scale, sample.spacing[1] / scale)
+    return Sample(sample.id, image, sample.modality, sample.source, sample.case, structures, sample.plane,
+                  sample.body_region, spacing, {**sample.meta, "resized_from": [sample.width, sample.height]})
+
+
+def _file_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "structure"
+
+
+def mask_path(sample_id: str, region: Region) -> str:
+    return f"masks/{sample_id}/{_file_part(region.key)}_{region.instance:03d}.png"
+
+
+def verify_turn(turn: Turn, regions: list[Region], dialect: Dialect, width: int, height: int) -> str | None:
+    """Why a turn is wrong, or None: the boxes in its text must be exactly the boxes of its regions.
+
+    Boxes are compared after the dialect's quantisation (serialise then parse the expected box).
+    """
+    found = dialect.parse(turn.question, width, height) + dialect.parse(turn.answer, width, height)
+    expected = {dialect.parse(dialect.box(regions[i].box, width, height), width, height)[0].box for i in turn.regions}
+    got: set[Box] = {g.box for g in found}
+    if turn.task in ("rec", "roc", "reg") and not turn.negative and got != expected:
+        return f"{turn.task} turn boxes {sorted(b.as_list() for b in got)} != region boxes {sorted(b.as_list() for b in expected)}"
+    if turn.negative and got:
+        return "negative turn mentions a box"
+    return None
+
+
+def make_records(sample: Sample, vocabulary: list[str], config: RecordConfig) -> tuple[list[dict], list[Region], list[Rejected]]:
+    """Conversation records of one sample, its regions, and rejections (speck-only or unverifiable)."""
+    names = {s.name: clean_name(s.name) for s in sample.structures}
+    regions, dropped = extract_regions(sample.structures, names, sample.modality, config.regions)
+    rejected = [Rejected(sample.id, f"structure {key!r}: every component is below the speck threshold", sample.source) for key in dropped]
+    if not regions:
+        return [], [], [*rejected, Rejected(sample.id, "no region left after speck removal", sample.source)]
+    present = {clean_name(s.name) for s in sample.structures}
+    absent = sorted({clean_name(k) for k in vocabulary} - present)
+    dialect = get_dialect(config.dialect)
+    context = ImageContext(sample.width, sample.height, sample.modality, sample.plane, sample.body_region, sample.source)
+    split = split_of(sample.source, sample.case, config.seed, config.split_ratios)
+    region_rows = [
+        {"name": r.name, "key": r.key, "box": r.box.as_list(), "mask": mask_path(sample.id, r),
+         "instance": r.instance, "area": r.area, "position": r.position}
+        for r in regions
+    ]
+    records = []
+    for index in range(config.conversations_per_image):
+        rng = random.Random(f"{config.seed}:{sample.id}:{index}")
+        turns = make_conversation(context, regions, absent, dialect, rng, config.tasks)
+        problems = [p for t in turns if (p := verify_turn(t, regions, dialect, sample.width, sample.height))]
+        if problems:
+            rejected.append(Rejected(sample.id, f"conversation {index} failed verification: {problems[0]}", sample.source))
+            continue
+        records.append(_record(sample, index, split, config.dialect, turns, region_rows))
+    return records, regions, rejected
+
+
+def _record(sample: Sample, index: int, split: str, dialect: str, turns: list[Turn], regions: list[dict]) -> dict:
+    conversations = []
+    for number, turn in enumerate(turns):
+        prefix = "<image>\n" if number == 0 else ""
+        conversations.append({"from": "human", "value": prefix + turn.question})
+        conversations.append({"from": "gpt", "value": turn.answer})
+    return {
+        "id": f"{sample.id}#{index}", "image": f"images/{sample.id}.png", "width": sample.width,
+        "height": sample.height, "modality": sample.modality, "source": sample.source, "case": sample.case,
+        "split": split, "plane": sample.plane, "body_region": sample.body_region, "dialect": dialect,
+        "tasks": [t.task for t in turns], "conversations": conversations,
+        "turns": [{"task": t.task, "structure": t.structure, "regions": list(t.regions), "negative": t.negative} for t in turns],
+        "regions": regions,
+    }
+
+
+def save_sample(out_dir: Path, sample: Sample, regions: list[Region]) -> None:
+    """Write ``images/<id>.png`` and one 0/255 PNG per region under ``masks/<id>/``."""
+    write_png(out_dir / "images" / f"{sample.id}.png", sample.image)
+    for region in regions:
+        write_png(out_dir / mask_path(sample.id, region), region.mask)

@@ -1,0 +1,99 @@
+"""A plain ``images/`` folder and ``masks/`` folder matched by a file-name pattern.
+
+For each image ``<stem>.<ext>``, the masks are the files of the masks folder that match
+``mask_pattern`` with ``{stem}`` filled in (default ``{stem}*``: ``IMD002_lesion.png`` belongs to
+``IMD002.bmp``). A mask named ``<stem>_<name>`` is structure ``<name>``; a mask named like its image
+takes ``--structure`` or, with a ``labels.json`` beside the folders, is read as a label map.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from medground.data.modalities import canonical_modality
+from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key
+from medground.data.sources.medseg import plane_from_text, read_meta
+from medground.data.sources.planar import MaskSpec, load_planar
+from medground.types import Rejected
+
+__all__ = ["FolderSource", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class FolderSource(Source):
+    """Images and masks in two folders, paired by name."""
+
+    root: Path
+    name: str = ""
+    modality: str | None = None
+    mask_pattern: str = "{stem}*"
+    structure: str | None = None
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    kind: str = "folder"
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.name = self.name or self.root.name
+        for folder in (self.images_dir, self.masks_dir):
+            if not (self.root / folder).is_dir():
+                raise SourceError(f"{self.root}: no {folder}/ folder (the folder layout needs images/ and masks/)")
+        if "{stem}" not in self.mask_pattern:
+            raise SourceError(f"mask pattern {self.mask_pattern!r} must contain {{stem}}")
+        meta = read_meta(self.root)
+        raw = self.modality or meta.get("modality")
+        if not raw:
+            raise SourceError(f"{self.root}: no modality; add meta.json with 'modality' or pass --modality")
+        self.modality = canonical_modality(raw)
+        self.body_region = meta.get("body_region")
+        self.plane = meta.get("plane") or plane_from_text(self.body_region)
+        labels_path = self.root / "labels.json"
+        labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
+        self.declared = {int(k): str(v) for k, v in labels.items() if str(k).isdigit() and int(k) != 0}
+
+    def _spec(self, mask: Path, stem: str) -> MaskSpec:
+        rest = mask.stem[len(stem):].lstrip("_-. ") if mask.stem.startswith(stem) else ""
+        if rest:
+            return MaskSpec(str(mask), rest)
+        if self.structure:
+            return MaskSpec(str(mask), self.structure)
+        if self.declared:
+            return MaskSpec(str(mask), "", tuple(sorted(self.declared.items())))
+        return MaskSpec(str(mask), "structure")
+
+    def _owner(self, mask_stem: str, stems: set[str]) -> str | None:
+        """The longest image stem that the mask's stem equals or starts with before a separator."""
+        cuts = [i for i, ch in enumerate(mask_stem) if ch in "_-. "] + [len(mask_stem)]
+        return next((mask_stem[:i] for i in reversed(cuts) if mask_stem[:i] in stems), None)
+
+    def items(self) -> Iterator[Item | Rejected]:
+        images = sorted(p for p in (self.root / self.images_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        stems = {p.stem for p in images}
+        owned: dict[str, list[Path]] = {}
+        for mask in sorted(p for p in (self.root / self.masks_dir).rglob("*") if p.is_file()):
+            owner = self._owner(mask.stem, stems)
+            if owner is not None and fnmatch.fnmatch(mask.name, self.mask_pattern.format(stem=owner)):
+                owned.setdefault(owner, []).append(mask)
+        for image in images:
+            masks = owned.get(image.stem, [])
+            if not masks:
+                pattern = self.mask_pattern.format(stem=image.stem)
+                yield Rejected(str(image), f"no mask matches {pattern!r} in {self.root / self.masks_dir}", self.name)
+                continue
+            specs = [self._spec(m, image.stem) for m in masks]
+            yield Item(self.name, image.stem, case_key(image.stem), {"image": str(image), "masks": specs})
+
+    def load(self, item: Item) -> Iterator[LoadResult]:
+        yield from load_planar(item, item.payload["image"], item.payload["masks"], modality=self.modality,
+                               plane=self.plane, body_region=self.body_region)
+
+    def vocabulary(self) -> list[str]:
+        names = {spec.name for item in self.items() if isinstance(item, Item) for spec in item.payload["masks"]}
+        names.discard("")
+        return sorted(names | set(self.declared.values()))

@@ -1,0 +1,121 @@
+"""The medseg folder layout: ``images/``, ``masks/``, ``pairs.csv``, ``labels.json``, ``meta.json``.
+
+``pairs.csv`` has one row per (image, mask) with at least the columns ``image`` and ``mask`` (paths
+relative to the dataset folder); optional columns: ``structure`` (the raw structure key; empty for a
+label map), ``instance`` (the dataset's own instance index), ``case`` (the split key; else derived
+from the image name), ``mask_values``. ``labels.json`` maps stored mask values to names; a key
+``"1..N"`` marks 16-bit instance maps. ``meta.json`` gives ``modality`` and optionally
+``body_region`` and ``plane``. A row whose ``image`` is a NIfTI volume is served by the NIfTI source.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from medground.data.modalities import canonical_modality
+from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key, resolve
+from medground.data.sources.planar import MaskSpec, load_planar
+from medground.types import Rejected
+
+__all__ = ["MedsegSource", "read_meta", "plane_from_text"]
+
+_INSTANCE_KEY = re.compile(r"^\d+\s*\.\.\s*N$", re.IGNORECASE)
+
+
+def read_meta(root: Path) -> dict:
+    """``meta.json`` of a dataset folder, or an empty dict."""
+    path = root / "meta.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise SourceError(f"{path}: not valid JSON ({error}); fix or remove it") from error
+
+
+def plane_from_text(text: str | None) -> str | None:
+    """'axial', 'coronal' or 'sagittal' when the text names one."""
+    for plane in ("axial", "coronal", "sagittal"):
+        if text and plane in text.lower():
+            return plane
+    return None
+
+
+def _declared_values(labels: dict) -> dict[int, str]:
+    return {int(k): str(v) for k, v in labels.items() if k.strip().isdigit() and int(k) != 0}
+
+
+@dataclass
+class MedsegSource(Source):
+    """A dataset folder in the medseg layout."""
+
+    root: Path
+    name: str = ""
+    modality: str | None = None
+    kind: str = "medseg"
+    planning_only: tuple[str, ...] = ("rows",)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not (self.root / "pairs.csv").exists():
+            raise SourceError(f"{self.root}: no pairs.csv; the medseg layout needs one row per (image, mask)")
+        self.name = self.name or self.root.name
+        meta = read_meta(self.root)
+        raw_modality = self.modality or meta.get("modality")
+        if not raw_modality:
+            raise SourceError(f"{self.root}: no modality; add it to meta.json or pass --modality")
+        self.modality = canonical_modality(raw_modality)
+        self.body_region = meta.get("body_region")
+        self.plane = meta.get("plane") or plane_from_text(self.body_region)
+        labels_path = self.root / "labels.json"
+        self.labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
+        with open(self.root / "pairs.csv", newline="", encoding="utf-8") as handle:
+            self.rows = list(csv.DictReader(handle))
+        missing = {"image", "mask"} - set(self.rows[0] if self.rows else {})
+        if missing:
+            raise SourceError(f"{self.root / 'pairs.csv'}: missing columns {sorted(missing)}")
+
+    def _spec(self, row: dict) -> MaskSpec:
+        path = str(resolve(self.root, row["mask"]))
+        structure = (row.get("structure") or "").strip()
+        instance_map = any(_INSTANCE_KEY.match(k) for k in self.labels) or "instance" in (row.get("mask_values") or "")
+        instance = int(row["instance"]) if (row.get("instance") or "").strip().isdigit() else None
+        declared = _declared_values(self.labels)
+        if instance_map:
+            return MaskSpec(path, structure or "instance", instance_map=True)
+        if structure:
+            values = tuple((v, structure) for v in sorted(declared)) if declared else None
+            return MaskSpec(path, structure, values, instance=instance)
+        return MaskSpec(path, "", tuple(sorted(declared.items())), instance=instance)
+
+    def items(self) -> Iterator[Item | Rejected]:
+        grouped: dict[str, list[dict]] = {}
+        for line, row in enumerate(self.rows, start=2):
+            if not (row.get("image") or "").strip() or not (row.get("mask") or "").strip():
+                yield Rejected(f"{self.root / 'pairs.csv'}:{line}", "row without image or mask path", self.name)
+                continue
+            grouped.setdefault(row["image"], []).append(row)
+        for image in sorted(grouped):
+            rows = grouped[image]
+            relative = Path(image)
+            parts = relative.with_suffix("").parts
+            key = "__".join(parts[1:] if parts[0] == "images" and len(parts) > 1 else parts)
+            case = (rows[0].get("case") or "").strip() or case_key(relative.stem)
+            specs = [self._spec(r) for r in rows]
+            yield Item(self.name, key, case, {"image": str(resolve(self.root, image)), "masks": specs})
+
+    def load(self, item: Item) -> Iterator[LoadResult]:
+        yield from load_planar(
+            item, item.payload["image"], item.payload["masks"],
+            modality=self.modality, plane=self.plane, body_region=self.body_region,
+        )
+
+    def vocabulary(self) -> list[str]:
+        names = {(r.get("structure") or "").strip() for r in self.rows}
+        names.update(_declared_values(self.labels).values() if not any(names) else ())
+        return sorted(n for n in names if n)

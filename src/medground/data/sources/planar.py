@@ -1,0 +1,89 @@
+"""Loading one 2D image with its mask files into a Sample: shared by every 2D source.
+
+Checks at the boundary: each file decodes, every mask has the image's height and width, mask values
+are ones the dataset declares, and at least one mask has foreground. Each failure becomes a Rejected
+entry naming the file and the reason; the image is kept as long as one mask is usable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from medground.data.sources.base import Item, LoadResult
+from medground.io import ReadError, read_image, read_mask
+from medground.types import Rejected, Sample, StructureMask
+
+__all__ = ["MaskSpec", "load_planar"]
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """One mask file of an image.
+
+    ``values`` maps stored values to raw structure keys; ``None`` means a binary mask (any non-zero
+    value is the structure ``name``). ``instance_map``: the values are instance ids of ``name``.
+    ``instance`` is the dataset's own instance index (SA-Med2D ``_001``), if any.
+    """
+
+    path: str
+    name: str
+    values: tuple[tuple[int, str], ...] | None = None
+    instance_map: bool = False
+    instance: int | None = None
+
+
+def _structures(spec: MaskSpec, mask: np.ndarray) -> list[StructureMask] | str:
+    """Structure masks in one mask file, or the reason it cannot be used."""
+    if spec.instance_map:
+        return [StructureMask(spec.name, mask, spec.instance, instance_map=True)]
+    present = np.unique(mask)
+    present = present[present != 0]
+    if spec.values is None:
+        return [StructureMask(spec.name, mask != 0, spec.instance)]
+    declared = dict(spec.values)
+    unknown = [int(v) for v in present if int(v) not in declared]
+    if unknown:
+        known = sorted(declared)
+        return f"mask has values {unknown[:10]} not declared in labels.json (declared: 0, {known}); add them to labels.json"
+    return [StructureMask(declared[int(v)], mask == v, spec.instance) for v in present]
+
+
+def load_planar(item: Item, image_path: str, masks: list[MaskSpec], **sample_fields: object) -> Iterator[LoadResult]:
+    """Yield the Sample of one image and a Rejected entry per unusable mask (or the image itself)."""
+    try:
+        image = read_image(image_path)
+    except ReadError as error:
+        yield Rejected(image_path, f"image unreadable: {error.reason}", item.source)
+        return
+    height, width = image.shape[:2]
+    structures: list[StructureMask] = []
+    for spec in masks:
+        try:
+            mask = read_mask(spec.path)
+        except ReadError as error:
+            yield Rejected(spec.path, f"mask unreadable: {error.reason}", item.source)
+            continue
+        if mask.shape != (height, width):
+            yield Rejected(
+                spec.path,
+                f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {width}x{height} "
+                f"({image_path}); masks must be on the image's pixel grid",
+                item.source,
+            )
+            continue
+        found = _structures(spec, mask)
+        if isinstance(found, str):
+            yield Rejected(spec.path, found, item.source)
+            continue
+        if not any(s.mask.any() for s in found):
+            yield Rejected(spec.path, "mask is empty (no foreground pixel)", item.source)
+            continue
+        structures.extend(found)
+    if not structures:
+        yield Rejected(image_path, "no usable mask for this image", item.source)
+        return
+    yield Sample(id=f"{item.source}/{item.key}", image=image, case=item.case, structures=structures,
+                 source=item.source, **sample_fields)

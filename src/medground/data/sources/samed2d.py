@@ -1,0 +1,97 @@
+"""SA-Med2D-20M JSON indexes: ``image2label_train.json`` ({image: [masks]}) and
+``label2image_test.json`` ({mask: image}).
+
+Paths in the index are relative to the folder that holds the dataset's top folder (``data_demo/...``);
+they are resolved against the index's folder, then its parent, then with the first component
+dropped. Mask file names are ``<image stem>_<structure>_<instance>.png``. The modality comes from the
+file-name prefix (``ct_00--AbdomenCT1K--Case_00220--x_0359.png`` -> ct); names without a modality
+prefix (the demo's ``amos_0004_75``) take the folder's ``meta.json`` modality or ``--modality``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from medground.data.modalities import canonical_modality, modality_from_sa_med2d_name, plane_from_sa_med2d_name
+from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key
+from medground.data.sources.medseg import read_meta
+from medground.data.sources.planar import MaskSpec, load_planar
+from medground.types import Rejected
+
+__all__ = ["SaMed2dSource", "INDEX_NAMES"]
+
+INDEX_NAMES = ("image2label_train.json", "label2image_test.json")
+_INSTANCE = re.compile(r"^(?P<name>.+?)_(?P<instance>\d{3})$")
+
+
+def _structure(mask_stem: str, image_stem: str) -> tuple[str, int | None]:
+    rest = mask_stem[len(image_stem) + 1 :] if mask_stem.startswith(image_stem + "_") else mask_stem
+    match = _INSTANCE.match(rest)
+    return (match["name"], int(match["instance"])) if match else (rest, None)
+
+
+@dataclass
+class SaMed2dSource(Source):
+    """One or both SA-Med2D-20M index files (a folder holding them, or a file)."""
+
+    path: Path
+    name: str = ""
+    modality: str | None = None
+    kind: str = "sa-med2d"
+    planning_only: tuple[str, ...] = ("index",)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        files = [self.path] if self.path.is_file() else [self.path / n for n in INDEX_NAMES if (self.path / n).exists()]
+        if not files:
+            raise SourceError(f"{self.path}: no SA-Med2D index ({' or '.join(INDEX_NAMES)}) found")
+        self.base = files[0].parent
+        meta = read_meta(self.base)
+        self.name = self.name or meta.get("name") or self.base.name
+        fallback = self.modality or meta.get("modality")
+        self.default_modality = canonical_modality(fallback) if fallback else None
+        self.body_region = meta.get("body_region")
+        self.index: dict[str, list[str]] = {}
+        for file in files:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            if file.name.startswith("label2image"):
+                for mask, image in data.items():
+                    self.index.setdefault(image, []).append(mask)
+            else:
+                for image, masks in data.items():
+                    self.index.setdefault(image, []).extend(masks)
+
+    def _resolve(self, relative: str) -> Path:
+        candidates = [self.base / relative, self.base.parent / relative, self.base / Path(*Path(relative).parts[1:])]
+        return next((c for c in candidates if c.exists()), candidates[-1])
+
+    def items(self) -> Iterator[Item | Rejected]:
+        for image in sorted(self.index):
+            stem = Path(image).stem
+            modality = modality_from_sa_med2d_name(Path(image).name) or self.default_modality
+            if modality is None:
+                yield Rejected(image, "no modality in the file name and none in meta.json; pass --modality", self.name)
+                continue
+            specs = []
+            for mask in sorted(set(self.index[image])):
+                structure, instance = _structure(Path(mask).stem, stem)
+                specs.append(MaskSpec(str(self._resolve(mask)), structure, instance=instance))
+            payload = {"image": str(self._resolve(image)), "masks": specs, "modality": modality,
+                       "plane": plane_from_sa_med2d_name(Path(image).name)}
+            yield Item(self.name, stem, case_key(stem), payload)
+
+    def load(self, item: Item) -> Iterator[LoadResult]:
+        yield from load_planar(
+            item, item.payload["image"], item.payload["masks"], modality=item.payload["modality"],
+            plane=item.payload["plane"], body_region=self.body_region,
+        )
+
+    def vocabulary(self) -> list[str]:
+        names = set()
+        for image, masks in self.index.items():
+            names.update(_structure(Path(m).stem, Path(image).stem)[0] for m in masks)
+        return sorted(names)

@@ -1,0 +1,174 @@
+"""NIfTI image/label volume pairs, sliced into 2D samples.
+
+Two layouts: nnU-Net/MSD style ``imagesTr/`` + ``labelsTr/`` (image ``case_0000.nii.gz`` pairs with
+label ``case.nii.gz``; names from ``labels.json`` or ``dataset.json``'s ``labels``), and the medvol
+layout (``pairs.csv`` with ``image``, ``label`` and optional ``modality`` columns). Volumes are put in
+RAS+ orientation, sliced along the chosen planes in radiological display, and made display-ready: CT
+by a window preset (soft-tissue level 40 / width 400 by default, as SA-Med2D and MedSAM), MR and
+the rest by the 0.5-99.5 percentiles of the volume's non-zero voxels. Only slices with a labelled
+voxel become samples. The split key is the label volume's name, so all channels of a case share it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medground.data.modalities import canonical_modality
+from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key, resolve
+from medground.data.sources.medseg import read_meta
+from medground.io import (
+    CT_WINDOWS,
+    ReadError,
+    axis_length,
+    load_label_volume,
+    load_volume,
+    mr_percentiles,
+    rescale_to_uint8,
+    slice_spacing,
+    slice_volume,
+    window_ct,
+)
+from medground.types import Rejected, Sample, StructureMask
+
+__all__ = ["VolumeOptions", "NiftiSource", "nifti_stem"]
+
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def nifti_stem(path: str | Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+@dataclass(frozen=True)
+class VolumeOptions:
+    """How volumes become 2D samples."""
+
+    planes: tuple[str, ...] = ("axial",)  # slicing planes: any of axial, coronal, sagittal
+    slice_step: int = 1  # keep every n-th labelled slice
+    ct_window: str = "soft-tissue"  # CT window preset name (see medground.io.CT_WINDOWS)
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.planes if p not in PLANES]
+        if unknown or not self.planes:
+            raise ValueError(f"planes must be among {PLANES}, got {self.planes}")
+        if self.slice_step < 1:
+            raise ValueError(f"slice_step must be >= 1, got {self.slice_step}")
+        if self.ct_window not in CT_WINDOWS:
+            raise ValueError(f"unknown CT window {self.ct_window!r}; known: {', '.join(CT_WINDOWS)}")
+
+
+def _labels_of(root: Path) -> dict[int, str]:
+    for name in ("labels.json", "dataset.json"):
+        path = root / name
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data = data.get("labels", data) if name == "dataset.json" else data
+            pairs = {int(k): str(v) for k, v in data.items() if str(k).isdigit()}
+            if not pairs:  # nnU-Net v2 dataset.json maps name -> value
+                pairs = {int(v): str(k) for k, v in data.items() if isinstance(v, int)}
+            return {k: v for k, v in pairs.items() if k != 0}
+    raise SourceError(f"{root}: no labels.json or dataset.json naming the label values")
+
+
+@dataclass
+class NiftiSource(Source):
+    """Image/label NIfTI volume pairs in a folder."""
+
+    root: Path
+    name: str = ""
+    modality: str | None = None
+    options: VolumeOptions = field(default_factory=VolumeOptions)
+    kind: str = "nifti"
+    planning_only: tuple[str, ...] = ("pairs",)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.name = self.name or self.root.name
+        meta = read_meta(self.root)
+        self.body_region = meta.get("body_region")
+        self.labels = _labels_of(self.root)
+        self.pairs = self._pairs(meta)
+
+    def _pairs(self, meta: dict) -> list[tuple[str, str, str | None]]:
+        """(image path, label path, raw modality) of every pair."""
+        default = self.modality or meta.get("modality")
+        if (self.root / "pairs.csv").exists():
+            with open(self.root / "pairs.csv", newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+            return [(str(resolve(self.root, r["image"])), str(resolve(self.root, r["label"])),
+                     self.modality or r.get("modality") or default) for r in rows]
+        images, labels = self.root / "imagesTr", self.root / "labelsTr"
+        if not images.is_dir() or not labels.is_dir():
+            raise SourceError(f"{self.root}: expected imagesTr/ and labelsTr/ or a pairs.csv with image,label")
+        pairs = []
+        for image in sorted(images.glob("*.nii*")):
+            stem = nifti_stem(image)
+            label_stem = stem[:-5] if stem[-5:-4] == "_" and stem[-4:].isdigit() else stem
+            pairs.append((str(image), str(labels / f"{label_stem}.nii.gz"), default))
+        return pairs
+
+    def items(self) -> Iterator[Item | Rejected]:
+        for image, label, modality in sorted(self.pairs):
+            if not modality:
+                yield Rejected(image, "no modality (pairs.csv column, meta.json or --modality)", self.name)
+                continue
+            yield Item(self.name, nifti_stem(image), case_key(nifti_stem(label)),
+                       {"image": image, "label": label, "modality": canonical_modality(modality)})
+
+    def _display(self, array: np.ndarray, modality: str) -> np.ndarray:
+        if modality == "ct":
+            level, width = CT_WINDOWS[self.options.ct_window]
+            return window_ct(array, level, width)
+        low, high = mr_percentiles(array)
+        return rescale_to_uint8(array, low, high)
+
+    def load(self, item: Item) -> Iterator[LoadResult]:
+        try:
+            volume = load_volume(item.payload["image"])
+            label = load_label_volume(item.payload["label"], like=volume)
+        except ReadError as error:
+            yield Rejected(str(error.path), error.reason, self.name)
+            return
+        present = [int(v) for v in np.unique(label.array) if v != 0]
+        unknown = [v for v in present if v not in self.labels]
+        if unknown:
+            yield Rejected(item.payload["label"], f"label values {unknown} not named in labels.json; they are left out", self.name)
+        known = [v for v in present if v in self.labels]
+        if not known:
+            yield Rejected(item.payload["label"], "label volume has no named foreground", self.name)
+            return
+        display = self._display(volume.array, item.payload["modality"])
+        for plane in self.options.planes:
+            yield from self._slices(item, display, label.array, known, plane, slice_spacing(volume.spacing, plane))
+
+    def _slices(self, item: Item, display: np.ndarray, labels: np.ndarray, known: list[int], plane: str,
+                spacing: tuple[float, float]) -> Iterator[Sample]:
+        kept = 0
+        for index in range(axis_length(labels.shape, plane)):
+            label_slice = slice_volume(labels, plane, index)
+            values = [v for v in known if (label_slice == v).any()]
+            if not values:
+                continue
+            kept += 1
+            if (kept - 1) % self.options.slice_step:
+                continue
+            structures = [StructureMask(self.labels[v], label_slice == v) for v in values]
+            yield Sample(
+                id=f"{self.name}/{item.key}_{plane}{index:03d}", image=slice_volume(display, plane, index),
+                modality=item.payload["modality"], source=self.name, case=item.case, structures=structures,
+                plane=plane, body_region=self.body_region, spacing=spacing,
+                meta={"volume": item.key, "slice": index},
+            )
+
+    def vocabulary(self) -> list[str]:
+        return sorted(self.labels.values())

@@ -1,0 +1,90 @@
+import json
+
+import pytest
+
+from medground.grounding import DIALECTS, get_dialect, smart_resize
+from medground.types import Box
+
+
+def test_qwen_vl_serialises_on_the_1000_grid_by_hand():
+    d = get_dialect("qwen-vl")
+    # 200 x 100 image: x bin = floor(x * 5), y bin = floor(y * 10); end uses the last pixel (x1 - 1)
+    text = d.ground("liver", [Box(10, 20, 51, 41)], 200, 100)
+    assert text == "<ref>liver</ref><box>(50,200),(250,400)</box>"
+
+
+def test_full_image_box_ends_at_999_on_a_1000_wide_image():
+    d = get_dialect("qwen-vl")
+    assert d.box(Box(0, 0, 1000, 2000), 1000, 2000) == "<box>(0,0),(999,999)</box>"
+
+
+def test_qwen2_vl_uses_special_tokens():
+    d = get_dialect("qwen2-vl")
+    text = d.ground("spleen", [Box(0, 0, 100, 100)], 100, 100)
+    assert text == "<|object_ref_start|>spleen<|object_ref_end|><|box_start|>(0,0),(990,990)<|box_end|>"
+    assert d.parse(text, 100, 100)[0].box == Box(0, 0, 100, 100)
+
+
+@pytest.mark.parametrize("name", list(DIALECTS))
+@pytest.mark.parametrize("size", [(160, 160), (577, 738), (999, 64), (37, 900)])
+def test_box_text_box_is_exact_for_sides_up_to_1000(name, size):
+    d = get_dialect(name)
+    w, h = size
+    boxes = [Box(0, 0, w, h), Box(1, 2, 3, 4), Box(w // 3, h // 4, w - 1, h - 2), Box(w - 1, h - 1, w, h)]
+    # qwen2.5-vl counts pixels of the resized input: exact only where that input is not smaller
+    rh, rw = smart_resize(h, w)
+    slack = 0 if name != "qwen2.5-vl" else max(0, round(h / rh + 0.5) - 1, round(w / rw + 0.5) - 1)
+    for box in boxes:
+        parsed = d.parse(d.ground("x", [box], w, h), w, h)
+        assert len(parsed) == 1 and parsed[0].label == "x"
+        got = parsed[0].box
+        error = max(abs(a - b) for a, b in zip(got.as_list(), box.as_list(), strict=True))
+        assert error <= slack, (name, size, box, got)
+
+
+@pytest.mark.parametrize("name", ["qwen-vl", "qwen2-vl", "qwen3-vl"])
+def test_text_box_text_is_exact_for_large_images(name):
+    d = get_dialect(name)
+    w, h = 2943, 1435
+    for coords in [(0, 0, 999, 999), (123, 456, 789, 998), (500, 1, 501, 2)]:
+        if name == "qwen3-vl":
+            text = json.dumps({"bbox_2d": list(coords)})
+        else:
+            text = d.box(Box(0, 0, 1, 1), w, h).replace("(0,0),(0,0)", "({},{}),({},{})".format(*coords))
+        box = d.parse(text, w, h)[0].box
+        assert d.box(box, w, h) == text
+
+
+def test_qwen25_uses_pixels_of_the_resized_input():
+    d = get_dialect("qwen2.5-vl")
+    # 1000 x 500 image -> smart_resize(500, 1000) = (504, 1008): x scale 1.008, y scale 1.008
+    assert smart_resize(500, 1000) == (504, 1008)
+    text = d.ground("lesion", [Box(100, 50, 300, 250)], 1000, 500)
+    assert json.loads(text) == {"bbox_2d": [101, 50, 302, 252], "label": "lesion"}
+    assert d.parse(text, 1000, 500)[0].box == Box(100, 50, 300, 250)
+
+
+def test_json_dialect_groups_several_boxes_in_a_list():
+    d = get_dialect("qwen3-vl")
+    text = d.ground("hip", [Box(0, 0, 10, 10), Box(50, 50, 100, 100)], 100, 100)
+    items = json.loads(text)
+    assert [i["bbox_2d"] for i in items] == [[0, 0, 90, 90], [500, 500, 990, 990]]
+    assert [g.box for g in d.parse("The hips: " + text, 100, 100)] == [Box(0, 0, 10, 10), Box(50, 50, 100, 100)]
+
+
+def test_parse_ignores_garbage_and_orders_swapped_corners():
+    d = get_dialect("qwen-vl")
+    assert d.parse("no box here <box>(1,2)</box>", 100, 100) == []
+    assert d.parse("<box>(500,500),(100,100)</box>", 100, 100)[0].box == Box(10, 10, 51, 51)
+
+
+def test_smart_resize_matches_transformers():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as reference
+
+    for h, w in [(512, 512), (181, 258), (1435, 2943), (30, 800), (4000, 3000)]:
+        assert smart_resize(h, w) == reference(h, w, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 1280)
+
+
+def test_unknown_dialect_names_the_closest():
+    with pytest.raises(KeyError, match="qwen2-vl"):
+        get_dialect("qwen2vl")
