@@ -60,6 +60,8 @@ def build(
     ct_window: Annotated[str, typer.Option(help="Volumes: CT window preset (soft-tissue = level 40 / width 400).")] = "soft-tissue",
     min_area_fraction: Annotated[float, typer.Option(help="Drop components smaller than this share of the image (SA-Med2D: 0.00153).")] = 0.00153,
     split_components: Annotated[bool, typer.Option(help="One region instance per connected component.")] = True,
+    llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (http://host:port/v1) to rephrase turns; verified, cached.")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name for --llm-url.")] = None,
     report: Annotated[bool, typer.Option(help="Write report/ with plots and overlays.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -81,7 +83,7 @@ def build(
             sources, out, config, volume_options=volumes,
             source_options={"modality": modality, "mask_pattern": mask_pattern, "structure": structure},
             workers=workers, scheduler=scheduler, shard_size=shard_size, resume=resume, overwrite=overwrite,
-            report=report, progress=progress,
+            report=report, progress=progress, llm_url=llm_url, llm_model=llm_model,
         )
     except (ValueError, RuntimeError, KeyError) as error:
         _fail(str(error))
@@ -90,6 +92,31 @@ def build(
         f"{counts['records']} records from {counts['images']} images ({counts['regions']} regions, "
         f"{counts['turns']} turns) in {out}; {counts['skipped']} inputs skipped, reasons in {out / 'skipped.jsonl'}"
     )
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="A build's output folder.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="llava, sharegpt, llamafactory or swift.")],
+    dest: Annotated[Path | None, typer.Option(help="Where to write (default: OUT_DIR/export/...).")] = None,
+    split: Annotated[str | None, typer.Option(help="Only this split (train, val, test).")] = None,
+) -> None:
+    """Write a build's records in the format of a trainer (LLaVA, ShareGPT, LLaMA-Factory, ms-swift)."""
+    from medground.data.export import export as export_records
+
+    try:
+        typer.echo(export_records(out_dir, fmt, dest, split))
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        _fail(str(error))
+
+
+@app.command()
+def report(out_dir: Annotated[Path, typer.Argument(help="A build's output folder.")]) -> None:
+    """(Re)draw a build's report: counts per modality/task/split, box sizes, overlays."""
+    from medground.data.report import write_report
+
+    typer.echo(write_report(out_dir))
+
 
 if __name__ == "__main__":
     app()

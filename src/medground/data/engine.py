@@ -24,6 +24,7 @@ from typing import Any
 
 from medground import __version__
 from medground.data.records import RecordConfig, make_records, resize_sample, save_sample
+from medground.data.rewrite import Rewriter, rewrite_record
 from medground.data.sources import Item, Source
 from medground.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from medground.progress import progress_bar
@@ -77,7 +78,7 @@ def _count(counts: Counter, record: dict) -> None:
 
 
 def _load_item(item: Item, source: Source, vocabulary: list[str], config: RecordConfig, out: Path,
-               lines: list[str], skipped: list[dict], counts: Counter) -> None:
+               lines: list[str], skipped: list[dict], counts: Counter, rewriter: Rewriter | None) -> None:
     for result in source.load(item):
         if isinstance(result, Rejected):
             skipped.append(result.as_dict())
@@ -91,12 +92,15 @@ def _load_item(item: Item, source: Source, vocabulary: list[str], config: Record
         counts["images"] += 1
         counts["regions"] += len(regions)
         for record in records:
+            if rewriter is not None:
+                record, reasons = rewrite_record(record, rewriter)
+                counts["llm_kept_original"] += len(reasons)
             _count(counts, record)
             lines.append(json.dumps(record, ensure_ascii=False))
 
 
 def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dict[str, list[str]],
-                  config: RecordConfig, out_dir: str, fingerprint: str) -> dict:
+                  config: RecordConfig, out_dir: str, fingerprint: str, rewriter: Rewriter | None = None) -> dict:
     """Build one shard (runs in a worker); returns its part (also written to ``parts/``)."""
     out = Path(out_dir)
     lines: list[str] = []
@@ -104,7 +108,7 @@ def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dic
     counts: Counter = Counter()
     for item in spec.items:
         try:
-            _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts)
+            _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts, rewriter)
         except Exception as error:  # noqa: BLE001 - one bad file must not stop a build; it is reported
             reason = f"unexpected {type(error).__name__} while processing: {error}"
             skipped.append(Rejected(item.payload.get("image", item.key), reason, item.source).as_dict())
@@ -143,9 +147,11 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _fingerprint(sources: list[Source], config: RecordConfig, shard_size: int) -> str:
+def _fingerprint(sources: list[Source], config: RecordConfig, shard_size: int, rewriter: Rewriter | None) -> str:
     described = [{"kind": s.kind, "name": s.name} for s in sources]
-    text = json.dumps({"sources": described, "config": asdict(config), "shard_size": shard_size}, sort_keys=True, default=str)
+    llm = None if rewriter is None else [rewriter.url, rewriter.model]
+    text = json.dumps({"sources": described, "config": asdict(config), "shard_size": shard_size, "llm": llm},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -175,8 +181,9 @@ def _run_bounded(submit: Submit, wait: Callable, specs: Iterator[ShardSpec | Rej
 
 def build(sources: list[Source], out_dir: str | Path, config: RecordConfig, *, workers: int = 1,
           scheduler: str | Any | None = None, shard_size: int = 32, resume: bool = False,
-          overwrite: bool = False, progress: bool = True) -> dict:
-    """Run a build and return its manifest. ``scheduler``: a Dask address or a ``distributed.Client``."""
+          overwrite: bool = False, progress: bool = True, rewriter: Rewriter | None = None) -> dict:
+    """Run a build and return its manifest. ``scheduler``: a Dask address or a ``distributed.Client``;
+    ``rewriter``: optional LLM rephrasing of every turn (verified; the original is kept when it fails)."""
     names = [s.name for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -185,7 +192,7 @@ def build(sources: list[Source], out_dir: str | Path, config: RecordConfig, *, w
         raise BuildError(f"workers and shard size must be >= 1, got {workers} and {shard_size}")
     out = Path(out_dir)
     _prepare(out, resume, overwrite)
-    fingerprint = _fingerprint(sources, config, shard_size)
+    fingerprint = _fingerprint(sources, config, shard_size, rewriter)
     by_name = {s.name: s for s in sources}
     vocabularies = {s.name: s.vocabulary() for s in sources}
     total = sum(1 for s in sources for i in s.items() if isinstance(i, Item))
@@ -207,7 +214,7 @@ def build(sources: list[Source], out_dir: str | Path, config: RecordConfig, *, w
             advance(part["items"])
 
         def job(spec: ShardSpec) -> tuple:
-            return spec, by_name, vocabularies, config, str(out), fingerprint
+            return spec, by_name, vocabularies, config, str(out), fingerprint, rewriter
 
         specs = plan_shards(sources, shard_size)
         if scheduler is not None:
@@ -256,6 +263,7 @@ def _finalize(out: Path, sources: list[Source], config: RecordConfig, fingerprin
         "counts": {
             "records": totals["records"], "images": totals["images"], "regions": totals["regions"],
             "turns": totals["turns"], "negatives": totals["negatives"], "skipped": len(skipped),
+            "llm_turns_kept_original": totals["llm_kept_original"],
             "tasks": group("task"), "modalities": group("modality"), "splits": group("split"), "sources": group("source"),
         },
         "shards": [{"file": f"records/{p['shard']}.jsonl", "records": p["counts"].get("records", 0), "sha256": p["sha256"]} for p in parts],

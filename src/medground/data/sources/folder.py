@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medground.data.modalities import canonical_modality
 from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key
-from medground.data.sources.medseg import plane_from_text, read_meta
+from medground.data.sources.medseg import clean_region, plane_from_text, read_meta
 from medground.data.sources.planar import MaskSpec, load_planar
 from medground.types import Rejected
 
@@ -51,7 +51,7 @@ class FolderSource(Source):
         if not raw:
             raise SourceError(f"{self.root}: no modality; add meta.json with 'modality' or pass --modality")
         self.modality = canonical_modality(raw)
-        self.body_region = meta.get("body_region")
+        self.body_region = clean_region(meta.get("body_region"))
         self.plane = meta.get("plane") or plane_from_text(self.body_region)
         labels_path = self.root / "labels.json"
         labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}

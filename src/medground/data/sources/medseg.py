@@ -22,7 +22,7 @@ from medground.data.sources.base import Item, LoadResult, Source, SourceError, c
 from medground.data.sources.planar import MaskSpec, load_planar
 from medground.types import Rejected
 
-__all__ = ["MedsegSource", "read_meta", "plane_from_text"]
+__all__ = ["MedsegSource", "clean_region", "plane_from_text", "read_meta"]
 
 _INSTANCE_KEY = re.compile(r"^\d+\s*\.\.\s*N$", re.IGNORECASE)
 
@@ -44,6 +44,11 @@ def plane_from_text(text: str | None) -> str | None:
         if text and plane in text.lower():
             return plane
     return None
+
+
+def clean_region(text: str | None) -> str | None:
+    """A body region without parenthesised notes: "brain (axial FLAIR slices)" -> "brain"."""
+    return re.sub(r"\s*\([^)]*\)", "", text).strip() or None if text else None
 
 
 def _declared_values(labels: dict) -> dict[int, str]:
@@ -70,8 +75,8 @@ class MedsegSource(Source):
         if not raw_modality:
             raise SourceError(f"{self.root}: no modality; add it to meta.json or pass --modality")
         self.modality = canonical_modality(raw_modality)
-        self.body_region = meta.get("body_region")
-        self.plane = meta.get("plane") or plane_from_text(self.body_region)
+        self.plane = meta.get("plane") or plane_from_text(meta.get("body_region"))
+        self.body_region = clean_region(meta.get("body_region"))
         labels_path = self.root / "labels.json"
         self.labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
         with open(self.root / "pairs.csv", newline="", encoding="utf-8") as handle:

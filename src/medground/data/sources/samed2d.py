@@ -16,9 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from medground.data.modalities import canonical_modality, modality_from_sa_med2d_name, plane_from_sa_med2d_name
+from medground.data.modalities import (
+    canonical_modality,
+    modality_from_sa_med2d_name,
+    plane_from_sa_med2d_name,
+)
 from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key
-from medground.data.sources.medseg import read_meta
+from medground.data.sources.medseg import clean_region, read_meta
 from medground.data.sources.planar import MaskSpec, load_planar
 from medground.types import Rejected
 
@@ -54,7 +58,7 @@ class SaMed2dSource(Source):
         self.name = self.name or meta.get("name") or self.base.name
         fallback = self.modality or meta.get("modality")
         self.default_modality = canonical_modality(fallback) if fallback else None
-        self.body_region = meta.get("body_region")
+        self.body_region = clean_region(meta.get("body_region"))
         self.index: dict[str, list[str]] = {}
         for file in files:
             data = json.loads(file.read_text(encoding="utf-8"))

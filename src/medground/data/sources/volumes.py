@@ -21,7 +21,7 @@ import numpy as np
 
 from medground.data.modalities import canonical_modality
 from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key, resolve
-from medground.data.sources.medseg import read_meta
+from medground.data.sources.medseg import clean_region, read_meta
 from medground.io import (
     CT_WINDOWS,
     ReadError,
@@ -67,17 +67,46 @@ class VolumeOptions:
             raise ValueError(f"unknown CT window {self.ct_window!r}; known: {', '.join(CT_WINDOWS)}")
 
 
-def _labels_of(root: Path) -> dict[int, str]:
+def _named_values(mapping: dict) -> dict[int, str]:
+    """{value: name} from a labels mapping, background (0) and non-numeric keys left out."""
+    pairs = {int(k): str(v) for k, v in mapping.items() if str(k).isdigit() and not isinstance(v, dict)}
+    if not pairs:  # nnU-Net v2 dataset.json maps name -> value
+        pairs = {int(v): str(k) for k, v in mapping.items() if isinstance(v, int)}
+    return {k: v for k, v in pairs.items() if k != 0}
+
+
+def _labels_file(root: Path) -> dict:
     for name in ("labels.json", "dataset.json"):
         path = root / name
         if path.exists():
             data = json.loads(path.read_text(encoding="utf-8"))
-            data = data.get("labels", data) if name == "dataset.json" else data
-            pairs = {int(k): str(v) for k, v in data.items() if str(k).isdigit()}
-            if not pairs:  # nnU-Net v2 dataset.json maps name -> value
-                pairs = {int(v): str(k) for k, v in data.items() if isinstance(v, int)}
-            return {k: v for k, v in pairs.items() if k != 0}
-    raise SourceError(f"{root}: no labels.json or dataset.json naming the label values")
+            return data.get("labels", data) if name == "dataset.json" else data
+    return {}
+
+
+def _labels_for(labels: dict, label_path: str, row_values: str | None) -> dict[int, str]:
+    """Names of one label volume: the row's ``label_values`` ("1=edema,2=..."), else the labels.json
+    group whose key is in the label file's name (``{"oars": {...}, "targets": {...}}``), else labels.json."""
+    if row_values and "=" in row_values:
+        parsed = dict(part.split("=", 1) for part in row_values.split(",") if "=" in part)
+        named = {int(k): v.strip() for k, v in parsed.items() if k.strip().isdigit() and int(k) != 0}
+        if named:
+            return named
+    stem = nifti_stem(label_path)
+    for key, group in labels.items():
+        if isinstance(group, dict) and key in stem:
+            return _named_values(group)
+    return _named_values(labels)
+
+
+def _modality_of(raw: str | None) -> str | None:
+    """Canonical modality of a free-text column such as "MR FLAIR (z-scored)" (its first word)."""
+    if not raw:
+        return None
+    try:
+        return canonical_modality(raw)
+    except ValueError:
+        return canonical_modality(raw.replace("(", " ").split()[0])
 
 
 @dataclass
@@ -95,35 +124,41 @@ class NiftiSource(Source):
         self.root = Path(self.root)
         self.name = self.name or self.root.name
         meta = read_meta(self.root)
-        self.body_region = meta.get("body_region")
-        self.labels = _labels_of(self.root)
-        self.pairs = self._pairs(meta)
+        self.body_region = clean_region(meta.get("body_region"))
+        self.pairs = self._pairs(meta, _labels_file(self.root))
+        if not any(p["labels"] for p in self.pairs):
+            raise SourceError(f"{self.root}: no label names; add labels.json ({{\"1\": \"liver\"}}) or a label_values column")
 
-    def _pairs(self, meta: dict) -> list[tuple[str, str, str | None]]:
-        """(image path, label path, raw modality) of every pair."""
+    def _pairs(self, meta: dict, labels: dict) -> list[dict]:
+        """One dict per (image, label) pair: paths, modality and label names."""
         default = self.modality or meta.get("modality")
         if (self.root / "pairs.csv").exists():
             with open(self.root / "pairs.csv", newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
-            return [(str(resolve(self.root, r["image"])), str(resolve(self.root, r["label"])),
-                     self.modality or r.get("modality") or default) for r in rows]
-        images, labels = self.root / "imagesTr", self.root / "labelsTr"
-        if not images.is_dir() or not labels.is_dir():
-            raise SourceError(f"{self.root}: expected imagesTr/ and labelsTr/ or a pairs.csv with image,label")
+        else:
+            images, label_dir = self.root / "imagesTr", self.root / "labelsTr"
+            if not images.is_dir() or not label_dir.is_dir():
+                raise SourceError(f"{self.root}: expected imagesTr/ and labelsTr/ or a pairs.csv with image,label")
+            rows = []
+            for image in sorted(images.glob("*.nii*")):
+                stem = nifti_stem(image)
+                label_stem = stem[:-5] if stem[-5:-4] == "_" and stem[-4:].isdigit() else stem
+                rows.append({"image": str(image), "label": str(label_dir / f"{label_stem}.nii.gz")})
         pairs = []
-        for image in sorted(images.glob("*.nii*")):
-            stem = nifti_stem(image)
-            label_stem = stem[:-5] if stem[-5:-4] == "_" and stem[-4:].isdigit() else stem
-            pairs.append((str(image), str(labels / f"{label_stem}.nii.gz"), default))
-        return pairs
+        for row in rows:
+            image, label = str(resolve(self.root, row["image"])), str(resolve(self.root, row["label"]))
+            pairs.append({"image": image, "label": label, "modality": _modality_of(self.modality or row.get("modality") or default),
+                          "labels": _labels_for(labels, label, row.get("label_values"))})
+        return sorted(pairs, key=lambda p: (p["image"], p["label"]))
 
     def items(self) -> Iterator[Item | Rejected]:
-        for image, label, modality in sorted(self.pairs):
-            if not modality:
-                yield Rejected(image, "no modality (pairs.csv column, meta.json or --modality)", self.name)
+        stems = [nifti_stem(p["image"]) for p in self.pairs]
+        for pair, stem in zip(self.pairs, stems, strict=True):
+            if not pair["modality"]:
+                yield Rejected(pair["image"], "no modality (pairs.csv column, meta.json or --modality)", self.name)
                 continue
-            yield Item(self.name, nifti_stem(image), case_key(nifti_stem(label)),
-                       {"image": image, "label": label, "modality": canonical_modality(modality)})
+            key = stem if stems.count(stem) == 1 else f"{stem}__{nifti_stem(pair['label'])}"
+            yield Item(self.name, key, case_key(nifti_stem(pair["label"])), dict(pair))
 
     def _display(self, array: np.ndarray, modality: str) -> np.ndarray:
         if modality == "ct":
@@ -139,19 +174,21 @@ class NiftiSource(Source):
         except ReadError as error:
             yield Rejected(str(error.path), error.reason, self.name)
             return
+        names = item.payload["labels"]
         present = [int(v) for v in np.unique(label.array) if v != 0]
-        unknown = [v for v in present if v not in self.labels]
+        unknown = [v for v in present if v not in names]
         if unknown:
             yield Rejected(item.payload["label"], f"label values {unknown} not named in labels.json; they are left out", self.name)
-        known = [v for v in present if v in self.labels]
+        known = [v for v in present if v in names]
         if not known:
             yield Rejected(item.payload["label"], "label volume has no named foreground", self.name)
             return
         display = self._display(volume.array, item.payload["modality"])
         for plane in self.options.planes:
-            yield from self._slices(item, display, label.array, known, plane, slice_spacing(volume.spacing, plane))
+            spacing = slice_spacing(volume.spacing, plane)
+            yield from self._slices(item, display, label.array, {v: names[v] for v in known}, plane, spacing)
 
-    def _slices(self, item: Item, display: np.ndarray, labels: np.ndarray, known: list[int], plane: str,
+    def _slices(self, item: Item, display: np.ndarray, labels: np.ndarray, known: dict[int, str], plane: str,
                 spacing: tuple[float, float]) -> Iterator[Sample]:
         kept = 0
         for index in range(axis_length(labels.shape, plane)):
@@ -162,7 +199,7 @@ class NiftiSource(Source):
             kept += 1
             if (kept - 1) % self.options.slice_step:
                 continue
-            structures = [StructureMask(self.labels[v], label_slice == v) for v in values]
+            structures = [StructureMask(known[v], label_slice == v) for v in values]
             yield Sample(
                 id=f"{self.name}/{item.key}_{plane}{index:03d}", image=slice_volume(display, plane, index),
                 modality=item.payload["modality"], source=self.name, case=item.case, structures=structures,
@@ -171,4 +208,4 @@ class NiftiSource(Source):
             )
 
     def vocabulary(self) -> list[str]:
-        return sorted(self.labels.values())
+        return sorted({name for pair in self.pairs for name in pair["labels"].values()})

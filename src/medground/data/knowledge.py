@@ -1,0 +1,125 @@
+"""The shipped anatomical knowledge table: one neutral, textbook-style line per structure.
+
+``knowledge/anatomy.json`` maps a normalised key (:func:`medground.data.names.name_key`) to an entry
+with the display ``name``, ``body_region`` (one of :data:`BODY_REGIONS`), ``system``, ``kind``
+("anatomy", "lesion" or "target": a radiotherapy planning volume), a one-sentence ``description`` and
+optional ``aliases`` (other raw names of the same structure). It covers every structure of the
+shared test data and the label sets SA-Med2D-20M is built from (TotalSegmentator, AMOS, BraTS,
+KiTS, LiTS, MSD, ACDC, HaN organs at risk, ISIC, Kvasir, DRIVE, REFUGE, HC18 ...).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from medground.data.names import name_key
+
+__all__ = [
+    "BODY_REGIONS",
+    "KINDS",
+    "Entry",
+    "canonical_body_region",
+    "describe",
+    "load_table",
+    "lookup",
+    "related_structures",
+]
+
+BODY_REGIONS: tuple[str, ...] = (
+    "head", "neck", "chest", "abdomen", "pelvis", "spine", "upper limb", "lower limb", "breast",
+    "eye", "oral cavity", "skin", "fetus", "tissue", "whole body",
+)
+KINDS: tuple[str, ...] = ("anatomy", "lesion", "target")
+
+_REGION_ALIASES: dict[str, str] = {
+    "brain": "head", "head and neck": "neck", "thorax": "chest", "lung": "chest", "heart": "chest",
+    "cardiac": "chest", "abdominal": "abdomen", "abdomen and pelvis": "abdomen", "retina": "eye",
+    "fundus": "eye", "teeth": "oral cavity", "dental": "oral cavity", "mouth": "oral cavity",
+    "cell": "tissue", "cells": "tissue", "histology": "tissue", "colon": "abdomen", "colorectum": "abdomen",
+    "knee": "lower limb", "leg": "lower limb", "arm": "upper limb", "obstetric": "fetus", "uterus": "pelvis",
+    "prostate": "pelvis", "cervical spine": "spine", "lumbar spine": "spine", "body": "whole body",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One structure of the knowledge table; ``key`` is its :func:`name_key`."""
+
+    key: str
+    name: str
+    body_region: str
+    system: str
+    kind: str
+    description: str
+    aliases: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=1)
+def load_table() -> dict[str, Entry]:
+    """The whole table, keyed by normalised key (read once from the package data)."""
+    text = resources.files("medground.data").joinpath("knowledge/anatomy.json").read_text(encoding="utf-8")
+    raw = json.loads(text)["entries"]
+    return {
+        key: Entry(key, e["name"], e["body_region"], e["system"], e["kind"], e["description"],
+                   tuple(e.get("aliases", ())))
+        for key, e in raw.items()
+    }
+
+
+@lru_cache(maxsize=1)
+def _alias_index() -> dict[str, str]:
+    """name_key of every alias -> the entry key it belongs to."""
+    index: dict[str, str] = {}
+    for key, entry in load_table().items():
+        for alias in entry.aliases:
+            index.setdefault(name_key(alias), key)
+    return index
+
+
+def lookup(name_or_key: str) -> Entry | None:
+    """The entry for a raw key, display name or alias ("hip_left", "left hip", "postcava"), else None."""
+    try:
+        key = name_key(name_or_key)
+    except ValueError:
+        return None
+    table = load_table()
+    if key in table:
+        return table[key]
+    alias = _alias_index().get(key)
+    return table[alias] if alias else None
+
+
+def describe(name: str) -> str:
+    """The one-line description of a structure, or "" when the table does not know it."""
+    entry = lookup(name)
+    return entry.description if entry else ""
+
+
+def canonical_body_region(region: str) -> str:
+    """A body region name from :data:`BODY_REGIONS` ("thorax" -> "chest"); ValueError listing them if unknown."""
+    text = " ".join(region.lower().replace("_", " ").split())
+    if text in BODY_REGIONS:
+        return text
+    if text in _REGION_ALIASES:
+        return _REGION_ALIASES[text]
+    import difflib
+
+    close = difflib.get_close_matches(text, [*BODY_REGIONS, *_REGION_ALIASES], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown body region {region!r}; known: {', '.join(BODY_REGIONS)}.{hint}")
+
+
+def related_structures(body_region: str, kind: str | None = None) -> list[str]:
+    """Display names of the table's structures in a body region, sorted (candidates for negatives).
+
+    ``kind`` restricts to "anatomy", "lesion" or "target". The region may be an alias ("thorax").
+    """
+    region = canonical_body_region(body_region)
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    return sorted(
+        e.name for e in load_table().values() if e.body_region == region and (kind is None or e.kind == kind)
+    )

@@ -1,0 +1,193 @@
+"""The canonical modality vocabulary, its aliases, display names and SA-Med2D-20M file-name parsing.
+
+Every record carries one of :data:`MODALITIES`. Raw names from datasets, DICOM headers or users go
+through :func:`canonical_modality`; SA-Med2D-20M file names
+(``{modality_sub-modality}--{dataset}--{case}--{axis_slice}.png``) through
+:func:`modality_from_sa_med2d_name` and :func:`plane_from_sa_med2d_name`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import PurePath
+
+__all__ = [
+    "BIRD_FILE_PREFIX",
+    "DISPLAY_NAMES",
+    "IMAGE_NOUNS",
+    "MEDGRIT_MODALITIES",
+    "MODALITIES",
+    "SA_MED2D_AXIS_PLANES",
+    "bird_prefix",
+    "canonical_modality",
+    "display_name",
+    "image_phrase",
+    "modality_from_sa_med2d_name",
+    "plane_from_sa_med2d_name",
+]
+
+MODALITIES: tuple[str, ...] = (
+    "ct", "mr", "x-ray", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound",
+    "histopathology", "microscopy", "other",
+)
+
+# The eight modalities of Med-GRIT-270k / BiRD, in BiRD's order.
+MEDGRIT_MODALITIES: tuple[str, ...] = ("ct", "mr", "x-ray", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound")
+
+# BiRD's per-modality file prefix (test_<prefix>.jsonl and its modality keys).
+BIRD_FILE_PREFIX: dict[str, str] = {
+    "ct": "ct", "mr": "mr", "x-ray": "x", "pet": "pet", "endoscopy": "endoscopy",
+    "dermoscopy": "dermoscopy", "fundus": "fundus", "ultrasound": "ultrasound",
+}
+
+DISPLAY_NAMES: dict[str, str] = {
+    "ct": "CT", "mr": "MRI", "x-ray": "X-ray", "pet": "PET", "endoscopy": "endoscopy",
+    "dermoscopy": "dermoscopy", "fundus": "fundus photography", "ultrasound": "ultrasound",
+    "histopathology": "histopathology", "microscopy": "microscopy", "other": "medical imaging",
+}
+
+# The image noun of each modality, for sentences such as "This is an axial CT image".
+IMAGE_NOUNS: dict[str, str] = {
+    "ct": "CT image", "mr": "MRI image", "x-ray": "X-ray image", "pet": "PET image",
+    "endoscopy": "endoscopy image", "dermoscopy": "dermoscopy image", "fundus": "fundus photograph",
+    "ultrasound": "ultrasound image", "histopathology": "histopathology image",
+    "microscopy": "microscopy image", "other": "medical image",
+}
+
+# SA-Med2D-20M cuts 3D volumes along the axes of the SimpleITK array (slice, row, column): "x" is
+# array axis 0, the acquisition's slice axis (axial for axially acquired CT/MR), "y" axis 1 (rows:
+# coronal), "z" axis 2 (columns: sagittal). Evidence: ACDC short-axis stacks have ~10 slices and their
+# SA-Med2D names use x_0000..x_0009; SA-Med2D drops slices whose sides differ more than 2x, so an x
+# axis of 216 columns would have left no ACDC image. Volumes acquired sagittally or coronally break
+# this mapping; 2D images ("2d_none") have no plane.
+SA_MED2D_AXIS_PLANES: dict[str, str] = {"x": "axial", "y": "coronal", "z": "sagittal"}
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "ct": ("ct", "computed tomography", "cta", "ct angiography", "cect", "ncct", "ct scan", "cbct"),
+    "mr": ("mr", "mri", "magnetic resonance", "magnetic resonance imaging", "mr image", "cmr", "t1", "t1w",
+           "t1c", "t1ce", "t1gd", "t2", "t2w", "flair", "dwi", "adc", "mprage", "pd", "lge"),
+    "x-ray": ("x-ray", "x ray", "xray", "x", "cxr", "chest x-ray", "radiograph", "radiography", "dx", "cr",
+              "mg", "mammography", "mammogram", "dental x-ray", "panoramic radiograph", "fluoroscopy", "xa"),
+    "pet": ("pet", "pt", "pet/ct", "pet-ct", "petct", "positron emission tomography", "pet ct"),
+    "endoscopy": ("endoscopy", "endo", "endoscopic", "colonoscopy", "gastroscopy", "es", "laparoscopy",
+                  "capsule endoscopy", "bronchoscopy"),
+    "dermoscopy": ("dermoscopy", "derm", "dermatoscopy", "dermoscopic", "dermatology", "skin photograph"),
+    "fundus": ("fundus", "fundus photography", "fundus photograph", "color fundus photography", "cfp",
+               "retinal photography", "retinal fundus", "fundoscopy"),
+    "ultrasound": ("ultrasound", "us", "sonography", "ultrasonography", "echo", "echocardiography", "usg"),
+    "histopathology": ("histopathology", "pathology", "histology", "wsi", "whole slide image", "h&e", "he",
+                       "digital pathology", "sm", "slide microscopy"),
+    "microscopy": ("microscopy", "cell microscopy", "fluorescence microscopy", "electron microscopy", "em",
+                   "light microscopy", "cell imaging"),
+    "other": ("other", "ot", "unknown", "oct", "optical coherence tomography"),
+}
+
+_LOOKUP: dict[str, str] = {alias: canon for canon, aliases in _ALIASES.items() for alias in aliases}
+
+
+def _normalise(raw: str) -> str:
+    """Lowercase, '_' -> ' ', runs of spaces collapsed: "Fundus_Photography " -> "fundus photography"."""
+    return re.sub(r"\s+", " ", raw.strip().lower().replace("_", " "))
+
+
+def _phrase_in(text: str) -> str | None:
+    """Modality of the longest distinctive alias (3+ letters) found as whole words in free text."""
+    words = text.split()
+    for size in range(min(4, len(words)), 0, -1):
+        for start in range(len(words) - size + 1):
+            phrase = " ".join(words[start:start + size])
+            if len(phrase) >= 3 and phrase in _LOOKUP:
+                return _LOOKUP[phrase]
+    return None
+
+
+def canonical_modality(raw: str) -> str:
+    """The canonical modality for a raw name ("MRI", "x_ray", "cxr", "mr_t1" ...).
+
+    A name whose first word is a known modality followed by a sub-modality ("mr t1", "ct 00") maps
+    to that modality; free text is searched for the longest alias of 3+ letters ("Color fundus
+    photography" -> fundus). Unknown names raise ValueError listing the vocabulary and the closest alias.
+    """
+    key = _normalise(raw)
+    for candidate in (key, key.replace("-", " "), key.replace(" ", "-"), key.replace(" ", "")):
+        if candidate in _LOOKUP:
+            return _LOOKUP[candidate]
+    first = key.split(" ")[0] if key else ""
+    if first in _LOOKUP:
+        return _LOOKUP[first]
+    found = _phrase_in(re.sub(r"\([^)]*\)", " ", key))
+    if found:
+        return found
+    close = difflib.get_close_matches(key, list(_LOOKUP), n=1, cutoff=0.6)
+    hint = f" The closest known name is {close[0]!r} ({_LOOKUP[close[0]]})." if close else ""
+    raise ValueError(
+        f"unknown modality {raw!r}; expected one of {', '.join(MODALITIES)} or an alias such as "
+        f"'mri', 'xray', 'us', 'wsi'.{hint}"
+    )
+
+
+def display_name(modality: str) -> str:
+    """Display name of a canonical (or alias) modality: "mr" -> "MRI"."""
+    return DISPLAY_NAMES[canonical_modality(modality)]
+
+
+def image_phrase(modality: str, plane: str | None = None) -> str:
+    """Noun phrase with its article: ("mr") -> "an MRI image"; ("ct", "axial") -> "an axial CT image"."""
+    words = f"{plane} {IMAGE_NOUNS[canonical_modality(modality)]}" if plane else IMAGE_NOUNS[canonical_modality(modality)]
+    first = words.split()[0]
+    vowel = first[0].lower() in "aeiou" or first in ("MRI", "X-ray")
+    return f"{'an' if vowel else 'a'} {words}"
+
+
+def bird_prefix(modality: str) -> str:
+    """BiRD's file prefix of one of the eight Med-GRIT modalities ("x-ray" -> "x"); else ValueError."""
+    canon = canonical_modality(modality)
+    if canon not in BIRD_FILE_PREFIX:
+        raise ValueError(f"modality {modality!r} ({canon}) is not one of Med-GRIT's {', '.join(MEDGRIT_MODALITIES)}")
+    return BIRD_FILE_PREFIX[canon]
+
+
+def _sa_med2d_fields(filename: str) -> list[str] | None:
+    """The '--'-separated fields of an SA-Med2D-20M image or mask name, or None without the convention."""
+    stem = PurePath(filename).name
+    if stem.lower().endswith(".png"):
+        stem = stem[:-4]
+    fields = stem.split("--")
+    return fields if len(fields) >= 4 else None
+
+
+def modality_from_sa_med2d_name(filename: str) -> str | None:
+    """Canonical modality from an SA-Med2D-20M file name, or None when the name has no such prefix.
+
+    ``ct_00--AbdomenCT1K--Case_00220--x_0359.png`` -> "ct"; ``mr_t1--BraTS2021--...`` -> "mr";
+    ``x_ray--covid_19_ct_cxr--16660_5_1--2d_none.png`` -> "x-ray". Names without the
+    ``a--b--c--d`` convention (the demo's ``amos_0004_75.png``) give None. A prefix that is no known
+    modality raises ValueError naming the file.
+    """
+    fields = _sa_med2d_fields(filename)
+    if fields is None:
+        return None
+    prefix = fields[0].lower()
+    for candidate in (prefix, prefix.split("_")[0]):
+        try:
+            return canonical_modality(candidate)
+        except ValueError:
+            continue
+    try:
+        return canonical_modality(re.sub(r"_00$", "", prefix))
+    except ValueError as error:
+        raise ValueError(f"{filename}: SA-Med2D modality prefix {fields[0]!r} is unknown. {error}") from None
+
+
+def plane_from_sa_med2d_name(filename: str) -> str | None:
+    """Plane of a 3D-derived SA-Med2D-20M slice from its ``--x_``/``--y_``/``--z_`` field, else None.
+
+    x -> "axial", y -> "coronal", z -> "sagittal" (see :data:`SA_MED2D_AXIS_PLANES`); "2d_none",
+    unknown axes and names without the convention give None. Works on image and mask names.
+    """
+    fields = _sa_med2d_fields(filename)
+    if fields is None:
+        return None
+    match = re.fullmatch(r"([xyz])_\d+", fields[3].lower())
+    return SA_MED2D_AXIS_PLANES[match.group(1)] if match else None

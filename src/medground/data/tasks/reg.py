@@ -1,0 +1,80 @@
+"""REG (referring expression generation): a box pointing at one instance -> a description.
+
+The answer gives the name and position, how many instances the structure has when more than one,
+its relation to one instance of another structure (grounded with the dialect, so that region is in
+``Turn.regions`` too) and the knowledge table's one-line, general description of the structure.
+The relation comes from :func:`medground.data.regions.relation_phrase`; if that module cannot be
+imported the relation sentence is left out.
+"""
+
+from __future__ import annotations
+
+import random
+
+from medground.data.knowledge import describe
+from medground.data.tasks.base import (
+    TaskState,
+    Turn,
+    choose_structure,
+    fill,
+    load_phrases,
+    name_words,
+    structure_groups,
+)
+from medground.types import Region
+
+__all__ = ["reg_turn"]
+
+
+def _relation(a: Region, b: Region) -> str | None:
+    """How ``a`` lies relative to ``b`` ("above and to the left of"), or None without regions.py."""
+    try:
+        from medground.data.regions import relation_phrase
+    except ImportError:
+        return None
+    return relation_phrase(a, b)
+
+
+def _relation_sentence(state: TaskState, rng: random.Random, key: str, index: int) -> tuple[str, int | None]:
+    """A sentence relating region ``index`` to one instance of another structure, and that instance."""
+    groups = structure_groups(state.regions)
+    others = [k for k in groups if k != key]
+    if not others:
+        return "", None
+    other_index = rng.choice(groups[rng.choice(others)])
+    target, other = state.regions[index], state.regions[other_index]
+    relation = _relation(target, other)
+    if relation is None:
+        return "", None
+    grounded = state.dialect.ground(other.name, [other.box], state.ctx.width, state.ctx.height)
+    words = name_words(target.name)
+    template = rng.choice(load_phrases()["reg"]["relations"])
+    sentence = fill(template, relation=relation, other=grounded, the=name_words(other.name)["the"],
+                    It_is=words["It_is"], it_is=words["it_is"])
+    return sentence, other_index
+
+
+def reg_turn(state: TaskState, rng: random.Random) -> Turn | None:
+    """Point at one instance with ``dialect.box``; answer with name, position, relation, description."""
+    groups = structure_groups(state.regions)
+    key = choose_structure(rng, list(groups), "reg", state.used)
+    if key is None:
+        return None
+    index = rng.choice(groups[key])
+    region = state.regions[index]
+    bank = load_phrases()["reg"]
+    words = name_words(region.name)
+    question = fill(rng.choice(bank["questions"]), box=state.dialect.box(region.box, state.ctx.width, state.ctx.height))
+    parts = [fill(rng.choice(bank["answers"]), position=region.position or "in this image", **words)]
+    count = len(groups[key])
+    if count > 1:
+        parts.append(fill(rng.choice(bank["instances"]), count=count, **words))
+    relation, other_index = _relation_sentence(state, rng, key, index)
+    if relation:
+        parts.append(relation)
+    description = describe(region.name) or describe(region.key)
+    if description:
+        parts.append(description)
+    state.used.add(("reg", key))
+    indices = [index] if other_index is None else [index, other_index]
+    return Turn("reg", question, " ".join(parts), indices, region.name)

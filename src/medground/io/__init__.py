@@ -1,0 +1,61 @@
+"""Readers and writers: the only place medground reads or writes image, mask and volume files.
+
+Every reader raises :class:`ReadError` (a ValueError with ``path`` and ``reason``) for missing,
+unreadable, corrupt or truncated files. Frames: 2D arrays are row-major as stored; volumes are canonical
+RAS+ (X, Y, Z) arrays (:class:`Volume`); display slices follow :mod:`medground.io.display`.
+"""
+
+from medground.io.atomic import atomic_output, atomic_write_bytes, atomic_write_json, atomic_write_text
+from medground.io.dicom import load_dicom_seg, load_dicom_series
+from medground.io.display import (
+    AXES,
+    CT_WINDOWS,
+    DEFAULT_CT_WINDOW,
+    axis_length,
+    ct_window,
+    mr_percentiles,
+    normalize_mr,
+    rescale_to_uint8,
+    slice_spacing,
+    slice_volume,
+    stack_slices,
+    window_ct,
+)
+from medground.io.errors import ReadError
+from medground.io.images import IMAGE_SUFFIXES, image_size, read_image, read_mask, to_uint8_minmax, write_png
+from medground.io.nifti import Volume, canonical_volume, load_label_volume, load_volume, write_nifti_like
+from medground.io.rtstruct import rasterize_rtstruct
+
+__all__ = [
+    "AXES",
+    "CT_WINDOWS",
+    "DEFAULT_CT_WINDOW",
+    "IMAGE_SUFFIXES",
+    "ReadError",
+    "Volume",
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "axis_length",
+    "canonical_volume",
+    "ct_window",
+    "image_size",
+    "load_dicom_seg",
+    "load_dicom_series",
+    "load_label_volume",
+    "load_volume",
+    "mr_percentiles",
+    "normalize_mr",
+    "rasterize_rtstruct",
+    "read_image",
+    "read_mask",
+    "rescale_to_uint8",
+    "slice_spacing",
+    "slice_volume",
+    "stack_slices",
+    "to_uint8_minmax",
+    "window_ct",
+    "write_nifti_like",
+    "write_png",
+]

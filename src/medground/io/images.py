@@ -1,0 +1,199 @@
+"""2D image and mask files: PNG, JPEG, BMP, TIFF in; deterministic PNG out.
+
+Frames: arrays are row-major ``(H, W)`` or ``(H, W, C)``, row 0 at the top of the picture, as stored.
+No EXIF rotation is applied (a mask file beside the image has no EXIF, so pairs stay aligned).
+
+Channel rule of :func:`read_image` (decided by the file's pixel mode, never by its values):
+grey modes (1, L, LA, I;16, I, F) give ``(H, W)``; colour modes (RGB, RGBA, P, PA, CMYK, YCbCr...) give
+``(H, W, 3)``, even when the three channels happen to be equal. Alpha is dropped, not composited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medground.io.atomic import atomic_write_bytes
+from medground.io.errors import ReadError, require_file
+
+__all__ = ["IMAGE_SUFFIXES", "image_size", "read_image", "read_mask", "to_uint8_minmax", "write_png"]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+"""File suffixes (lower case) the image readers accept."""
+
+_GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
+_WIDE_GREY_PREFIX = "I;16"
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ReadError(path, f"unsupported image suffix {path.suffix or '(none)'!r}; supported: "
+                              f"{', '.join(IMAGE_SUFFIXES)}. NIfTI volumes: medground.io.load_volume; "
+                              "DICOM: medground.io.load_dicom_series")
+
+
+@contextlib.contextmanager
+def _open(path: str | Path, *, decode: bool) -> Iterator[Image.Image]:
+    """Open an image file (closed on exit); with ``decode`` read every pixel so corruption surfaces here."""
+    p = require_file(path)
+    _check_suffix(p)
+    try:
+        image = Image.open(p)
+    except Image.DecompressionBombError as exc:
+        raise ReadError(p, f"image is too large to decode safely ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ReadError(p, f"not a readable image: the content is not {p.suffix.lstrip('.').upper()} or any "
+                           "format Pillow knows (wrong suffix, or not an image at all?)") from exc
+    except OSError as exc:
+        raise ReadError(p, f"cannot open file ({exc})") from exc
+    with image:
+        _check_frames_and_decode(p, image, decode=decode)
+        yield image
+
+
+def _check_frames_and_decode(p: Path, image: Image.Image, *, decode: bool) -> None:
+    if getattr(image, "n_frames", 1) > 1:
+        raise ReadError(p, f"has {image.n_frames} frames/pages; medground reads single-frame images, "
+                           "save the frame you want as its own file")
+    if decode:
+        try:
+            image.load()
+        except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for bad data
+            raise ReadError(p, f"file is truncated or corrupt, pixel data could not be decoded "
+                               f"({type(exc).__name__}: {exc}); re-export or re-download it") from exc
+
+
+def to_uint8_minmax(array: np.ndarray) -> np.ndarray:
+    """Linear min-max rescale to uint8: min -> 0, max -> 255, round half up; a constant array -> zeros.
+
+    ``array`` is any real array without NaN/inf; returns uint8 of the same shape.
+    """
+    values = np.asarray(array, dtype=np.float64)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = np.floor((values - lo) * 255.0 / (hi - lo) + 0.5)
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def _wide_grey_to_uint8(path: Path, image: Image.Image) -> np.ndarray:
+    values = np.asarray(image)
+    if values.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise ReadError(path, f"float image holds {bad} NaN/inf pixels; expected finite values")
+    return to_uint8_minmax(values)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as display-ready uint8: ``(H, W)`` for grey files, ``(H, W, 3)`` RGB for colour files.
+
+    8-bit grey is returned as stored. 16-bit, 32-bit and float grey are min-max rescaled
+    (:func:`to_uint8_minmax`: the file's min -> 0, max -> 255; constant image -> zeros). Palette files
+    become RGB through their palette; alpha channels (RGBA, LA, PA) are dropped. 1-bit files give 0/255.
+    Raises ReadError for a missing, unsupported, truncated or corrupt file.
+    """
+    p = Path(path)
+    with _open(p, decode=True) as image:
+        return _image_array(p, image)
+
+
+def _image_array(p: Path, image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode.startswith(_WIDE_GREY_PREFIX) or mode in {"I", "F"}:
+        return _wide_grey_to_uint8(p, image)
+    if mode in _GREY_MODES:
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _mask_from_colour(path: Path, image: Image.Image) -> np.ndarray:
+    rgb = np.asarray(image.convert("RGB"))
+    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+        colours = np.unique(rgb.reshape(-1, 3), axis=0)
+        example = ", ".join(str(tuple(int(v) for v in c)) for c in colours[:4])
+        raise ReadError(path, f"colour mask with differing R, G, B channels ({len(colours)} distinct colours, "
+                              f"e.g. {example}); expected a single-channel label map. Convert it: map each "
+                              "colour to one integer label and save it as a grey (mode L or I;16) PNG")
+    return np.ascontiguousarray(rgb[..., 0])
+
+
+def _mask_from_float(path: Path, image: Image.Image) -> np.ndarray:
+    values = np.asarray(image)
+    if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
+        raise ReadError(path, "float mask holds non-integer or NaN values; expected integer labels")
+    if values.size and (values.min() < np.iinfo(np.int32).min or values.max() > np.iinfo(np.int32).max):
+        raise ReadError(path, "float mask values do not fit in int32")
+    return values.astype(np.int32)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a label mask ``(H, W)`` with the integer values as stored in the file.
+
+    dtype: uint8 for 8-bit files (L, P, and 1-bit files which give 0/1), uint16 for 16-bit grey
+    (e.g. instance-id maps), int32 for 32-bit integer or integer-valued float files. Palette PNGs give
+    their palette indices, not colours. LA/PA: the alpha channel is ignored. RGB/RGBA files whose R, G, B
+    channels are equal give that channel; differing channels raise ReadError (convert to a label map).
+    """
+    p = Path(path)
+    with _open(p, decode=True) as image:
+        return _mask_array(p, image)
+
+
+def _mask_array(p: Path, image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image, dtype=np.uint8)
+    if mode in {"L", "P"}:
+        return np.array(image, dtype=np.uint8)
+    if mode in {"LA", "La", "PA"}:
+        return np.array(image.getchannel(0), dtype=np.uint8)
+    if mode.startswith(_WIDE_GREY_PREFIX):
+        return np.asarray(image).astype(np.uint16)
+    if mode == "I":
+        return np.asarray(image).astype(np.int32)
+    if mode == "F":
+        return _mask_from_float(p, image)
+    return _mask_from_colour(p, image)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` in pixels from the file header only (fast; a truncated body is not detected)."""
+    with _open(path, decode=False) as image:
+        width, height = image.size
+    return int(width), int(height)
+
+
+def _png_image(array: np.ndarray) -> Image.Image:
+    data = np.asarray(array)
+    if data.dtype == bool:
+        data = data.astype(np.uint8) * np.uint8(255)
+    if data.ndim == 3 and data.shape[2] == 1:
+        data = data[..., 0]
+    if data.dtype == np.uint16 and data.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(data.astype("<u2")))
+    if data.dtype == np.uint8 and (data.ndim == 2 or (data.ndim == 3 and data.shape[2] in (3, 4))):
+        return Image.fromarray(np.ascontiguousarray(data))
+    raise ValueError(f"write_png accepts bool/uint8 (H, W), uint8 (H, W, 3|4) or uint16 (H, W); got "
+                     f"dtype {data.dtype} shape {data.shape}. Cast first, e.g. array.astype(np.uint8)")
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as PNG atomically, creating parent folders; same array -> same bytes.
+
+    bool ``(H, W)`` -> 8-bit grey 0/255; uint8 ``(H, W)``/``(H, W, 3)``/``(H, W, 4)`` -> L/RGB/RGBA;
+    uint16 ``(H, W)`` -> 16-bit grey. No metadata chunks (no time stamp), fixed zlib level 6.
+    Raises ValueError for another dtype/shape or a suffix other than ``.png``.
+    """
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise ValueError(f"write_png writes PNG files; got path {target} (suffix {target.suffix!r}), "
+                         "use a .png name")
+    buffer = io.BytesIO()
+    _png_image(array).save(buffer, format="PNG", compress_level=6, optimize=False)
+    atomic_write_bytes(target, buffer.getvalue())
