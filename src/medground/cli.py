@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from medground import __version__
+from medground.eval.command import eval_command
 
 app = typer.Typer(
     name="medground",
@@ -117,6 +118,8 @@ def report(out_dir: Annotated[Path, typer.Argument(help="A build's output folder
 
     typer.echo(write_report(out_dir))
 
+
+app.command("eval")(eval_command)
 
 if __name__ == "__main__":
     app()

@@ -124,9 +124,11 @@ class Sample:
 class Region:
     """One instance of one structure: a connected piece (or the whole structure) with its tight box.
 
-    mask: (H, W) bool in the saved image's frame; ``name`` is the clean display name ("left hip"),
-    ``key`` the dataset's raw name ("hip_left"); ``instance`` counts instances of that structure
-    in the image from 0; ``position`` is a phrase such as "in the upper left of the image".
+    mask: (box.height, box.width) bool, the region's pixels *inside its box* (the box is tight, so the
+    crop's first/last rows and columns hold foreground); :meth:`full_mask` pastes it into the image
+    frame. ``name`` is the clean display name ("left hip"), ``key`` the dataset's raw name
+    ("hip_left"); ``instance`` counts instances of that structure in the image from 0; ``position`` is
+    a phrase such as "in the upper left part of the image".
     """
 
     name: str
@@ -136,6 +138,12 @@ class Region:
     instance: int
     area: int
     position: str = ""
+
+    def full_mask(self, height: int, width: int) -> np.ndarray:
+        """(height, width) bool mask of the region in the image frame."""
+        full = np.zeros((height, width), bool)
+        full[self.box.y0 : self.box.y1, self.box.x0 : self.box.x1] = self.mask
+        return full
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ def test_components_become_instances_with_tight_boxes_in_raster_order():
     mask = _mask((100, 100), (60, 10, 80, 30), (5, 50, 25, 90))  # top-right piece first in raster order
     regions, dropped = extract_regions([StructureMask("hip_left", mask)], {"hip_left": "left hip"}, "ct", RegionConfig())
     assert [r.box for r in regions] == [Box(60, 10, 80, 30), Box(5, 50, 25, 90)]
+    assert regions[1].mask.shape == (40, 20) and regions[1].mask.all()
+    assert np.array_equal(regions[0].full_mask(100, 100) | regions[1].full_mask(100, 100), mask)
     assert [r.instance for r in regions] == [0, 1]
     assert [r.area for r in regions] == [400, 800]
     assert all(r.name == "left hip" and r.key == "hip_left" for r in regions)

@@ -11,6 +11,7 @@ KiTS, LiTS, MSD, ACDC, HaN organs at risk, ISIC, Kvasir, DRIVE, REFUGE, HC18 ...
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -23,6 +24,7 @@ __all__ = [
     "Entry",
     "canonical_body_region",
     "describe",
+    "distant_structures",
     "load_table",
     "lookup",
     "related_structures",
@@ -41,6 +43,26 @@ _REGION_ALIASES: dict[str, str] = {
     "cell": "tissue", "cells": "tissue", "histology": "tissue", "colon": "abdomen", "colorectum": "abdomen",
     "knee": "lower limb", "leg": "lower limb", "arm": "upper limb", "obstetric": "fetus", "uterus": "pelvis",
     "prostate": "pelvis", "cervical spine": "spine", "lumbar spine": "spine", "body": "whole body",
+}
+
+
+# Regions that can share an image with a region (so their structures may be visible but unannotated).
+_NEIGHBOURS: dict[str, frozenset[str]] = {
+    "head": frozenset({"neck", "eye", "oral cavity", "spine"}),
+    "neck": frozenset({"head", "chest", "spine", "oral cavity", "upper limb"}),
+    "chest": frozenset({"neck", "abdomen", "spine", "upper limb", "breast"}),
+    "abdomen": frozenset({"chest", "pelvis", "spine"}),
+    "pelvis": frozenset({"abdomen", "spine", "lower limb", "fetus"}),
+    "spine": frozenset({"head", "neck", "chest", "abdomen", "pelvis"}),
+    "upper limb": frozenset({"chest", "neck"}),
+    "lower limb": frozenset({"pelvis"}),
+    "breast": frozenset({"chest"}),
+    "eye": frozenset({"head"}),
+    "oral cavity": frozenset({"head", "neck"}),
+    "skin": frozenset(),
+    "fetus": frozenset({"pelvis", "abdomen"}),
+    "tissue": frozenset(),
+    "whole body": frozenset(BODY_REGIONS),
 }
 
 
@@ -113,13 +135,44 @@ def canonical_body_region(region: str) -> str:
 
 
 def related_structures(body_region: str, kind: str | None = None) -> list[str]:
-    """Display names of the table's structures in a body region, sorted (candidates for negatives).
+    """Display names of the table's structures in a body region, sorted.
 
     ``kind`` restricts to "anatomy", "lesion" or "target". The region may be an alias ("thorax").
+    Careful with negatives: a structure of the image's own region may be visible but unannotated, so
+    only a dataset's own annotated vocabulary, or :func:`distant_structures`, is safe to call absent.
     """
     region = canonical_body_region(body_region)
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
     return sorted(
         e.name for e in load_table().values() if e.body_region == region and (kind is None or e.kind == kind)
+    )
+
+
+def _regions_in(text: str) -> set[str]:
+    """Canonical regions named in free text such as "abdomen, thorax and pelvis"; unknown parts ignored."""
+    found = set()
+    for part in re.split(r",|\band\b|/|;", text.lower()):
+        try:
+            found.add(canonical_body_region(part))
+        except ValueError:
+            continue
+    return found
+
+
+def distant_structures(body_region: str | None, kind: str | None = None) -> list[str]:
+    """Display names of structures that cannot appear in an image of ``body_region``: safe negatives.
+
+    Structures of the same or a neighbouring region are left out (they may be visible but not
+    annotated, so "not present" could be false), as are "whole body" ones. The region may be free
+    text ("abdomen, thorax and pelvis"); an unknown or missing region gives [] (nothing is safe).
+    """
+    regions = _regions_in(body_region) if body_region else set()
+    if not regions or "whole body" in regions:
+        return []
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    near = regions.union(*(_NEIGHBOURS[r] for r in regions)) | {"whole body"}
+    return sorted(
+        e.name for e in load_table().values() if e.body_region not in near and (kind is None or e.kind == kind)
     )

@@ -80,7 +80,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
                        "digital pathology", "sm", "slide microscopy"),
     "microscopy": ("microscopy", "cell microscopy", "fluorescence microscopy", "electron microscopy", "em",
                    "light microscopy", "cell imaging"),
-    "other": ("other", "ot", "unknown", "oct", "optical coherence tomography"),
+    "other": ("other", "ot", "unknown", "oct", "optical coherence tomography", "nm", "nuclear medicine", "sc",
+              "secondary capture"),
 }
 
 _LOOKUP: dict[str, str] = {alias: canon for canon, aliases in _ALIASES.items() for alias in aliases}

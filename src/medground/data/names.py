@@ -10,6 +10,7 @@ structure ("lower lobe of the left lung", "lung_lower_lobe_left") share one key.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 __all__ = ["clean_name", "is_plural", "name_key", "ordinal", "the_name"]
 
@@ -31,7 +32,8 @@ _LEXICON: dict[str, str] = {
     "postcava": "inferior vena cava", "ivc": "inferior vena cava", "svc": "superior vena cava",
     "parotid": "parotid gland", "submandibular": "submandibular gland", "lacrimal": "lacrimal gland",
     "vertebrae": "vertebra", "lv": "left ventricle", "rv": "right ventricle", "la": "left atrium",
-    "ra": "right atrium", "myo": "myocardium", "lvc": "left ventricular cavity",
+    "ra": "right atrium", "rag": "right adrenal gland", "lag": "left adrenal gland", "myo": "myocardium",
+    "lvc": "left ventricular cavity",
     "ncr": "necrotic tumor core", "net": "non-enhancing tumor", "ed": "peritumoral edema",
     "et": "enhancing tumor", "wt": "whole tumor", "tc": "tumor core", "brain stem": "brainstem",
     "prostate/uterus": "prostate or uterus", "covid lesion": "COVID-19 lesion", "covid 19 lesion": "COVID-19 lesion",
@@ -46,7 +48,8 @@ def ordinal(number: int) -> str:
     """1 -> "1st", 2 -> "2nd", 11 -> "11th", 23 -> "23rd"."""
     if 10 <= number % 100 <= 20:
         return f"{number}th"
-    return f"{number}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th') }".replace(" ", "")
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def _tokens(raw: str) -> list[str]:
@@ -69,6 +72,7 @@ def _display_token(token: str) -> str:
     return token.lower()
 
 
+@lru_cache(maxsize=8192)
 def clean_name(raw: str) -> str:
     """Natural English name for a dataset structure key or label text.
 
@@ -106,6 +110,7 @@ def clean_name(raw: str) -> str:
     return " ".join([*sides, name]).strip()
 
 
+@lru_cache(maxsize=8192)
 def name_key(raw: str) -> str:
     """Normalised comparison key: clean name, lowercase, hyphens/punctuation as spaces, sides first.
 

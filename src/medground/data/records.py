@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from medground.data.knowledge import distant_structures
 from medground.data.names import clean_name
 from medground.data.regions import RegionConfig, extract_regions
 from medground.data.tasks import ImageContext, TaskConfig, Turn, make_conversation
 from medground.grounding import Dialect, get_dialect
-from medground.io import write_png
+from medground.io import write_mask_png, write_png
 from medground.types import Box, Region, Rejected, Sample, StructureMask
 
 __all__ = ["RecordConfig", "make_records", "resize_sample", "save_sample", "split_of", "verify_turn"]
@@ -70,7 +72,14 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
         structures.append(StructureMask(s.name, mask, s.instance, s.instance_map))
     spacing = None if sample.spacing is None else (sample.spacing[0] / scale, sample.spacing[1] / scale)
     return Sample(sample.id, image, sample.modality, sample.source, sample.case, structures, sample.plane,
-                  sample.body_region, spacing, {**sample.meta, "resized_from": [sample.width, sample.height]})
+                  sample.body_region, spacing, {**{k: v for k, v in sample.meta.items() if k != "file"}, "resized_from": [sample.width, sample.height]})
+
+
+def image_path(sample: Sample) -> str:
+    """Where a sample's image is saved: its own file's suffix when it is copied as stored, else PNG."""
+    stored = sample.meta.get("file")
+    suffix = Path(stored).suffix.lower() if stored else ".png"
+    return f"images/{sample.id}{suffix}"
 
 
 def _file_part(text: str) -> str:
@@ -96,6 +105,17 @@ def verify_turn(turn: Turn, regions: list[Region], dialect: Dialect, width: int,
     return None
 
 
+def absent_names(sample: Sample, vocabulary: list[str]) -> list[str]:
+    """Structures a negative question may ask about: those its dataset annotates elsewhere but not here
+    (hard negatives; each dataset is taken to annotate its label set exhaustively), else anatomy of
+    distant body regions (easy but true negatives: no liver in a brain MRI)."""
+    present = {clean_name(s.name) for s in sample.structures}
+    absent = sorted({clean_name(k) for k in vocabulary} - present)
+    if absent or not sample.body_region:
+        return absent
+    return sorted(set(distant_structures(sample.body_region, kind="anatomy")) - present)
+
+
 def make_records(sample: Sample, vocabulary: list[str], config: RecordConfig) -> tuple[list[dict], list[Region], list[Rejected]]:
     """Conversation records of one sample, its regions, and rejections (speck-only or unverifiable)."""
     names = {s.name: clean_name(s.name) for s in sample.structures}
@@ -103,8 +123,7 @@ def make_records(sample: Sample, vocabulary: list[str], config: RecordConfig) ->
     rejected = [Rejected(sample.id, f"structure {key!r}: every component is below the speck threshold", sample.source) for key in dropped]
     if not regions:
         return [], [], [*rejected, Rejected(sample.id, "no region left after speck removal", sample.source)]
-    present = {clean_name(s.name) for s in sample.structures}
-    absent = sorted({clean_name(k) for k in vocabulary} - present)
+    absent = absent_names(sample, vocabulary)
     dialect = get_dialect(config.dialect)
     context = ImageContext(sample.width, sample.height, sample.modality, sample.plane, sample.body_region, sample.source)
     split = split_of(sample.source, sample.case, config.seed, config.split_ratios)
@@ -132,7 +151,7 @@ def _record(sample: Sample, index: int, split: str, dialect: str, turns: list[Tu
         conversations.append({"from": "human", "value": prefix + turn.question})
         conversations.append({"from": "gpt", "value": turn.answer})
     return {
-        "id": f"{sample.id}#{index}", "image": f"images/{sample.id}.png", "width": sample.width,
+        "id": f"{sample.id}#{index}", "image": image_path(sample), "width": sample.width,
         "height": sample.height, "modality": sample.modality, "source": sample.source, "case": sample.case,
         "split": split, "plane": sample.plane, "body_region": sample.body_region, "dialect": dialect,
         "tasks": [t.task for t in turns], "conversations": conversations,
@@ -142,7 +161,16 @@ def _record(sample: Sample, index: int, split: str, dialect: str, turns: list[Tu
 
 
 def save_sample(out_dir: Path, sample: Sample, regions: list[Region]) -> None:
-    """Write ``images/<id>.png`` and one 0/255 PNG per region under ``masks/<id>/``."""
-    write_png(out_dir / "images" / f"{sample.id}.png", sample.image)
+    """Write the image (a copy of its file when stored display-ready, else PNG) and one 0/255 PNG per region.
+
+    Not fsynced one by one: the build's shard commit mark is written after them (see engine).
+    """
+    target = out_dir / image_path(sample)
+    if "file" in sample.meta:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample.meta["file"], target)
+    else:
+        write_png(target, sample.image, durable=False, compress_level=1)
     for region in regions:
-        write_png(out_dir / mask_path(sample.id, region), region.mask)
+        write_mask_png(out_dir / mask_path(sample.id, region), region.mask, top=region.box.y0, left=region.box.x0,
+                       height=sample.height, width=sample.width, durable=False)

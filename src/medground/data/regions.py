@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from medground.types import Region, StructureMask, tight_box
+from medground.types import Box, Region, StructureMask
 
 __all__ = ["RegionConfig", "extract_regions", "position_phrase", "relation_phrase", "RADIOLOGICAL_MODALITIES"]
 
@@ -36,19 +36,23 @@ class RegionConfig:
             raise ValueError(f"min_area_fraction must be in [0, 1), got {self.min_area_fraction}")
 
 
-def _pieces(structure: StructureMask, config: RegionConfig) -> list[np.ndarray]:
-    """Boolean (H, W) masks of the instances in one structure mask, in raster order of first pixel."""
+def _pieces(structure: StructureMask, config: RegionConfig) -> list[tuple[Box, np.ndarray]]:
+    """(tight box, crop of the instance inside it) for each instance of one structure mask, in raster
+    order of first pixel (connected components) or id order (instance maps)."""
     if structure.instance_map:
-        ids = np.unique(structure.mask)
-        return [structure.mask == i for i in ids[ids != 0]]
-    mask = structure.mask.astype(bool, copy=False)
-    if not config.split_components:
-        return [mask] if mask.any() else []
-    structure_el = ndimage.generate_binary_structure(2, config.connectivity)
-    labels, count = ndimage.label(mask, structure=structure_el)
-    if count <= 1:
-        return [mask] if count == 1 else []
-    return [labels == i for i in range(1, count + 1)]
+        ids = structure.mask
+    elif config.split_components:
+        structure_el = ndimage.generate_binary_structure(2, config.connectivity)
+        ids, _ = ndimage.label(structure.mask, structure=structure_el)
+    else:
+        ids = structure.mask.astype(np.uint8)
+    pieces = []
+    for value, window in enumerate(ndimage.find_objects(ids), start=1):
+        if window is None:  # an id that does not occur
+            continue
+        rows, cols = window
+        pieces.append((Box(cols.start, rows.start, cols.stop, rows.stop), ids[window] == value))
+    return pieces
 
 
 def extract_regions(
@@ -62,22 +66,20 @@ def extract_regions(
     regions: list[Region] = []
     next_instance: dict[str, int] = {}
     for structure in structures:
-        mask = structure.mask
+        height, width = structure.mask.shape
         min_area = (
             config.min_instance_pixels
             if structure.instance_map
-            else max(1, int(np.ceil(config.min_area_fraction * mask.shape[0] * mask.shape[1])))
+            else max(1, int(np.ceil(config.min_area_fraction * height * width)))
         )
-        for piece in _pieces(structure, config):
-            area = int(piece.sum())
-            box = tight_box(piece)
-            if box is None or area < min_area:
+        for box, crop in _pieces(structure, config):
+            area = int(np.count_nonzero(crop))
+            if area < min_area:
                 continue
             instance = next_instance.get(structure.name, 0)
             next_instance[structure.name] = instance + 1
-            height, width = piece.shape
             position = position_phrase(box.center, width, height, modality)
-            regions.append(Region(names[structure.name], structure.name, box, piece, instance, area, position))
+            regions.append(Region(names[structure.name], structure.name, box, crop, instance, area, position))
     dropped = sorted({s.name for s in structures} - set(next_instance))
     return regions, dropped
 

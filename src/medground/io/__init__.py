@@ -22,7 +22,18 @@ from medground.io.display import (
     window_ct,
 )
 from medground.io.errors import ReadError
-from medground.io.images import IMAGE_SUFFIXES, image_size, read_image, read_mask, to_uint8_minmax, write_png
+from medground.io.images import (
+    IMAGE_SUFFIXES,
+    encode_mask_png,
+    encode_png,
+    image_size,
+    read_image,
+    read_image_as_stored,
+    read_mask,
+    to_uint8_minmax,
+    write_mask_png,
+    write_png,
+)
 from medground.io.nifti import Volume, canonical_volume, load_label_volume, load_volume, write_nifti_like
 from medground.io.rtstruct import rasterize_rtstruct
 
@@ -40,6 +51,8 @@ __all__ = [
     "axis_length",
     "canonical_volume",
     "ct_window",
+    "encode_mask_png",
+    "encode_png",
     "image_size",
     "load_dicom_seg",
     "load_dicom_series",
@@ -49,6 +62,7 @@ __all__ = [
     "normalize_mr",
     "rasterize_rtstruct",
     "read_image",
+    "read_image_as_stored",
     "read_mask",
     "rescale_to_uint8",
     "slice_spacing",
@@ -57,5 +71,6 @@ __all__ = [
     "to_uint8_minmax",
     "window_ct",
     "write_nifti_like",
+    "write_mask_png",
     "write_png",
 ]

@@ -11,7 +11,10 @@ grey modes (1, L, LA, I;16, I, F) give ``(H, W)``; colour modes (RGB, RGBA, P, P
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +24,10 @@ from PIL import Image
 from medground.io.atomic import atomic_write_bytes
 from medground.io.errors import ReadError, require_file
 
-__all__ = ["IMAGE_SUFFIXES", "image_size", "read_image", "read_mask", "to_uint8_minmax", "write_png"]
+__all__ = [
+    "IMAGE_SUFFIXES", "encode_mask_png", "encode_png", "image_size", "read_image", "read_image_as_stored", "read_mask",
+    "to_uint8_minmax", "write_mask_png", "write_png",
+]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File suffixes (lower case) the image readers accept."""
@@ -101,6 +107,14 @@ def read_image(path: str | Path) -> np.ndarray:
     p = Path(path)
     with _open(p, decode=True) as image:
         return _image_array(p, image)
+
+
+def read_image_as_stored(path: str | Path) -> tuple[np.ndarray, bool]:
+    """:func:`read_image`, plus whether the array holds the file's pixels exactly (8-bit L or RGB), so
+    that the file itself can be copied instead of encoding the array again."""
+    p = Path(path)
+    with _open(p, decode=True) as image:
+        return _image_array(p, image), image.mode in ("L", "RGB")
 
 
 def _image_array(p: Path, image: Image.Image) -> np.ndarray:
@@ -183,17 +197,94 @@ def _png_image(array: np.ndarray) -> Image.Image:
                      f"dtype {data.dtype} shape {data.shape}. Cast first, e.g. array.astype(np.uint8)")
 
 
-def write_png(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` as PNG atomically, creating parent folders; same array -> same bytes.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ADLER_MOD = 65521
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _deflate_segment(raw: bytes) -> bytes:
+    """Raw deflate of ``raw``, full-flushed so that segments can be concatenated into one stream."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
+    return compressor.compress(raw) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
+@functools.lru_cache(maxsize=256)
+def _zero_rows(row_bytes: int, rows: int) -> bytes:
+    return _deflate_segment(bytes(row_bytes * rows))
+
+
+def _zero_segments(row_bytes: int, rows: int) -> list[bytes]:
+    """Deflate segments of ``rows`` all-zero scanlines, from cached power-of-two blocks."""
+    return [_zero_rows(row_bytes, 1 << bit) for bit in range(rows.bit_length()) if rows >> bit & 1]
+
+
+def encode_mask_png(mask: np.ndarray, *, top: int = 0, left: int = 0, height: int | None = None,
+                    width: int | None = None) -> bytes:
+    """8-bit grey 0/255 PNG of a boolean mask, fast for sparse masks.
+
+    ``mask`` is (h, w) bool placed with its top-left pixel at row ``top``, column ``left`` of a
+    ``height`` x ``width`` image (default: the mask's own size, at 0, 0), so a region kept as a crop
+    of its box is written image-sized without building the full array. Only the scanlines the crop
+    covers are compressed; the all-zero rows above and below come from cached deflate blocks. Same
+    input, same bytes; any PNG reader decodes it to the 0/255 array.
+    """
+    rows_h, cols_w = mask.shape
+    height = rows_h if height is None else height
+    width = cols_w if width is None else width
+    if top < 0 or left < 0 or top + rows_h > height or left + cols_w > width:
+        raise ValueError(f"a {rows_h}x{cols_w} mask at row {top}, column {left} does not fit a {height}x{width} image")
+    scanlines = np.zeros((rows_h, width + 1), np.uint8)  # column 0: PNG filter type 0 (None)
+    scanlines[:, 1 + left : 1 + left + cols_w] = mask.astype(np.uint8) * np.uint8(255)
+    middle = scanlines.tobytes()
+    bottom = top + rows_h
+    parts = [*_zero_segments(width + 1, top), _deflate_segment(middle), *_zero_segments(width + 1, height - bottom)]
+    adler = zlib.adler32(middle)  # zero bytes before and after: a stays, b grows by count * a
+    a, b = adler & 0xFFFF, adler >> 16
+    b = (b + a * (width + 1) * (height - bottom) + (width + 1) * top) % _ADLER_MOD
+    stream = b"\x78\x01" + b"".join(parts) + b"\x03\x00" + struct.pack(">I", (b << 16) | a)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray, *, top: int = 0, left: int = 0, height: int | None = None,
+                   width: int | None = None, durable: bool = True) -> None:
+    """Write :func:`encode_mask_png` output; ``durable`` as in :func:`write_png`."""
+    _write(Path(path), encode_mask_png(mask, top=top, left=left, height=height, width=width), durable)
+
+
+def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG bytes of ``array`` (see :func:`write_png` for the accepted arrays); no metadata chunks.
+
+    Boolean (H, W) masks take the fast sparse path of :func:`encode_mask_png`."""
+    if array.dtype == bool and array.ndim == 2:
+        return encode_mask_png(array)
+    buffer = io.BytesIO()
+    _png_image(array).save(buffer, format="PNG", compress_level=compress_level, optimize=False)
+    return buffer.getvalue()
+
+
+def write_png(path: str | Path, array: np.ndarray, *, durable: bool = True, compress_level: int = 6) -> None:
+    """Write ``array`` as PNG, creating parent folders; same array -> same bytes.
 
     bool ``(H, W)`` -> 8-bit grey 0/255; uint8 ``(H, W)``/``(H, W, 3)``/``(H, W, 4)`` -> L/RGB/RGBA;
-    uint16 ``(H, W)`` -> 16-bit grey. No metadata chunks (no time stamp), fixed zlib level 6.
+    uint16 ``(H, W)`` -> 16-bit grey. No metadata chunks (no time stamp). ``durable`` (default) writes
+    atomically with fsync; ``durable=False`` writes in place, for files that a later commit mark covers
+    (a build's masks: its shard is redone whole unless its part file was written after them).
     Raises ValueError for another dtype/shape or a suffix other than ``.png``.
     """
     target = Path(path)
     if target.suffix.lower() != ".png":
         raise ValueError(f"write_png writes PNG files; got path {target} (suffix {target.suffix!r}), "
                          "use a .png name")
-    buffer = io.BytesIO()
-    _png_image(array).save(buffer, format="PNG", compress_level=6, optimize=False)
-    atomic_write_bytes(target, buffer.getvalue())
+    _write(target, encode_png(array, compress_level), durable)
+
+
+def _write(target: Path, data: bytes, durable: bool) -> None:
+    if durable:
+        atomic_write_bytes(target, data)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medground.data.sources.base import Item, LoadResult
-from medground.io import ReadError, read_image, read_mask
+from medground.io import ReadError, read_image_as_stored, read_mask
 from medground.types import Rejected, Sample, StructureMask
 
 __all__ = ["MaskSpec", "load_planar"]
@@ -35,12 +35,21 @@ class MaskSpec:
     instance: int | None = None
 
 
+def _values(mask: np.ndarray) -> np.ndarray:
+    """The non-zero values in a mask (a histogram for small unsigned types: faster than np.unique)."""
+    if mask.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(mask.ravel(), minlength=1)
+        values = np.flatnonzero(counts)
+    else:
+        values = np.unique(mask)
+    return values[values != 0]
+
+
 def _structures(spec: MaskSpec, mask: np.ndarray) -> list[StructureMask] | str:
     """Structure masks in one mask file, or the reason it cannot be used."""
     if spec.instance_map:
         return [StructureMask(spec.name, mask, spec.instance, instance_map=True)]
-    present = np.unique(mask)
-    present = present[present != 0]
+    present = _values(mask)
     if spec.values is None:
         return [StructureMask(spec.name, mask != 0, spec.instance)]
     declared = dict(spec.values)
@@ -54,7 +63,7 @@ def _structures(spec: MaskSpec, mask: np.ndarray) -> list[StructureMask] | str:
 def load_planar(item: Item, image_path: str, masks: list[MaskSpec], **sample_fields: object) -> Iterator[LoadResult]:
     """Yield the Sample of one image and a Rejected entry per unusable mask (or the image itself)."""
     try:
-        image = read_image(image_path)
+        image, as_stored = read_image_as_stored(image_path)
     except ReadError as error:
         yield Rejected(image_path, f"image unreadable: {error.reason}", item.source)
         return
@@ -85,5 +94,6 @@ def load_planar(item: Item, image_path: str, masks: list[MaskSpec], **sample_fie
     if not structures:
         yield Rejected(image_path, "no usable mask for this image", item.source)
         return
+    meta = {"file": image_path} if as_stored else {}
     yield Sample(id=f"{item.source}/{item.key}", image=image, case=item.case, structures=structures,
-                 source=item.source, **sample_fields)
+                 source=item.source, meta=meta, **sample_fields)

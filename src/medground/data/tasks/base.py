@@ -115,8 +115,10 @@ def name_words(name: str) -> dict[str, str]:
     return {
         "name": name, "the_name": definite, "The_name": definite[0].upper() + definite[1:],
         "the": article, "The": article.capitalize(), "is": "are" if plural else "is",
-        "It_is": "They are" if plural else "It is", "it_is": "they are" if plural else "it is",
+        "it": "they" if plural else "it", "It_is": "They are" if plural else "It is",
+        "it_is": "they are" if plural else "it is",
         "does": "do" if plural else "does", "appears": "appear" if plural else "appears",
+        "lies": "lie" if plural else "lies",
     }
 
 

@@ -1,0 +1,237 @@
+"""BiRD's evaluation protocol, reproduced rule for rule from its repository's scripts.
+
+Sources (ShawnHuang497/BiRD, tests/models/BiRD/): ``regularization.py`` (response clean-up, see
+:func:`medground.eval.postprocess.bird_regularize`), ``eval_VG_score_modality.py`` (VG recall@0.5),
+``eval_RO_score_modality.py`` (ROC accuracy), ``eval_GC_score_modality.py`` and
+``eval_MII_score_modality.py`` (RC and MIA caption metrics). Quirks kept on purpose:
+
+* per-modality scores are ``hits / (count + 1e-8)`` (so 1/1 gives 0.99999999, 0/0 gives 0) and the
+  mean is their plain sum over the eight modalities divided by 8, absent modalities included (VG, ROC);
+* VG: a ground-truth box is found by the *first* predicted box with IoU > 0.5, and one predicted box
+  may find several ground-truth boxes; rows whose annotation has no ``<box>`` are skipped;
+* RC/MIA: each metric is rounded to 6 decimals per modality, the mean of the rounded values is
+  rounded again; numbers are fractions (not x100), as the scripts print them.
+
+Where the scripts would crash we go on and say so in ``notes``/``skipped``: rows of a modality that
+is none of the eight are left out (KeyError there), an RC/MIA modality without items is left out of
+the mean (IndexError in pycocotools there), and item ids need not be integers (``int(id)`` there).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from medground.eval.postprocess import bird_regularize
+from medground.eval.rows import BIRD_MODALITIES, PredRow
+from medground.eval.text_metrics import SPICE_NOTE, TEXT_METRICS, CaptionScorer, tokenize
+
+__all__ = ["bird_box_iou", "bird_roc", "bird_text", "bird_vg", "evaluate_bird"]
+
+_BOX = re.compile(r"<box>(.*?)</box>")
+_FALLBACK = re.compile(r"\(\d+,\d+\),\(\d+,\d+\)")
+_EPS = 1e-8
+_LINE_BREAK = re.compile("[\r\x0b\x0c\x85\u2028\u2029]")
+
+
+def _floats(text: str) -> list[float]:
+    """BiRD's get_float_bboxs for one box: drop parentheses, split on commas, float each piece."""
+    return [float(piece) for piece in text.replace("(", "").replace(")", "").split(",")]
+
+
+def bird_box_iou(predicted: str, target: str) -> float:
+    """IoU of two box strings such as ``"(1,2),(30,40)"``, as BiRD's box_iou computes it (no +1 pixel).
+
+    A predicted box that does not parse into a valid (1, 4) array gives 0.0 (the script's bare
+    ``except``); a target that is not numbers raises ValueError (the script crashes there too).
+    Degenerate boxes follow numpy: 0/0 gives NaN (never > 0.5).
+    """
+    target_box = np.array([_floats(target)])
+    try:
+        pred_box = np.array([_floats(predicted)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            area1 = (pred_box[:, 2] - pred_box[:, 0]) * (pred_box[:, 3] - pred_box[:, 1])
+            area2 = (target_box[:, 2] - target_box[:, 0]) * (target_box[:, 3] - target_box[:, 1])
+            lt = np.maximum(pred_box[:, np.newaxis, :2], target_box[:, :2])
+            rb = np.minimum(pred_box[:, np.newaxis, 2:], target_box[:, 2:])
+            wh = np.clip(rb - lt, a_min=0, a_max=None)
+            inter = wh[:, :, 0] * wh[:, :, 1]
+            union = area1[:, None] + area2 - inter
+            return float((inter / union)[0][0])
+    except Exception:  # the original catches everything here and scores 0
+        return 0.0
+
+
+def _skip(row: PredRow, reason: str) -> dict:
+    return {"line": row.line, "id": row.id, "reason": reason}
+
+
+def _modality_scores(counts: dict[str, list[int]]) -> tuple[dict[str, float], float]:
+    scores = {m: counts[m][0] / (counts[m][1] + _EPS) for m in BIRD_MODALITIES}
+    return scores, sum(scores.values()) / len(scores)
+
+
+def _unknown(row: PredRow) -> dict:
+    return _skip(row, f"modality {row.modality!r} is none of BiRD's {list(BIRD_MODALITIES)}")
+
+
+def bird_vg(rows: list[PredRow]) -> dict:
+    """VG recall@0.5 per BiRD modality and their 8-modality mean (eval_VG_score_modality.py)."""
+    counts = {m: [0, 0] for m in BIRD_MODALITIES}
+    skipped, items = [], []
+    for row in rows:
+        response = bird_regularize(row.response)
+        targets = _BOX.findall(row.annotation)
+        predicted = _BOX.findall(response)
+        fallback = not predicted
+        if fallback:
+            predicted = _FALLBACK.findall(response)
+        if not targets:
+            skipped.append(_skip(row, "annotation has no <box>"))
+            continue
+        if row.bird_modality is None:
+            skipped.append(_unknown(row))
+            continue
+        try:
+            found = sum(any(bird_box_iou(p, t) > 0.5 for p in predicted) for t in targets)
+        except ValueError as error:
+            raise ValueError(
+                f"line {row.line} (id {row.id!r}): annotation box is not numbers ({error}); "
+                "fix the annotation, BiRD's script stops here too"
+            ) from None
+        counts[row.bird_modality][0] += found
+        counts[row.bird_modality][1] += len(targets)
+        items.append(
+            {
+                "line": row.line,
+                "id": row.id,
+                "modality": row.bird_modality,
+                "targets": len(targets),
+                "predicted": len(predicted),
+                "found": found,
+                "fallback_format": fallback and bool(predicted),
+            }
+        )
+    scores, mean = _modality_scores(counts)
+    other = sorted({r.dialect for r in rows if r.dialect != "qwen-vl"})
+    notes = [f"BiRD's protocol reads qwen-vl <box> text only; some rows use {other}"] if other else []
+    return {
+        "task": "vg",
+        "notes": notes,
+        "metric": "recall@0.5",
+        "per_modality": scores,
+        "mean": mean,
+        "counts": {m: {"found": c[0], "targets": c[1]} for m, c in counts.items()},
+        "items": items,
+        "skipped": skipped,
+    }
+
+
+def bird_roc(rows: list[PredRow]) -> dict:
+    """ROC accuracy per BiRD modality and the 8-modality mean (eval_RO_score_modality.py).
+
+    Correct when every token of ``annotation.lower().split(" ")`` is a substring of the lower-cased
+    response (split on single spaces, so a double space makes an empty token, which always matches).
+    """
+    counts = {m: [0, 0] for m in BIRD_MODALITIES}
+    skipped, items = [], []
+    for row in rows:
+        if row.bird_modality is None:
+            skipped.append(_unknown(row))
+            continue
+        response = bird_regularize(row.response).lower()
+        correct = all(token in response for token in row.annotation.lower().split(" "))
+        counts[row.bird_modality][0] += int(correct)
+        counts[row.bird_modality][1] += 1
+        items.append({"line": row.line, "id": row.id, "modality": row.bird_modality, "correct": correct})
+    scores, mean = _modality_scores(counts)
+    return {
+        "task": "roc",
+        "metric": "accuracy",
+        "per_modality": scores,
+        "mean": mean,
+        "counts": {m: {"correct": c[0], "items": c[1]} for m, c in counts.items()},
+        "items": items,
+        "skipped": skipped,
+    }
+
+
+def _bird_tokens(rows: list[PredRow]) -> tuple[list[str], list[str]]:
+    """PTB tokens of references and regularized responses, in one Java call when that is equivalent.
+
+    A text with a line break other than ``\\n`` (which pycocoevalcap turns into a space) makes the
+    tokenizer emit extra lines and shifts later captions of the same call; then the calls are made as
+    BiRD's scripts make them (per modality, references and candidates apart) so the shift is the same.
+    """
+    refs = [r.annotation for r in rows]
+    cands = [bird_regularize(r.response) for r in rows]
+    if not any(_LINE_BREAK.search(t) for t in refs + cands):
+        tokens = tokenize(refs + cands, "ptb")
+        return tokens[: len(rows)], tokens[len(rows) :]
+    out_refs, out_cands = [""] * len(rows), [""] * len(rows)
+    for modality in BIRD_MODALITIES:
+        idx = [i for i, r in enumerate(rows) if r.bird_modality == modality]
+        if idx:
+            for target, source in ((out_refs, refs), (out_cands, cands)):
+                for i, token in zip(idx, tokenize([source[i] for i in idx], "ptb"), strict=True):
+                    target[i] = token
+    return out_refs, out_cands
+
+
+def bird_text(rows: list[PredRow], task: str) -> dict:
+    """RC or MIA caption metrics per BiRD modality, PTB tokenizer, one reference per item."""
+    skipped = [_unknown(r) for r in rows if r.bird_modality is None]
+    per_modality: dict[str, dict[str, float]] = {}
+    missing, not_computed = [], {}
+    known = [r for r in rows if r.bird_modality is not None]
+    with CaptionScorer("ptb", meteor=True) as scorer:
+        # without Java the scorer reports every metric as skipped and never reads the texts
+        refs, cands = _bird_tokens(known) if scorer.java else ([r.annotation for r in known],) * 2
+        for modality in BIRD_MODALITIES:
+            idx = [i for i, r in enumerate(known) if r.bird_modality == modality]
+            if not idx:
+                missing.append(modality)
+                continue
+            result = scorer.score([refs[i] for i in idx], [cands[i] for i in idx], pretokenized=True)
+            per_modality[modality] = {m: round(v, 6) for m, v in result.scores.items()}
+            not_computed.update(result.skipped)
+    mean = {
+        m: round(sum(s[m] for s in per_modality.values()) / len(per_modality), 6)
+        for m in TEXT_METRICS
+        if per_modality and all(m in s for s in per_modality.values())
+    }
+    notes = [SPICE_NOTE]
+    if missing:
+        notes.append(
+            f"no items for {missing}: mean over the {len(per_modality)} modalities present "
+            "(BiRD's script would stop with an error)"
+        )
+    return {
+        "task": task,
+        "metric": "caption",
+        "per_modality": per_modality,
+        "mean": mean,
+        "counts": {m: sum(r.bird_modality == m for r in rows) for m in BIRD_MODALITIES},
+        "not_computed": not_computed,
+        "notes": notes,
+        "skipped": skipped,
+    }
+
+
+_TASKS: dict[str, Callable[[list[PredRow]], dict]] = {
+    "vg": bird_vg,
+    "roc": bird_roc,
+    "rc": lambda rows: bird_text(rows, "rc"),
+    "mia": lambda rows: bird_text(rows, "mia"),
+}
+
+
+def evaluate_bird(rows: list[PredRow]) -> dict[str, dict]:
+    """Run BiRD's protocol for every task present in ``rows``: {task: result}."""
+    return {
+        task: fn([r for r in rows if r.task == task])
+        for task, fn in _TASKS.items()
+        if any(r.task == task for r in rows)
+    }

@@ -1,0 +1,216 @@
+"""Reports: one JSON with every number, a Markdown table, PNG plots and a rich table in the terminal.
+
+All views are built from the same :func:`tables`, so the terminal and Markdown show the same numbers
+as the JSON (rounded for display: 6 decimals for the bird protocol, as its scripts round, 4 else).
+A metric that was not computed shows as ``—`` with the reason listed under the table, never as 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Table", "markdown", "print_report", "tables", "write_report"]
+
+MAIN_METRIC = {
+    ("bird", "vg"): "recall@0.5",
+    ("bird", "roc"): "accuracy",
+    ("strict", "vg"): "f1@0.5",
+    ("strict", "roc"): "accuracy",
+    ("strict", "absence"): "f1",
+    ("bird", "rc"): "CIDEr",
+    ("bird", "mia"): "CIDEr",
+    ("strict", "rc"): "CIDEr",
+    ("strict", "mia"): "CIDEr",
+}
+
+
+@dataclass
+class Table:
+    """A titled grid of display strings plus free-text notes shown under it."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(value: object, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v, digits) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _bird_table(task: str, res: dict) -> Table:
+    if res["metric"] == "caption":
+        metrics = list(res["mean"]) or ["(none)"]
+        table = Table(f"bird / {task}", ["modality", "items", *metrics])
+        for m, n in res["counts"].items():
+            scores = res["per_modality"].get(m, {})
+            table.rows.append([m, str(n), *(_fmt(scores.get(k), 6) for k in metrics)])
+        table.rows.append(["mean", "", *(_fmt(res["mean"].get(k), 6) for k in metrics)])
+        table.notes += res.get("notes", []) + [
+            f"{k} not computed: {v}" for k, v in res["not_computed"].items()
+        ]
+    else:
+        table = Table(f"bird / {task}", ["modality", res["metric"], "hits", "count"])
+        for m, score in res["per_modality"].items():
+            hits, count = list(res["counts"][m].values())
+            table.rows.append([m, _fmt(score, 6), str(hits), str(count)])
+        table.rows.append(["mean (8 modalities)", _fmt(res["mean"], 6), "", ""])
+    if res.get("skipped"):
+        table.notes.append(f"{len(res['skipped'])} rows skipped (reasons in report.json)")
+    if res["metric"] != "caption":
+        table.notes += res.get("notes", [])
+    return table
+
+
+def _aggregate_table(title: str, res: dict, metrics: list[str] | None = None) -> Table:
+    metrics = metrics or list(res["micro"])
+    table = Table(title, ["modality", "n", *metrics])
+    for g, scores in res["per_group"].items():
+        table.rows.append([g, str(res["n"].get(g, "")), *(_fmt(scores.get(m), 4) for m in metrics)])
+    total = str(sum(res["n"].values()))
+    table.rows.append(["micro", total, *(_fmt(res["micro"][m], 4) for m in metrics)])
+    table.rows.append(["macro", "", *(_fmt(res["macro"].get(m), 4) for m in metrics)])
+    table.rows.append(["micro 95% CI", "", *(_fmt(res["ci"].get(m), 3) for m in metrics)])
+    return table
+
+
+def _strict_tables(task: str, res: dict) -> list[Table]:
+    """One table per IoU threshold for VG (12 columns do not fit a terminal), else one table."""
+    if task != "vg":
+        return [_aggregate_table(f"strict / {task}", res)]
+    out = []
+    for t in ("0.5", "0.25", "0.75"):
+        metrics = [f"precision@{t}", f"recall@{t}", f"f1@{t}"] + (["mean_iou"] if t == "0.5" else [])
+        out.append(_aggregate_table(f"strict / vg / IoU >= {t}", res, metrics))
+    if res.get("skipped"):
+        out[-1].notes.append(f"{len(res['skipped'])} rows skipped (reasons in report.json)")
+    return out
+
+
+def tables(result: dict) -> list[Table]:
+    """Display tables for a result of :func:`medground.eval.api.evaluate_predictions` or ``evaluate_segmentation``."""
+    if result.get("kind") == "segmentation":
+        return [_seg_table(result)]
+    out = []
+    for task, res in result["tasks"].items():
+        if result["protocol"] == "bird":
+            out.append(_bird_table(task, res))
+        elif "variants" in res:
+            for name, variant in res["variants"].items():
+                if "micro" in variant:
+                    table = _aggregate_table(f"strict / {task} / {name}", variant)
+                    table.notes += [f"{k} not computed: {v}" for k, v in variant["not_computed"].items()]
+                    out.append(table)
+                else:
+                    out.append(
+                        Table(
+                            f"strict / {task} / {name}",
+                            ["status"],
+                            [["not computed"]],
+                            [variant["not_computed"]],
+                        )
+                    )
+        else:
+            out.extend(_strict_tables(task, res))
+    if out:
+        out[-1].notes += result.get("notes", [])
+    return out
+
+
+def _seg_table(result: dict) -> Table:
+    table = Table("segmentation", ["scope", "cases", "dice", "iou", "hd95", "nsd"])
+    scopes = [("all", result["summary"])] + [(f"group {g}", s) for g, s in result["per_group"].items()]
+    scopes += [(f"label {lb}", s) for lb, s in result["per_label"].items() if lb != "None"]
+    for name, summary in scopes:
+        table.rows.append(
+            [
+                name,
+                str(summary["dice"]["n"] + summary["dice"]["n_undefined"]),
+                *(_fmt(summary[m]["mean"], 4) for m in ("dice", "iou", "hd95", "nsd")),
+            ]
+        )
+    rules = result["rules"]
+    table.notes.append(
+        f"means over defined values; HD95 in {rules['units']}; NSD tolerance "
+        f"{rules['tolerance_mm']} mm; empty masks: {rules['empty']}"
+    )
+    if result["missing"]:
+        table.notes.append(
+            f"{len(result['missing'])} cases without a prediction, scored as empty predictions"
+        )
+    return table
+
+
+def markdown(result: dict) -> str:
+    """Markdown with one pipe table per :class:`Table`."""
+    lines = [f"# medground eval: {result.get('protocol', 'segmentation')}", ""]
+    for table in tables(result):
+        lines += [
+            f"## {table.title}",
+            "",
+            "| " + " | ".join(table.header) + " |",
+            "|" + "---|" * len(table.header),
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+        lines += [""] + [f"- {note}" for note in table.notes] + [""]
+    return "\n".join(lines)
+
+
+def print_report(result: dict, console: object | None = None) -> None:
+    """Print the tables with rich (to ``console`` if given)."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = console or Console()
+    for table in tables(result):
+        view = RichTable(title=table.title)
+        for name in table.header:
+            view.add_column(name, justify="left" if name in ("modality", "scope") else "right")
+        for row in table.rows:
+            view.add_row(*row)
+        console.print(view)
+        for note in table.notes:
+            console.print(f"  note: {note}")
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonable(obj: object) -> object:
+    """NaN -> None (not computed), ±inf -> "inf"/"-inf", so the file is strict JSON."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        return obj if math.isfinite(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def write_report(result: dict, out: Path) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and PNG plots into ``out``; returns {kind: path}."""
+    from medground.eval.plots import plot_result
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "markdown": out / "report.md"}
+    _write(paths["json"], json.dumps(_jsonable(result), indent=1, allow_nan=False, default=str))
+    _write(paths["markdown"], markdown(result))
+    for i, path in enumerate(plot_result(result, out)):
+        paths[f"plot{i}"] = path
+    return paths

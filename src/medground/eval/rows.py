@@ -1,0 +1,250 @@
+"""Reading prediction files into flat rows, one question/answer pair each.
+
+Three input forms are accepted, one JSON object per line:
+
+1. BiRD's inference output ``{"id", "image", "question", "annotation", "response"}``. The modality is
+   the prefix of the image *file name* before its first ``_`` (``ct_0001.png`` -> ``ct``; BiRD's
+   scripts split the whole ``image`` string, which is the same for the bare names they write).
+2. medground's flat prediction rows, one per turn (what ``medground predict`` writes)::
+
+       {"id": str, "image": str, "modality": str, "task": "rec"|"roc"|"reg"|"mia" (or vg/rc),
+        "question": str, "annotation": str, "response": str,
+        "width": int, "height": int,          # pixels of the saved image the boxes refer to
+        "negative": bool,                     # the question asks for an absent structure
+        "dialect": "qwen-vl"|"qwen2-vl"|"qwen2.5-vl"|"qwen3-vl",
+        "structure": str | null}              # optional: the class name asked about (roc)
+
+3. A data-engine record (``conversations`` + ``turns``) plus ``"response"``: a list with one answer
+   per turn, or a string when the record has one turn. It is split into flat rows as in form 2.
+
+Task names are normalised to BiRD's: ``rec`` -> ``vg``, ``reg`` -> ``rc``; ``roc`` and ``mia`` stay.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "BIRD_MODALITIES",
+    "TASKS",
+    "PredRow",
+    "auto_task",
+    "bird_modality_key",
+    "file_task_hint",
+    "load_rows",
+    "normalise_task",
+]
+
+BIRD_MODALITIES: tuple[str, ...] = ("ct", "mr", "x", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound")
+"""BiRD's eight modality keys, in the order of its scripts' dictionaries."""
+
+TASKS: tuple[str, ...] = ("vg", "roc", "rc", "mia")
+_TASK_ALIASES = {
+    "rec": "vg",
+    "vg": "vg",
+    "roc": "roc",
+    "ro": "roc",
+    "reg": "rc",
+    "rc": "rc",
+    "gc": "rc",
+    "mia": "mia",
+    "mii": "mia",
+}
+_BIRD_TO_CANON = {"x": "x-ray", "mri": "mr"}
+_CANON_TO_BIRD = {
+    "ct": "ct",
+    "mr": "mr",
+    "x-ray": "x",
+    "pet": "pet",
+    "endoscopy": "endoscopy",
+    "dermoscopy": "dermoscopy",
+    "fundus": "fundus",
+    "ultrasound": "ultrasound",
+}
+_BOX_IN_TEXT = re.compile(r"<box>|\(\d+,\d+\),\(\d+,\d+\)|<\|box_start\|>|\"bbox_2d\"")
+_GROUNDING = re.compile(r"<ref>.*?</ref>|<box>.*?</box>")
+
+
+@dataclass(frozen=True)
+class PredRow:
+    """One question, its reference answer and the model's response.
+
+    ``modality`` is medground's canonical name (``x-ray``, not BiRD's ``x``); ``bird_modality`` is the
+    BiRD key the row counts under in the bird protocol, or None when it is none of the eight.
+    ``width``/``height`` are the saved image's pixels (None for BiRD rows: their boxes are on the
+    [0, 1000) grid). ``origin`` is ``"bird"`` or ``"medground"``; ``line`` is 1-based in the file.
+    """
+
+    id: str
+    image: str
+    modality: str
+    bird_modality: str | None
+    task: str
+    question: str
+    annotation: str
+    response: str
+    origin: str
+    line: int
+    width: int | None = None
+    height: int | None = None
+    negative: bool | None = None
+    dialect: str = "qwen-vl"
+    structure: str | None = None
+
+
+def bird_modality_key(modality: str) -> str | None:
+    """medground or BiRD modality name -> one of :data:`BIRD_MODALITIES`, or None."""
+    name = modality.strip().lower()
+    if name in BIRD_MODALITIES:
+        return name
+    return _CANON_TO_BIRD.get(_BIRD_TO_CANON.get(name, name))
+
+
+def normalise_task(task: str, where: str) -> str:
+    """A task name or alias -> one of :data:`TASKS`; unknown names raise naming ``where``."""
+    key = str(task).strip().lower()
+    if key not in _TASK_ALIASES:
+        raise ValueError(f"{where}: unknown task {task!r}; expected one of {sorted(_TASK_ALIASES)}")
+    return _TASK_ALIASES[key]
+
+
+def file_task_hint(path: Path) -> str | None:
+    """Task from a BiRD file name (``..._VG_...``, ``_RO_``, ``_GC_``, ``_MII_``, as in its eval_all.sh)."""
+    for tag, task in (("_VG_", "vg"), ("_RO_", "roc"), ("_GC_", "rc"), ("_MII_", "mia")):
+        if tag in f"_{path.name}_":
+            return task
+    return None
+
+
+def auto_task(question: str, annotation: str) -> str:
+    """Guess a BiRD row's task from its text (used only when neither ``--task`` nor the file name says).
+
+    Rule: a question that points at a box is ``roc`` when the reference answer has at most 5 words
+    and no box, else ``rc``; a question without a box whose answer has a box and at most 10 words
+    beside its ``<ref>``/``<box>`` tags is ``vg``; everything else is ``mia``.
+    """
+    if _BOX_IN_TEXT.search(question):
+        short = len(annotation.split()) <= 5 and not _BOX_IN_TEXT.search(annotation)
+        return "roc" if short else "rc"
+    if "<box>" in annotation and len(_GROUNDING.sub(" ", annotation).split()) <= 10:
+        return "vg"
+    return "mia"
+
+
+def _bird_row(obj: dict, line: int, task: str | None) -> PredRow:
+    image = str(obj["image"])
+    prefix = Path(image).name.split("_")[0].lower()
+    question, annotation = str(obj.get("question", "")), str(obj["annotation"])
+    return PredRow(
+        id=str(obj["id"]),
+        image=image,
+        modality=_BIRD_TO_CANON.get(prefix, prefix),
+        bird_modality=prefix if prefix in BIRD_MODALITIES else None,
+        task=task or auto_task(question, annotation),
+        question=question,
+        annotation=annotation,
+        response=str(obj["response"]),
+        origin="bird",
+        line=line,
+    )
+
+
+def _flat_row(obj: dict, line: int, task: str | None, where: str) -> PredRow:
+    modality = str(obj["modality"]).lower()
+    row_task = task or normalise_task(obj["task"], where)
+    return PredRow(
+        id=str(obj["id"]),
+        image=str(obj.get("image", "")),
+        modality=modality,
+        bird_modality=bird_modality_key(modality),
+        task=row_task,
+        question=str(obj.get("question", "")),
+        annotation=str(obj["annotation"]),
+        response=str(obj["response"]),
+        origin="medground",
+        line=line,
+        width=_opt_int(obj.get("width")),
+        height=_opt_int(obj.get("height")),
+        negative=bool(obj["negative"]) if obj.get("negative") is not None else None,
+        dialect=str(obj.get("dialect") or "qwen-vl"),
+        structure=obj.get("structure"),
+    )
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[arg-type]
+
+
+def _record_rows(obj: dict, line: int, task: str | None, where: str) -> list[PredRow]:
+    """Split a data-engine record with ``response`` (list per turn, or str for one turn) into flat rows."""
+    convs, turns = obj["conversations"], obj["turns"]
+    responses = obj["response"]
+    if isinstance(responses, str):
+        responses = [responses]
+    if len(responses) != len(turns):
+        raise ValueError(
+            f"{where}: record {obj.get('id')!r} has {len(turns)} turns but {len(responses)} "
+            "responses; give 'response' as a list with one answer per turn"
+        )
+    rows = []
+    for i, (turn, response) in enumerate(zip(turns, responses, strict=True)):
+        question = str(convs[2 * i]["value"]).replace("<image>\n", "")
+        flat = {
+            **obj,
+            "id": f"{obj['id']}/{i}",
+            "task": turn["task"],
+            "question": question,
+            "annotation": convs[2 * i + 1]["value"],
+            "response": response,
+            "negative": turn.get("negative"),
+            "structure": turn.get("structure"),
+        }
+        rows.append(_flat_row(flat, line, task, where))
+    return rows
+
+
+def load_rows(path: Path, task: str = "auto") -> list[PredRow]:
+    """Read a predictions JSONL file (any of the three forms above) into flat rows.
+
+    ``task``: ``auto`` (per row: the row's own ``task`` field, else the BiRD file-name tag, else
+    :func:`auto_task`) or one of vg/roc/rc/mia to force it for every row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"predictions file {path} does not exist; pass the JSONL written by inference"
+        )
+    forced = None if task == "auto" else normalise_task(task, "--task")
+    hint = forced or file_task_hint(path)
+    rows: list[PredRow] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{where}: not valid JSON ({error.msg}); expected one object per line"
+                ) from None
+            rows.extend(_parse_object(obj, number, forced, hint, where))
+    return rows
+
+
+def _parse_object(obj: dict, number: int, forced: str | None, hint: str | None, where: str) -> list[PredRow]:
+    if not isinstance(obj, dict) or "response" not in obj:
+        raise ValueError(f"{where}: expected an object with a 'response' field, found {str(obj)[:80]!r}")
+    try:
+        if "conversations" in obj and "turns" in obj:
+            return _record_rows(obj, number, forced, where)
+        if "modality" in obj and "task" in obj:
+            return [_flat_row(obj, number, forced, where)]
+        return [_bird_row(obj, number, hint)]
+    except KeyError as error:
+        raise ValueError(
+            f"{where}: missing field {error.args[0]!r}; see medground.eval.rows for the accepted row forms"
+        ) from None

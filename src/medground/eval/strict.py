@@ -1,0 +1,204 @@
+"""The strict protocol: one-to-one boxes, whole-word classes, absence detection, intervals.
+
+Rules (each differs from BiRD's on purpose):
+
+* the whole response is kept (only chat special tokens are removed, :func:`strict_clean`);
+* VG: boxes are parsed with the row's dialect (medground rows, in the saved image's pixels) or the
+  qwen-vl dialect on a 1000 x 1000 frame (BiRD rows); predicted and ground-truth boxes are matched
+  one to one (Hungarian) at IoU >= 0.25, 0.5 and 0.75, giving precision, recall and F1; mean IoU is
+  the total IoU of the max-IoU one-to-one assignment divided by the number of ground-truth boxes.
+  A negative question (structure absent) has no ground-truth box: any predicted box there is a
+  false positive;
+* ROC: the class name (``structure`` field, else the annotation) must appear as whole words in the
+  response, up to :mod:`medground.eval.names` canonical spelling and synonyms;
+* absence detection over rows that carry a ``negative`` flag: positive = "the structure is not
+  present"; predicted positive when the response matches :data:`ABSENCE`;
+* RC/MIA: text metrics with Java (PTB tokenizer, METEOR) and without (simple tokenizer; no METEOR);
+* scores per modality, micro (items pooled) and macro (mean over modalities); 95% percentile
+  bootstrap intervals over items for the micro scores (text: ROUGE-L and METEOR item means only,
+  corpus BLEU/CIDEr get none).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from medground.eval.matching import iou_matrix, match_boxes, matched_iou_sum
+from medground.eval.names import class_mentioned
+from medground.eval.postprocess import strict_clean
+from medground.eval.rows import PredRow
+from medground.eval.stats import BootstrapConfig, aggregate, bootstrap_ci, safe_div
+from medground.eval.text_metrics import SPICE_NOTE, CaptionScorer, java_available, tokenize
+from medground.grounding import get_dialect
+from medground.types import Box
+
+__all__ = [
+    "ABSENCE",
+    "THRESHOLDS",
+    "evaluate_strict",
+    "row_boxes",
+    "strict_absence",
+    "strict_roc",
+    "strict_text",
+    "strict_vg",
+]
+
+THRESHOLDS: tuple[float, ...] = (0.25, 0.5, 0.75)
+ABSENCE = re.compile(
+    r"\b(?:not\s+(?:present|visible|seen|found|shown|identified|detected|observed|located|depicted|included)"
+    r"|absent|there\s+(?:is|are)\s+no|(?:does|do)\s+not\s+(?:contain|show|appear|exist|include|depict)"
+    r"|cannot\s+be\s+(?:found|seen|located|identified)|no\s+\w+(?:\s+\w+)?\s+(?:is|are)\s+(?:present|visible|seen)"
+    r"|no\s+(?:region|part|area)\s+of\s+(?:this|the)\s+image\s+corresponds)\b",
+    re.IGNORECASE,
+)
+"""Phrases read as "the structure is not present"."""
+
+
+def row_boxes(row: PredRow, text: str) -> list[Box]:
+    """Canonical boxes in ``text``: the row's dialect at its image size, or qwen-vl on 1000 x 1000."""
+    if row.origin == "bird" or row.width is None or row.height is None:
+        if row.dialect == "qwen2.5-vl":
+            raise ValueError(f"line {row.line} (id {row.id!r}): qwen2.5-vl boxes need 'width' and 'height'")
+        return [g.box for g in get_dialect(row.dialect).parse(text, 1000, 1000)]
+    return [g.box for g in get_dialect(row.dialect).parse(text, row.width, row.height)]
+
+
+def _prf(prefix: str, key: str) -> dict:
+    def precision(s: dict) -> np.ndarray:
+        return safe_div(s[key], s["predicted"])
+
+    def recall(s: dict) -> np.ndarray:
+        return safe_div(s[key], s["targets"])
+
+    def f1(s: dict) -> np.ndarray:
+        # 2TP / (2TP + FP + FN): equals 2PR / (P + R), and is 0 (not undefined) when nothing was predicted
+        return safe_div(2 * s[key], s["predicted"] + s["targets"])
+
+    return {f"precision@{prefix}": precision, f"recall@{prefix}": recall, f"f1@{prefix}": f1}
+
+
+def strict_vg(rows: list[PredRow], config: BootstrapConfig) -> dict:
+    """One-to-one VG scores; per item: targets, predicted, tp@t, IoU sum."""
+    cols: dict[str, list[float]] = {
+        "targets": [],
+        "predicted": [],
+        "iou_sum": [],
+        **{f"tp{t}": [] for t in THRESHOLDS},
+    }
+    groups, items, skipped = [], [], []
+    for row in rows:
+        truth = row_boxes(row, row.annotation)
+        if not truth and not row.negative:
+            skipped.append(
+                {"line": row.line, "id": row.id, "reason": "annotation has no box and is not negative"}
+            )
+            continue
+        predicted = row_boxes(row, strict_clean(row.response))
+        ious = iou_matrix(predicted, truth)
+        item = {"targets": len(truth), "predicted": len(predicted), "iou_sum": matched_iou_sum(ious)}
+        for t in THRESHOLDS:
+            item[f"tp{t}"] = len(match_boxes(ious, t))
+        for key, value in item.items():
+            cols[key].append(value)
+        groups.append(row.modality)
+        items.append({"line": row.line, "id": row.id, "modality": row.modality, **item})
+    metrics = {}
+    for t in THRESHOLDS:
+        metrics.update(_prf(str(t), f"tp{t}"))
+    metrics["mean_iou"] = lambda s: safe_div(s["iou_sum"], s["targets"])
+    arrays = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
+    return {"task": "vg", **aggregate(arrays, groups, metrics, config), "items": items, "skipped": skipped}
+
+
+def strict_roc(rows: list[PredRow], config: BootstrapConfig) -> dict:
+    """Whole-word class accuracy with canonical names and synonyms."""
+    correct = [
+        class_mentioned(r.structure or strict_clean(r.annotation), strict_clean(r.response)) for r in rows
+    ]
+    items = [
+        {"line": r.line, "id": r.id, "modality": r.modality, "correct": c}
+        for r, c in zip(rows, correct, strict=True)
+    ]
+    cols = {"correct": np.asarray(correct, dtype=float), "items": np.ones(len(rows))}
+    metrics = {"accuracy": lambda s: safe_div(s["correct"], s["items"])}
+    return {"task": "roc", **aggregate(cols, [r.modality for r in rows], metrics, config), "items": items}
+
+
+def strict_absence(rows: list[PredRow], config: BootstrapConfig) -> dict:
+    """Precision/recall/F1 of "not present" over rows with a ``negative`` flag (all tasks)."""
+    flagged = [r for r in rows if r.negative is not None]
+    if not flagged:
+        return {"task": "absence", "not_computed": "no row carries a 'negative' flag (BiRD rows do not)"}
+    truth = np.asarray([bool(r.negative) for r in flagged])
+    said = np.asarray([bool(ABSENCE.search(strict_clean(r.response))) for r in flagged])
+    cols = {
+        "tp": (truth & said).astype(float),
+        "predicted": said.astype(float),
+        "targets": truth.astype(float),
+    }
+    metrics = _prf("absent", "tp")
+    metrics = {k.replace("@absent", ""): fn for k, fn in metrics.items()}
+    return {"task": "absence", **aggregate(cols, [r.modality for r in flagged], metrics, config)}
+
+
+def _text_variant(rows: list[PredRow], scorer: CaptionScorer, config: BootstrapConfig) -> dict:
+    texts = [strict_clean(r.annotation) for r in rows] + [strict_clean(r.response) for r in rows]
+    tokens = tokenize(texts, scorer.tokenizer)
+    refs, cands = tokens[: len(rows)], tokens[len(rows) :]
+    pooled = scorer.score(refs, cands, pretokenized=True)
+    per_group = {}
+    for modality in sorted({r.modality for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.modality == modality]
+        per_group[modality] = scorer.score(
+            [refs[i] for i in idx], [cands[i] for i in idx], pretokenized=True
+        ).scores
+    names = list(pooled.scores)
+    macro = {m: float(np.mean([s[m] for s in per_group.values()])) for m in names}
+    ci = {
+        m: bootstrap_ci(
+            {"v": np.asarray(v), "n": np.ones(len(v))}, lambda s: safe_div(s["v"], s["n"]), config
+        )
+        for m, v in pooled.per_item.items()
+    }
+    return {
+        "tokenizer": scorer.tokenizer,
+        "per_group": per_group,
+        "micro": pooled.scores,
+        "macro": macro,
+        "ci": ci,
+        "not_computed": pooled.skipped,
+        "n": {g: sum(r.modality == g for r in rows) for g in per_group},
+    }
+
+
+def strict_text(rows: list[PredRow], task: str, config: BootstrapConfig) -> dict:
+    """RC/MIA caption metrics twice: ``java`` (PTB + METEOR) and ``no_java`` (simple tokenizer)."""
+    with CaptionScorer("simple", meteor=False) as scorer:
+        variants = {"no_java": _text_variant(rows, scorer, config)}
+    variants["no_java"]["not_computed"] = {"METEOR": "left out of the Java-free variant (METEOR needs Java)"}
+    if java_available():
+        with CaptionScorer("ptb", meteor=True) as scorer:
+            variants["java"] = _text_variant(rows, scorer, config)
+    else:
+        variants["java"] = {"not_computed": "Java not found: PTB tokenizer and METEOR skipped"}
+    return {"task": task, "variants": variants, "notes": [SPICE_NOTE]}
+
+
+def evaluate_strict(rows: list[PredRow], config: BootstrapConfig | None = None) -> dict[str, dict]:
+    """Strict protocol for every task present, plus ``absence`` when rows carry negative flags."""
+    config = config or BootstrapConfig()
+    out: dict[str, dict] = {}
+    by_task = {t: [r for r in rows if r.task == t] for t in ("vg", "roc", "rc", "mia")}
+    if by_task["vg"]:
+        out["vg"] = strict_vg(by_task["vg"], config)
+    if by_task["roc"]:
+        out["roc"] = strict_roc(by_task["roc"], config)
+    for task in ("rc", "mia"):
+        if by_task[task]:
+            out[task] = strict_text(by_task[task], task, config)
+    absence = strict_absence(rows, config)
+    if "not_computed" not in absence:
+        out["absence"] = absence
+    return out

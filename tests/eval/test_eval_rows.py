@@ -1,0 +1,113 @@
+"""Reading the three prediction forms and the task rules."""
+
+import json
+
+import pytest
+
+from medground.eval.rows import auto_task, bird_modality_key, load_rows
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_bird_rows_modality_from_file_name_prefix(tmp_path):
+    path = _write(
+        tmp_path / "preds.jsonl",
+        [
+            {"id": "1", "image": "x_chest_01.png", "question": "q", "annotation": "liver", "response": "r"},
+            {
+                "id": "2",
+                "image": "some/dir/fundus_7.png",
+                "question": "q",
+                "annotation": "a",
+                "response": "r",
+            },
+            {"id": "3", "image": "histo_1.png", "question": "q", "annotation": "a", "response": "r"},
+        ],
+    )
+    rows = load_rows(path, task="roc")
+    assert [r.bird_modality for r in rows] == ["x", "fundus", None]
+    assert [r.modality for r in rows] == ["x-ray", "fundus", "histo"]
+    assert {r.task for r in rows} == {"roc"}
+
+
+def test_file_name_tag_gives_task(tmp_path):
+    path = _write(
+        tmp_path / "0301_test_RO_pred.jsonl",
+        [{"id": "1", "image": "ct_1.png", "question": "Where?", "annotation": "a", "response": "r"}],
+    )
+    assert load_rows(path)[0].task == "roc"
+
+
+def test_auto_task_rule():
+    assert auto_task("What is in <box>(1,2),(3,4)</box>?", "Liver") == "roc"
+    assert (
+        auto_task("Describe <box>(1,2),(3,4)</box>", "A large lesion in the upper lobe of the left lung.")
+        == "rc"
+    )
+    assert auto_task("Where is the liver?", "<ref>liver</ref><box>(1,2),(3,4)</box>") == "vg"
+    assert auto_task("Describe the image.", "This is a CT scan of the abdomen.") == "mia"
+
+
+def test_flat_rows_and_record_rows(tmp_path):
+    flat = {
+        "id": "a#0",
+        "image": "images/a.png",
+        "modality": "x-ray",
+        "task": "rec",
+        "question": "q",
+        "annotation": "ans",
+        "response": "r",
+        "width": 20,
+        "height": 10,
+        "negative": True,
+        "dialect": "qwen-vl",
+    }
+    record = {
+        "id": "b",
+        "image": "images/b.png",
+        "width": 8,
+        "height": 8,
+        "modality": "ct",
+        "dialect": "qwen-vl",
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhere is the liver?"},
+            {"from": "gpt", "value": "<ref>liver</ref><box>(0,0),(999,999)</box>"},
+            {"from": "human", "value": "What is this?"},
+            {"from": "gpt", "value": "liver"},
+        ],
+        "turns": [
+            {"task": "rec", "structure": "liver", "negative": False},
+            {"task": "roc", "structure": "liver", "negative": False},
+        ],
+        "response": ["<box>(0,0),(999,999)</box>", "the liver"],
+    }
+    rows = load_rows(_write(tmp_path / "p.jsonl", [flat, record]))
+    assert [(r.task, r.bird_modality, r.negative) for r in rows] == [
+        ("vg", "x", True),
+        ("vg", "ct", False),
+        ("roc", "ct", False),
+    ]
+    assert rows[1].question == "Where is the liver?" and rows[2].response == "the liver"
+    assert rows[2].structure == "liver" and rows[1].width == 8
+
+
+def test_bad_inputs_raise_with_location(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "1"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        load_rows(path)
+    with pytest.raises(ValueError, match="unknown task"):
+        load_rows(
+            _write(tmp_path / "ok.jsonl", [{"id": 1, "image": "ct_1", "annotation": "", "response": ""}]),
+            task="grounding",
+        )
+    with pytest.raises(FileNotFoundError):
+        load_rows(tmp_path / "missing.jsonl")
+
+
+def test_bird_modality_key():
+    assert bird_modality_key("x-ray") == "x" and bird_modality_key("MR") == "mr"
+    assert bird_modality_key("histopathology") is None
