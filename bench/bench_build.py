@@ -65,6 +65,12 @@ def _decode_dataset(root: Path) -> int:
     return pairs
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def decode_floor(roots: list[Path], workers: int) -> float:
     start = time.perf_counter()
     if workers == 1:
@@ -86,19 +92,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data" / "medseg")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the copies and outputs go (default: system temp)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         roots = replicate(args.shared, Path(tmp) / "collection", args.pairs)
         pairs = sum(count_pairs(r) for r in roots)
         print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
         print(f"collection: {len(roots)} dataset folders, {pairs} image-mask pairs")
         rows = []
         for workers in (1, 2):
+            cpu0 = cpu_seconds()
             floor = decode_floor(roots, workers)
+            cpu1 = cpu_seconds()
             seconds, manifest = timed_build(roots, Path(tmp) / f"out{workers}", workers)
+            cpu2 = cpu_seconds()
             rows.append((workers, floor, seconds, manifest))
             print(f"workers={workers}: floor {pairs / floor:7.1f} pairs/s ({floor:.1f} s)  build {pairs / seconds:7.1f} pairs/s "
-                  f"({seconds:.1f} s)  build/floor = {seconds / floor:.2f}  records={manifest['counts']['records']}")
+                  f"({seconds:.1f} s)  build/floor = {seconds / floor:.2f} wall, {(cpu2 - cpu1) / (cpu1 - cpu0):.2f} CPU"
+                  f"  records={manifest['counts']['records']}")
         speedup = rows[0][2] / rows[1][2]
         print(f"2 workers vs 1: {speedup:.2f}x faster (build); floor {rows[0][1] / rows[1][1]:.2f}x")
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

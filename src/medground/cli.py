@@ -89,6 +89,10 @@ def build(
     except (ValueError, RuntimeError, KeyError) as error:
         _fail(str(error))
     counts = manifest["counts"]
+    for name, items in counts["items"].items():
+        if not counts["sources"].get(name):
+            typer.secho(f"warning: {name}: none of its {items} items gave a record; see {out / 'skipped.jsonl'} "
+                        "(all regions below --min-area-fraction? wrong --modality?)", fg=typer.colors.YELLOW, err=True)
     typer.echo(
         f"{counts['records']} records from {counts['images']} images ({counts['regions']} regions, "
         f"{counts['turns']} turns) in {out}; {counts['skipped']} inputs skipped, reasons in {out / 'skipped.jsonl'}"
@@ -117,6 +121,17 @@ def report(out_dir: Annotated[Path, typer.Argument(help="A build's output folder
     from medground.data.report import write_report
 
     typer.echo(write_report(out_dir))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/demo"),
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """The main job: build records from the bundled sample data and show the shipped models answering."""
+    from medground.demo import run_demo
+
+    run_demo(out, say=typer.echo, progress=progress)
 
 
 app.command("eval")(eval_command)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medground.data.report import PALETTE, TILE, draw_boxes, fill_masks, write_report
+from medground.data.report import TILE, write_report
 from medground.types import Box
+from medground.viz import PALETTE, draw_boxes, fill_masks
 
 try:
     from _records_fixture import RECORD_IDS, build_output

@@ -33,6 +33,9 @@ from medground.types import Rejected
 __all__ = ["BuildError", "ShardSpec", "build", "plan_shards", "process_shard"]
 
 
+WRITER_THREADS = 4  # threads per worker that write mask files (file creation waits on the disk, not the CPU)
+
+
 class BuildError(RuntimeError):
     """The build cannot start or finish as asked (existing output, config mismatch, duplicate names)."""
 
@@ -78,7 +81,8 @@ def _count(counts: Counter, record: dict) -> None:
 
 
 def _load_item(item: Item, source: Source, vocabulary: list[str], config: RecordConfig, out: Path,
-               lines: list[str], skipped: list[dict], counts: Counter, rewriter: Rewriter | None) -> None:
+               lines: list[str], skipped: list[dict], counts: Counter, rewriter: Rewriter | None,
+               pool: concurrent.futures.Executor) -> None:
     for result in source.load(item):
         if isinstance(result, Rejected):
             skipped.append(result.as_dict())
@@ -88,7 +92,7 @@ def _load_item(item: Item, source: Source, vocabulary: list[str], config: Record
         skipped.extend(r.as_dict() for r in rejected)
         if not records:
             continue
-        save_sample(out, sample, regions)
+        save_sample(out, sample, regions, pool)
         counts["images"] += 1
         counts["regions"] += len(regions)
         for record in records:
@@ -106,12 +110,15 @@ def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dic
     lines: list[str] = []
     skipped: list[dict] = []
     counts: Counter = Counter()
-    for item in spec.items:
-        try:
-            _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts, rewriter)
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop a build; it is reported
-            reason = f"unexpected {type(error).__name__} while processing: {error}"
-            skipped.append(Rejected(item.payload.get("image", item.key), reason, item.source).as_dict())
+    with concurrent.futures.ThreadPoolExecutor(WRITER_THREADS) as pool:
+        for item in spec.items:
+            counts[f"items:{item.source}"] += 1
+            try:
+                _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts,
+                           rewriter, pool)
+            except Exception as error:  # noqa: BLE001 - one bad file must not stop a build; it is reported
+                reason = f"unexpected {type(error).__name__} while processing: {error}"
+                skipped.append(Rejected(item.payload.get("image", item.key), reason, item.source).as_dict())
     data = ("".join(line + "\n" for line in lines)).encode("utf-8")
     atomic_write_bytes(out / "records" / f"{spec.name}.jsonl", data)
     part = {"shard": spec.name, "fingerprint": fingerprint, "items": len(spec.items),
@@ -265,6 +272,7 @@ def _finalize(out: Path, sources: list[Source], config: RecordConfig, fingerprin
             "turns": totals["turns"], "negatives": totals["negatives"], "skipped": len(skipped),
             "llm_turns_kept_original": totals["llm_kept_original"],
             "tasks": group("task"), "modalities": group("modality"), "splits": group("split"), "sources": group("source"),
+            "items": group("items"),
         },
         "shards": [{"file": f"records/{p['shard']}.jsonl", "records": p["counts"].get("records", 0), "sha256": p["sha256"]} for p in parts],
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import shutil
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,17 +161,23 @@ def _record(sample: Sample, index: int, split: str, dialect: str, turns: list[Tu
     }
 
 
-def save_sample(out_dir: Path, sample: Sample, regions: list[Region]) -> None:
+def save_sample(out_dir: Path, sample: Sample, regions: list[Region], pool: Executor | None = None) -> None:
     """Write the image (a copy of its file when stored display-ready, else PNG) and one 0/255 PNG per region.
 
-    Not fsynced one by one: the build's shard commit mark is written after them (see engine).
+    ``pool`` (threads) overlaps the many small mask writes, which are bound by file creation rather than
+    CPU. Not fsynced one by one: the build's shard commit mark is written after them (see engine).
     """
     target = out_dir / image_path(sample)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if "file" in sample.meta:
-        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sample.meta["file"], target)
     else:
         write_png(target, sample.image, durable=False, compress_level=1)
-    for region in regions:
+    (out_dir / "masks" / sample.id).mkdir(parents=True, exist_ok=True)
+
+    def write(region: Region) -> None:
         write_mask_png(out_dir / mask_path(sample.id, region), region.mask, top=region.box.y0, left=region.box.x0,
                        height=sample.height, width=sample.width, durable=False)
+
+    for _ in (pool.map(write, regions) if pool is not None else map(write, regions)):
+        pass
