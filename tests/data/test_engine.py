@@ -54,19 +54,25 @@ def test_every_box_is_the_tight_box_of_its_mask_file(tmp_path):
         assert len(record["conversations"]) == 2 * len(record["turns"])
 
 
-def test_answers_ground_exactly_the_regions_they_list(tmp_path):
-    _build(tmp_path / "out")
-    dialect = get_dialect("qwen-vl")
+@pytest.mark.parametrize("dialect", ["qwen-vl", "qwen2-vl", "qwen2.5-vl", "qwen3-vl"])
+def test_answers_ground_exactly_the_regions_they_list(tmp_path, dialect):
+    _build(tmp_path / "out", config=RecordConfig(seed=3, dialect=dialect))
+    parser = get_dialect(dialect)
+    grounded = 0
     for record in _records(tmp_path / "out"):
         w, h = record["width"], record["height"]
-        for turn, (_question, answer) in zip(record["turns"], zip(record["conversations"][::2], record["conversations"][1::2], strict=True), strict=True):
+        assert record["dialect"] == dialect
+        for turn, answer in zip(record["turns"], record["conversations"][1::2], strict=True):
             if turn["task"] == "rec" and not turn["negative"]:
-                parsed = {tuple(g.box.as_list()) for g in dialect.parse(answer["value"], w, h)}
-                expected = {tuple(dialect.parse(dialect.box(_box(record["regions"][i]["box"]), w, h), w, h)[0].box.as_list()) for i in turn["regions"]}
+                parsed = {tuple(g.box.as_list()) for g in parser.parse(answer["value"], w, h)}
+                expected = {tuple(parser.parse(parser.box(_box(record["regions"][i]["box"]), w, h), w, h)[0].box.as_list())
+                            for i in turn["regions"]}
                 assert parsed == expected
+                grounded += 1
             if turn["negative"]:
-                assert dialect.parse(answer["value"], w, h) == []
+                assert parser.parse(answer["value"], w, h) == []
                 assert turn["structure"] not in {r["name"] for r in record["regions"]}
+    assert grounded > 0
 
 
 def _box(values):
@@ -195,3 +201,4 @@ def test_manifest_counts_and_shard_hashes(tmp_path):
     assert manifest["counts"]["tasks"] == {t: sum(r["tasks"].count(t) for r in records) for t in manifest["counts"]["tasks"]}
     for shard in manifest["shards"]:
         assert hashlib.sha256((tmp_path / "out" / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
+
