@@ -188,3 +188,27 @@ def test_sources_pickle_without_their_index(shared_data):
     assert not hasattr(clone, "rows") and clone.modality == "ct"
     item = next(source.items())
     assert any(isinstance(r, Sample) for r in clone.load(item))
+
+
+def test_dicom_series_with_a_mask_series(shared_data):
+    root = shared_data / "dicom" / "tcia_brain_tumor_progression_mr"
+    source = open_source(root)
+    assert source.kind == "dicom" and source.vocabulary() == ["tumor"]
+    (item,) = [i for i in source.items() if isinstance(i, Item)]
+    assert item.case == "PGBM-001_1992-04-02" and item.payload["modality"] == "mr"
+    samples = [s for s in source.load(item) if isinstance(s, Sample)]
+    # MANIFEST: the tumor covers 8 slices and 6,809 voxels
+    assert len(samples) == 8
+    assert sum(int(s.structures[0].mask.sum()) for s in samples) == 6809
+
+
+@pytest.mark.parametrize(
+    ("folder", "description", "is_label", "name"),
+    [("MaskTumor", "Mask_Tumor", True, "tumor"), ("T1post", "T1 post", False, None), ("seg_liver", "", True, "liver")],
+)
+def test_dicom_label_series_naming(folder, description, is_label, name):
+    from medground.data.sources.dicom import _label_name, is_label_series
+
+    assert is_label_series(folder, description) is is_label
+    if name:
+        assert _label_name(folder, description) == name

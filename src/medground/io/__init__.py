@@ -6,7 +6,7 @@ RAS+ (X, Y, Z) arrays (:class:`Volume`); display slices follow :mod:`medground.i
 """
 
 from medground.io.atomic import atomic_output, atomic_write_bytes, atomic_write_json, atomic_write_text
-from medground.io.dicom import load_dicom_seg, load_dicom_series
+from medground.io.dicom import dicom_series_info, load_dicom_seg, load_dicom_series
 from medground.io.display import (
     AXES,
     CT_WINDOWS,
@@ -51,6 +51,7 @@ __all__ = [
     "axis_length",
     "canonical_volume",
     "ct_window",
+    "dicom_series_info",
     "encode_mask_png",
     "encode_png",
     "image_size",

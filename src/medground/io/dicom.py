@@ -19,7 +19,7 @@ from pydicom.errors import InvalidDicomError
 from medground.io.errors import ReadError, require_file
 from medground.io.nifti import Volume, canonical_volume
 
-__all__ = ["load_dicom_seg", "load_dicom_series"]
+__all__ = ["dicom_series_info", "load_dicom_seg", "load_dicom_series"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _ORIENT_ATOL = 1e-4
@@ -192,6 +192,22 @@ def _slice_pixels(path: Path) -> np.ndarray:
     if intercept is not None and float(intercept) != 0.0:
         values = values + np.float32(float(intercept))
     return values
+
+
+def dicom_series_info(folder: str | Path) -> dict[str, str] | None:
+    """``{"modality", "description", "series_uid"}`` of the first DICOM image file directly in
+    ``folder`` (header only), or None when it holds none. Cheap enough for planning a build."""
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            continue
+        except Exception as exc:
+            raise ReadError(path, f"DICOM header could not be read ({type(exc).__name__}: {exc})") from exc
+        if "Rows" in ds and "SeriesInstanceUID" in ds:
+            return {"modality": str(ds.get("Modality", "")), "description": str(ds.get("SeriesDescription", "")),
+                    "series_uid": str(ds.SeriesInstanceUID)}
+    return None
 
 
 def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:

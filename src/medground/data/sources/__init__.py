@@ -8,6 +8,7 @@
 | sa-med2d | SA-Med2D-20M ``image2label_train.json`` / ``label2image_test.json``            |
 | nifti    | ``imagesTr/`` + ``labelsTr/`` (+ labels.json or dataset.json), or a pairs.csv of volumes |
 | folder   | ``images/`` + ``masks/`` matched by a name pattern                             |
+| dicom    | ``ROOT/<case>/<series>/*.dcm``: image series + one mask/label series per case    |
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medground.data.sources.base import Item, Source, SourceError, case_key
+from medground.data.sources.dicom import DicomSource
 from medground.data.sources.folder import FolderSource
 from medground.data.sources.medseg import MedsegSource
 from medground.data.sources.samed2d import INDEX_NAMES, SaMed2dSource
@@ -30,6 +32,7 @@ SOURCES: dict[str, type[Source]] = {
     "sa-med2d": SaMed2dSource,
     "nifti": NiftiSource,
     "folder": FolderSource,
+    "dicom": DicomSource,
 }
 
 
@@ -55,9 +58,11 @@ def detect_kind(path: Path) -> str:
         return "nifti"
     if (path / "images").is_dir() and (path / "masks").is_dir():
         return "folder"
+    if any(p.suffix.lower() == ".dcm" for p in path.rglob("*.dcm")):
+        return "dicom"
     raise SourceError(
-        f"{path}: unknown layout; expected pairs.csv (medseg), an SA-Med2D index, imagesTr/+labelsTr/ (nifti) "
-        "or images/+masks/ (folder); or name the kind as KIND:PATH"
+        f"{path}: unknown layout; expected pairs.csv (medseg), an SA-Med2D index, imagesTr/+labelsTr/ (nifti), "
+        "images/+masks/ (folder) or DICOM series folders (dicom); or name the kind as KIND:PATH"
     )
 
 

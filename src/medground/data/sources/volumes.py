@@ -25,6 +25,7 @@ from medground.data.sources.medseg import clean_region, read_meta
 from medground.io import (
     CT_WINDOWS,
     ReadError,
+    Volume,
     axis_length,
     load_label_volume,
     load_volume,
@@ -36,7 +37,7 @@ from medground.io import (
 )
 from medground.types import Rejected, Sample, StructureMask
 
-__all__ = ["VolumeOptions", "NiftiSource", "nifti_stem"]
+__all__ = ["NiftiSource", "VolumeOptions", "VolumeSource", "nifti_stem"]
 
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -109,8 +110,69 @@ def _modality_of(raw: str | None) -> str | None:
         return canonical_modality(raw.replace("(", " ").split()[0])
 
 
+class VolumeSource(Source):
+    """What volume sources share: display windowing and slicing of (image, label) volume pairs.
+
+    Subclasses give ``read(item) -> (image, label)`` and items whose payload holds ``modality`` and
+    ``labels`` ({value: name}); they also carry ``name``, ``body_region`` and ``options``.
+    """
+
+    options: VolumeOptions
+    body_region: str | None
+
+    def _display(self, array: np.ndarray, modality: str) -> np.ndarray:
+        if modality == "ct":
+            level, width = CT_WINDOWS[self.options.ct_window]
+            return window_ct(array, level, width)
+        low, high = mr_percentiles(array)
+        return rescale_to_uint8(array, low, high)
+
+    def read(self, item: Item) -> tuple[Volume, Volume]:
+        """(image volume, label volume on the same grid); raises ReadError."""
+        raise NotImplementedError
+
+    def load(self, item: Item) -> Iterator[LoadResult]:
+        try:
+            volume, label = self.read(item)
+        except ReadError as error:
+            yield Rejected(str(error.path), error.reason, self.name)
+            return
+        names = item.payload["labels"]
+        present = [int(v) for v in np.unique(label.array) if v != 0]
+        unknown = [v for v in present if v not in names]
+        if unknown:
+            yield Rejected(item.payload["label"], f"label values {unknown} not named in labels.json; they are left out", self.name)
+        known = [v for v in present if v in names]
+        if not known:
+            yield Rejected(item.payload["label"], "label volume has no named foreground", self.name)
+            return
+        display = self._display(volume.array, item.payload["modality"])
+        for plane in self.options.planes:
+            spacing = slice_spacing(volume.spacing, plane)
+            yield from self._slices(item, display, label.array, {v: names[v] for v in known}, plane, spacing)
+
+    def _slices(self, item: Item, display: np.ndarray, labels: np.ndarray, known: dict[int, str], plane: str,
+                spacing: tuple[float, float]) -> Iterator[Sample]:
+        kept = 0
+        for index in range(axis_length(labels.shape, plane)):
+            label_slice = slice_volume(labels, plane, index)
+            values = [v for v in known if (label_slice == v).any()]
+            if not values:
+                continue
+            kept += 1
+            if (kept - 1) % self.options.slice_step:
+                continue
+            structures = [StructureMask(known[v], label_slice == v) for v in values]
+            yield Sample(
+                id=f"{self.name}/{item.key}_{plane}{index:03d}", image=slice_volume(display, plane, index),
+                modality=item.payload["modality"], source=self.name, case=item.case, structures=structures,
+                plane=plane, body_region=self.body_region, spacing=spacing,
+                meta={"volume": item.key, "slice": index},
+            )
+
+
 @dataclass
-class NiftiSource(Source):
+class NiftiSource(VolumeSource):
     """Image/label NIfTI volume pairs in a folder."""
 
     root: Path
@@ -160,52 +222,9 @@ class NiftiSource(Source):
             key = stem if stems.count(stem) == 1 else f"{stem}__{nifti_stem(pair['label'])}"
             yield Item(self.name, key, case_key(nifti_stem(pair["label"])), dict(pair))
 
-    def _display(self, array: np.ndarray, modality: str) -> np.ndarray:
-        if modality == "ct":
-            level, width = CT_WINDOWS[self.options.ct_window]
-            return window_ct(array, level, width)
-        low, high = mr_percentiles(array)
-        return rescale_to_uint8(array, low, high)
-
-    def load(self, item: Item) -> Iterator[LoadResult]:
-        try:
-            volume = load_volume(item.payload["image"])
-            label = load_label_volume(item.payload["label"], like=volume)
-        except ReadError as error:
-            yield Rejected(str(error.path), error.reason, self.name)
-            return
-        names = item.payload["labels"]
-        present = [int(v) for v in np.unique(label.array) if v != 0]
-        unknown = [v for v in present if v not in names]
-        if unknown:
-            yield Rejected(item.payload["label"], f"label values {unknown} not named in labels.json; they are left out", self.name)
-        known = [v for v in present if v in names]
-        if not known:
-            yield Rejected(item.payload["label"], "label volume has no named foreground", self.name)
-            return
-        display = self._display(volume.array, item.payload["modality"])
-        for plane in self.options.planes:
-            spacing = slice_spacing(volume.spacing, plane)
-            yield from self._slices(item, display, label.array, {v: names[v] for v in known}, plane, spacing)
-
-    def _slices(self, item: Item, display: np.ndarray, labels: np.ndarray, known: dict[int, str], plane: str,
-                spacing: tuple[float, float]) -> Iterator[Sample]:
-        kept = 0
-        for index in range(axis_length(labels.shape, plane)):
-            label_slice = slice_volume(labels, plane, index)
-            values = [v for v in known if (label_slice == v).any()]
-            if not values:
-                continue
-            kept += 1
-            if (kept - 1) % self.options.slice_step:
-                continue
-            structures = [StructureMask(known[v], label_slice == v) for v in values]
-            yield Sample(
-                id=f"{self.name}/{item.key}_{plane}{index:03d}", image=slice_volume(display, plane, index),
-                modality=item.payload["modality"], source=self.name, case=item.case, structures=structures,
-                plane=plane, body_region=self.body_region, spacing=spacing,
-                meta={"volume": item.key, "slice": index},
-            )
+    def read(self, item: Item) -> tuple[Volume, Volume]:
+        volume = load_volume(item.payload["image"])
+        return volume, load_label_volume(item.payload["label"], like=volume)
 
     def vocabulary(self) -> list[str]:
         return sorted({name for pair in self.pairs for name in pair["labels"].values()})
