@@ -36,6 +36,10 @@ __all__ = ["BuildError", "ShardSpec", "build", "plan_shards", "process_shard"]
 WRITER_THREADS = 4  # threads per worker that write mask files (file creation waits on the disk, not the CPU)
 
 
+# Errors that mean a bug in medground rather than a bad input file: they stop the build.
+PROGRAMMING_ERRORS = (NameError, AttributeError, ImportError, AssertionError)
+
+
 class BuildError(RuntimeError):
     """The build cannot start or finish as asked (existing output, config mismatch, duplicate names)."""
 
@@ -116,6 +120,8 @@ def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dic
             try:
                 _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts,
                            rewriter, pool)
+            except PROGRAMMING_ERRORS:
+                raise
             except Exception as error:  # noqa: BLE001 - one bad file must not stop a build; it is reported
                 reason = f"unexpected {type(error).__name__} while processing: {error}"
                 skipped.append(Rejected(item.payload.get("image", item.key), reason, item.source).as_dict())

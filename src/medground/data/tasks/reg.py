@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 
 from medground.data.knowledge import describe
+from medground.data.regions import relation_phrase
 from medground.data.tasks.base import (
     TaskState,
     Turn,
@@ -21,18 +22,8 @@ from medground.data.tasks.base import (
     name_words,
     structure_groups,
 )
-from medground.types import Region
 
 __all__ = ["reg_turn"]
-
-
-def _relation(a: Region, b: Region) -> str | None:
-    """How ``a`` lies relative to ``b`` ("above and to the left of"), or None without regions.py."""
-    try:
-        from medground.data.regions import relation_phrase
-    except ImportError:
-        return None
-    return relation_phrase(a, b)
 
 
 def _relation_sentence(state: TaskState, rng: random.Random, key: str, index: int) -> tuple[str, int | None]:
@@ -43,9 +34,7 @@ def _relation_sentence(state: TaskState, rng: random.Random, key: str, index: in
         return "", None
     other_index = rng.choice(groups[rng.choice(others)])
     target, other = state.regions[index], state.regions[other_index]
-    relation = _relation(target, other)
-    if relation is None:
-        return "", None
+    relation = relation_phrase(target, other)
     grounded = state.dialect.ground(other.name, [other.box], state.ctx.width, state.ctx.height)
     words = name_words(target.name)
     template = rng.choice(load_phrases()["reg"]["relations"])
