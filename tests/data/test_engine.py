@@ -106,11 +106,11 @@ def test_two_workers_give_the_same_bytes(tmp_path):
 
 
 def test_dask_local_cluster_gives_the_same_bytes(tmp_path):
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     _build(tmp_path / "local")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        _build(tmp_path / "dask", scheduler=client)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        _build(tmp_path / "dask", scheduler=cluster.scheduler_address)  # what --scheduler tcp://HOST:PORT passes
     assert _tree(tmp_path / "local") == _tree(tmp_path / "dask")
 
 
