@@ -38,11 +38,14 @@ def _build(out, sources=None, **kwargs):
     return build_dataset(sources, out, kwargs.pop("config", RecordConfig(seed=3)), **kwargs)
 
 
-def test_every_box_is_the_tight_box_of_its_mask_file(tmp_path):
-    manifest = _build(tmp_path / "out")
+@pytest.mark.parametrize("max_side", [None, 120])
+def test_every_box_is_the_tight_box_of_its_mask_file(tmp_path, max_side):
+    manifest = _build(tmp_path / "out", config=RecordConfig(seed=3, max_side=max_side))
     records = _records(tmp_path / "out")
     assert manifest["counts"]["records"] == len(records) == 4 + 6 + 8
     for record in records:
+        if max_side is not None:
+            assert max(record["width"], record["height"]) == max_side
         image = Image.open(tmp_path / "out" / record["image"])
         assert image.size == (record["width"], record["height"])
         for region in record["regions"]:
