@@ -40,18 +40,26 @@ def _pieces(structure: StructureMask, config: RegionConfig) -> list[tuple[Box, n
     """(tight box, crop of the instance inside it) for each instance of one structure mask, in raster
     order of first pixel (connected components) or id order (instance maps)."""
     if structure.instance_map:
-        ids = structure.mask
-    elif config.split_components:
-        structure_el = ndimage.generate_binary_structure(2, config.connectivity)
-        ids, _ = ndimage.label(structure.mask, structure=structure_el)
+        ids, top, left = structure.mask, 0, 0
     else:
-        ids = structure.mask.astype(np.uint8)
+        # label only the foreground's bounding window: lesions are often small in a large image
+        rows, cols = np.flatnonzero(structure.mask.any(axis=1)), np.flatnonzero(structure.mask.any(axis=0))
+        if rows.size == 0:
+            return []
+        top, left = int(rows[0]), int(cols[0])
+        window_mask = structure.mask[top : rows[-1] + 1, left : cols[-1] + 1]
+        if config.split_components:
+            structure_el = ndimage.generate_binary_structure(2, config.connectivity)
+            ids, _ = ndimage.label(window_mask, structure=structure_el)
+        else:
+            ids = window_mask.astype(np.uint8)
     pieces = []
     for value, window in enumerate(ndimage.find_objects(ids), start=1):
         if window is None:  # an id that does not occur
             continue
-        rows, cols = window
-        pieces.append((Box(cols.start, rows.start, cols.stop, rows.stop), ids[window] == value))
+        r, c = window
+        box = Box(left + c.start, top + r.start, left + c.stop, top + r.stop)
+        pieces.append((box, ids[window] == value))
     return pieces
 
 

@@ -35,28 +35,21 @@ class MaskSpec:
     instance: int | None = None
 
 
-def _values(mask: np.ndarray) -> np.ndarray:
-    """The non-zero values in a mask (a histogram for small unsigned types: faster than np.unique)."""
-    if mask.dtype in (np.uint8, np.uint16):
-        counts = np.bincount(mask.ravel(), minlength=1)
-        values = np.flatnonzero(counts)
-    else:
-        values = np.unique(mask)
-    return values[values != 0]
-
-
 def _structures(spec: MaskSpec, mask: np.ndarray) -> list[StructureMask] | str:
     """Structure masks in one mask file, or the reason it cannot be used."""
     if spec.instance_map:
         return [StructureMask(spec.name, mask, spec.instance, instance_map=True)]
-    present = _values(mask)
+    foreground = mask != 0
     if spec.values is None:
-        return [StructureMask(spec.name, mask != 0, spec.instance)]
+        return [StructureMask(spec.name, foreground, spec.instance)]
+    present = np.unique(mask[foreground])  # only the foreground pixels: usually a small share
     declared = dict(spec.values)
     unknown = [int(v) for v in present if int(v) not in declared]
     if unknown:
         known = sorted(declared)
         return f"mask has values {unknown[:10]} not declared in labels.json (declared: 0, {known}); add them to labels.json"
+    if len(present) == 1:
+        return [StructureMask(declared[int(present[0])], foreground, spec.instance)]
     return [StructureMask(declared[int(v)], mask == v, spec.instance) for v in present]
 
 
