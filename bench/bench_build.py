@@ -35,9 +35,9 @@ def count_pairs(root: Path) -> int:
         return sum(1 for _ in csv.DictReader(handle))
 
 
-def replicate(shared: Path, target: Path, min_pairs: int) -> list[Path]:
+def replicate(shared: Path, target: Path, min_pairs: int, exclude: list[str]) -> list[Path]:
     """Copies of every dataset folder (csv/json copied, images and masks hard- or sym-linked)."""
-    datasets = sorted(p for p in shared.iterdir() if (p / "pairs.csv").exists())
+    datasets = sorted(p for p in shared.iterdir() if (p / "pairs.csv").exists() and p.name not in exclude)
     per_round = sum(count_pairs(d) for d in datasets)
     rounds = -(-min_pairs // per_round)
     roots = []
@@ -106,10 +106,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data" / "medseg")
+    parser.add_argument("--exclude", nargs="*", default=[], help="dataset folder names to leave out")
     parser.add_argument("--workdir", type=Path, default=None, help="where the copies and outputs go (default: system temp)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        roots = replicate(args.shared, Path(tmp) / "collection", args.pairs)
+        roots = replicate(args.shared, Path(tmp) / "collection", args.pairs, args.exclude)
         pairs = sum(count_pairs(r) for r in roots)
         print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
         print(f"collection: {len(roots)} dataset folders, {pairs} image-mask pairs")
@@ -124,15 +125,15 @@ def main() -> None:
             print(f"workers={workers}: floor {pairs / floor:7.1f} pairs/s ({floor:.1f} s)  build {pairs / seconds:7.1f} pairs/s "
                   f"({seconds:.1f} s)  build/floor = {seconds / floor:.2f} wall, {(cpu2 - cpu1) / (cpu1 - cpu0):.2f} CPU"
                   f"  records={manifest['counts']['records']}")
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"peak RSS of the builds: main process {own:.0f} MB, largest worker {children:.0f} MB")
         written, count = write_floor(Path(tmp) / "out1", Path(tmp) / "rewrite")
         decode, build = rows[0][1], rows[0][2]
         print(f"write floor: creating the build's {count} image and mask files again takes {written:.1f} s; "
               f"build / (decode floor + write floor) = {build / (decode + written):.2f} (1 worker)")
         speedup = rows[0][2] / rows[1][2]
         print(f"2 workers vs 1: {speedup:.2f}x faster (build); floor {rows[0][1] / rows[1][1]:.2f}x")
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"peak RSS: main process {own:.0f} MB, largest worker {children:.0f} MB")
 
 
 if __name__ == "__main__":
