@@ -9,6 +9,7 @@ import typer
 
 from medground import __version__
 from medground.eval.command import eval_command
+from medground.mllm.commands import ask_command, predict_command, train_command
 
 app = typer.Typer(
     name="medground",
@@ -135,6 +136,9 @@ def demo(
 
 
 app.command("eval")(eval_command)
+app.command("train")(train_command)
+app.command("ask")(ask_command)
+app.command("predict")(predict_command)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,126 @@
+"""Held-out scoring of a grounding model against two data-only baselines, computed in one pass.
+
+Rules (same for the model and the baselines):
+
+- REC Acc@0.5: over non-negative ``rec`` turns; a turn is a hit when the FIRST predicted box has
+  IoU >= 0.5 with ANY ground-truth box of the turn; no parsed box is a miss.
+- Prior box: the mean of all training boxes of the asked structure, each normalised by its image's
+  width/height, scaled to the test image (the mean over all structures when the structure is unseen).
+- ROC accuracy: over non-negative ``roc`` turns; the predicted name is the known structure name
+  (training + test vocabulary) that occurs first in the response (the longest at one position);
+  it must equal the turn's structure.
+- Majority class: always answer the most frequent structure of the training ``roc`` turns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from medground.grounding import get_dialect
+from medground.types import Box
+
+__all__ = ["evaluate_predictions", "majority_class", "prior_boxes", "prior_box_for", "read_jsonl", "roc_label"]
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def prior_boxes(train_records: list[dict[str, Any]]) -> dict[str, tuple[float, float, float, float]]:
+    """Structure name -> mean normalised box (x0/w, y0/h, x1/w, y1/h) over every training region instance."""
+    sums: dict[str, list[float]] = {}
+    counts: Counter[str] = Counter()
+    for record in train_records:
+        w, h = float(record["width"]), float(record["height"])
+        for region in record.get("regions", []):
+            if not region.get("box"):
+                continue
+            x0, y0, x1, y1 = region["box"]
+            acc = sums.setdefault(region["name"], [0.0, 0.0, 0.0, 0.0])
+            for k, v in enumerate((x0 / w, y0 / h, x1 / w, y1 / h)):
+                acc[k] += v
+            counts[region["name"]] += 1
+    return {name: (s[0] / counts[name], s[1] / counts[name], s[2] / counts[name], s[3] / counts[name])
+            for name, s in sums.items()}
+
+
+def prior_box_for(priors: dict[str, tuple[float, float, float, float]], name: str, width: int, height: int) -> Box:
+    """The prior box of ``name`` in pixels of a width x height image (all-structure mean if unseen)."""
+    if name in priors:
+        nx0, ny0, nx1, ny1 = priors[name]
+    else:
+        values = list(priors.values()) or [(0.0, 0.0, 1.0, 1.0)]
+        nx0, ny0, nx1, ny1 = (sum(v[k] for v in values) / len(values) for k in range(4))
+    x0, y0 = min(width - 1, round(nx0 * width)), min(height - 1, round(ny0 * height))
+    return Box(x0, y0, max(x0 + 1, min(width, round(nx1 * width))), max(y0 + 1, min(height, round(ny1 * height))))
+
+
+def majority_class(train_records: list[dict[str, Any]]) -> str:
+    """Most frequent structure among the training ``roc`` turns (ties: alphabetical first)."""
+    counts = Counter(t.get("structure", "") for r in train_records for t in r.get("turns", [])
+                     if t.get("task") == "roc" and not t.get("negative"))
+    if not counts:
+        return ""
+    best = max(counts.values())
+    return sorted(name for name, c in counts.items() if c == best)[0]
+
+
+def roc_label(response: str, vocabulary: list[str]) -> str | None:
+    """The vocabulary name occurring first in ``response`` (case-insensitive, whole words; longest on ties)."""
+    text = response.lower()
+    best: tuple[int, int, str] | None = None
+    for name in vocabulary:
+        match = re.search(rf"(?<![a-z]){re.escape(name.lower())}(?![a-z])", text)
+        if match and (best is None or (match.start(), -len(name)) < (best[0], best[1])):
+            best = (match.start(), -len(name), name)
+    return best[2] if best else None
+
+
+def _gt_boxes(record: dict[str, Any], turn: dict[str, Any]) -> list[Box]:
+    regions = record.get("regions", [])
+    return [Box.from_list(regions[i]["box"]) for i in turn.get("regions", []) if regions[i].get("box")]
+
+
+def _pred_boxes(row: dict[str, Any]) -> list[Box]:
+    if "boxes" in row:
+        return [Box.from_list(b["box"]) for b in row["boxes"]]
+    return [g.box for g in get_dialect(row["dialect"]).parse(row["response"], row["width"], row["height"])]
+
+
+def evaluate_predictions(rows: list[dict[str, Any]], test_records: list[dict[str, Any]],
+                         train_records: list[dict[str, Any]]) -> dict[str, Any]:
+    """REC Acc@0.5 and ROC accuracy of the model and of the prior-box / majority-class baselines."""
+    by_id = {r["id"]: r for r in test_records}
+    priors, majority = prior_boxes(train_records), majority_class(train_records)
+    vocabulary = sorted({reg["name"] for r in train_records + test_records for reg in r.get("regions", [])})
+    tally: Counter[str] = Counter()
+    for row in rows:
+        record = by_id[row["record"]]
+        turn = record["turns"][row["turn"]]
+        if turn.get("negative"):
+            continue
+        if turn["task"] == "rec":
+            gt = _gt_boxes(record, turn)
+            pred = _pred_boxes(row)
+            prior = prior_box_for(priors, turn["structure"], record["width"], record["height"])
+            tally["rec"] += 1
+            tally["rec_model"] += bool(pred) and any(pred[0].iou(g) >= 0.5 for g in gt)
+            tally["rec_prior"] += any(prior.iou(g) >= 0.5 for g in gt)
+        elif turn["task"] == "roc":
+            tally["roc"] += 1
+            tally["roc_model"] += roc_label(row["response"], vocabulary) == turn["structure"]
+            tally["roc_majority"] += majority == turn["structure"]
+
+    def rate(hits: str, total: str) -> float | None:
+        return tally[hits] / tally[total] if tally[total] else None
+
+    return {"rec_turns": tally["rec"], "rec_acc50_model": rate("rec_model", "rec"),
+            "rec_acc50_prior_box": rate("rec_prior", "rec"), "roc_turns": tally["roc"],
+            "roc_acc_model": rate("roc_model", "roc"), "roc_acc_majority": rate("roc_majority", "roc"),
+            "majority_class": majority}

@@ -1,0 +1,261 @@
+"""Records of the data engine -> chat turns in a family's dialect -> token ids with assistant-only labels.
+
+A record (see the data engine) holds an image path, its size, conversations with boxes in the
+record's ``dialect`` and ``regions`` with canonical boxes. Boxes are parsed with the record's dialect,
+snapped to the exact canonical box of the region they denote, and re-serialised in the target dialect.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medground.grounding import Dialect, JsonDialect, TagDialect, get_dialect
+from medground.mllm.processor import IMAGE_PAD, IMAGE_PLACEHOLDER, SYSTEM_PROMPT, VISION_END, VISION_START
+from medground.types import Box
+
+__all__ = [
+    "IGNORE_INDEX",
+    "Turn",
+    "convert_text",
+    "encode_prompt",
+    "encode_record",
+    "load_image",
+    "random_crop",
+    "read_records",
+    "record_texts",
+    "record_turns",
+]
+
+IGNORE_INDEX = -100
+_JSON_ITEM = r"\{[^{}]*\"bbox_2d\"[^{}]*\}"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One question/answer pair of a record, both in the target dialect."""
+
+    question: str
+    answer: str
+    task: str
+    negative: bool
+    structure: str
+
+
+def read_records(data_dir: str | Path, split: str | None = None) -> list[dict[str, Any]]:
+    """Every record of ``data_dir/records/*.jsonl`` (sorted shards, file order), optionally of one split."""
+    root = Path(data_dir)
+    shards = sorted((root / "records").glob("*.jsonl"))
+    if not shards:
+        raise FileNotFoundError(
+            f"no record shards in {root / 'records'} (expected shard-*.jsonl); build them with `medground build SRC --out {root}`"
+        )
+    records = []
+    for shard in shards:
+        with shard.open(encoding="utf-8") as handle:
+            records.extend(json.loads(line) for line in handle if line.strip())
+    if split is not None:
+        records = [r for r in records if r.get("split") == split]
+    return records
+
+
+def _span_pattern(dialect: Dialect) -> re.Pattern[str]:
+    """Regex for one grounded group (optional label + one or more boxes) in ``dialect``'s text."""
+    if isinstance(dialect, TagDialect):
+        box = (re.escape(dialect.box_open) + r"\s*\(\s*-?[\d.]+\s*,\s*-?[\d.]+\s*\)\s*,\s*\(\s*-?[\d.]+\s*,\s*-?[\d.]+\s*\)\s*"
+               + re.escape(dialect.box_close))
+        ref = re.escape(dialect.ref_open) + r".*?" + re.escape(dialect.ref_close)
+        return re.compile(f"(?:{ref}\\s*)?{box}(?:\\s*{box})*", re.DOTALL)
+    if isinstance(dialect, JsonDialect):
+        return re.compile(rf"\[\s*{_JSON_ITEM}(?:\s*,\s*{_JSON_ITEM})*\s*\]|{_JSON_ITEM}")
+    raise TypeError(f"no span pattern for dialect {dialect.name!r}")
+
+
+def _render(found: list[tuple[str | None, Box]], target: Dialect, width: int, height: int) -> str:
+    """Labelled boxes -> target text; consecutive boxes with one label become one grounded group."""
+    parts: list[str] = []
+    i = 0
+    while i < len(found):
+        label = found[i][0]
+        j = i
+        while j < len(found) and found[j][0] == label:
+            j += 1
+        boxes = [box for _, box in found[i:j]]
+        if label is None:
+            parts.append(", ".join(target.box(b, width, height) for b in boxes))
+        else:
+            parts.append(target.ground(label, boxes, width, height))
+        i = j
+    return " ".join(parts)
+
+
+def _in_crop(box: Box, crop: Box) -> Box:
+    """``box`` in the frame of the ``crop`` window (clipped to it; a box outside becomes a 1-pixel box at the edge)."""
+    x0 = min(max(box.x0 - crop.x0, 0), crop.width - 1)
+    y0 = min(max(box.y0 - crop.y0, 0), crop.height - 1)
+    return Box(x0, y0, max(x0 + 1, min(box.x1 - crop.x0, crop.width)), max(y0 + 1, min(box.y1 - crop.y0, crop.height)))
+
+
+def convert_text(text: str, source: Dialect, target: Dialect, width: int, height: int,
+                 exact: list[Box] | None = None, crop: Box | None = None) -> str:
+    """Rewrite every box of ``text`` from ``source`` into ``target`` dialect for a width x height image.
+
+    ``exact``: canonical boxes the text may denote; a parsed box equal to one of them after the
+    source dialect's round trip is replaced by it, so grid rounding does not accumulate.
+    ``crop``: a window of the image; boxes are moved into its frame and written for its size.
+    """
+    if crop is None and source.name == target.name and source == target:
+        return text
+    snap: dict[Box, Box] = {}
+    for box in exact or []:
+        parsed = source.parse(source.box(box, width, height), width, height)
+        if parsed:
+            snap.setdefault(parsed[0].box, box)
+
+    out_w, out_h = (crop.width, crop.height) if crop is not None else (width, height)
+
+    def replace(match: re.Match[str]) -> str:
+        found = [(g.label, snap.get(g.box, g.box)) for g in source.parse(match.group(0), width, height)]
+        if crop is not None:
+            found = [(label, _in_crop(box, crop)) for label, box in found]
+        return _render(found, target, out_w, out_h) if found else match.group(0)
+
+    return _span_pattern(source).sub(replace, text)
+
+
+def random_crop(record: dict[str, Any], rng: random.Random, max_fraction: float) -> Box:
+    """A random window of the record's image that keeps every region its turns mention whole.
+
+    Each side moves inwards by up to ``max_fraction`` of the image size, never past a mentioned box.
+    """
+    width, height = int(record["width"]), int(record["height"])
+    regions = record.get("regions", [])
+    used = [Box.from_list(regions[i]["box"]) for t in record.get("turns", []) for i in t.get("regions", [])
+            if i < len(regions) and regions[i].get("box")]
+    lo_x = min([b.x0 for b in used], default=width // 2)
+    lo_y = min([b.y0 for b in used], default=height // 2)
+    hi_x = max([b.x1 for b in used], default=width // 2 + 1)
+    hi_y = max([b.y1 for b in used], default=height // 2 + 1)
+    x0 = rng.randint(0, max(0, min(lo_x, int(max_fraction * width))))
+    y0 = rng.randint(0, max(0, min(lo_y, int(max_fraction * height))))
+    x1 = width - rng.randint(0, max(0, min(width - hi_x, int(max_fraction * width))))
+    y1 = height - rng.randint(0, max(0, min(height - hi_y, int(max_fraction * height))))
+    return Box(x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
+
+
+def record_turns(record: dict[str, Any], target: Dialect, crop: Box | None = None) -> list[Turn]:
+    """The record's human/gpt pairs in ``target`` dialect; the ``<image>`` placeholder is removed.
+
+    ``crop``: a window of the image (see :func:`random_crop`); boxes are then written in its frame.
+    """
+    source = get_dialect(record.get("dialect", target.name))
+    width, height = int(record["width"]), int(record["height"])
+    exact = [Box.from_list(r["box"]) for r in record.get("regions", []) if r.get("box")]
+    convs = record["conversations"]
+    if len(convs) % 2 or any(c["from"] != ("human" if i % 2 == 0 else "gpt") for i, c in enumerate(convs)):
+        raise ValueError(f"record {record.get('id')!r}: conversations must alternate human/gpt, got "
+                         f"{[c['from'] for c in convs]}")
+    meta = record.get("turns") or [{}] * (len(convs) // 2)
+    turns = []
+    for i in range(0, len(convs), 2):
+        question = convs[i]["value"].replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
+        info = meta[i // 2] if i // 2 < len(meta) else {}
+        turns.append(Turn(
+            question=convert_text(question, source, target, width, height, exact, crop),
+            answer=convert_text(convs[i + 1]["value"], source, target, width, height, exact, crop),
+            task=str(info.get("task", "")), negative=bool(info.get("negative", False)),
+            structure=str(info.get("structure", "")),
+        ))
+    return turns
+
+
+def record_texts(records: list[dict[str, Any]], target: Dialect) -> Iterator[str]:
+    """All question and answer texts of ``records`` in ``target`` dialect, plus the chat scaffolding."""
+    yield f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n<|im_start|>assistant\n"
+    for record in records:
+        for turn in record_turns(record, target):
+            yield turn.question
+            yield turn.answer
+
+
+def load_image(image: str | Path | np.ndarray | Image.Image) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image or an array (H, W) gray / (H, W, 3|4) uint8."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+        if array.dtype != np.uint8:
+            raise ValueError(f"image array must be uint8 (0..255), got {array.dtype}; scale it first")
+        return Image.fromarray(array).convert("RGB")
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    with Image.open(path) as handle:
+        return handle.convert("RGB")
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_record(record: dict[str, Any], processor: Any, dialect: Dialect, data_dir: str | Path,
+                  max_length: int = 2048, crop: Box | None = None) -> dict[str, Any]:
+    """Token ids, labels and pixels of one record for training.
+
+    Returns ``input_ids`` / ``labels`` / ``mm_token_type_ids``: (L,) int64 lists, labels ``-100``
+    except on assistant answers and their ``<|im_end|>``; ``pixel_values``: (patches, C*T*P*P) float32;
+    ``image_grid_thw``: (1, 3). Turns that would pass ``max_length`` are dropped (the first is kept).
+    ``crop``: train on this window of the image (augmentation); boxes move into its frame.
+    """
+    image = load_image(Path(data_dir) / record["image"])
+    if crop is not None:
+        image = image.crop((crop.x0, crop.y0, crop.x1, crop.y1))
+    vision = processor.image_processor(images=[image], return_tensors="pt")
+    grid = vision["image_grid_thw"]
+    n_pad = int(grid.prod()) // processor.image_processor.merge_size**2
+    tok = processor.tokenizer
+    ids = _ids(tok, f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n")
+    labels = [IGNORE_INDEX] * len(ids)
+    for i, turn in enumerate(record_turns(record, dialect, crop)):
+        vis = VISION_START + IMAGE_PAD * n_pad + VISION_END if i == 0 else ""
+        prompt = _ids(tok, f"<|im_start|>user\n{vis}{turn.question}<|im_end|>\n<|im_start|>assistant\n")
+        answer = _ids(tok, f"{turn.answer}<|im_end|>")
+        tail = _ids(tok, "\n")
+        if i > 0 and len(ids) + len(prompt) + len(answer) + len(tail) > max_length:
+            break
+        ids += prompt + answer + tail
+        labels += [IGNORE_INDEX] * len(prompt) + answer + [IGNORE_INDEX] * len(tail)
+    image_id = tok.convert_tokens_to_ids(IMAGE_PAD)
+    return {"input_ids": ids, "labels": labels, "mm_token_type_ids": [int(t == image_id) for t in ids],
+            "pixel_values": vision["pixel_values"], "image_grid_thw": grid}
+
+
+def encode_prompt(processor: Any, image: Image.Image, question: str) -> dict[str, Any]:
+    """Model inputs (batch of one) asking ``question`` about ``image``, ending at the assistant's turn.
+
+    ``input_ids`` / ``attention_mask`` / ``mm_token_type_ids``: (1, L) int64; ``pixel_values``:
+    (patches, C*T*P*P) float32; ``image_grid_thw``: (1, 3) int64. Same layout as :func:`encode_record`.
+    """
+    import torch
+
+    vision = processor.image_processor(images=[image], return_tensors="pt")
+    n_pad = int(vision["image_grid_thw"].prod()) // processor.image_processor.merge_size**2
+    tok = processor.tokenizer
+    text = (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
+            f"{VISION_START}{IMAGE_PAD * n_pad}{VISION_END}{question}<|im_end|>\n<|im_start|>assistant\n")
+    ids = torch.tensor([_ids(tok, text)], dtype=torch.long)
+    image_id = tok.convert_tokens_to_ids(IMAGE_PAD)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == image_id).long(),
+            "pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}

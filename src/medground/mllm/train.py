@@ -1,0 +1,278 @@
+"""Multi-task instruction tuning on data-engine records with the HF Trainer (full or LoRA).
+
+All tasks of a record are one multi-turn conversation; the loss falls on assistant tokens only.
+The vision tower is frozen except its merger by default. Multi-GPU / multi-node: launch the same
+command with ``accelerate launch --config_file src/medground/mllm/configs/<ddp|fsdp|zero2|zero3>.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medground.mllm.data import IGNORE_INDEX, encode_record, random_crop, read_records, record_texts
+from medground.mllm.families import Family, family_for_model_type, get_family
+from medground.mllm.processor import build_processor, load_processor
+from medground.mllm.tiny import TinyConfig, build_tiny
+
+__all__ = [
+    "META_FILE",
+    "PRESETS",
+    "Collator",
+    "RecordDataset",
+    "TrainConfig",
+    "TrainResult",
+    "apply_preset",
+    "config_from_dict",
+    "load_base",
+    "save_model",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+META_FILE = "medground.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; saved into ``out/medground.json``."""
+
+    data: str = ""
+    """Data-engine output directory (holds records/ and images/)."""
+    base: str = "tiny"
+    """"tiny" (from scratch), a local model directory or a hub id such as Qwen/Qwen2.5-VL-7B-Instruct."""
+    out: str = "runs/mllm/model"
+    """Output directory of the trained model."""
+    family: str = "qwen2-vl"
+    """Family of a tiny model (ignored for a real base: its config says)."""
+    split: str = "train"
+    """Record split to train on."""
+    lora: bool = False
+    """Train LoRA adapters (merged into the weights at the end) instead of full fine-tuning."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.05
+    """LoRA dropout."""
+    freeze_vision: bool | None = None
+    """Freeze the vision tower except its merger (None: yes for a pretrained base, no for tiny)."""
+    epochs: float = 3.0
+    """Training epochs."""
+    max_steps: int = -1
+    """Stop after this many optimiser steps (-1: run all epochs)."""
+    lr: float = 1e-4
+    """Peak learning rate."""
+    scheduler: str = "cosine"
+    """Learning-rate schedule (a transformers scheduler name)."""
+    warmup: float = 0.03
+    """Warmup as a fraction of all steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    batch_size: int = 4
+    """Records per device per step."""
+    grad_accum: int = 1
+    """Gradient accumulation steps."""
+    min_pixels: int = 56 * 56
+    """Smallest resized image area in pixels."""
+    max_pixels: int = 448 * 448
+    """Largest resized image area in pixels (448 x 448 as in BiRD)."""
+    max_length: int = 2048
+    """Token budget of one record (later turns are dropped)."""
+    augment: float = 0.0
+    """Random crops: each side moves in by up to this fraction of the image (mentioned regions stay whole)."""
+    pack: bool = False
+    """Pack each batch into one sequence (naive packing, no padding)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    seed: int = 0
+    """Seed of initialisation, shuffling and the tokenizer's data order."""
+    logging_steps: int = 10
+    """Log the loss every this many steps."""
+    save_steps: int = 500
+    """Checkpoint every this many steps (under out/checkpoints)."""
+    resume: str | None = None
+    """Resume from a checkpoint directory, or "last" for the newest under out/checkpoints."""
+    tiny: dict[str, Any] = field(default_factory=dict)
+    """Overrides of :class:`TinyConfig` fields for --base tiny."""
+    preset: str | None = None
+    """Name of the preset applied (recorded only)."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "bird": {"lr": 2e-5, "scheduler": "cosine", "warmup": 0.01, "weight_decay": 0.1, "adam_beta2": 0.95,
+             "epochs": 2.0, "max_pixels": 448 * 448},
+}
+"""Named recipes. ``bird``: BiRD's fine-tuning of Qwen-VL-Chat on Med-GRIT-270k."""
+
+
+def apply_preset(cfg: TrainConfig, name: str) -> TrainConfig:
+    """``cfg`` with the preset's values (apply explicit user options afterwards)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return replace(cfg, preset=name, **PRESETS[name])
+
+
+class RecordDataset(torch.utils.data.Dataset):
+    """Item i -> :func:`encode_record` of record i: cached, or freshly cropped on every access with ``augment``."""
+
+    def __init__(self, records: list[dict[str, Any]], processor: Any, family: Family, data_dir: str,
+                 cfg: TrainConfig) -> None:
+        self.records, self.processor, self.data_dir, self.cfg = records, processor, data_dir, cfg
+        self.dialect = family.dialect(cfg.min_pixels, cfg.max_pixels)
+        self._cache: dict[int, dict[str, Any]] = {}
+        self._rng = random.Random(cfg.seed)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        if self.cfg.augment > 0:
+            crop = random_crop(record, self._rng, self.cfg.augment)
+            return encode_record(record, self.processor, self.dialect, self.data_dir, self.cfg.max_length, crop)
+        if index not in self._cache:
+            self._cache[index] = encode_record(record, self.processor, self.dialect, self.data_dir, self.cfg.max_length)
+        return self._cache[index]
+
+
+@dataclass(frozen=True)
+class Collator:
+    """Pad a list of encoded records to (B, L) tensors (right padding), or pack them into (1, sum L)."""
+
+    pad_id: int
+    pack: bool = False
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [items] if self.pack else [[item] for item in items]
+        width = max(sum(len(i["input_ids"]) for i in row) for row in rows)
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "mm_token_type_ids": [], "attention_mask": []}
+        for row in rows:
+            ids = [t for i in row for t in i["input_ids"]]
+            pad = width - len(ids)
+            batch["input_ids"].append(ids + [self.pad_id] * pad)
+            batch["labels"].append([t for i in row for t in i["labels"]] + [IGNORE_INDEX] * pad)
+            batch["mm_token_type_ids"].append([t for i in row for t in i["mm_token_type_ids"]] + [0] * pad)
+            batch["attention_mask"].append([1] * len(ids) + [0] * pad)
+        out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+        out["pixel_values"] = torch.cat([i["pixel_values"] for i in items], dim=0)
+        out["image_grid_thw"] = torch.cat([i["image_grid_thw"] for i in items], dim=0)
+        return out
+
+
+def _dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def load_base(cfg: TrainConfig, records: list[dict[str, Any]]) -> tuple[Any, Any, Family]:
+    """(model, processor, family) for ``cfg.base``: a fresh tiny model or pretrained weights."""
+    if cfg.base == "tiny":
+        family = get_family(cfg.family)
+        texts = record_texts(records, family.dialect(cfg.min_pixels, cfg.max_pixels))
+        model, tokenizer = build_tiny(family, texts, TinyConfig(**cfg.tiny), seed=cfg.seed)
+        return model, build_processor(family, tokenizer, cfg.min_pixels, cfg.max_pixels), family
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(cfg.base)
+    family = family_for_model_type(config.model_type)
+    model = family.model_cls().from_pretrained(cfg.base, dtype=_dtype(), use_safetensors=True)
+    processor = load_processor(cfg.base)
+    processor.image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    return model, processor, family
+
+
+def _prepare(model: Any, cfg: TrainConfig) -> Any:
+    """Freeze the vision tower (merger excepted) and wrap LoRA adapters when asked."""
+    freeze = cfg.freeze_vision if cfg.freeze_vision is not None else cfg.base != "tiny"
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        param.requires_grad_(not (freeze and "visual" in parts and not any("merger" in p for p in parts)))
+    if not cfg.lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        modules_to_save=["merger"] if freeze else None,
+    )
+    return get_peft_model(model, lora)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the model went and the logged training losses (step, loss)."""
+
+    out: Path
+    losses: list[tuple[int, float]]
+
+
+def _training_args(cfg: TrainConfig) -> Any:
+    from transformers import TrainingArguments
+
+    names = TrainingArguments.__dataclass_fields__
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return TrainingArguments(
+        **{checkpointing: cfg.gradient_checkpointing}, dataloader_pin_memory=torch.cuda.is_available(),
+        output_dir=str(Path(cfg.out) / "checkpoints"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.lr, lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay, adam_beta2=cfg.adam_beta2, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        bf16=torch.cuda.is_available(), logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
+        save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False, report_to="none",
+        disable_tqdm=True, dataloader_num_workers=0, label_names=["labels"],
+    )
+
+
+def save_model(model: Any, processor: Any, family: Family, cfg: TrainConfig, out: Path) -> None:
+    """Write safetensors weights, config, processor and ``medground.json`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    meta = {"format": 1, "family": family.name, "dialect": family.name, "min_pixels": cfg.min_pixels,
+            "max_pixels": cfg.max_pixels, "train": asdict(cfg)}
+    tmp = out / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / META_FILE)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train on ``cfg.data``'s ``cfg.split`` records and save the (merged) model into ``cfg.out``."""
+    from transformers import Trainer, set_seed
+
+    set_seed(cfg.seed)
+    records = read_records(cfg.data, cfg.split)
+    if not records:
+        raise ValueError(f"no records with split {cfg.split!r} in {cfg.data}; check the data engine's splits")
+    model, processor, family = load_base(cfg, records)
+    model = _prepare(model, cfg)
+    dataset = RecordDataset(records, processor, family, cfg.data, cfg)
+    trainer = Trainer(model=model, args=_training_args(cfg), train_dataset=dataset,
+                      data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pack))
+    resume: str | bool | None = True if cfg.resume == "last" else cfg.resume
+    trainer.train(resume_from_checkpoint=resume)
+    if cfg.lora:
+        model = model.merge_and_unload()
+    out = Path(cfg.out)
+    if trainer.is_world_process_zero():
+        save_model(model, processor, family, cfg, out)
+    losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
+    return TrainResult(out, [(s, v) for s, v in losses if math.isfinite(v)])
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from a dict; unknown keys raise, naming the known ones."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise KeyError(f"unknown training option(s) {unknown}; known: {', '.join(sorted(known))}")
+    return TrainConfig(**values)

@@ -1,0 +1,126 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medground.grounding import get_dialect
+from medground.mllm.data import read_records
+from medground.mllm.grounder import Grounder, predict
+from medground.types import Box
+
+from .conftest import FAMILY_NAMES
+
+# Training images of the synthetic set (conftest.make_dataset): image i has the liver at
+# [6 + 2i, 8, 30 + 2i, 28); images 0 and 2 are the train split.
+LIVER = {0: [6, 8, 30, 28], 2: [10, 8, 34, 28]}
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_overfit_model_answers_training_questions_with_exact_boxes(overfit, family):
+    grounder = Grounder.from_pretrained(overfit[family])
+    for i, expected in LIVER.items():
+        answer = grounder.ask(overfit["data"] / "images" / "syn" / f"img{i}.png", "Where is the liver?")
+        assert [(g.label, g.box.as_list()) for g in answer.boxes] == [("liver", expected)], answer.text
+        # The text is in the family's own dialect: parse it independently.
+        parsed = get_dialect(family).parse(answer.text, 64, 48) if family != "qwen2.5-vl" else answer.boxes
+        assert parsed[0].box == Box.from_list(expected)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_save_and_reload_give_identical_outputs(overfit, family, tmp_path):
+    first = Grounder.from_pretrained(overfit[family])
+    first.model.save_pretrained(tmp_path)
+    first.processor.save_pretrained(tmp_path)
+    shutil.copy(overfit[family] / "medground.json", tmp_path)
+    second = Grounder.from_pretrained(tmp_path)
+    image = overfit["data"] / "images" / "syn" / "img0.png"
+    from medground.mllm.data import encode_prompt, load_image
+
+    inputs = encode_prompt(first.processor, load_image(image), "Where is the liver?")
+    with torch.no_grad():
+        assert torch.equal(first.model(**inputs).logits, second.model(**inputs).logits)
+    assert first.ask(image, "Where is the liver?") == second.ask(image, "Where is the liver?")
+
+
+def test_ask_accepts_a_box_in_original_pixels_and_any_image(overfit):
+    grounder = Grounder.from_pretrained(overfit["qwen2-vl"])
+    assert grounder.prompt("What is at {box}?", [34, 20, 58, 40], 64, 48) == (
+        "What is at <|box_start|>(531,416),(890,812)<|box_end|>?")  # floor(34*1000/64)=531, 57->890, 20->416, 39->812
+    assert grounder.prompt("What is this?", [0, 0, 64, 48], 64, 48).endswith("<|box_start|>(0,0),(984,979)<|box_end|>")
+    with pytest.raises(ValueError, match="outside the 64x48 image"):
+        grounder.prompt("What is at {box}?", [0, 0, 65, 48], 64, 48)
+    for image in (np.zeros((300, 70), np.uint8), Image.new("RGB", (500, 120)), np.zeros((33, 33, 3), np.uint8)):
+        answer = grounder.ask(image, "What is at {box}?", box=[1, 1, 20, 20])
+        assert isinstance(answer.text, str)
+        width, height = (image.size if isinstance(image, Image.Image) else image.shape[1::-1])
+        assert all(g.box.fits(width, height) for g in answer.boxes)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_predict_writes_parseable_rows_in_the_model_dialect(overfit, family, tmp_path):
+    grounder = Grounder.from_pretrained(overfit[family])
+    out = tmp_path / "pred.jsonl"
+    assert predict(grounder, overfit["data"], "train", out) == 4
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["task"] for r in rows} == {"rec", "roc"}
+    rec = [r for r in rows if r["task"] == "rec"]
+    for row in rec:
+        assert row["dialect"] == family and row["width"] == 64
+        assert [b["box"] for b in row["boxes"]] == [LIVER[int(row["image"][-5])]]
+    records = {r["id"]: r for r in read_records(overfit["data"], "train")}
+    assert all(r["record"] in records and r["annotation"] for r in rows)
+    # Resume keeps finished rows (a marked one stays marked) and answers only the missing turns.
+    out.write_text(json.dumps(dict(rows[0], response="KEPT")) + "\n")
+    seen = []
+    assert predict(grounder, overfit["data"], "train", out, resume=True, progress=lambda d, t: seen.append((d, t))) == 4
+    again = [json.loads(line) for line in out.read_text().splitlines()]
+    assert again[0]["response"] == "KEPT" and again[1:] == rows[1:] and seen == [(1, 2), (2, 2)]
+
+
+def test_missing_or_bad_checkpoints_raise_clear_errors(overfit, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # never touch the network
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        Grounder.from_pretrained(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="no hub model 'nobody-here/no-such-model'"):
+        Grounder.from_pretrained("nobody-here/no-such-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        Grounder.from_pretrained(tmp_path / "empty")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(overfit["qwen2-vl"], pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="pickled weights are refused"):
+        Grounder.from_pretrained(pickled)
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(overfit["qwen2-vl"], mismatched)
+    shutil.copy(overfit["qwen3-vl"] / "model.safetensors", mismatched / "model.safetensors")
+    with pytest.raises(ValueError, match="does not match"):
+        Grounder.from_pretrained(mismatched)
+
+
+def test_heldout_report_scores_model_and_baselines(overfit, tmp_path):
+    from medground.mllm.heldout import heldout_report
+
+    report = heldout_report(Grounder.from_pretrained(overfit["qwen2-vl"]), overfit["data"], ("train", "test"), tmp_path)
+    # Train images: the overfit model is exact (1.0); the prior box is the mean of [6,8,30,28) and [10,8,34,28)
+    # = [8,8,32,28): IoU with each = 440 / 520 = 0.85 -> 1.0 too.
+    assert report["train"]["rec_acc50_model"] == 1.0 and report["train"]["rec_acc50_prior_box"] == 1.0
+    assert report["train"]["roc_acc_majority"] == 1.0  # the only ROC structure is the spleen
+    assert set(report) == {"train", "test", "train+test"} and (tmp_path / "heldout.json").is_file()
+
+
+def test_shipped_bird_nano_loads_by_default_and_grounds():
+    from medground.mllm.grounder import DEFAULT_MODEL
+
+    if not (DEFAULT_MODEL / "model.safetensors").is_file():
+        pytest.skip(f"bird-nano weights not shipped in {DEFAULT_MODEL}")
+    assert (DEFAULT_MODEL / "model.safetensors").stat().st_size <= 30 * 2**20
+    grounder = Grounder.from_pretrained()
+    image = np.zeros((180, 240), np.uint8)
+    image[40:120, 60:160] = 220
+    answer = grounder.ask(image, "Where is the skin lesion?")
+    assert answer.text
+    assert all(g.box.fits(240, 180) for g in answer.boxes)

@@ -1,0 +1,76 @@
+import json
+
+import pytest
+
+from medground.mllm.families import get_family
+from medground.mllm.train import PRESETS, Collator, TrainConfig, _prepare, apply_preset, config_from_dict
+
+from .conftest import TINY, train_tiny
+
+
+def test_training_lowers_the_loss(dataset, tmp_path):
+    result = train_tiny(dataset, tmp_path / "m", "qwen2-vl", steps=30)
+    first, last = result.losses[0][1], result.losses[-1][1]
+    assert last < 0.5 * first
+    meta = json.loads((tmp_path / "m" / "medground.json").read_text())
+    assert meta["family"] == "qwen2-vl" and meta["train"]["max_steps"] == 30
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_lora_packing_and_checkpointing_train_and_save_a_plain_model(dataset, tmp_path):
+    result = train_tiny(dataset, tmp_path / "m", "qwen3-vl", steps=20, lora=True, lora_r=4, pack=True,
+                        gradient_checkpointing=True)
+    assert result.losses[-1][1] < result.losses[0][1]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model_type"] == "qwen3_vl"
+    assert not (tmp_path / "m" / "adapter_config.json").exists()
+
+
+def test_resume_from_last_checkpoint(dataset, tmp_path):
+    train_tiny(dataset, tmp_path / "m", "qwen2-vl", steps=4, save_steps=2)
+    assert (tmp_path / "m" / "checkpoints" / "checkpoint-4").is_dir()
+    result = train_tiny(dataset, tmp_path / "m", "qwen2-vl", steps=6, save_steps=2, resume="last")
+    assert (tmp_path / "m" / "checkpoints" / "checkpoint-6").is_dir()
+    assert result.out == tmp_path / "m"
+
+
+def test_vision_tower_is_frozen_except_the_merger():
+    from medground.mllm.tiny import TinyConfig, build_tiny
+
+    model, _ = build_tiny(get_family("qwen2.5-vl"), ["a b c"], TinyConfig(**TINY))
+    model = _prepare(model, TrainConfig(base="some/pretrained"))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(".visual.merger." in n for n in trainable)
+    assert not any(".visual.blocks." in n or ".visual.patch_embed." in n for n in trainable)
+    assert any("language_model" in n for n in trainable)
+    # A tiny model starts from random weights: its whole vision tower trains unless told otherwise.
+    model = _prepare(model, TrainConfig(base="tiny"))
+    assert all(p.requires_grad for p in model.parameters())
+    model = _prepare(model, TrainConfig(base="tiny", freeze_vision=True))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if ".visual.blocks." in n)
+
+
+def test_bird_preset_and_unknown_options():
+    cfg = apply_preset(TrainConfig(), "bird")
+    assert (cfg.lr, cfg.scheduler, cfg.warmup, cfg.weight_decay, cfg.adam_beta2, cfg.epochs, cfg.max_pixels) == (
+        2e-5, "cosine", 0.01, 0.1, 0.95, 2.0, 448 * 448)
+    assert "bird" in PRESETS
+    with pytest.raises(KeyError, match="known: bird"):
+        apply_preset(TrainConfig(), "llava")
+    with pytest.raises(KeyError, match="unknown training option"):
+        config_from_dict({"learning_rate": 1.0})
+
+
+def test_collator_pads_right_and_packs():
+    import torch
+
+    item = {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "mm_token_type_ids": [0, 0, 0],
+            "pixel_values": torch.zeros(4, 2), "image_grid_thw": torch.tensor([[1, 2, 2]])}
+    short = dict(item, input_ids=[5], labels=[5], mm_token_type_ids=[1])
+    batch = Collator(pad_id=0)([item, short])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [5, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["pixel_values"].shape == (8, 2) and batch["image_grid_thw"].shape == (2, 3)
+    packed = Collator(pad_id=0, pack=True)([item, short])
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 5]]
