@@ -49,7 +49,9 @@ def worker(arch: str, size: int, k: int, n_queries: int, threads: int, repeats: 
             ctx = net.encode_support(images, masks)
             result["encode_support_s"] = _timeit(lambda: net.encode_support(images, masks), repeats)
             result["per_query_encoded_s"] = _timeit(lambda: net.segment(queries[None, :1], ctx), repeats)
-            result["one_query_s"] = _timeit(lambda: net.segment(queries[None, :1], net.encode_support(images, masks)), repeats)
+            result["one_query_s"] = _timeit(
+                lambda: net.segment(queries[None, :1], net.encode_support(images, masks)), repeats
+            )
 
             def run_all(batch: int) -> None:
                 c = net.encode_support(images, masks)
@@ -67,16 +69,23 @@ def worker(arch: str, size: int, k: int, n_queries: int, threads: int, repeats: 
                 for s in range(0, n_queries, batch):
                     b = gray[s : s + batch]
                     net(b, sup.expand(len(b), -1, -1, -1, -1), masks.expand(len(b), -1, -1, -1, -1))
+
         for batch in (1, 8):
-            result[f"all_{n_queries}_queries_batch{batch}_s"] = _timeit(lambda b=batch: run_all(b), max(1, repeats // 3))
-        result[f"all_{n_queries}_queries_s"] = min(result[f"all_{n_queries}_queries_batch{b}_s"] for b in (1, 8))
+            result[f"all_{n_queries}_queries_batch{batch}_s"] = _timeit(
+                lambda b=batch: run_all(b), max(1, repeats // 3)
+            )
+        result[f"all_{n_queries}_queries_s"] = min(
+            result[f"all_{n_queries}_queries_batch{b}_s"] for b in (1, 8)
+        )
         result["params"] = sum(p.numel() for p in net.parameters())
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=128, help="working resolution")
     parser.add_argument("--k", type=int, default=8, help="support examples")
     parser.add_argument("--queries", type=int, default=64, help="queries segmented with the same support")
@@ -90,20 +99,42 @@ def main() -> None:
         return
     results = {}
     for arch in ("poolseg", "universeg"):
-        cmd = [sys.executable, __file__, "--worker", arch, "--size", str(args.size), "--k", str(args.k),
-               "--queries", str(args.queries), "--threads", str(args.threads), "--repeats", str(args.repeats)]
-        results[arch] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            arch,
+            "--size",
+            str(args.size),
+            "--k",
+            str(args.k),
+            "--queries",
+            str(args.queries),
+            "--threads",
+            str(args.threads),
+            "--repeats",
+            str(args.repeats),
+        ]
+        results[arch] = json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
+        )
     key = f"all_{args.queries}_queries_s"
     results["speedup_all_queries"] = results["universeg"][key] / results["poolseg"][key]
     results["speedup_one_query"] = results["universeg"]["one_query_s"] / results["poolseg"]["one_query_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"| model | params | 1 query (s) | per query, support encoded (s) | {args.queries} queries (s) | peak RSS (MB) |")
+    print(
+        f"| model | params | 1 query (s) | per query, support encoded (s) | {args.queries} queries (s) | peak RSS (MB) |"
+    )
     print("|---|---|---|---|---|---|")
     for arch in ("poolseg", "universeg"):
         r = results[arch]
-        print(f"| {arch} | {r['params']:,} | {r['one_query_s']:.4f} | {r['per_query_encoded_s']:.4f} | {r[key]:.3f} | {r['peak_rss_mb']:.0f} |")
-    print(f"speed-up for {args.queries} queries: {results['speedup_all_queries']:.1f}x; one query: {results['speedup_one_query']:.1f}x")
+        print(
+            f"| {arch} | {r['params']:,} | {r['one_query_s']:.4f} | {r['per_query_encoded_s']:.4f} | {r[key]:.3f} | {r['peak_rss_mb']:.0f} |"
+        )
+    print(
+        f"speed-up for {args.queries} queries: {results['speedup_all_queries']:.1f}x; one query: {results['speedup_one_query']:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import typer
 
 from medground import __version__
 from medground.eval.command import eval_command
+from medground.icl.commands import icl_eval_command, icl_train_command, segment_command
 from medground.mllm.commands import ask_command, predict_command, train_command
 
 app = typer.Typer(
@@ -139,6 +140,9 @@ app.command("eval")(eval_command)
 app.command("train")(train_command)
 app.command("ask")(ask_command)
 app.command("predict")(predict_command)
+app.command("segment")(segment_command)
+app.command("icl-train")(icl_train_command)
+app.command("icl-eval")(icl_eval_command)
 
 if __name__ == "__main__":
     app()

@@ -13,6 +13,7 @@ from medground.io.display import (
     DEFAULT_CT_WINDOW,
     axis_length,
     ct_window,
+    display_volume,
     mr_percentiles,
     normalize_mr,
     rescale_to_uint8,
@@ -34,7 +35,14 @@ from medground.io.images import (
     write_mask_png,
     write_png,
 )
-from medground.io.nifti import Volume, canonical_volume, load_label_volume, load_volume, write_nifti_like
+from medground.io.nifti import (
+    Volume,
+    canonical_volume,
+    load_label_volume,
+    load_volume,
+    to_original_order,
+    write_nifti_like,
+)
 from medground.io.rtstruct import rasterize_rtstruct
 
 __all__ = [
@@ -52,6 +60,7 @@ __all__ = [
     "canonical_volume",
     "ct_window",
     "dicom_series_info",
+    "display_volume",
     "encode_mask_png",
     "encode_png",
     "image_size",
@@ -69,6 +78,7 @@ __all__ = [
     "slice_spacing",
     "slice_volume",
     "stack_slices",
+    "to_original_order",
     "to_uint8_minmax",
     "window_ct",
     "write_nifti_like",

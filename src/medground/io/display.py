@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "display_volume",
     "AXES",
     "CT_WINDOWS",
     "DEFAULT_CT_WINDOW",
@@ -175,3 +176,12 @@ def normalize_mr(array: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> 
     """
     lo, hi = mr_percentiles(array, lower, upper)
     return rescale_to_uint8(array, lo, hi)
+
+
+def display_volume(array: np.ndarray, modality: str, window: str = DEFAULT_CT_WINDOW) -> np.ndarray:
+    """A whole volume made display-ready (uint8, same shape), as the data engine shows slices:
+    CT through the ``window`` preset (soft-tissue: level 40 / width 400), every other modality
+    between the 0.5 and 99.5 percentiles of its non-zero voxels."""
+    if modality == "ct":
+        return window_ct(array, *ct_window(window))
+    return normalize_mr(array)

@@ -31,7 +31,7 @@ from medground.io.display import (  # noqa: F401
 )
 from medground.io.errors import ReadError, require_file
 
-__all__ = ["Volume", "canonical_volume", "load_label_volume", "load_volume", "write_nifti_like"]
+__all__ = ["Volume", "canonical_volume", "load_label_volume", "load_volume", "to_original_order", "write_nifti_like"]
 
 _AFFINE_ATOL = 1e-3
 
@@ -177,7 +177,7 @@ def _check_same_grid(label: Volume, image: Volume) -> None:
                     "(label, image, order=0)) or pair it with the right image")
 
 
-def _to_original_order(array: np.ndarray, like: Volume) -> np.ndarray:
+def to_original_order(array: np.ndarray, like: Volume) -> np.ndarray:
     """Undo the canonical reorientation: canonical (X, Y, Z) -> the file's own voxel order."""
     file_ornt = nib.orientations.io_orientation(like.original_affine)
     ras_ornt = nib.orientations.axcodes2ornt(("R", "A", "S"))
@@ -216,6 +216,6 @@ def write_nifti_like(path: str | Path, mask_array_canonical: np.ndarray, like: V
         raise ValueError(f"mask dtype {mask.dtype} is not integer/bool; threshold or round it first")
     if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 255):
         raise ValueError(f"mask values {int(mask.min())}..{int(mask.max())} do not fit uint8 (0..255)")
-    image = _label_image(_to_original_order(mask.astype(np.uint8), like), like)
+    image = _label_image(to_original_order(mask.astype(np.uint8), like), like)
     with atomic_output(target) as tmp:
         nib.save(image, tmp)

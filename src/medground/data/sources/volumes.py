@@ -27,13 +27,11 @@ from medground.io import (
     ReadError,
     Volume,
     axis_length,
+    display_volume,
     load_label_volume,
     load_volume,
-    mr_percentiles,
-    rescale_to_uint8,
     slice_spacing,
     slice_volume,
-    window_ct,
 )
 from medground.types import Rejected, Sample, StructureMask
 
@@ -120,13 +118,6 @@ class VolumeSource(Source):
     options: VolumeOptions
     body_region: str | None
 
-    def _display(self, array: np.ndarray, modality: str) -> np.ndarray:
-        if modality == "ct":
-            level, width = CT_WINDOWS[self.options.ct_window]
-            return window_ct(array, level, width)
-        low, high = mr_percentiles(array)
-        return rescale_to_uint8(array, low, high)
-
     def read(self, item: Item) -> tuple[Volume, Volume]:
         """(image volume, label volume on the same grid); raises ReadError."""
         raise NotImplementedError
@@ -146,7 +137,7 @@ class VolumeSource(Source):
         if not known:
             yield Rejected(item.payload["label"], "label volume has no named foreground", self.name)
             return
-        display = self._display(volume.array, item.payload["modality"])
+        display = display_volume(volume.array, item.payload["modality"], self.options.ct_window)
         for plane in self.options.planes:
             spacing = slice_spacing(volume.spacing, plane)
             yield from self._slices(item, display, label.array, {v: names[v] for v in known}, plane, spacing)

@@ -1,0 +1,202 @@
+"""Thin typer commands for in-context segmentation: they parse options and call the library.
+
+The lead registers them on the main app::
+
+    app.command("segment")(segment_command)
+    app.command("icl-train")(icl_train_command)
+    app.command("icl-eval")(icl_eval_command)
+
+They also run standalone: ``python -m medground.icl.commands icl-train --help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["app", "icl_eval_command", "icl_train_command", "segment_command"]
+
+
+def segment_command(
+    query: Annotated[
+        list[Path],
+        typer.Option(
+            "--query", help="Query image (PNG/JPEG/TIFF) or volume (.nii/.nii.gz); repeat for many."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Output folder: <stem>.png (0/255) + <stem>_overlay.png, or <stem>.nii.gz."
+        ),
+    ],
+    support: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--support", help="Support example IMG:MASK (mask foreground = value > 0); repeat for k examples."
+        ),
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text", help="Structure name or description, e.g. 'left kidney'; alone it allows k = 0."
+        ),
+    ] = None,
+    support_volume: Annotated[
+        Path | None,
+        typer.Option("--support-volume", help="Support volume (.nii.gz); needs --support-labels."),
+    ] = None,
+    support_labels: Annotated[
+        Path | None,
+        typer.Option("--support-labels", help="Label volume for --support-volume (foreground = label > 0)."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="Model folder (config.json + model.safetensors); default: shipped weights."
+        ),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Probability threshold for the binary mask.")
+    ] = 0.5,
+    modality: Annotated[
+        str, typer.Option("--modality", help="Volumes: 'ct' (soft-tissue window) or anything else (percentiles).")
+    ] = "mr",
+) -> None:
+    """Segment query images or volumes from a few (image, mask) examples and/or a text prompt."""
+    from medground.icl.outputs import parse_support, segment_files
+
+    if (support_volume is None) != (support_labels is None):
+        raise typer.BadParameter("--support-volume and --support-labels go together; give both or neither")
+    pairs = [parse_support(s) for s in support or []]
+    volume = (support_volume, support_labels) if support_volume is not None else None
+    written = segment_files(query, out, pairs, text, model, volume, threshold, modality)
+    typer.echo(f"wrote {len(written)} files to {out}")
+
+
+def icl_train_command(
+    data: Annotated[
+        list[Path],
+        typer.Argument(help="Data-engine output folders and/or pairs.csv dataset folders (or their parent)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output model folder (also holds checkpoint/, losses.json, loss.png)."),
+    ] = Path("runs/icl/poolseg"),
+    held_out: Annotated[
+        list[str] | None,
+        typer.Option("--held-out", help="Source/dataset name to exclude from training; repeat."),
+    ] = None,
+    architecture: Annotated[
+        str, typer.Option("--architecture", help="poolseg (ours) or universeg (baseline).")
+    ] = "poolseg",
+    size: Annotated[int, typer.Option("--size", help="Working resolution in pixels (64 or 128).")] = 64,
+    widths: Annotated[
+        str, typer.Option("--widths", help="PoolSeg channels per scale, comma separated.")
+    ] = "16,32,48,64",
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = 1500,
+    episodes: Annotated[int, typer.Option("--episodes", help="Episodes (tasks) per step.")] = 4,
+    max_k: Annotated[int, typer.Option("--max-k", help="Largest support size drawn during training.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads.")] = 1,
+    device: Annotated[str, typer.Option("--device", help="torch device: cpu or cuda.")] = "cpu",
+    max_minutes: Annotated[
+        float, typer.Option("--max-minutes", help="Stop and save after this many minutes (0 = no limit).")
+    ] = 0.0,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore an existing checkpoint instead of resuming.")
+    ] = False,
+) -> None:
+    """Episodic training over tasks (one structure of one dataset) plus synthetic tasks; resumes."""
+    from medground.icl.episodes import EpisodeConfig
+    from medground.icl.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=[str(p) for p in data],
+        out=str(out),
+        held_out=list(held_out or []),
+        architecture=architecture,
+        size=size,
+        widths=[int(w) for w in widths.split(",")],
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        threads=threads,
+        device=device,
+        max_minutes=max_minutes,
+        episodes=EpisodeConfig(episodes=episodes, max_k=max_k),
+    )
+    typer.echo(f"model written to {train(cfg, resume=not fresh)}")
+
+
+def icl_eval_command(
+    data: Annotated[
+        list[Path],
+        typer.Argument(help="Data-engine output folders and/or pairs.csv dataset folders (or their parent)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Report folder: results.jsonl, summary.json, report.md, dice_vs_k.png."),
+    ],
+    k: Annotated[str, typer.Option("--k", help="Support sizes, comma separated.")] = "1,2,4,8,16",
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="HELD:FOLDER: PoolSeg model trained without the comma-separated sources HELD; repeat per fold. Default: shipped weights, evaluated on all sources.",
+        ),
+    ] = None,
+    universeg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--universeg",
+            help="HELD:FOLDER of a UniverSeg baseline trained without HELD (baseline c); repeat per fold.",
+        ),
+    ] = None,
+    draws: Annotated[int, typer.Option("--draws", help="Random support draws per task and k.")] = 5,
+    queries: Annotated[
+        int, typer.Option("--queries", help="Queries per draw (at most the images not in the support).")
+    ] = 4,
+    unet_steps: Annotated[
+        int,
+        typer.Option(
+            "--unet-steps", help="Training steps of the from-scratch U-Net baseline (b); 0 skips it."
+        ),
+    ] = 60,
+    adapt_steps: Annotated[
+        int,
+        typer.Option(
+            "--adapt-steps",
+            help="Also score PoolSeg fine-tuned this many steps on each support set (0 = off).",
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Dice and HD95 against k on held-out sources, with the support-prior, U-Net and UniverSeg baselines."""
+    from medground.icl.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(
+        data=[str(p) for p in data],
+        out=str(out),
+        ks=[int(v) for v in k.split(",")],
+        models=list(model or []),
+        universeg=list(universeg or []),
+        draws=draws,
+        queries=queries,
+        unet_steps=unet_steps,
+        seed=seed,
+        adapt_steps=adapt_steps,
+    )
+    typer.echo(f"report written to {evaluate(cfg)}")
+
+
+app = typer.Typer(help="In-context segmentation commands (standalone entry point).", no_args_is_help=True)
+app.command("segment")(segment_command)
+app.command("icl-train")(icl_train_command)
+app.command("icl-eval")(icl_eval_command)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,199 @@
+"""InContextSegmenter: the user-facing facade over :class:`~medground.icl.model.PoolSeg`.
+
+It takes arrays or paths in the user's pixel frame (any size, gray or RGB), owns resizing and
+normalisation, encodes a support set once (:meth:`encode_support`) and returns probability masks at
+each query's original size. Volumes are segmented slice by slice and written back as NIfTI with the
+query's affine and header (so spacing is kept).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
+from medground.icl.preprocess import check_pair, load_array, prepare_image, prepare_mask, resize_back
+from medground.icl.text import TextEncoder
+from medground.io import (
+    Volume,
+    axis_length,
+    canonical_volume,
+    display_volume,
+    load_label_volume,
+    load_volume,
+    slice_volume,
+    stack_slices,
+    to_original_order,
+    write_nifti_like,
+)
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "ImageLike",
+    "InContextSegmenter",
+    "load_pretrained",
+    "save_pretrained",
+    "support_from_volume",
+]
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+ImageLike = np.ndarray | str | Path
+
+
+def save_pretrained(model: PoolSeg, folder: Path, extra: dict | None = None) -> Path:
+    """Write ``folder/config.json`` and ``folder/model.safetensors`` (+ ``extra`` as ``meta.json``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.to_json(folder / "config.json")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    if extra is not None:
+        (folder / "meta.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def load_pretrained(folder: Path) -> PoolSeg:
+    """Rebuild a :class:`PoolSeg` from a folder written by :func:`save_pretrained` (eval mode, CPU)."""
+    folder = Path(folder)
+    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
+    for needed in (cfg_path, weights):
+        if not needed.is_file():
+            raise FileNotFoundError(
+                f"model folder {folder} lacks {needed.name}; expected config.json + model.safetensors "
+                "as written by `medground icl-train`"
+            )
+    model = PoolSeg(PoolSegConfig.from_json(cfg_path))
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
+def _as_array(item: ImageLike) -> np.ndarray:
+    return load_array(item) if isinstance(item, str | Path) else np.asarray(item)
+
+
+class InContextSegmenter:
+    """Segment queries from a support set of (image, mask) pairs and/or a text prompt."""
+
+    def __init__(self, model: PoolSeg, text_encoder: TextEncoder | None = None, batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.size = model.config.size
+        self.text_encoder = text_encoder or TextEncoder()
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None) -> InContextSegmenter:
+        """Load a model folder; ``None`` loads the weights shipped in ``medground/icl/weights``."""
+        return cls(load_pretrained(Path(path) if path is not None else DEFAULT_WEIGHTS))
+
+    @torch.no_grad()
+    def encode_support(
+        self, support: Sequence[tuple[ImageLike, ImageLike]] | None = None, text: str | None = None
+    ) -> SupportContext:
+        """Encode k >= 0 (image, mask) pairs (arrays or paths; mask foreground = value > 0) and/or a text.
+
+        Raises ValueError for an image/mask size mismatch, an empty mask, or k = 0 without text.
+        """
+        pairs = list(support or [])
+        if not pairs and not text:
+            raise ValueError(
+                "nothing to segment from: give at least one (image, mask) support pair or a text prompt"
+            )
+        images, masks = [], []
+        for i, (img, msk) in enumerate(pairs):
+            img_arr, msk_arr = _as_array(img), _as_array(msk)
+            check_pair(img_arr, msk_arr, i)
+            images.append(prepare_image(img_arr, self.size, f"support image {i}"))
+            masks.append(prepare_mask(msk_arr, self.size, f"support mask {i}"))
+        s = self.size
+        img_t = torch.stack(images)[None] if images else torch.zeros(1, 0, 3, s, s)
+        msk_t = torch.stack(masks)[None] if masks else torch.zeros(1, 0, 1, s, s)
+        text_t = self.text_encoder.encode([text])[0:1] if text else None
+        return self.model.encode_support(img_t, msk_t, text_t)
+
+    @torch.no_grad()
+    def segment(
+        self,
+        query: ImageLike | Sequence[ImageLike],
+        support: Sequence[tuple[ImageLike, ImageLike]] | None = None,
+        text: str | None = None,
+        context: SupportContext | None = None,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Probability masks (H, W) float32 in [0, 1] at each query's own size.
+
+        query: one image (array or path) -> one array; a list -> a list. Pass either ``support``/``text``
+        or a ``context`` from :meth:`encode_support` (encode once, segment many).
+        """
+        single = isinstance(query, str | Path | np.ndarray)
+        queries = [query] if single else list(query)
+        ctx = context if context is not None else self.encode_support(support, text)
+        arrays = [_as_array(q) for q in queries]
+        out: list[np.ndarray] = []
+        for start in range(0, len(arrays), self.batch_size):
+            chunk = arrays[start : start + self.batch_size]
+            batch = torch.stack([prepare_image(a, self.size, "query") for a in chunk])[None]
+            logits = self.model.segment(batch, ctx)[0, :, 0]  # (Q, S, S)
+            out.extend(resize_back(lg, a.shape[0], a.shape[1]) for lg, a in zip(logits, chunk, strict=True))
+        return out[0] if single else out
+
+    def segment_volume(
+        self,
+        volume: str | Path | np.ndarray | Volume,
+        support: Sequence[tuple[ImageLike, ImageLike]] | None = None,
+        text: str | None = None,
+        out: str | Path | None = None,
+        threshold: float = 0.5,
+        context: SupportContext | None = None,
+        plane: str = "axial",
+        modality: str = "mr",
+    ) -> np.ndarray:
+        """Segment a volume slice by slice -> uint8 0/1 mask in the volume's own voxel order.
+
+        ``volume``: a NIfTI path, a :class:`~medground.io.Volume`, or an (X, Y, Z) array taken as RAS+
+        with an identity affine. It is reoriented to RAS+, made display-ready like the data engine's
+        slices (``modality`` "ct": soft-tissue window, else 0.5-99.5 percentiles of non-zero voxels)
+        and cut along ``plane`` in radiological display orientation, so 2D supports from
+        ``medground build`` or :func:`support_from_volume` match the query slices. With ``out`` the
+        mask is written as NIfTI with the query's affine and header (spacing kept).
+        """
+        if isinstance(volume, Volume):
+            vol = volume
+        elif isinstance(volume, str | Path):
+            vol = load_volume(volume)
+        else:
+            vol = canonical_volume(np.asarray(volume, dtype=np.float32), np.eye(4))
+        display = display_volume(vol.array, modality)
+        ctx = context if context is not None else self.encode_support(support, text)
+        slices = [slice_volume(display, plane, i) for i in range(axis_length(display.shape, plane))]
+        probs = self.segment(slices, context=ctx)
+        mask = stack_slices([(p >= threshold).astype(np.uint8) for p in probs], plane)
+        if out is not None:
+            write_nifti_like(out, mask, vol)
+        return to_original_order(mask, vol)
+
+
+def support_from_volume(
+    volume: str | Path, labels: str | Path, max_slices: int = 8, label: int | None = None, plane: str = "axial",
+    modality: str = "mr",
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image slice, 0/1 mask slice) pairs from a support volume and its label volume.
+
+    Up to ``max_slices`` evenly spaced ``plane`` slices whose mask (label > 0, or == ``label``) is
+    non-empty, in the same display orientation and intensity scaling as :meth:`InContextSegmenter.segment_volume`.
+    Raises ValueError (ReadError) for unreadable or mismatched volumes and a label volume without foreground.
+    """
+    vol = load_volume(volume)
+    lab = load_label_volume(labels, like=vol)
+    fg = lab.array > 0 if label is None else lab.array == label
+    picked = [i for i in range(axis_length(fg.shape, plane)) if slice_volume(fg, plane, i).any()]
+    if not picked:
+        raise ValueError(
+            f"label volume {labels} has no foreground voxels{'' if label is None else f' with label {label}'}"
+        )
+    chosen = [picked[i] for i in np.unique(np.linspace(0, len(picked) - 1, min(max_slices, len(picked))).round().astype(int))]
+    display = display_volume(vol.array, modality)
+    return [(slice_volume(display, plane, i), slice_volume(fg, plane, i).astype(np.uint8)) for i in chosen]

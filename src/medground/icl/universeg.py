@@ -1,0 +1,123 @@
+"""UniverSeg (Butoi et al., ICCV 2023) re-implemented from the paper, as a baseline and benchmark.
+
+The one new operation is the CrossConv: a convolution applied to every (query, support_i) pair of
+feature maps concatenated along channels. A CrossBlock is CrossConv + LeakyReLU, after which the
+query keeps the mean over the support axis and both sides get their own Conv + LeakyReLU. The encoder
+has 4 CrossBlocks of 64 channels (2x2 max pooling between them), the decoder 3 (bilinear upsampling,
+skip concatenation on both sides), then a 1x1 conv on the query. Inputs: query image (1 channel in
+the paper), support image + label (2 channels), 128 x 128, values in [0, 1]. With the default config
+this has about 1.18M parameters, as in the paper.
+
+Cost per query grows with k at every layer and nothing about the support set can be cached: that is
+exactly what :mod:`medground.icl.model` avoids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+__all__ = ["CrossBlock", "CrossConv", "UniverSeg", "UniverSegConfig"]
+
+
+@dataclass
+class UniverSegConfig:
+    """Hyperparameters of :class:`UniverSeg` (defaults from the paper)."""
+
+    size: int = 128
+    """Side of the square working resolution."""
+    encoder_widths: tuple[int, ...] = (64, 64, 64, 64)
+    """Channels of the encoder CrossBlocks."""
+    decoder_widths: tuple[int, ...] = (64, 64, 64)
+    """Channels of the decoder CrossBlocks (one fewer than the encoder)."""
+    image_channels: int = 1
+    """Image channels (the paper uses gray)."""
+
+    def __post_init__(self) -> None:
+        self.encoder_widths = tuple(int(w) for w in self.encoder_widths)
+        self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
+        if len(self.decoder_widths) != len(self.encoder_widths) - 1:
+            raise ValueError(
+                f"decoder_widths needs len(encoder_widths) - 1 = {len(self.encoder_widths) - 1} entries, "
+                f"got {self.decoder_widths}"
+            )
+
+
+class CrossConv(nn.Module):
+    """Conv over every query-support pair.
+
+    query (B, 1, Cq, H, W) and support (B, k, Cs, H, W) -> (B, k, cout, H, W): output i is
+    ``conv(cat([query, support_i], channels))``. Example: B=2, k=8, Cq=Cs=64, cout=64 runs one conv on
+    16 pairs of 128 channels.
+    """
+
+    def __init__(self, cq: int, cs: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cq + cs, cout, 3, padding=1)
+
+    def forward(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        b, k = support.shape[:2]
+        pairs = torch.cat([query.expand(-1, k, -1, -1, -1), support], dim=2)  # (B, k, Cq+Cs, H, W)
+        return self.conv(pairs.flatten(0, 1)).unflatten(0, (b, k))
+
+
+def _vmap(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D layer to (B, n, C, H, W) by folding n into the batch."""
+    return layer(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+
+class CrossBlock(nn.Module):
+    """CrossConv + LeakyReLU, mean over support for the query, then one Conv + LeakyReLU per side.
+
+    query (B, 1, Cq, H, W), support (B, k, Cs, H, W) -> (B, 1, cout, H, W), (B, k, cout, H, W).
+    """
+
+    def __init__(self, cq: int, cs: int, cout: int) -> None:
+        super().__init__()
+        self.cross = CrossConv(cq, cs, cout)
+        self.query_conv = nn.Conv2d(cout, cout, 3, padding=1)
+        self.support_conv = nn.Conv2d(cout, cout, 3, padding=1)
+
+    def forward(self, query: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = F.leaky_relu(self.cross(query, support))  # (B, k, cout, H, W)
+        query = F.leaky_relu(_vmap(self.query_conv, z.mean(dim=1, keepdim=True)))
+        support = F.leaky_relu(_vmap(self.support_conv, z))
+        return query, support
+
+
+class UniverSeg(nn.Module):
+    """The UniverSeg network: query (B, 1, C, S, S) + support images/labels -> logits (B, 1, 1, S, S)."""
+
+    def __init__(self, config: UniverSegConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or UniverSegConfig()
+        cfg = self.config
+        cq, cs = cfg.image_channels, cfg.image_channels + 1
+        self.enc = nn.ModuleList()
+        for w in cfg.encoder_widths:
+            self.enc.append(CrossBlock(cq, cs, w))
+            cq = cs = w
+        skips = list(cfg.encoder_widths[-2::-1])
+        self.dec = nn.ModuleList()
+        for w, skip in zip(cfg.decoder_widths, skips, strict=True):
+            self.dec.append(CrossBlock(cq + skip, cs + skip, w))
+            cq = cs = w
+        self.head = nn.Conv2d(cq, 1, 1)
+
+    def forward(self, query: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """query (B, 1, C, S, S); images (B, k, C, S, S); masks (B, k, 1, S, S) in [0, 1] -> (B, 1, 1, S, S)."""
+        q, s = query, torch.cat([images, masks], dim=2)
+        skips = []
+        for i, block in enumerate(self.enc):
+            if i > 0:
+                q, s = _vmap(nn.MaxPool2d(2), q), _vmap(nn.MaxPool2d(2), s)
+            q, s = block(q, s)
+            skips.append((q, s))
+        for block, (sq, ss) in zip(self.dec, skips[-2::-1], strict=True):
+            up = nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False)
+            q, s = _vmap(up, q), _vmap(up, s)
+            q, s = block(torch.cat([q, sq], 2), torch.cat([s, ss], 2))
+        return _vmap(self.head, q)

@@ -1,0 +1,109 @@
+"""InContextSegmenter facade: sizes, errors, save/load, NIfTI round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from icl_helpers import FakeTextEncoder, disc
+from PIL import Image
+
+from medground.icl.outputs import segment_files
+from medground.icl.segmenter import InContextSegmenter, load_pretrained, save_pretrained
+
+
+def _pair(h: int, w: int, rgb: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    mask = disc(h, w, h / 2, w / 2, min(h, w) / 4)
+    image = (mask * 180 + 30).astype(np.uint8)
+    if rgb:
+        image = np.stack([image, image // 2, 255 - image], axis=2)
+    return image, mask.astype(np.uint8) * 255
+
+
+def test_masks_come_back_at_each_query_size(segmenter: InContextSegmenter) -> None:
+    support = [_pair(40, 60), _pair(70, 30, rgb=True)]
+    queries = [_pair(45, 70)[0], _pair(23, 91, rgb=True)[0]]
+    probs = segmenter.segment(queries, support=support)
+    assert [p.shape for p in probs] == [(45, 70), (23, 91)]
+    assert all(p.dtype == np.float32 and p.min() >= 0 and p.max() <= 1 for p in probs)
+    single = segmenter.segment(queries[0], support=support)
+    assert isinstance(single, np.ndarray) and single.shape == (45, 70)
+
+
+def test_encode_once_equals_passing_the_support(segmenter: InContextSegmenter) -> None:
+    support = [_pair(40, 60), _pair(50, 50)]
+    query = _pair(33, 44)[0]
+    ctx = segmenter.encode_support(support)
+    np.testing.assert_allclose(
+        segmenter.segment(query, context=ctx), segmenter.segment(query, support=support), atol=1e-6
+    )
+
+
+def test_text_alone_works_and_empty_prompt_is_an_error(segmenter: InContextSegmenter) -> None:
+    query = _pair(30, 40)[0]
+    assert segmenter.segment(query, text="left kidney").shape == (30, 40)
+    with pytest.raises(ValueError, match="support pair or a text"):
+        segmenter.segment(query)
+
+
+def test_mismatched_pair_names_both_sizes(segmenter: InContextSegmenter) -> None:
+    image, _ = _pair(40, 60)
+    _, mask = _pair(40, 61)
+    with pytest.raises(ValueError, match=r"support pair 0: image is 60x40 .* mask is 61x40"):
+        segmenter.encode_support([(image, mask)])
+
+
+def test_empty_support_mask_is_an_error(segmenter: InContextSegmenter) -> None:
+    good = _pair(40, 60)
+    image, mask = _pair(40, 60)
+    with pytest.raises(ValueError, match="support pair 1: the mask is empty"):
+        segmenter.encode_support([good, (image, np.zeros_like(mask))])
+
+
+def test_save_and_load_give_the_same_masks(segmenter: InContextSegmenter, tmp_path: Path) -> None:
+    save_pretrained(segmenter.model, tmp_path / "m")
+    again = InContextSegmenter(load_pretrained(tmp_path / "m"), text_encoder=FakeTextEncoder())
+    support, query = [_pair(40, 60)], _pair(30, 30)[0]
+    np.testing.assert_allclose(
+        again.segment(query, support=support), segmenter.segment(query, support=support), atol=1e-6
+    )
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_pretrained(tmp_path / "missing")
+
+
+def test_nifti_round_trip_keeps_affine_and_spacing(segmenter: InContextSegmenter, tmp_path: Path) -> None:
+    volume = np.stack([_pair(24, 20)[0].astype(np.int16) * (z + 1) for z in range(5)], axis=2)  # (24, 20, 5)
+    affine = np.array([[0.0, -0.8, 0, 12.5], [0.9, 0, 0, -3.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
+    src = nib.Nifti1Image(volume, affine)
+    src.header.set_zooms((0.9, 0.8, 2.5))
+    nib.save(src, tmp_path / "ct.nii.gz")
+    support = [(volume[:, :, 0], _pair(24, 20)[1])]
+    mask = segmenter.segment_volume(tmp_path / "ct.nii.gz", support=support, out=tmp_path / "seg.nii.gz")
+    back = nib.load(tmp_path / "seg.nii.gz")
+    assert mask.shape == (24, 20, 5) and back.shape == (24, 20, 5)
+    np.testing.assert_allclose(back.affine, affine, atol=1e-5)
+    np.testing.assert_allclose(back.header.get_zooms(), (0.9, 0.8, 2.5), atol=1e-5)
+    assert back.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(back.dataobj), mask)
+    assert set(np.unique(mask)) <= {0, 1}
+
+
+def test_segment_files_writes_png_and_overlay_at_query_size(
+    segmenter: InContextSegmenter, tmp_path: Path
+) -> None:
+    save_pretrained(segmenter.model, tmp_path / "m")
+    img, msk = _pair(40, 60)
+    Image.fromarray(img).save(tmp_path / "s.png")
+    Image.fromarray(msk).save(tmp_path / "s_mask.png")
+    Image.fromarray(_pair(37, 52, rgb=True)[0]).save(tmp_path / "q.jpg")
+    segment_files(
+        [tmp_path / "q.jpg"],
+        tmp_path / "out",
+        [(tmp_path / "s.png", tmp_path / "s_mask.png")],
+        model=tmp_path / "m",
+    )
+    mask = np.asarray(Image.open(tmp_path / "out/q.png"))
+    assert mask.shape == (37, 52) and set(np.unique(mask)) <= {0, 255}
+    assert np.asarray(Image.open(tmp_path / "out/q_overlay.png")).shape == (37, 52, 3)

@@ -1,0 +1,116 @@
+"""Task readers, episodes, augmentation and synthetic tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from icl_helpers import disc
+from PIL import Image
+
+from medground.icl.augment import AugmentConfig, augment_examples, augment_task
+from medground.icl.episodes import EpisodeConfig, sample_batch, step_generator
+from medground.icl.synthetic import synthetic_episode
+from medground.icl.tasks import load_tasks, split_by_source, tasks_from_pairs
+
+
+def test_engine_regions_become_tasks_with_instances_united(engine_dir: Path) -> None:
+    tasks = {t.name: t for t in load_tasks([engine_dir], size=24)}
+    assert sorted(tasks) == ["demo/hip_left", "demo/liver"]
+    hip = tasks["demo/hip_left"]
+    assert len(hip) == 3 and len(tasks["demo/liver"]) == 2
+    assert hip.text == "hip left"
+    assert hip.images.shape == (3, 3, 24, 24) and hip.masks.shape == (3, 1, 24, 24)
+    # img0 has two disjoint instances (discs of radius 4 and 3): the task mask is their union. The 48x48
+    # image becomes 24x24 by 2x2 area averaging, so the mask mass is a quarter of the union's area.
+    both = disc(48, 48, 10, 10, 4).sum() + disc(48, 48, 30, 40, 3).sum()
+    first = hip.ids.index(str(engine_dir / "images/demo/img0.png"))
+    assert float(hip.masks[first].sum()) == pytest.approx(both / 4, rel=1e-5)
+
+
+def test_pairs_csv_reader_unites_instance_maps(tmp_path: Path) -> None:
+    ds = tmp_path / "cells_histo"
+    (ds / "images").mkdir(parents=True)
+    (ds / "masks").mkdir()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(ds / "images/a.png")
+    inst = np.zeros((16, 16), np.uint16)
+    inst[2:5, 2:5], inst[10:12, 9:15] = 1, 2
+    Image.fromarray(inst).save(ds / "masks/a.png")
+    (ds / "pairs.csv").write_text(
+        "image,mask,structure,mask_values\nimages/a.png,masks/a.png,cell nuclei (instance label map),x\n"
+    )
+    (task,) = tasks_from_pairs(ds, size=16)
+    assert task.name == "cells_histo/cell_nuclei" and task.text == "cell nuclei"
+    assert float(task.masks.sum()) == pytest.approx(9 + 12)
+
+
+def test_unknown_held_out_source_lists_known(engine_dir: Path) -> None:
+    tasks = load_tasks([engine_dir], size=32)
+    with pytest.raises(ValueError, match=r"known sources: \['demo'\]"):
+        split_by_source(tasks, ["nope"])
+    train, held = split_by_source(tasks, ["demo"])
+    assert train == [] and len(held) == 2
+
+
+def test_load_tasks_rejects_unknown_layout(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="pairs.csv"):
+        load_tasks([tmp_path], size=32)
+
+
+def test_task_augmentation_moves_image_and_mask_together() -> None:
+    gen = torch.Generator().manual_seed(3)
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[0, 0, 2:6, 1:9] = 1
+    masks[1, 0, 10:15, 3:5] = 1
+    images = masks.expand(-1, 3, -1, -1).clone()
+    cfg = AugmentConfig(p_flip=1.0, p_rot90=1.0, p_invert=0.0, gamma=0.0)
+    new_images, new_masks = augment_task(images, masks, gen, cfg)
+    assert torch.equal(new_images[:, 0:1], new_masks)  # channels may be shuffled, all equal the mask
+    assert torch.equal(new_masks, masks.flip(-1).flip(-2).rot90(1, (-2, -1)))
+
+
+def test_example_augmentation_keeps_shapes_and_range() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images, masks = torch.rand(3, 3, 32, 32), (torch.rand(3, 1, 32, 32) > 0.5).float()
+    a, b = augment_examples(images, masks, gen, AugmentConfig())
+    assert a.shape == images.shape and b.shape == masks.shape
+    assert float(a.min()) >= 0 and float(a.max()) <= 1 and float(b.min()) >= 0 and float(b.max()) <= 1
+
+
+def test_synthetic_tasks_have_non_empty_masks_and_are_seeded() -> None:
+    images, masks = synthetic_episode(6, 32, torch.Generator().manual_seed(1))
+    again, _ = synthetic_episode(6, 32, torch.Generator().manual_seed(1))
+    assert images.shape == (6, 3, 32, 32) and masks.shape == (6, 1, 32, 32)
+    assert bool((masks.flatten(1).sum(1) > 0).all())
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(images, again)
+
+
+def test_batches_have_the_drawn_shapes(engine_dir: Path) -> None:
+    tasks = load_tasks([engine_dir], size=32)
+    table = {"hip left": torch.ones(384)}
+    cfg = EpisodeConfig(episodes=3, queries=2, max_k=4, p_text_only=0.5)
+    seen_k = set()
+    for step in range(12):
+        batch = sample_batch(tasks, table, 32, step_generator(0, step), cfg, AugmentConfig())
+        k = batch.images.shape[1]
+        seen_k.add(k)
+        assert batch.queries.shape == (3, 2, 3, 32, 32) and batch.masks.shape == (3, k, 1, 32, 32)
+        if k == 0:  # text-only batches only use tasks that have a text embedding
+            assert bool((batch.text.abs().sum(1) > 0).all())
+    assert 0 in seen_k and len(seen_k) > 2
+
+
+def test_episodes_pick_a_source_first() -> None:
+    from medground.icl.episodes import _pick_task
+    from medground.icl.tasks import Task
+
+    def task(source: str, key: str) -> Task:
+        return Task(source, key, key, torch.zeros(1, 3, 8, 8), torch.ones(1, 1, 8, 8), ["x"])
+
+    pool = [task("many", f"s{i}") for i in range(20)] + [task("one", "only")]
+    gen = torch.Generator().manual_seed(0)
+    picks = [_pick_task(pool, gen).source for _ in range(400)]
+    assert 0.4 < picks.count("one") / 400 < 0.6  # uniform over tasks would give 1/21
