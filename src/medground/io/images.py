@@ -285,6 +285,9 @@ def write_png(path: str | Path, array: np.ndarray, *, durable: bool = True, comp
 def _write(target: Path, data: bytes, durable: bool) -> None:
     if durable:
         atomic_write_bytes(target, data)
-    else:
+        return
+    try:  # the folder usually exists already: skip the mkdir call (many small mask files)
+        target.write_bytes(data)
+    except FileNotFoundError:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
