@@ -2,8 +2,8 @@
 
 ``run_demo(out)`` builds refer-and-ground records from ``medground/sample/medseg`` into ``out/data``
 (with its report), asks the shipped grounding model (bird-nano) where a structure is on a bundled CT
-slice, and segments a bundled ultrasound image from two examples with the shipped in-context
-segmenter. Each model step runs only when its weights are installed, and says so otherwise.
+slice, and segments each bundled fetal-head ultrasound image from the other five with the shipped in-context
+segmenter (fetal ultrasound was held out of its training). Each model step runs only when its weights are installed, and says so otherwise.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ ASK_IMAGE = SAMPLE_ROOT / "sa_med2d_demo_ct" / "images" / "amos_0006_90.png"
 ASK_MASK = SAMPLE_ROOT / "sa_med2d_demo_ct" / "masks" / "amos_0006_90_liver_000.png"
 ASK_QUESTION = "Where is the liver?"
 HC18 = SAMPLE_ROOT / "hc18_fetal_ultrasound"
-SEGMENT_SUPPORT = [(HC18 / "images" / f"{i}_HC.png", HC18 / "masks" / f"{i}_HC_mask.png") for i in ("000", "003")]
-SEGMENT_QUERY = (HC18 / "images" / "015_HC.png", HC18 / "masks" / "015_HC_mask.png")
+HC18_PAIRS = [(HC18 / "images" / f"{i}_HC.png", HC18 / "masks" / f"{i}_HC_mask.png")
+              for i in ("000", "003", "006", "009", "012", "015")]
 
 Say = Callable[[str], None]
 
@@ -65,13 +65,17 @@ def _segment(out: Path, say: Say) -> None:
     except (FileNotFoundError, ValueError) as error:
         say(f"in-context segmentation skipped: {error}")
         return
-    query, truth_path = SEGMENT_QUERY
-    probability = segmenter.segment(query, support=SEGMENT_SUPPORT, text="fetal head")
-    predicted, truth = probability > 0.5, read_mask(truth_path) > 0
-    dice = 2 * np.logical_and(predicted, truth).sum() / max(1, predicted.sum() + truth.sum())
-    write_png(out / "segment.png", fill_masks(read_image(query), [truth, predicted], colors=[(60, 180, 75), (230, 25, 75)]))
-    say(f"in-context segmentation of {query.name} from 2 examples + 'fetal head': Dice {dice:.3f} vs its ground truth; "
-        f"overlay (green truth, red prediction) in {out / 'segment.png'}")
+    dices = []
+    for query, truth_path in HC18_PAIRS:  # each image from the other five, as a user with 5 examples would
+        support = [pair for pair in HC18_PAIRS if pair[0] != query]
+        predicted = segmenter.segment(query, support=support, text="fetal head") > 0.5
+        truth = read_mask(truth_path) > 0
+        dices.append(2 * np.logical_and(predicted, truth).sum() / max(1, predicted.sum() + truth.sum()))
+        overlay = fill_masks(read_image(query), [truth, predicted], colors=[(60, 180, 75), (230, 25, 75)])
+        write_png(out / "segment" / f"{query.stem}_overlay.png", overlay)
+    say(f"in-context segmentation of {len(HC18_PAIRS)} fetal-head ultrasound images, each from the other 5 + 'fetal head' "
+        f"(a modality held out of training): Dice {', '.join(f'{d:.2f}' for d in dices)}, mean {np.mean(dices):.2f}; "
+        f"overlays (green truth, red prediction) in {out / 'segment'}")
 
 
 def run_demo(out: Path, say: Say = print, progress: bool = True) -> dict:
