@@ -1,13 +1,14 @@
 """The main job on the bundled sample data: build records, report, and show the shipped models at work.
 
 ``run_demo(out)`` builds refer-and-ground records from ``medground/sample/medseg`` into ``out/data``
-(with its report), asks the shipped grounding model (bird-nano) where a structure is on a bundled CT
-slice, and segments each bundled fetal-head ultrasound image from the other five with the shipped in-context
+(with its report), asks the shipped grounding model (bird-nano) where the lungs are on a bundled chest
+X-ray that was held out of its training, and segments each bundled fetal-head ultrasound image from the other five with the shipped in-context
 segmenter (fetal ultrasound was held out of its training). Each model step runs only when its weights are installed, and says so otherwise.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,19 +17,31 @@ import numpy as np
 from medground.data.api import build_dataset
 from medground.data.records import RecordConfig
 from medground.io import read_image, read_mask, write_png
+from medground.types import Box
 from medground.viz import draw_boxes, fill_masks
 
 __all__ = ["SAMPLE_ROOT", "run_demo"]
 
 SAMPLE_ROOT = Path(__file__).resolve().parent / "sample" / "medseg"
-ASK_IMAGE = SAMPLE_ROOT / "sa_med2d_demo_ct" / "images" / "amos_0006_90.png"
-ASK_MASK = SAMPLE_ROOT / "sa_med2d_demo_ct" / "masks" / "amos_0006_90_liver_000.png"
-ASK_QUESTION = "Where is the liver?"
+# a chest X-ray of the held-out test split of bird-nano's training data (never seen in training)
+ASK_SAMPLE = "shenzhen_cxr_lung_xray/CHNCXR_0001_0"
+ASK_IMAGE = SAMPLE_ROOT / "shenzhen_cxr_lung_xray" / "images" / "CHNCXR_0001_0.png"
+ASK_QUESTION = "Where are both lungs?"
 HC18 = SAMPLE_ROOT / "hc18_fetal_ultrasound"
 HC18_PAIRS = [(HC18 / "images" / f"{i}_HC.png", HC18 / "masks" / f"{i}_HC_mask.png")
               for i in ("000", "003", "006", "009", "012", "015")]
 
 Say = Callable[[str], None]
+
+
+def _truth_boxes(data: Path, sample_id: str) -> list[Box]:
+    """Ground-truth region boxes of one image, from the records the demo just built."""
+    for shard in sorted((data / "records").glob("*.jsonl")):
+        for line in shard.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record["id"].startswith(sample_id + "#"):
+                return [Box.from_list(r["box"]) for r in record["regions"]]
+    return []
 
 
 def _ask(out: Path, say: Say) -> None:
@@ -43,15 +56,15 @@ def _ask(out: Path, say: Say) -> None:
         say(f"grounding model skipped: {error}")
         return
     answer = grounder.ask(ASK_IMAGE, ASK_QUESTION)
-    truth = read_mask(ASK_MASK) > 0
-    rows, cols = np.flatnonzero(truth.any(axis=1)), np.flatnonzero(truth.any(axis=0))
-    true_box = [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
-    boxes = [g.box.as_list() for g in answer.boxes]
-    picture = draw_boxes(read_image(ASK_IMAGE), [true_box, *boxes], ["ground truth", *[g.label or "answer" for g in answer.boxes]],
-                         colors=[(60, 180, 75), (230, 25, 75)])
-    write_png(out / "ask.png", picture)
-    say(f'bird-nano, {ASK_IMAGE.name}: "{ASK_QUESTION}" -> "{answer.text}"')
-    say(f"  boxes {boxes} (ground truth {true_box}); drawn in {out / 'ask.png'}")
+    truth = _truth_boxes(out / "data", ASK_SAMPLE)
+    boxes = [g.box for g in answer.boxes]
+    labels = ["truth"] * len(truth) + [g.label or "answer" for g in answer.boxes]
+    colors = [(60, 180, 75)] * len(truth) + [(230, 25, 75)] * len(boxes)
+    write_png(out / "ask.png", draw_boxes(read_image(ASK_IMAGE), [*truth, *boxes], labels, colors=colors))
+    best = [max((b.iou(t) for t in truth), default=0.0) for b in boxes]
+    say(f'bird-nano, {ASK_IMAGE.name} (held out of its training): "{ASK_QUESTION}" -> "{answer.text}"')
+    say(f"  boxes {[b.as_list() for b in boxes]}, IoU with the nearest true box {[round(v, 2) for v in best]}; "
+        f"drawn with the truth in {out / 'ask.png'}")
 
 
 def _segment(out: Path, say: Say) -> None:

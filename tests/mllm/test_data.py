@@ -126,3 +126,18 @@ def test_crop_moves_boxes_into_the_window_and_keeps_mentioned_regions(dataset):
     # liver moves to [2, 6, 26, 26) in 56 x 42: grid x floor(2*1000/56) = 35, last x 25 -> 446;
     # y floor(6*1000/42) = 142, last y 25 -> 595.
     assert "<|box_start|>(35,142),(446,595)<|box_end|>" in turns[0].answer
+
+
+def test_pad_shifts_boxes_and_image_by_the_border(dataset):
+    import random
+
+    from medground.mllm.data import random_pad
+
+    record = read_records(dataset)[0]  # liver [6, 8, 30, 28), spleen [34, 20, 58, 40) on 64 x 48
+    for seed in range(20):
+        left, top, right, bottom = random_pad(64, 48, random.Random(seed), 0.25)
+        assert 0 <= left <= 16 and 0 <= right <= 16 and 0 <= top <= 12 and 0 <= bottom <= 12
+    turns = record_turns(record, get_dialect("qwen2-vl"), None, (10, 2, 6, 0))
+    # padded image 80 x 50; liver moves to [16, 10, 40, 30): x floor(16*1000/80) = 200, last x 39 -> 487;
+    # y floor(10*1000/50) = 200, last y 29 -> 580.
+    assert "<|box_start|>(200,200),(487,580)<|box_end|>" in turns[0].answer

@@ -52,6 +52,7 @@ def train_command(
     warmup: Annotated[float | None, typer.Option(help="Warmup as a fraction of all steps.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
     augment: Annotated[float | None, typer.Option(help="Random crops: each side moves in by up to this fraction (mentioned regions stay whole).")] = None,
+    shift: Annotated[float | None, typer.Option(help="Random shifts: pad each side with black by up to this fraction after the crop.")] = None,
     save_steps: Annotated[int | None, typer.Option(help="Checkpoint every this many steps (for --resume).")] = None,
     pack: Annotated[bool, typer.Option(help="Pack each batch into one sequence.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations to save memory.")] = False,
@@ -76,7 +77,8 @@ def train_command(
             cfg = apply_preset(cfg, preset)
         overrides: dict[str, Any] = {"epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size,
                                      "grad_accum": grad_accum, "max_pixels": max_pixels, "warmup": warmup,
-                                     "weight_decay": weight_decay, "augment": augment, "save_steps": save_steps}
+                                     "weight_decay": weight_decay, "augment": augment, "shift": shift,
+                                     "save_steps": save_steps}
         sizes = (("hidden_size", tiny_hidden), ("num_layers", tiny_layers), ("vision_width", tiny_vision_width),
                  ("vision_depth", tiny_vision_depth))
         tiny = {k: v for k, v in sizes if v is not None}

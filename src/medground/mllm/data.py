@@ -30,6 +30,7 @@ __all__ = [
     "encode_record",
     "load_image",
     "random_crop",
+    "random_pad",
     "read_records",
     "record_texts",
     "record_turns",
@@ -105,14 +106,17 @@ def _in_crop(box: Box, crop: Box) -> Box:
 
 
 def convert_text(text: str, source: Dialect, target: Dialect, width: int, height: int,
-                 exact: list[Box] | None = None, crop: Box | None = None) -> str:
+                 exact: list[Box] | None = None, crop: Box | None = None,
+                 pad: tuple[int, int, int, int] | None = None) -> str:
     """Rewrite every box of ``text`` from ``source`` into ``target`` dialect for a width x height image.
 
     ``exact``: canonical boxes the text may denote; a parsed box equal to one of them after the
     source dialect's round trip is replaced by it, so grid rounding does not accumulate.
     ``crop``: a window of the image; boxes are moved into its frame and written for its size.
+    ``pad``: (left, top, right, bottom) pixels of black border added after the crop; boxes move by
+    (left, top) and are written for the padded size.
     """
-    if crop is None and source.name == target.name and source == target:
+    if crop is None and pad is None and source.name == target.name and source == target:
         return text
     snap: dict[Box, Box] = {}
     for box in exact or []:
@@ -121,11 +125,15 @@ def convert_text(text: str, source: Dialect, target: Dialect, width: int, height
             snap.setdefault(parsed[0].box, box)
 
     out_w, out_h = (crop.width, crop.height) if crop is not None else (width, height)
+    left, top, right, bottom = pad or (0, 0, 0, 0)
+    out_w, out_h = out_w + left + right, out_h + top + bottom
 
     def replace(match: re.Match[str]) -> str:
         found = [(g.label, snap.get(g.box, g.box)) for g in source.parse(match.group(0), width, height)]
         if crop is not None:
             found = [(label, _in_crop(box, crop)) for label, box in found]
+        if pad is not None:
+            found = [(label, Box(b.x0 + left, b.y0 + top, b.x1 + left, b.y1 + top)) for label, b in found]
         return _render(found, target, out_w, out_h) if found else match.group(0)
 
     return _span_pattern(source).sub(replace, text)
@@ -151,10 +159,21 @@ def random_crop(record: dict[str, Any], rng: random.Random, max_fraction: float)
     return Box(x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
 
 
-def record_turns(record: dict[str, Any], target: Dialect, crop: Box | None = None) -> list[Turn]:
+def random_pad(width: int, height: int, rng: random.Random, max_fraction: float) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) border of a width x height image, each side up to ``max_fraction`` of its size.
+
+    Padding the image with it shifts every structure to a random place (see :func:`convert_text`).
+    """
+    px, py = int(max_fraction * width), int(max_fraction * height)
+    return rng.randint(0, px), rng.randint(0, py), rng.randint(0, px), rng.randint(0, py)
+
+
+def record_turns(record: dict[str, Any], target: Dialect, crop: Box | None = None,
+                 pad: tuple[int, int, int, int] | None = None) -> list[Turn]:
     """The record's human/gpt pairs in ``target`` dialect; the ``<image>`` placeholder is removed.
 
     ``crop``: a window of the image (see :func:`random_crop`); boxes are then written in its frame.
+    ``pad``: a black border added after the crop (see :func:`random_pad`); boxes move with it.
     """
     source = get_dialect(record.get("dialect", target.name))
     width, height = int(record["width"]), int(record["height"])
@@ -169,8 +188,8 @@ def record_turns(record: dict[str, Any], target: Dialect, crop: Box | None = Non
         question = convs[i]["value"].replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
         info = meta[i // 2] if i // 2 < len(meta) else {}
         turns.append(Turn(
-            question=convert_text(question, source, target, width, height, exact, crop),
-            answer=convert_text(convs[i + 1]["value"], source, target, width, height, exact, crop),
+            question=convert_text(question, source, target, width, height, exact, crop, pad),
+            answer=convert_text(convs[i + 1]["value"], source, target, width, height, exact, crop, pad),
             task=str(info.get("task", "")), negative=bool(info.get("negative", False)),
             structure=str(info.get("structure", "")),
         ))
@@ -211,24 +230,30 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode_record(record: dict[str, Any], processor: Any, dialect: Dialect, data_dir: str | Path,
-                  max_length: int = 2048, crop: Box | None = None) -> dict[str, Any]:
+                  max_length: int = 2048, crop: Box | None = None,
+                  pad: tuple[int, int, int, int] | None = None) -> dict[str, Any]:
     """Token ids, labels and pixels of one record for training.
 
     Returns ``input_ids`` / ``labels`` / ``mm_token_type_ids``: (L,) int64 lists, labels ``-100``
     except on assistant answers and their ``<|im_end|>``; ``pixel_values``: (patches, C*T*P*P) float32;
     ``image_grid_thw``: (1, 3). Turns that would pass ``max_length`` are dropped (the first is kept).
     ``crop``: train on this window of the image (augmentation); boxes move into its frame.
+    ``pad``: then add this (left, top, right, bottom) black border; boxes move with it.
     """
     image = load_image(Path(data_dir) / record["image"])
     if crop is not None:
         image = image.crop((crop.x0, crop.y0, crop.x1, crop.y1))
+    if pad is not None:
+        canvas = Image.new("RGB", (image.width + pad[0] + pad[2], image.height + pad[1] + pad[3]))
+        canvas.paste(image, (pad[0], pad[1]))
+        image = canvas
     vision = processor.image_processor(images=[image], return_tensors="pt")
     grid = vision["image_grid_thw"]
     n_pad = int(grid.prod()) // processor.image_processor.merge_size**2
     tok = processor.tokenizer
     ids = _ids(tok, f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n")
     labels = [IGNORE_INDEX] * len(ids)
-    for i, turn in enumerate(record_turns(record, dialect, crop)):
+    for i, turn in enumerate(record_turns(record, dialect, crop, pad)):
         vis = VISION_START + IMAGE_PAD * n_pad + VISION_END if i == 0 else ""
         prompt = _ids(tok, f"<|im_start|>user\n{vis}{turn.question}<|im_end|>\n<|im_start|>assistant\n")
         answer = _ids(tok, f"{turn.answer}<|im_end|>")

@@ -17,7 +17,14 @@ from typing import Any
 
 import torch
 
-from medground.mllm.data import IGNORE_INDEX, encode_record, random_crop, read_records, record_texts
+from medground.mllm.data import (
+    IGNORE_INDEX,
+    encode_record,
+    random_crop,
+    random_pad,
+    read_records,
+    record_texts,
+)
 from medground.mllm.families import Family, family_for_model_type, get_family
 from medground.mllm.processor import build_processor, load_processor
 from medground.mllm.tiny import TinyConfig, build_tiny
@@ -90,6 +97,8 @@ class TrainConfig:
     """Token budget of one record (later turns are dropped)."""
     augment: float = 0.0
     """Random crops: each side moves in by up to this fraction of the image (mentioned regions stay whole)."""
+    shift: float = 0.0
+    """Random shifts: after the crop, pad each side with black by up to this fraction of its size (0: off)."""
     pack: bool = False
     """Pack each batch into one sequence (naive packing, no padding)."""
     gradient_checkpointing: bool = False
@@ -123,7 +132,7 @@ def apply_preset(cfg: TrainConfig, name: str) -> TrainConfig:
 
 
 class RecordDataset(torch.utils.data.Dataset):
-    """Item i -> :func:`encode_record` of record i: cached, or freshly cropped on every access with ``augment``."""
+    """Item i -> :func:`encode_record` of record i: cached, or freshly cropped/shifted on every access with ``augment``/``shift``."""
 
     def __init__(self, records: list[dict[str, Any]], processor: Any, family: Family, data_dir: str,
                  cfg: TrainConfig) -> None:
@@ -137,9 +146,13 @@ class RecordDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        if self.cfg.augment > 0:
-            crop = random_crop(record, self._rng, self.cfg.augment)
-            return encode_record(record, self.processor, self.dialect, self.data_dir, self.cfg.max_length, crop)
+        if self.cfg.augment > 0 or self.cfg.shift > 0:
+            crop = random_crop(record, self._rng, self.cfg.augment) if self.cfg.augment > 0 else None
+            pad = None
+            if self.cfg.shift > 0:
+                w, h = (crop.width, crop.height) if crop is not None else (int(record["width"]), int(record["height"]))
+                pad = random_pad(w, h, self._rng, self.cfg.shift)
+            return encode_record(record, self.processor, self.dialect, self.data_dir, self.cfg.max_length, crop, pad)
         if index not in self._cache:
             self._cache[index] = encode_record(record, self.processor, self.dialect, self.data_dir, self.cfg.max_length)
         return self._cache[index]
