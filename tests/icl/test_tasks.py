@@ -13,7 +13,7 @@ from PIL import Image
 from medground.icl.augment import AugmentConfig, augment_examples, augment_task
 from medground.icl.episodes import EpisodeConfig, sample_batch, step_generator
 from medground.icl.synthetic import synthetic_episode
-from medground.icl.tasks import load_tasks, split_by_source, tasks_from_pairs
+from medground.icl.tasks import load_tasks, split_by_source, tasks_from_source
 
 
 def test_engine_regions_become_tasks_with_instances_united(engine_dir: Path) -> None:
@@ -41,7 +41,9 @@ def test_pairs_csv_reader_unites_instance_maps(tmp_path: Path) -> None:
     (ds / "pairs.csv").write_text(
         "image,mask,structure,mask_values\nimages/a.png,masks/a.png,cell nuclei (instance label map),x\n"
     )
-    (task,) = tasks_from_pairs(ds, size=16)
+    (ds / "labels.json").write_text('{"0": "background", "1..N": "nucleus instance id"}')
+    (ds / "meta.json").write_text('{"modality": "histopathology"}')
+    (task,) = tasks_from_source(ds, size=16)
     assert task.name == "cells_histo/cell_nuclei" and task.text == "cell nuclei"
     assert float(task.masks.sum()) == pytest.approx(9 + 12)
 

@@ -79,7 +79,7 @@ def segment_command(
 def icl_train_command(
     data: Annotated[
         list[Path],
-        typer.Argument(help="Data-engine output folders and/or pairs.csv dataset folders (or their parent)."),
+        typer.Argument(help="Data-engine output folders and/or datasets in any layout medground build reads (or their parent)."),
     ],
     out: Annotated[
         Path,
@@ -135,7 +135,7 @@ def icl_train_command(
 def icl_eval_command(
     data: Annotated[
         list[Path],
-        typer.Argument(help="Data-engine output folders and/or pairs.csv dataset folders (or their parent)."),
+        typer.Argument(help="Data-engine output folders and/or datasets in any layout medground build reads (or their parent)."),
     ],
     out: Annotated[
         Path,

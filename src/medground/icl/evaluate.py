@@ -37,7 +37,7 @@ class EvalConfig:
     """What to evaluate and how."""
 
     data: list[str] = field(default_factory=list)
-    """Data-engine output folders and/or pairs.csv dataset folders (or their parent)."""
+    """Data-engine output folders and/or datasets in any layout medground build reads (or their parent)."""
     out: str = "runs/icl/eval"
     """Report folder."""
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])

@@ -3,26 +3,28 @@
 Two readers build the same :class:`Task` list, already resized to the working size S:
 - :func:`tasks_from_engine` reads a data-engine output folder (``records/*.jsonl`` + ``images/`` +
   ``masks/``): regions are grouped by (source, key) and the instances of a key are united per image;
-- :func:`tasks_from_pairs` reads dataset folders with a ``pairs.csv`` (image, mask, structure), the
-  layout of ``shared/data/medseg``; masks are foreground where value > 0 (instance maps united).
+- :func:`tasks_from_source` reads a dataset in any layout the data engine reads (medseg ``pairs.csv``,
+  SA-Med2D index, NIfTI or DICOM volumes, images/ + masks/) through the engine's own sources, so the
+  model never parses a dataset layout itself; masks are foreground where value > 0 (instances united).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from medground.data.sources import Item, SourceError, open_source
 from medground.icl.preprocess import load_array, prepare_image, prepare_mask
 from medground.icl.text import clean_structure_name
+from medground.types import Sample
 
-__all__ = ["Task", "load_tasks", "split_by_source", "tasks_from_engine", "tasks_from_pairs"]
+__all__ = ["Task", "load_tasks", "split_by_source", "tasks_from_engine", "tasks_from_source"]
 
 
 @dataclass
@@ -53,8 +55,10 @@ def _build(
     names: dict[tuple[str, str], str],
     size: int,
     min_examples: int,
+    image_of: Callable[[str], np.ndarray] = load_array,
 ) -> list[Task]:
-    """groups[(source, key)][image_path] = [mask arrays] -> tasks with instances united per image."""
+    """groups[(source, key)][image id] = [mask arrays] -> tasks with instances united per image;
+    ``image_of`` gives the image of an id (default: the id is a file path)."""
     tasks = []
     for (source, key), per_image in sorted(groups.items()):
         if len(per_image) < min_examples:
@@ -64,7 +68,7 @@ def _build(
             union = np.any(np.stack([np.asarray(m) > 0 for m in mask_list]), axis=0)
             if not union.any():
                 continue
-            images.append(prepare_image(load_array(image_path), size, str(image_path)))
+            images.append(prepare_image(image_of(image_path), size, str(image_path)))
             masks.append(prepare_mask(union, size, str(image_path)))
             ids.append(str(image_path))
         if len(images) >= min_examples:
@@ -100,41 +104,57 @@ def tasks_from_engine(folder: Path, size: int, min_examples: int = 1) -> list[Ta
     return _build(groups, names, size, min_examples)
 
 
-def tasks_from_pairs(folder: Path, size: int, min_examples: int = 1) -> list[Task]:
-    """Tasks from one dataset folder with ``pairs.csv`` (columns image, mask, structure; relative paths)."""
-    folder = Path(folder)
-    table = folder / "pairs.csv"
-    if not table.is_file():
-        raise FileNotFoundError(
-            f"{table} not found; expected a dataset folder with pairs.csv (image,mask,structure)"
-        )
+def tasks_from_source(spec: str | Path, size: int, min_examples: int = 1) -> list[Task]:
+    """Tasks from one dataset (``PATH`` or ``KIND:PATH``) read by the data engine's sources; a
+    structure's key drops parenthesised notes ("cell nuclei (instance label map)" -> cell_nuclei)."""
+    source = open_source(spec)
     groups: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     names: dict[tuple[str, str], str] = {}
-    with table.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            structure = row["structure"].split("(")[0].strip()
-            key = (folder.name, structure.replace(" ", "_"))
-            groups[key][str(folder / row["image"])].append(load_array(folder / row["mask"]))
-            names.setdefault(key, clean_structure_name(structure))
-    return _build(groups, names, size, min_examples)
+    images: dict[str, np.ndarray] = {}
+    for item in source.items():
+        if not isinstance(item, Item):
+            continue
+        for sample in source.load(item):
+            if not isinstance(sample, Sample):
+                continue
+            images[sample.id] = sample.image
+            for structure in sample.structures:
+                name = structure.name.split("(")[0].strip()
+                key = (source.name, name.replace(" ", "_"))
+                groups[key][sample.id].append(structure.mask)
+                names.setdefault(key, clean_structure_name(name))
+    return _build(groups, names, size, min_examples, images.__getitem__)
+
+
+def _tasks_from_folder_of_datasets(path: Path, size: int, min_examples: int, reason: str) -> list[Task]:
+    tasks: list[Task] = []
+    found = False
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []:
+        try:
+            tasks += tasks_from_source(sub, size, min_examples)
+            found = True
+        except SourceError:
+            continue
+    if not found:
+        raise FileNotFoundError(
+            f"{path}: neither a data-engine output (records/), nor a dataset the data engine reads (pairs.csv, "
+            f"SA-Med2D index, imagesTr/+labelsTr/, images/+masks/, DICOM series), nor a folder of such datasets "
+            f"({reason})"
+        )
+    return tasks
 
 
 def load_tasks(paths: Iterable[Path], size: int, min_examples: int = 1) -> list[Task]:
-    """Tasks from any mix of data-engine folders, ``pairs.csv`` dataset folders, or parents of those."""
+    """Tasks from any mix of data-engine folders, datasets the data engine reads, or parents of those."""
     tasks: list[Task] = []
     for path in map(Path, paths):
         if (path / "records").is_dir():
             tasks += tasks_from_engine(path, size, min_examples)
-        elif (path / "pairs.csv").is_file():
-            tasks += tasks_from_pairs(path, size, min_examples)
-        elif path.is_dir() and any((p / "pairs.csv").is_file() for p in path.iterdir()):
-            for sub in sorted(p for p in path.iterdir() if (p / "pairs.csv").is_file()):
-                tasks += tasks_from_pairs(sub, size, min_examples)
-        else:
-            raise FileNotFoundError(
-                f"{path}: neither a data-engine output (records/) nor a dataset folder with pairs.csv "
-                "nor a folder of such datasets"
-            )
+            continue
+        try:
+            tasks += tasks_from_source(path, size, min_examples)
+        except SourceError as error:
+            tasks += _tasks_from_folder_of_datasets(path, size, min_examples, str(error))
     return tasks
 
 
