@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from medground.grounding import get_dialect
+from medground.io import ReadError
 from medground.mllm.data import (
     IGNORE_INDEX,
     convert_text,
@@ -103,7 +104,7 @@ def test_load_image_gray_rgba_and_errors(tmp_path):
     assert load_image(np.zeros((5, 7, 4), np.uint8)).mode == "RGB"
     with pytest.raises(ValueError, match="uint8"):
         load_image(np.zeros((5, 7), np.float32))
-    with pytest.raises(FileNotFoundError, match="image not found"):
+    with pytest.raises(ReadError, match="file not found"):  # the project's one image reader
         load_image(tmp_path / "nope.png")
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medground.icl.preprocess import load_array, to_rgb_float
+from medground.icl.preprocess import to_rgb_float
 from medground.icl.segmenter import InContextSegmenter, support_from_volume
-from medground.io import write_png
+from medground.io import read_image, write_png
 from medground.viz import fill_masks
 
 __all__ = ["is_nifti", "parse_support", "segment_files", "stem", "to_uint8_rgb"]
@@ -74,7 +74,7 @@ def segment_files(
             seg.segment_volume(query, context=ctx, out=target, threshold=threshold, modality=modality)
             written.append(target)
             continue
-        image = load_array(query)
+        image = read_image(query)
         mask = seg.segment(image, context=ctx) >= threshold
         write_png(out / f"{stem(query)}.png", mask)
         write_png(out / f"{stem(query)}_overlay.png", fill_masks(to_uint8_rgb(image), [mask], alpha=0.45))

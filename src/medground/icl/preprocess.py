@@ -8,25 +8,11 @@ area fractions. Probabilities go back with bilinear interpolation to the origina
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from PIL import Image
 
-__all__ = ["check_pair", "load_array", "prepare_image", "prepare_mask", "resize_back", "to_rgb_float"]
-
-
-def load_array(path: str | Path) -> np.ndarray:
-    """Read a 2D image or mask file (PNG, JPEG, TIFF, BMP) into a numpy array, as stored."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such image file: {path}")
-    with Image.open(path) as img:
-        if img.mode == "P":
-            img = img.convert("RGB") if "transparency" not in img.info else img.convert("RGBA")
-        return np.asarray(img)
+__all__ = ["check_pair", "prepare_image", "prepare_mask", "resize_back", "to_rgb_float"]
 
 
 def to_rgb_float(image: np.ndarray, name: str = "image") -> np.ndarray:

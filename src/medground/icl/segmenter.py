@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
-from medground.icl.preprocess import check_pair, load_array, prepare_image, prepare_mask, resize_back
+from medground.icl.preprocess import check_pair, prepare_image, prepare_mask, resize_back
 from medground.icl.text import TextEncoder
 from medground.io import (
     Volume,
@@ -26,6 +26,8 @@ from medground.io import (
     display_volume,
     load_label_volume,
     load_volume,
+    read_image,
+    read_mask,
     slice_volume,
     stack_slices,
     to_original_order,
@@ -72,8 +74,12 @@ def load_pretrained(folder: Path) -> PoolSeg:
     return model.eval()
 
 
-def _as_array(item: ImageLike) -> np.ndarray:
-    return load_array(item) if isinstance(item, str | Path) else np.asarray(item)
+def _as_image(item: ImageLike) -> np.ndarray:
+    return read_image(item) if isinstance(item, str | Path) else np.asarray(item)
+
+
+def _as_mask(item: ImageLike) -> np.ndarray:
+    return read_mask(item) if isinstance(item, str | Path) else np.asarray(item)
 
 
 class InContextSegmenter:
@@ -105,7 +111,7 @@ class InContextSegmenter:
             )
         images, masks = [], []
         for i, (img, msk) in enumerate(pairs):
-            img_arr, msk_arr = _as_array(img), _as_array(msk)
+            img_arr, msk_arr = _as_image(img), _as_mask(msk)
             check_pair(img_arr, msk_arr, i)
             images.append(prepare_image(img_arr, self.size, f"support image {i}"))
             masks.append(prepare_mask(msk_arr, self.size, f"support mask {i}"))
@@ -131,7 +137,7 @@ class InContextSegmenter:
         single = isinstance(query, str | Path | np.ndarray)
         queries = [query] if single else list(query)
         ctx = context if context is not None else self.encode_support(support, text)
-        arrays = [_as_array(q) for q in queries]
+        arrays = [_as_image(q) for q in queries]
         out: list[np.ndarray] = []
         for start in range(0, len(arrays), self.batch_size):
             chunk = arrays[start : start + self.batch_size]

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from medground.data.sources import Item, SourceError, open_source
-from medground.icl.preprocess import load_array, prepare_image, prepare_mask
+from medground.icl.preprocess import prepare_image, prepare_mask
 from medground.icl.text import clean_structure_name
+from medground.io import read_image, read_mask
 from medground.types import Sample
 
 __all__ = ["Task", "load_tasks", "split_by_source", "tasks_from_engine", "tasks_from_source"]
@@ -55,7 +56,7 @@ def _build(
     names: dict[tuple[str, str], str],
     size: int,
     min_examples: int,
-    image_of: Callable[[str], np.ndarray] = load_array,
+    image_of: Callable[[str], np.ndarray] = read_image,
 ) -> list[Task]:
     """groups[(source, key)][image id] = [mask arrays] -> tasks with instances united per image;
     ``image_of`` gives the image of an id (default: the id is a file path)."""
@@ -99,7 +100,7 @@ def tasks_from_engine(folder: Path, size: int, min_examples: int = 1) -> list[Ta
             seen.add(rec["image"])
             for region in rec.get("regions", []):
                 key = (rec["source"], region["key"])
-                groups[key][str(folder / rec["image"])].append(load_array(folder / region["mask"]))
+                groups[key][str(folder / rec["image"])].append(read_mask(folder / region["mask"]))
                 names.setdefault(key, clean_structure_name(region.get("name") or region["key"]))
     return _build(groups, names, size, min_examples)
 

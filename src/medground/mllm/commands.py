@@ -128,9 +128,9 @@ def ask_command(
         for g in answer.boxes:
             typer.echo(f"  {g.label or '(box)'}: {g.box.as_list()}")
     if draw is not None:
-        from medground.mllm.draw import draw_boxes
+        from medground.mllm.draw import save_answer_drawing
 
-        draw_boxes(image, answer.boxes, draw, given=region)
+        save_answer_drawing(image, answer.boxes, draw, given=region)
 
 
 def predict_command(

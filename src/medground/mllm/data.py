@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from medground.grounding import Dialect, JsonDialect, TagDialect, get_dialect
+from medground.io import read_image
 from medground.mllm.processor import IMAGE_PAD, IMAGE_PLACEHOLDER, SYSTEM_PROMPT, VISION_END, VISION_START
 from medground.types import Box
 
@@ -218,11 +219,7 @@ def load_image(image: str | Path | np.ndarray | Image.Image) -> Image.Image:
         if array.dtype != np.uint8:
             raise ValueError(f"image array must be uint8 (0..255), got {array.dtype}; scale it first")
         return Image.fromarray(array).convert("RGB")
-    path = Path(image)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as handle:
-        return handle.convert("RGB")
+    return Image.fromarray(read_image(image)).convert("RGB")  # clear errors for missing or corrupt files
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
