@@ -98,6 +98,8 @@ class Sample:
 
     image: (H, W) or (H, W, 3) uint8, display-ready (windowed/normalised). ``case`` is the key that
     splits are made by (patient, volume or case: never a slice). ``spacing`` is (row, column) mm.
+    ``display`` is "radiological" when the image's left is known to be the patient's right (slices
+    medground cut from volumes, or a dataset whose meta.json says so), else None: unknown.
     """
 
     id: str
@@ -109,6 +111,7 @@ class Sample:
     plane: str | None = None
     body_region: str | None = None
     spacing: tuple[float, float] | None = None
+    display: str | None = None
     meta: dict = field(default_factory=dict)
 
     @property

@@ -212,3 +212,12 @@ def test_dicom_label_series_naming(folder, description, is_label, name):
     assert is_label_series(folder, description) is is_label
     if name:
         assert _label_name(folder, description) == name
+
+
+def test_patient_side_is_claimed_only_where_the_display_is_known(shared_data):
+    volume = open_source(shared_data / "medvol" / "brats2021_sammed3d_mr", options=VolumeOptions(planes=("axial", "sagittal"), slice_step=20))
+    samples = [s for item in volume.items() for s in volume.load(item) if isinstance(s, Sample)]
+    assert {(s.plane, s.display) for s in samples} == {("axial", "radiological"), ("sagittal", None)}
+    flat = open_source(shared_data / "medseg" / "sa_med2d_demo_ct")  # 2D slices: convention not stated
+    sample = next(s for s in flat.load(next(flat.items())) if isinstance(s, Sample))
+    assert sample.display is None

@@ -73,7 +73,7 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
         structures.append(StructureMask(s.name, mask, s.instance, s.instance_map))
     spacing = None if sample.spacing is None else (sample.spacing[0] / scale, sample.spacing[1] / scale)
     return Sample(sample.id, image, sample.modality, sample.source, sample.case, structures, sample.plane,
-                  sample.body_region, spacing, {**{k: v for k, v in sample.meta.items() if k != "file"}, "resized_from": [sample.width, sample.height]})
+                  sample.body_region, spacing, sample.display, {**{k: v for k, v in sample.meta.items() if k != "file"}, "resized_from": [sample.width, sample.height]})
 
 
 def image_path(sample: Sample) -> str:
@@ -120,7 +120,7 @@ def absent_names(sample: Sample, vocabulary: list[str]) -> list[str]:
 def make_records(sample: Sample, vocabulary: list[str], config: RecordConfig) -> tuple[list[dict], list[Region], list[Rejected]]:
     """Conversation records of one sample, its regions, and rejections (speck-only or unverifiable)."""
     names = {s.name: clean_name(s.name) for s in sample.structures}
-    regions, dropped = extract_regions(sample.structures, names, sample.modality, config.regions)
+    regions, dropped = extract_regions(sample.structures, names, sample.display == "radiological", config.regions)
     rejected = [Rejected(sample.id, f"structure {key!r}: every component is below the speck threshold", sample.source) for key in dropped]
     if not regions:
         return [], [], [*rejected, Rejected(sample.id, "no region left after speck removal", sample.source)]

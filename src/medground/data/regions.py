@@ -1,9 +1,12 @@
 """Structure masks -> region instances with tight boxes, position words and pairwise relations.
 
 Frames: masks are (H, W) arrays of the saved image; boxes are absolute pixels, x1/y1 exclusive.
-Position words describe the *image* (upper/lower, left/right as seen on screen). For CT, MR and X-ray
-the display is assumed radiological, so the image's left is the patient's right; ``side_note`` says so
-in words. Structure names that carry a side ("left hip") always mean the patient's side.
+Position words describe the *image* (upper/lower, left/right as seen on screen). Where the display is
+known to be radiological (slices medground cuts from volumes, or datasets whose meta.json says
+``"display": "radiological"``), the image's left is the patient's right and the phrase says so; 2D
+datasets come in either convention (the SA-Med2D demo slices show the left hip on the image's left),
+so nothing is claimed about the patient's side there. Structure names that carry a side ("left hip")
+always mean the patient's side.
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ from scipy import ndimage
 
 from medground.types import Box, Region, StructureMask
 
-__all__ = ["RegionConfig", "extract_regions", "position_phrase", "relation_phrase", "RADIOLOGICAL_MODALITIES"]
-
-RADIOLOGICAL_MODALITIES = frozenset({"ct", "mr", "x-ray", "pet"})
+__all__ = ["RegionConfig", "extract_regions", "position_phrase", "relation_phrase"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _pieces(structure: StructureMask, config: RegionConfig) -> list[tuple[Box, n
 
 
 def extract_regions(
-    structures: list[StructureMask], names: dict[str, str], modality: str, config: RegionConfig
+    structures: list[StructureMask], names: dict[str, str], radiological: bool, config: RegionConfig
 ) -> tuple[list[Region], list[str]]:
     """Region instances of every structure, and the raw keys of structures dropped whole as specks.
 
@@ -86,7 +87,7 @@ def extract_regions(
                 continue
             instance = next_instance.get(structure.name, 0)
             next_instance[structure.name] = instance + 1
-            position = position_phrase(box.center, width, height, modality)
+            position = position_phrase(box.center, width, height, radiological)
             regions.append(Region(names[structure.name], structure.name, box, crop, instance, area, position))
     dropped = sorted({s.name for s in structures} - set(next_instance))
     return regions, dropped
@@ -96,11 +97,11 @@ def _third(value: float, size: int, words: tuple[str, str, str]) -> str:
     return words[min(2, int(3 * value / size))]
 
 
-def position_phrase(box_center: tuple[float, float], width: int, height: int, modality: str) -> str:
-    """Where a box centre lies on the image, in words: "in the upper left of the image".
+def position_phrase(box_center: tuple[float, float], width: int, height: int, radiological: bool) -> str:
+    """Where a box centre lies on the image, in words: "in the upper left part of the image".
 
-    Thirds of the width/height give left/central/right and upper/middle/lower. For radiological
-    modalities the patient side is added: "... (the patient's right side)".
+    Thirds of the width/height give left/central/right and upper/middle/lower. On a radiological
+    display the patient's side is added: "... (the patient's right side in radiological view)".
     """
     x, y = box_center
     horizontal = _third(x, width, ("left", "central", "right"))
@@ -113,7 +114,7 @@ def position_phrase(box_center: tuple[float, float], width: int, height: int, mo
         phrase = f"on the {horizontal} side of the image"
     else:
         phrase = f"in the {vertical} {horizontal} part of the image"
-    if modality in RADIOLOGICAL_MODALITIES and horizontal != "central":
+    if radiological and horizontal != "central":
         patient = "right" if horizontal == "left" else "left"
         phrase += f" (the patient's {patient} side in radiological view)"
     return phrase

@@ -52,6 +52,7 @@ class FolderSource(Source):
             raise SourceError(f"{self.root}: no modality; add meta.json with 'modality' or pass --modality")
         self.modality = canonical_modality(raw)
         self.body_region = clean_region(meta.get("body_region"))
+        self.display = meta.get("display")
         self.plane = meta.get("plane") or plane_from_text(self.body_region)
         labels_path = self.root / "labels.json"
         labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
@@ -91,7 +92,7 @@ class FolderSource(Source):
 
     def load(self, item: Item) -> Iterator[LoadResult]:
         yield from load_planar(item, item.payload["image"], item.payload["masks"], modality=self.modality,
-                               plane=self.plane, body_region=self.body_region)
+                               plane=self.plane, body_region=self.body_region, display=self.display)
 
     def vocabulary(self) -> list[str]:
         names = {spec.name for item in self.items() if isinstance(item, Item) for spec in item.payload["masks"]}

@@ -77,6 +77,7 @@ class MedsegSource(Source):
         self.modality = canonical_modality(raw_modality)
         self.plane = meta.get("plane") or plane_from_text(meta.get("body_region"))
         self.body_region = clean_region(meta.get("body_region"))
+        self.display = meta.get("display")
         labels_path = self.root / "labels.json"
         self.labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
         with open(self.root / "pairs.csv", newline="", encoding="utf-8") as handle:
@@ -117,7 +118,7 @@ class MedsegSource(Source):
     def load(self, item: Item) -> Iterator[LoadResult]:
         yield from load_planar(
             item, item.payload["image"], item.payload["masks"],
-            modality=self.modality, plane=self.plane, body_region=self.body_region,
+            modality=self.modality, plane=self.plane, body_region=self.body_region, display=self.display,
         )
 
     def vocabulary(self) -> list[str]:

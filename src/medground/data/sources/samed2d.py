@@ -59,6 +59,7 @@ class SaMed2dSource(Source):
         fallback = self.modality or meta.get("modality")
         self.default_modality = canonical_modality(fallback) if fallback else None
         self.body_region = clean_region(meta.get("body_region"))
+        self.display = meta.get("display")
         self.index: dict[str, list[str]] = {}
         for file in files:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -91,7 +92,7 @@ class SaMed2dSource(Source):
     def load(self, item: Item) -> Iterator[LoadResult]:
         yield from load_planar(
             item, item.payload["image"], item.payload["masks"], modality=item.payload["modality"],
-            plane=item.payload["plane"], body_region=self.body_region,
+            plane=item.payload["plane"], body_region=self.body_region, display=self.display,
         )
 
     def vocabulary(self) -> list[str]:

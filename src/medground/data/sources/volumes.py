@@ -157,7 +157,7 @@ class VolumeSource(Source):
             yield Sample(
                 id=f"{self.name}/{item.key}_{plane}{index:03d}", image=slice_volume(display, plane, index),
                 modality=item.payload["modality"], source=self.name, case=item.case, structures=structures,
-                plane=plane, body_region=self.body_region, spacing=spacing,
+                plane=plane, body_region=self.body_region, spacing=spacing, display=None if plane == "sagittal" else "radiological",
                 meta={"volume": item.key, "slice": index},
             )
 
