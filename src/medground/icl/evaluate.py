@@ -29,7 +29,6 @@ from medground.icl.universeg import UniverSeg, UniverSegConfig
 
 __all__ = ["EMPTY_RULE", "EvalConfig", "evaluate", "parse_fold", "score"]
 
-METHODS = ("poolseg", "poolseg+text", "poolseg+adapt", "prior", "unet", "universeg")
 
 
 @dataclass

@@ -74,7 +74,3 @@ class TextEncoder:
         if not texts:
             return torch.zeros(0, TEXT_DIM)
         return torch.stack([self._cache[t] for t in texts])
-
-    def encode_one(self, text: str) -> torch.Tensor:
-        """One text -> (384,) float32 unit vector."""
-        return self.encode([text])[0]

@@ -25,6 +25,7 @@ __all__ = [
     "TaskState",
     "Turn",
     "choose_structure",
+    "pick_instance",
     "fill",
     "load_phrases",
     "name_words",
@@ -141,3 +142,13 @@ def choose_structure(rng: random.Random, keys: list[str], task: str, used: set[t
     """A structure key not yet asked by ``task`` in this conversation, uniformly; None when all were."""
     fresh = [k for k in keys if (task, k) not in used]
     return rng.choice(fresh) if fresh else None
+
+
+def pick_instance(state: TaskState, rng: random.Random, task: str) -> tuple[str, dict[str, list[int]], int] | None:
+    """(structure key, structure groups, one instance index) for a box-pointing task, or None when every
+    structure was already asked by ``task``; the structure is chosen uniformly, then one of its instances."""
+    groups = structure_groups(state.regions)
+    key = choose_structure(rng, list(groups), task, state.used)
+    if key is None:
+        return None
+    return key, groups, rng.choice(groups[key])

@@ -16,19 +16,18 @@ from medground.data.regions import relation_phrase
 from medground.data.tasks.base import (
     TaskState,
     Turn,
-    choose_structure,
     fill,
     load_phrases,
     name_words,
-    structure_groups,
+    pick_instance,
 )
 
 __all__ = ["reg_turn"]
 
 
-def _relation_sentence(state: TaskState, rng: random.Random, key: str, index: int) -> tuple[str, int | None]:
+def _relation_sentence(state: TaskState, rng: random.Random, groups: dict[str, list[int]], key: str,
+                       index: int) -> tuple[str, int | None]:
     """A sentence relating region ``index`` to one instance of another structure, and that instance."""
-    groups = structure_groups(state.regions)
     others = [k for k in groups if k != key]
     if not others:
         return "", None
@@ -45,11 +44,10 @@ def _relation_sentence(state: TaskState, rng: random.Random, key: str, index: in
 
 def reg_turn(state: TaskState, rng: random.Random) -> Turn | None:
     """Point at one instance with ``dialect.box``; answer with name, position, relation, description."""
-    groups = structure_groups(state.regions)
-    key = choose_structure(rng, list(groups), "reg", state.used)
-    if key is None:
+    picked = pick_instance(state, rng, "reg")
+    if picked is None:
         return None
-    index = rng.choice(groups[key])
+    key, groups, index = picked
     region = state.regions[index]
     bank = load_phrases()["reg"]
     words = name_words(region.name)
@@ -58,7 +56,7 @@ def reg_turn(state: TaskState, rng: random.Random) -> Turn | None:
     count = len(groups[key])
     if count > 1:
         parts.append(fill(rng.choice(bank["instances"]), count=count, **words))
-    relation, other_index = _relation_sentence(state, rng, key, index)
+    relation, other_index = _relation_sentence(state, rng, groups, key, index)
     if relation:
         parts.append(relation)
     description = describe(region.name) or describe(region.key)

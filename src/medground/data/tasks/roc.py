@@ -11,11 +11,10 @@ import random
 from medground.data.tasks.base import (
     TaskState,
     Turn,
-    choose_structure,
     fill,
     load_phrases,
     name_words,
-    structure_groups,
+    pick_instance,
 )
 
 __all__ = ["roc_turn"]
@@ -23,11 +22,10 @@ __all__ = ["roc_turn"]
 
 def roc_turn(state: TaskState, rng: random.Random) -> Turn | None:
     """Point at one instance with ``dialect.box`` and answer with its name; ``regions`` = [that instance]."""
-    groups = structure_groups(state.regions)
-    key = choose_structure(rng, list(groups), "roc", state.used)
-    if key is None:
+    picked = pick_instance(state, rng, "roc")
+    if picked is None:
         return None
-    index = rng.choice(groups[key])
+    key, _, index = picked
     region = state.regions[index]
     bank = load_phrases()["roc"]
     box = state.dialect.box(region.box, state.ctx.width, state.ctx.height)
