@@ -7,6 +7,7 @@ structure vocabulary of its source and the build config (randomness is seeded by
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import shutil
@@ -52,8 +53,6 @@ class RecordConfig:
 
 def split_of(source: str, case: str, seed: int, ratios: tuple[float, float, float]) -> str:
     """train/val/test for a case: a seeded hash of (source, case), so every slice of a case goes together."""
-    import hashlib
-
     digest = hashlib.sha256(f"{seed}\x00{source}\x00{case}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     return "train" if u < ratios[0] else "val" if u < ratios[0] + ratios[1] else "test"
@@ -72,8 +71,10 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
         mask = resized.astype(bool) if s.mask.dtype == bool else resized.astype(s.mask.dtype)
         structures.append(StructureMask(s.name, mask, s.instance, s.instance_map))
     spacing = None if sample.spacing is None else (sample.spacing[0] / scale, sample.spacing[1] / scale)
+    meta = {k: v for k, v in sample.meta.items() if k != "file"}  # pixels changed: the file is no copy any more
+    meta["resized_from"] = [sample.width, sample.height]
     return Sample(sample.id, image, sample.modality, sample.source, sample.case, structures, sample.plane,
-                  sample.body_region, spacing, sample.display, {**{k: v for k, v in sample.meta.items() if k != "file"}, "resized_from": [sample.width, sample.height]})
+                  sample.body_region, spacing, sample.display, meta)
 
 
 def image_path(sample: Sample) -> str:
