@@ -8,21 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from icl_helpers import FakeTextEncoder, disc
+from icl_helpers import FakeTextEncoder, disc, tiny_ridgeseg
 from PIL import Image
 
 from medground.icl.model import PoolSeg, PoolSegConfig
-from medground.icl.segmenter import InContextSegmenter
+from medground.icl.segmenter import InContextModel, InContextSegmenter
 
 
-@pytest.fixture
-def tiny_model() -> PoolSeg:
+@pytest.fixture(params=["ridgeseg", "poolseg"])
+def tiny_model(request) -> InContextModel:
+    """Each in-context architecture at a tiny width (tests using it run once per architecture)."""
+    if request.param == "ridgeseg":
+        return tiny_ridgeseg()
     torch.manual_seed(0)
     return PoolSeg(PoolSegConfig(size=32, widths=(4, 8, 8), global_dim=8, attn_dim=4)).eval()
 
 
 @pytest.fixture
-def segmenter(tiny_model: PoolSeg) -> InContextSegmenter:
+def segmenter(tiny_model: InContextModel) -> InContextSegmenter:
     return InContextSegmenter(tiny_model, text_encoder=FakeTextEncoder())
 
 

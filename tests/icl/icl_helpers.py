@@ -7,6 +7,8 @@ import hashlib
 import numpy as np
 import torch
 
+from medground.icl.solver import RidgeSeg, RidgeSegConfig
+
 
 class FakeTextEncoder:
     """Deterministic unit vectors from a hash of the text (no model download, no weights)."""
@@ -27,3 +29,12 @@ def disc(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
     """(h, w) bool disc."""
     yy, xx = np.mgrid[:h, :w]
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+
+
+def tiny_ridgeseg() -> RidgeSeg:
+    """A RidgeSeg at 32 px with tiny learned parts, seeded, in eval mode."""
+    torch.manual_seed(0)
+    config = RidgeSegConfig(
+        size=32, learned_channels=4, random_features=16, refine_widths=(4, 8), global_dim=8
+    )
+    return RidgeSeg(config).eval()

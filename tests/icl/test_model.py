@@ -1,11 +1,12 @@
-"""PoolSeg and UniverSeg network properties: order invariance, any k, text-only, parameter count."""
+"""RidgeSeg, PoolSeg and UniverSeg network properties: order invariance, any k, text-only, parameter count."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from medground.icl.model import PoolSeg, PoolSegConfig
+from medground.icl.model import PoolSegConfig
+from medground.icl.segmenter import InContextModel
 from medground.icl.universeg import UniverSeg, UniverSegConfig
 
 
@@ -18,7 +19,7 @@ def _episode(k: int, q: int = 2, size: int = 32, seed: int = 0):
 
 
 @torch.no_grad()
-def test_support_order_does_not_matter(tiny_model: PoolSeg) -> None:
+def test_support_order_does_not_matter(tiny_model: InContextModel) -> None:
     queries, images, masks = _episode(5)
     perm = torch.tensor([3, 0, 4, 2, 1])
     a = tiny_model(queries, images, masks)
@@ -27,7 +28,7 @@ def test_support_order_does_not_matter(tiny_model: PoolSeg) -> None:
 
 
 @torch.no_grad()
-def test_changing_the_support_changes_the_output(tiny_model: PoolSeg) -> None:
+def test_changing_the_support_changes_the_output(tiny_model: InContextModel) -> None:
     queries, images, masks = _episode(3)
     a = tiny_model(queries, images, masks)
     b = tiny_model(queries, images, 1 - masks)
@@ -36,13 +37,13 @@ def test_changing_the_support_changes_the_output(tiny_model: PoolSeg) -> None:
 
 @pytest.mark.parametrize("k", [1, 2, 7])
 @torch.no_grad()
-def test_any_k_gives_one_mask_per_query(tiny_model: PoolSeg, k: int) -> None:
+def test_any_k_gives_one_mask_per_query(tiny_model: InContextModel, k: int) -> None:
     queries, images, masks = _episode(k, q=3)
     assert tiny_model(queries, images, masks).shape == (1, 3, 1, 32, 32)
 
 
 @torch.no_grad()
-def test_k0_with_text_works_and_depends_on_text(tiny_model: PoolSeg) -> None:
+def test_k0_with_text_works_and_depends_on_text(tiny_model: InContextModel) -> None:
     queries, images, masks = _episode(0)
     t1, t2 = torch.randn(1, 384), torch.randn(1, 384)
     a = tiny_model(queries, images, masks, t1)
@@ -51,14 +52,14 @@ def test_k0_with_text_works_and_depends_on_text(tiny_model: PoolSeg) -> None:
     assert not torch.allclose(a, b)
 
 
-def test_k0_without_text_is_an_error(tiny_model: PoolSeg) -> None:
+def test_k0_without_text_is_an_error(tiny_model: InContextModel) -> None:
     queries, images, masks = _episode(0)
     with pytest.raises(ValueError, match="text"):
         tiny_model(queries, images, masks)
 
 
 @torch.no_grad()
-def test_context_is_reusable_and_batched_queries_match_single(tiny_model: PoolSeg) -> None:
+def test_context_is_reusable_and_batched_queries_match_single(tiny_model: InContextModel) -> None:
     queries, images, masks = _episode(4, q=3)
     ctx = tiny_model.encode_support(images, masks)
     together = tiny_model.segment(queries, ctx)
@@ -108,7 +109,7 @@ def test_universeg_is_support_order_invariant() -> None:
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_adaptation_returns_a_changed_copy_and_keeps_the_original(tiny_model: PoolSeg) -> None:
+def test_adaptation_returns_a_changed_copy_and_keeps_the_original(tiny_model: InContextModel) -> None:
     from medground.icl.adapt import adapt_to_support
 
     _, images, masks = _episode(2)

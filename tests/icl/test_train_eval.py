@@ -16,7 +16,7 @@ from medground.icl.tasks import load_tasks
 from medground.icl.train import TrainConfig, train
 
 
-def _cfg(out: Path, data: Path, steps: int, arch: str = "poolseg") -> TrainConfig:
+def _cfg(out: Path, data: Path, steps: int, arch: str = "ridgeseg") -> TrainConfig:
     return TrainConfig(
         data=[str(data)],
         out=str(out),
@@ -45,12 +45,13 @@ def test_training_writes_a_self_describing_folder(engine_dir: Path, tmp_path: Pa
     assert [s for s, _ in json.loads((out / "losses.json").read_text())] == [0, 1, 2]
 
 
-def test_resumed_run_equals_uninterrupted_run(engine_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["ridgeseg", "poolseg"])
+def test_resumed_run_equals_uninterrupted_run(engine_dir: Path, tmp_path: Path, arch: str) -> None:
     enc = FakeTextEncoder()
-    straight = train(_cfg(tmp_path / "a", engine_dir, 4), text_encoder=enc, progress=False)
-    train(_cfg(tmp_path / "b", engine_dir, 4), text_encoder=enc, progress=False, stop_at=2)
+    straight = train(_cfg(tmp_path / "a", engine_dir, 4, arch), text_encoder=enc, progress=False)
+    train(_cfg(tmp_path / "b", engine_dir, 4, arch), text_encoder=enc, progress=False, stop_at=2)
     assert json.loads((tmp_path / "b/checkpoint/state.json").read_text())["step"] == 2
-    resumed = train(_cfg(tmp_path / "b", engine_dir, 4), text_encoder=enc, progress=False)
+    resumed = train(_cfg(tmp_path / "b", engine_dir, 4, arch), text_encoder=enc, progress=False)
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
@@ -111,8 +112,8 @@ def test_evaluation_writes_report_with_all_methods(engine_dir: Path, tmp_path: P
         text_encoder=enc,
     )
     summary = json.loads((report / "summary.json").read_text())["summary"]
-    assert set(summary) == {"poolseg", "poolseg+text", "prior", "unet", "universeg"}
-    assert set(summary["poolseg+text"]) == {"0", "1", "2"} and set(summary["prior"]) == {"1", "2"}
+    assert set(summary) == {"ridgeseg", "ridgeseg+text", "prior", "unet", "universeg"}
+    assert set(summary["ridgeseg+text"]) == {"0", "1", "2"} and set(summary["prior"]) == {"1", "2"}
     # liver has 2 images, so k=2 is evaluated only on hip_left (3 images)
     assert summary["prior"]["2"]["tasks"] == 1 and summary["prior"]["1"]["tasks"] == 2
     rows = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]

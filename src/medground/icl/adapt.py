@@ -1,4 +1,4 @@
-"""Optional test-time adaptation: fine-tune a copy of PoolSeg on its own support set for a few steps.
+"""Optional test-time adaptation: fine-tune a copy of an in-context model on its own support set for a few steps.
 
 Pure in-context use needs no gradient step; this trades a few seconds per support set (not per query:
 the adapted model then encodes the support once as usual) for accuracy on far-out-of-distribution
@@ -11,21 +11,21 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import nn
 
 from medground.icl.augment import AugmentConfig, augment_examples, augment_task
-from medground.icl.model import PoolSeg
 
 __all__ = ["adapt_to_support"]
 
 
 def adapt_to_support(
-    model: PoolSeg,
+    model: nn.Module,
     images: torch.Tensor,
     masks: torch.Tensor,
     steps: int = 20,
     lr: float = 5e-4,
     seed: int = 0,
-) -> PoolSeg:
+) -> nn.Module:
     """A fine-tuned copy of ``model`` (the original is untouched), in eval mode.
 
     images (k, 3, S, S) in [0, 1], masks (k, 1, S, S) in [0, 1], k >= 1.

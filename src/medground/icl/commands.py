@@ -62,7 +62,8 @@ def segment_command(
         float, typer.Option("--threshold", help="Probability threshold for the binary mask.")
     ] = 0.5,
     modality: Annotated[
-        str, typer.Option("--modality", help="Volumes: 'ct' (soft-tissue window) or anything else (percentiles).")
+        str,
+        typer.Option("--modality", help="Volumes: 'ct' (soft-tissue window) or anything else (percentiles)."),
     ] = "mr",
 ) -> None:
     """Segment query images or volumes from a few (image, mask) examples and/or a text prompt."""
@@ -79,22 +80,28 @@ def segment_command(
 def icl_train_command(
     data: Annotated[
         list[Path],
-        typer.Argument(help="Data-engine output folders and/or datasets in any layout medground build reads (or their parent)."),
+        typer.Argument(
+            help="Data-engine output folders and/or datasets in any layout medground build reads (or their parent)."
+        ),
     ],
     out: Annotated[
         Path,
         typer.Option("--out", help="Output model folder (also holds checkpoint/, losses.json, loss.png)."),
-    ] = Path("runs/icl/poolseg"),
+    ] = Path("runs/icl/ridgeseg"),
     held_out: Annotated[
         list[str] | None,
         typer.Option("--held-out", help="Source/dataset name to exclude from training; repeat."),
     ] = None,
     architecture: Annotated[
-        str, typer.Option("--architecture", help="poolseg (ours) or universeg (baseline).")
-    ] = "poolseg",
+        str,
+        typer.Option(
+            "--architecture",
+            help="ridgeseg (ours, default), poolseg (ours, earlier) or universeg (baseline).",
+        ),
+    ] = "ridgeseg",
     size: Annotated[int, typer.Option("--size", help="Working resolution in pixels (64 or 128).")] = 64,
     widths: Annotated[
-        str, typer.Option("--widths", help="PoolSeg channels per scale, comma separated.")
+        str, typer.Option("--widths", help="PoolSeg only: channels per scale, comma separated.")
     ] = "16,32,48,64",
     steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = 1500,
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes (tasks) per step.")] = 4,
@@ -135,7 +142,9 @@ def icl_train_command(
 def icl_eval_command(
     data: Annotated[
         list[Path],
-        typer.Argument(help="Data-engine output folders and/or datasets in any layout medground build reads (or their parent)."),
+        typer.Argument(
+            help="Data-engine output folders and/or datasets in any layout medground build reads (or their parent)."
+        ),
     ],
     out: Annotated[
         Path,
@@ -146,7 +155,7 @@ def icl_eval_command(
         list[str] | None,
         typer.Option(
             "--model",
-            help="HELD:FOLDER: PoolSeg model trained without the comma-separated sources HELD; repeat per fold. Default: shipped weights, evaluated on all sources.",
+            help="HELD:FOLDER: our model (RidgeSeg or PoolSeg) trained without the comma-separated sources HELD; repeat per fold. Default: shipped weights, evaluated on all sources.",
         ),
     ] = None,
     universeg: Annotated[
@@ -170,7 +179,7 @@ def icl_eval_command(
         int,
         typer.Option(
             "--adapt-steps",
-            help="Also score PoolSeg fine-tuned this many steps on each support set (0 = off).",
+            help="Also score our model fine-tuned this many steps on each support set (0 = off).",
         ),
     ] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,

@@ -1,6 +1,7 @@
-"""``medground icl-eval``: Dice and HD95 against k on held-out sources, PoolSeg vs baselines (a), (b), (c).
+"""``medground icl-eval``: Dice and HD95 against k on held-out sources, our model vs baselines (a), (b), (c).
 
-Protocol: every model is given as ``HELD:FOLDER``, a model trained without the comma-separated sources
+Protocol: every model (RidgeSeg or PoolSeg; its rows are labelled by its architecture, e.g.
+"ridgeseg", "ridgeseg+text", "ridgeseg+adapt") is given as ``HELD:FOLDER``, a model trained without the comma-separated sources
 HELD, and is evaluated only on tasks of those sources (so every number is out of distribution). For
 each such task and each k with k < n (task size), ``draws`` random supports are drawn; the queries are
 up to ``queries`` other images of the task. Everything is scored at the model's working size S
@@ -30,7 +31,6 @@ from medground.icl.universeg import UniverSeg, UniverSegConfig
 __all__ = ["EMPTY_RULE", "EvalConfig", "evaluate", "parse_fold", "score"]
 
 
-
 @dataclass
 class EvalConfig:
     """What to evaluate and how."""
@@ -40,9 +40,9 @@ class EvalConfig:
     out: str = "runs/icl/eval"
     """Report folder."""
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    """Support sizes (0 evaluates text alone for PoolSeg)."""
+    """Support sizes (0 evaluates our model with text alone)."""
     models: list[str] = field(default_factory=list)
-    """PoolSeg folds as HELD:FOLDER (HELD = comma-separated sources); empty = shipped weights on all sources."""
+    """Our model's folds as HELD:FOLDER (HELD = comma-separated sources); empty = shipped weights on all sources."""
     universeg: list[str] = field(default_factory=list)
     """UniverSeg folds as HELD:FOLDER (baseline c)."""
     draws: int = 5
@@ -52,7 +52,7 @@ class EvalConfig:
     unet_steps: int = 60
     """Steps of the from-scratch U-Net (baseline b); 0 skips it."""
     adapt_steps: int = 0
-    """If > 0, also evaluate PoolSeg fine-tuned on each support set for this many steps ("poolseg+adapt")."""
+    """If > 0, also evaluate our model fine-tuned on each support set for this many steps ("<arch>+adapt")."""
     seed: int = 0
     """Seed of the support draws."""
     threads: int = 1
@@ -109,19 +109,20 @@ def _predict(
         return torch.sigmoid(
             models["universeg"](gray, sup_g, masks[None].expand(len(qry), -1, -1, -1, -1))[:, 0]
         )
-    text = text_vec[None] if method == "poolseg+text" else None
-    net = models["poolseg"]
-    if method == "poolseg+adapt":
+    text = text_vec[None] if method.endswith("+text") else None
+    net = models["icl"]
+    if method.endswith("+adapt"):
         net = adapt_to_support(net, images, masks, steps=models["adapt_steps"], seed=seed)
     ctx = net.encode_support(images[None], masks[None], text)
     return torch.sigmoid(net.segment(queries[None], ctx)[0])
 
 
 def _methods(models: dict, k: int) -> list[str]:
+    ours = models["icl"].architecture
     if k == 0:
-        return ["poolseg+text"]
-    names = ["poolseg", "poolseg+text", "prior"] + (["unet"] if models["unet_steps"] > 0 else [])
-    names += ["poolseg+adapt"] if models["adapt_steps"] > 0 else []
+        return [f"{ours}+text"]
+    names = [ours, f"{ours}+text", "prior"] + (["unet"] if models["unet_steps"] > 0 else [])
+    names += [f"{ours}+adapt"] if models["adapt_steps"] > 0 else []
     return names + (["universeg"] if "universeg" in models else [])
 
 
@@ -206,7 +207,7 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
     for held, folder in folds:
         model = load_pretrained(folder)
         models = {
-            "poolseg": model,
+            "icl": model,
             "unet_steps": cfg.unet_steps,
             "adapt_steps": cfg.adapt_steps,
             "fold": ",".join(held) or "all",

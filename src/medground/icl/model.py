@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["PoolSeg", "PoolSegConfig", "SupportContext", "standardize"]
+__all__ = ["PoolSeg", "PoolSegConfig", "SupportContext", "read_config", "standardize", "write_config"]
 
 
 @dataclass
@@ -60,18 +60,28 @@ class PoolSegConfig:
             )
 
     def to_json(self, path: Path) -> None:
-        data = asdict(self) | {"architecture": "poolseg"}
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+        write_config(self, "poolseg", path)
 
     @classmethod
     def from_json(cls, path: Path) -> PoolSegConfig:
-        data = json.loads(Path(path).read_text())
-        data.pop("architecture", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        return read_config(cls, path)
+
+
+def write_config(config, architecture: str, path: Path) -> None:
+    """A model config dataclass -> ``config.json`` with its ``architecture`` key."""
+    data = asdict(config) | {"architecture": architecture}
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_config(cls, path: Path):
+    """``config.json`` -> an instance of the config dataclass ``cls``; unknown keys are an error."""
+    data = json.loads(Path(path).read_text())
+    data.pop("architecture", None)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {unknown}; known keys are {sorted(known)}")
+    return cls(**data)
 
 
 @dataclass
@@ -148,6 +158,8 @@ def _cosine(q: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
 
 class PoolSeg(nn.Module):
     """Encode-once in-context segmenter; see the module docstring for the idea."""
+
+    architecture = "poolseg"
 
     def __init__(self, config: PoolSegConfig | None = None) -> None:
         super().__init__()

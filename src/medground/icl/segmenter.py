@@ -1,4 +1,4 @@
-"""InContextSegmenter: the user-facing facade over :class:`~medground.icl.model.PoolSeg`.
+"""InContextSegmenter: the user-facing facade over an in-context model (RidgeSeg or PoolSeg).
 
 It takes arrays or paths in the user's pixel frame (any size, gray or RGB), owns resizing and
 normalisation, encodes a support set once (:meth:`encode_support`) and returns probability masks at
@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
 from medground.icl.preprocess import check_pair, prepare_image, prepare_mask, resize_back
+from medground.icl.solver import RidgeContext, RidgeSeg, RidgeSegConfig
 from medground.icl.text import TextEncoder
 from medground.io import (
     Volume,
@@ -37,6 +38,7 @@ from medground.io import (
 __all__ = [
     "DEFAULT_WEIGHTS",
     "ImageLike",
+    "InContextModel",
     "InContextSegmenter",
     "load_pretrained",
     "save_pretrained",
@@ -45,9 +47,13 @@ __all__ = [
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 ImageLike = np.ndarray | str | Path
+InContextModel = RidgeSeg | PoolSeg
+"""Both share ``encode_support(images, masks, text) -> context`` and ``segment(queries, context)``."""
+Context = RidgeContext | SupportContext
+_ARCHITECTURES = {"ridgeseg": (RidgeSeg, RidgeSegConfig), "poolseg": (PoolSeg, PoolSegConfig)}
 
 
-def save_pretrained(model: PoolSeg, folder: Path, extra: dict | None = None) -> Path:
+def save_pretrained(model: InContextModel, folder: Path, extra: dict | None = None) -> Path:
     """Write ``folder/config.json`` and ``folder/model.safetensors`` (+ ``extra`` as ``meta.json``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,8 +65,8 @@ def save_pretrained(model: PoolSeg, folder: Path, extra: dict | None = None) -> 
     return folder
 
 
-def load_pretrained(folder: Path) -> PoolSeg:
-    """Rebuild a :class:`PoolSeg` from a folder written by :func:`save_pretrained` (eval mode, CPU)."""
+def load_pretrained(folder: Path) -> InContextModel:
+    """Rebuild the model of a folder written by :func:`save_pretrained` (eval mode, CPU)."""
     folder = Path(folder)
     cfg_path, weights = folder / "config.json", folder / "model.safetensors"
     for needed in (cfg_path, weights):
@@ -69,7 +75,13 @@ def load_pretrained(folder: Path) -> PoolSeg:
                 f"model folder {folder} lacks {needed.name}; expected config.json + model.safetensors "
                 "as written by `medground icl-train`"
             )
-    model = PoolSeg(PoolSegConfig.from_json(cfg_path))
+    architecture = json.loads(cfg_path.read_text()).get("architecture", "poolseg")
+    if architecture not in _ARCHITECTURES:
+        raise ValueError(
+            f"{cfg_path}: architecture {architecture!r} is not an in-context model; known: {sorted(_ARCHITECTURES)}"
+        )
+    model_cls, config_cls = _ARCHITECTURES[architecture]
+    model = model_cls(config_cls.from_json(cfg_path))
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
 
@@ -85,7 +97,9 @@ def _as_mask(item: ImageLike) -> np.ndarray:
 class InContextSegmenter:
     """Segment queries from a support set of (image, mask) pairs and/or a text prompt."""
 
-    def __init__(self, model: PoolSeg, text_encoder: TextEncoder | None = None, batch_size: int = 16) -> None:
+    def __init__(
+        self, model: InContextModel, text_encoder: TextEncoder | None = None, batch_size: int = 16
+    ) -> None:
         self.model = model.eval()
         self.size = model.config.size
         self.text_encoder = text_encoder or TextEncoder()
@@ -99,7 +113,7 @@ class InContextSegmenter:
     @torch.no_grad()
     def encode_support(
         self, support: Sequence[tuple[ImageLike, ImageLike]] | None = None, text: str | None = None
-    ) -> SupportContext:
+    ) -> Context:
         """Encode k >= 0 (image, mask) pairs (arrays or paths; mask foreground = value > 0) and/or a text.
 
         Raises ValueError for an image/mask size mismatch, an empty mask, or k = 0 without text.
@@ -127,7 +141,7 @@ class InContextSegmenter:
         query: ImageLike | Sequence[ImageLike],
         support: Sequence[tuple[ImageLike, ImageLike]] | None = None,
         text: str | None = None,
-        context: SupportContext | None = None,
+        context: Context | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Probability masks (H, W) float32 in [0, 1] at each query's own size.
 
@@ -153,7 +167,7 @@ class InContextSegmenter:
         text: str | None = None,
         out: str | Path | None = None,
         threshold: float = 0.5,
-        context: SupportContext | None = None,
+        context: Context | None = None,
         plane: str = "axial",
         modality: str = "mr",
     ) -> np.ndarray:
@@ -183,7 +197,11 @@ class InContextSegmenter:
 
 
 def support_from_volume(
-    volume: str | Path, labels: str | Path, max_slices: int = 8, label: int | None = None, plane: str = "axial",
+    volume: str | Path,
+    labels: str | Path,
+    max_slices: int = 8,
+    label: int | None = None,
+    plane: str = "axial",
     modality: str = "mr",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image slice, 0/1 mask slice) pairs from a support volume and its label volume.
@@ -200,6 +218,9 @@ def support_from_volume(
         raise ValueError(
             f"label volume {labels} has no foreground voxels{'' if label is None else f' with label {label}'}"
         )
-    chosen = [picked[i] for i in np.unique(np.linspace(0, len(picked) - 1, min(max_slices, len(picked))).round().astype(int))]
+    chosen = [
+        picked[i]
+        for i in np.unique(np.linspace(0, len(picked) - 1, min(max_slices, len(picked))).round().astype(int))
+    ]
     display = display_volume(vol.array, modality)
     return [(slice_volume(display, plane, i), slice_volume(fg, plane, i).astype(np.uint8)) for i in chosen]

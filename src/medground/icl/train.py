@@ -1,4 +1,4 @@
-"""Episodic training of PoolSeg (ours) or the UniverSeg baseline: ``train(TrainConfig) -> model folder``.
+"""Episodic training of RidgeSeg (ours, default), PoolSeg (ours, earlier) or the UniverSeg baseline: ``train(TrainConfig) -> model folder``.
 
 The output folder describes itself: ``config.json`` + ``model.safetensors`` (the model),
 ``meta.json`` (training config, data fingerprint, tasks used), ``losses.json`` + ``loss.png`` (curve),
@@ -22,12 +22,13 @@ from medground.icl.augment import AugmentConfig
 from medground.icl.episodes import Batch, EpisodeConfig, sample_batch, step_generator
 from medground.icl.model import PoolSeg, PoolSegConfig
 from medground.icl.segmenter import save_pretrained
+from medground.icl.solver import RidgeSeg, RidgeSegConfig
 from medground.icl.tasks import Task, load_tasks, split_by_source
 from medground.icl.universeg import UniverSeg, UniverSegConfig
 
 __all__ = ["ARCHITECTURES", "TrainConfig", "batch_logits", "build_model", "seg_loss", "train"]
 
-ARCHITECTURES = ("poolseg", "universeg")
+ARCHITECTURES = ("ridgeseg", "poolseg", "universeg")
 
 
 @dataclass
@@ -36,16 +37,16 @@ class TrainConfig:
 
     data: list[str] = field(default_factory=list)
     """Data-engine output folders and/or pairs.csv dataset folders (or their parent)."""
-    out: str = "runs/icl/poolseg"
+    out: str = "runs/icl/ridgeseg"
     """Output folder."""
     held_out: list[str] = field(default_factory=list)
     """Sources (dataset names) excluded from training, for out-of-distribution evaluation."""
-    architecture: str = "poolseg"
-    """poolseg (ours) or universeg (baseline re-implementation)."""
+    architecture: str = "ridgeseg"
+    """ridgeseg (ours), poolseg (ours, earlier) or universeg (baseline re-implementation)."""
     size: int = 64
     """Working resolution S."""
     widths: list[int] = field(default_factory=lambda: [16, 32, 48, 64])
-    """PoolSeg widths per scale (UniverSeg uses the widths of its paper)."""
+    """PoolSeg widths per scale (RidgeSeg and UniverSeg use their own defaults)."""
     steps: int = 1500
     """Optimisation steps."""
     lr: float = 2e-3
@@ -68,6 +69,8 @@ class TrainConfig:
 
 def build_model(cfg: TrainConfig) -> nn.Module:
     """The network named by ``cfg.architecture``."""
+    if cfg.architecture == "ridgeseg":
+        return RidgeSeg(RidgeSegConfig(size=cfg.size))
     if cfg.architecture == "poolseg":
         return PoolSeg(PoolSegConfig(size=cfg.size, widths=tuple(cfg.widths)))
     if cfg.architecture == "universeg":
@@ -77,7 +80,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
 def batch_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Logits (E, Q, 1, S, S) for a batch, for either architecture (UniverSeg sees gray images)."""
-    if isinstance(model, PoolSeg):
+    if not isinstance(model, UniverSeg):
         return model(batch.queries, batch.images, batch.masks, batch.text)
     e, q = batch.queries.shape[:2]
     gray = batch.queries.mean(2, keepdim=True).flatten(0, 1)[:, None]  # (E*Q, 1, 1, S, S)
@@ -190,10 +193,10 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, sched, batch: Batch, dev
 def _training_tasks(
     cfg: TrainConfig, text_encoder, tasks: list[Task] | None
 ) -> tuple[list[Task], dict[str, torch.Tensor]]:
-    """The tasks not held out, and their text embeddings (PoolSeg only)."""
+    """The tasks not held out, and their text embeddings (not for UniverSeg, which takes no text)."""
     all_tasks = tasks if tasks is not None else load_tasks(cfg.data, cfg.size)
     train_tasks, _ = split_by_source(all_tasks, cfg.held_out)
-    if cfg.architecture != "poolseg":
+    if cfg.architecture == "universeg":
         return train_tasks, {}
     if text_encoder is None:
         from medground.icl.text import TextEncoder
@@ -260,7 +263,7 @@ def _finish(
         "seconds_last_session": round(seconds, 1),
         "final_loss_mean_last_50": sum(v for _, v in losses[-50:]) / max(1, len(losses[-50:])),
     }
-    if isinstance(model, PoolSeg):
+    if not isinstance(model, UniverSeg):
         save_pretrained(model, out, meta)
     else:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
