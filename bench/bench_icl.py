@@ -1,8 +1,8 @@
-"""Benchmark: PoolSeg (encode support once) vs UniverSeg (CrossConv per query) on CPU.
+"""Benchmark: RidgeSeg and PoolSeg (encode support once) vs UniverSeg (CrossConv per query) on CPU.
 
 Measures, at 128 x 128 with k = 8 support examples and 2 CPU threads (configurable):
-- latency of one query (PoolSeg: support encoding + one query; also the per-query cost once encoded),
-- time to segment 64 queries with the same 8 examples (PoolSeg encodes the support once; UniverSeg
+- latency of one query (ours: support encoding + one query; also the per-query cost once encoded),
+- time to segment 64 queries with the same 8 examples (ours encode the support once; UniverSeg
   runs every query against the 8 examples, as its design requires), with query batches of 1 and 8,
   the faster of the two counting for each model,
 - peak resident memory of each model's worker process (each runs in its own subprocess).
@@ -20,6 +20,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+OURS = ("ridgeseg", "poolseg")
+ARCHITECTURES = (*OURS, "universeg")
 
 
 def _timeit(fn, repeats: int) -> float:
@@ -42,10 +45,15 @@ def worker(arch: str, size: int, k: int, n_queries: int, threads: int, repeats: 
     queries = torch.rand(n_queries, 3, size, size)
     result: dict = {"arch": arch, "size": size, "k": k, "threads": threads}
     with torch.no_grad():
-        if arch == "poolseg":
+        if arch in OURS:
             from medground.icl.model import PoolSeg, PoolSegConfig
+            from medground.icl.solver import RidgeSeg, RidgeSegConfig
 
-            net = PoolSeg(PoolSegConfig(size=size)).eval()
+            net = (
+                RidgeSeg(RidgeSegConfig(size=size))
+                if arch == "ridgeseg"
+                else PoolSeg(PoolSegConfig(size=size))
+            ).eval()
             ctx = net.encode_support(images, masks)
             result["encode_support_s"] = _timeit(lambda: net.encode_support(images, masks), repeats)
             result["per_query_encoded_s"] = _timeit(lambda: net.segment(queries[None, :1], ctx), repeats)
@@ -92,13 +100,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     parser.add_argument("--out", type=Path, default=Path("runs/icl/bench.json"), help="JSON results file")
-    parser.add_argument("--worker", choices=["poolseg", "universeg"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=ARCHITECTURES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.size, args.k, args.queries, args.threads, args.repeats)))
         return
     results = {}
-    for arch in ("poolseg", "universeg"):
+    for arch in ARCHITECTURES:
         cmd = [
             sys.executable,
             __file__,
@@ -119,22 +127,27 @@ def main() -> None:
             subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
         )
     key = f"all_{args.queries}_queries_s"
-    results["speedup_all_queries"] = results["universeg"][key] / results["poolseg"][key]
-    results["speedup_one_query"] = results["universeg"]["one_query_s"] / results["poolseg"]["one_query_s"]
+    for arch in OURS:
+        results[f"{arch}_speedup_all_queries"] = results["universeg"][key] / results[arch][key]
+        results[f"{arch}_speedup_one_query"] = (
+            results["universeg"]["one_query_s"] / results[arch]["one_query_s"]
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(
         f"| model | params | 1 query (s) | per query, support encoded (s) | {args.queries} queries (s) | peak RSS (MB) |"
     )
     print("|---|---|---|---|---|---|")
-    for arch in ("poolseg", "universeg"):
+    for arch in ARCHITECTURES:
         r = results[arch]
         print(
             f"| {arch} | {r['params']:,} | {r['one_query_s']:.4f} | {r['per_query_encoded_s']:.4f} | {r[key]:.3f} | {r['peak_rss_mb']:.0f} |"
         )
-    print(
-        f"speed-up for {args.queries} queries: {results['speedup_all_queries']:.1f}x; one query: {results['speedup_one_query']:.1f}x"
-    )
+    for arch in OURS:
+        print(
+            f"{arch} vs universeg: {args.queries} queries {results[f'{arch}_speedup_all_queries']:.1f}x faster; "
+            f"one query {results[f'{arch}_speedup_one_query']:.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ def test_shipped_weights_are_small_and_describe_their_training() -> None:
 
 def test_shipped_weights_segment_the_bundled_example() -> None:
     """Leave-one-out over the 6 bundled fetal-head images (5 supports -> the 6th). HC18 was held out in
-    training; the shipped weights measured a mean Dice of about 0.42 here, so this is a regression bar,
-    not a claim of quality."""
+    training; the shipped RidgeSeg weights measured a mean Dice of 0.69 here (PoolSeg, before them: 0.42),
+    so this is a regression bar, not a claim of quality."""
     seg = InContextSegmenter.from_pretrained()
     dices = []
     for query in HC18_PAIRS:
@@ -36,4 +36,4 @@ def test_shipped_weights_segment_the_bundled_example() -> None:
         assert prob.shape == truth.shape == (540, 800) and prob.dtype == np.float32
         pred = prob >= 0.5
         dices.append(2 * np.logical_and(pred, truth).sum() / (pred.sum() + truth.sum()))
-    assert np.mean(dices) > 0.3, f"Dice {np.round(dices, 3)} on the bundled images"
+    assert np.mean(dices) > 0.55, f"Dice {np.round(dices, 3)} on the bundled images"

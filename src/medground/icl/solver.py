@@ -195,6 +195,16 @@ class RidgeSeg(nn.Module):
         parts = [base, torch.relu(base @ self.projection + self.offset), base.new_ones(*base.shape[:-1], 1)]
         return torch.cat(parts, -1)
 
+    def _ridge_map(self, base: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``_expand(base) @ weights`` without materialising the expanded features (memory):
+        base (N, P, base_dim), weights (N, D) -> (N, P)."""
+        b, r = self.config.base_dim, self.config.random_features
+        rows = []
+        for x, w in zip(base, weights, strict=True):  # one image at a time: (P, R) hidden units at most
+            hidden = torch.relu(x @ self.projection + self.offset)
+            rows.append(x @ w[:b] + hidden @ w[b : b + r] + w[-1])
+        return torch.stack(rows)
+
     def _glob(self, text: torch.Tensor, k: int, prior: torch.Tensor) -> torch.Tensor:
         """Global vector from text (E, text_dim), k and the prior's foreground fraction -> (E, global_dim)."""
         e = text.shape[0]
@@ -256,8 +266,8 @@ class RidgeSeg(nn.Module):
         e, nq, _, size, _ = queries.shape
         prior = context.prior.repeat_interleave(nq, dim=0)  # (E*Q, 1, S, S)
         base = self._base(queries.flatten(0, 1), prior)
-        phi = self._expand(base.flatten(2).transpose(1, 2))  # (E*Q, S*S, D)
-        ridge = (phi @ context.weights.repeat_interleave(nq, dim=0)[..., None]).view(e * nq, 1, size, size)
+        ridge = self._ridge_map(base.flatten(2).transpose(1, 2), context.weights.repeat_interleave(nq, dim=0))
+        ridge = ridge.view(e * nq, 1, size, size)
         ridge = self.logit_scale * ridge + self.logit_bias
         skips = self.refine_encoder(torch.cat([ridge, prior, standardize(queries.flatten(0, 1))], 1))
         glob = context.glob.repeat_interleave(nq, dim=0)
