@@ -13,6 +13,8 @@ import numpy as np
 
 __all__ = ["Box", "Region", "Rejected", "Sample", "StructureMask", "tight_box"]
 
+_INTEGER_TYPES = (int, np.integer)
+
 
 @dataclass(frozen=True, order=True)
 class Box:
@@ -25,7 +27,7 @@ class Box:
 
     def __post_init__(self) -> None:
         values = (self.x0, self.y0, self.x1, self.y1)
-        if not all(isinstance(v, int | np.integer) for v in values):
+        if not all(isinstance(v, _INTEGER_TYPES) for v in values):
             raise TypeError(f"Box coordinates must be integers, got {values}")
         if self.x0 < 0 or self.y0 < 0 or self.x1 <= self.x0 or self.y1 <= self.y0:
             raise ValueError(f"Box needs 0 <= x0 < x1 and 0 <= y0 < y1, got {values}")
@@ -96,7 +98,9 @@ class StructureMask:
 class Sample:
     """One 2D image with its structures, ready for region extraction.
 
-    image: (H, W) or (H, W, 3) uint8, display-ready (windowed/normalised). ``case`` is the key that
+    image: (H, W) or (H, W, 3) uint8, display-ready (windowed/normalised); or an object with that
+    ``shape`` that ``np.asarray`` decodes (``medground.io.StoredImage``: a checked PNG the build copies
+    without decoding). ``case`` is the key that
     splits are made by (patient, volume or case: never a slice). ``spacing`` is (row, column) mm.
     ``display`` is "radiological" when the image's left is known to be the patient's right (slices
     medground cut from volumes, or a dataset whose meta.json says so), else None: unknown.

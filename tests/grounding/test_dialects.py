@@ -88,3 +88,15 @@ def test_smart_resize_matches_transformers():
 def test_unknown_dialect_names_the_closest():
     with pytest.raises(KeyError, match="qwen2-vl"):
         get_dialect("qwen2vl")
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+def test_quantise_is_what_the_text_gives_back(name):
+    import random
+
+    dialect, rng = DIALECTS[name], random.Random(0)
+    for _ in range(300):
+        width, height = rng.randint(16, 3000), rng.randint(16, 3000)
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        box = Box(x0, y0, rng.randint(x0 + 1, width), rng.randint(y0 + 1, height))
+        assert dialect.quantise(box, width, height) == dialect.parse(dialect.box(box, width, height), width, height)[0].box

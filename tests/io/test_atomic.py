@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from medground.io import atomic_output, atomic_write_bytes, atomic_write_json, atomic_write_text
+from medground.io import atomic_output, atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_path
 
 
 def test_write_bytes_creates_parents_and_replaces(tmp_path):
@@ -68,3 +68,23 @@ def test_atomic_output_success(tmp_path):
         tmp.write_bytes(b"new")
     assert path.read_bytes() == b"new"
     assert [p.name for p in path.parent.iterdir()] == ["a.png"]
+
+
+def test_without_fsync_the_replace_is_still_atomic(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    path = tmp_path / "part.json"
+    atomic_write_json(path, {"a": 1}, fsync=False)
+    atomic_write_json(path, {"a": 2}, fsync=False)
+    assert json.loads(path.read_text()) == {"a": 2} and [p.name for p in tmp_path.iterdir()] == ["part.json"]
+    assert synced == []
+    atomic_write_bytes(path, b"{}")
+    assert len(synced) == 2  # the file, then its folder
+
+
+def test_fsync_path_takes_files_and_folders_and_names_a_missing_file(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    fsync_path(tmp_path / "f")
+    fsync_path(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        fsync_path(tmp_path / "missing")

@@ -254,3 +254,61 @@ def test_multi_page_tiff_raises(tmp_path):
     pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
     with pytest.raises(ReadError, match="2 frames"):
         read_image(tmp_path / "stack.tif")
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(kind, body) of each chunk, parsed by hand."""
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def _png_from_chunks(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, body in chunks:
+        out += struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_stored_png_is_checked_not_decoded_and_decodes_like_read_image(tmp_path, mode):
+    from medground.io import StoredImage, read_image_as_stored
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, size=(13, 17) if mode == "L" else (13, 17, 3), dtype=np.uint8)
+    path = tmp_path / "a.png"
+    Image.fromarray(array).save(path)
+    stored, as_stored = read_image_as_stored(path)
+    assert as_stored and isinstance(stored, StoredImage)
+    assert stored.shape == array.shape and stored.dtype == np.uint8 and stored.ndim == array.ndim
+    assert stored._pixels is None  # nothing decoded yet
+    np.testing.assert_array_equal(np.asarray(stored), array)
+    np.testing.assert_array_equal(np.asarray(stored), read_image(path))
+
+
+def test_png_check_refuses_truncation_bad_crc_and_bad_pixel_streams(tmp_path):
+    from medground.io import check_png_stream, read_image_as_stored
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.arange(400, dtype=np.uint8).reshape(20, 20)).save(path)
+    good = path.read_bytes()
+    check_png_stream(path)
+    chunks = _png_chunks(good)
+    idat = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+    cases = {
+        "truncated": good[: len(good) - 20],
+        "CRC": good[:-17] + bytes([good[-17] ^ 0xFF]) + good[-16:],  # last IDAT byte (IDAT CRC, IEND follow)
+        # a valid CRC over a pixel stream that is not deflate data
+        "decompress": _png_from_chunks([*chunks[:idat], (b"IDAT", b"\x00" * 30), *chunks[idat + 1 :]]),
+        # valid deflate data of the wrong length (one row missing), CRC recomputed
+        "header implies": _png_from_chunks(
+            [*chunks[:idat], (b"IDAT", zlib.compress(bytes(19 * 21))), *chunks[idat + 1 :]]
+        ),
+    }
+    for reason, data in cases.items():
+        path.write_bytes(data)
+        with pytest.raises(ReadError, match=reason):
+            read_image_as_stored(path)

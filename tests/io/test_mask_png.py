@@ -53,3 +53,18 @@ def test_crop_placed_in_the_image_frame():
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
     with pytest.raises(ValueError, match="does not fit"):
         encode_mask_png(crop, top=7, left=0, height=8, width=10)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (40, 33, 3), (9, 2, 4), (1, 9, 3)])
+def test_fast_png_holds_the_exact_pixels_and_is_deterministic(shape):
+    array = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    png = encode_png(array, fast=True)
+    image = Image.open(io.BytesIO(png))
+    assert image.mode == ("L" if len(shape) == 2 else {3: "RGB", 4: "RGBA"}[shape[2]])
+    assert np.array_equal(np.asarray(image), array)
+    assert encode_png(array.copy(), fast=True) == png
+
+
+def test_fast_png_leaves_16_bit_to_pillow():
+    array = np.array([[0, 300], [65535, 7]], dtype=np.uint16)
+    assert encode_png(array, fast=True) == encode_png(array)

@@ -5,9 +5,11 @@ items, the vocabularies and the config. Each shard writes its images and masks, 
 ``records/shard-NNNNN.jsonl`` (atomically), then ``parts/shard-NNNNN.json`` (its counts, rejections and
 the records file's sha256). The part file is the commit mark: ``--resume`` skips shards whose part
 matches the config and whose records file still has the recorded hash, and redoes any other shard
-whole (outputs are deterministic, so a redo overwrites with the same bytes). ``manifest.json`` and
-``skipped.jsonl`` are rebuilt from the parts at the end. At most two shards per worker are in flight,
-so memory does not grow with the collection.
+whole (outputs are deterministic, so a redo overwrites with the same bytes). Records and parts are
+replaced atomically but not fsynced per shard: a crash that loses or tears one fails those checks and
+the shard is redone. Before ``manifest.json`` (fsynced, written last with ``skipped.jsonl``) every
+records file is fsynced, so a manifest on disk points at records on disk. At most two shards per
+worker are in flight, so memory does not grow with the collection.
 """
 
 from __future__ import annotations
@@ -26,14 +28,11 @@ from medground import __version__
 from medground.data.records import RecordConfig, make_records, resize_sample, save_sample
 from medground.data.rewrite import Rewriter, rewrite_record
 from medground.data.sources import Item, Source
-from medground.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from medground.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_path
 from medground.progress import progress_bar
 from medground.types import Rejected
 
 __all__ = ["BuildError", "ShardSpec", "build", "plan_shards", "process_shard"]
-
-
-WRITER_THREADS = 4  # threads per worker that write mask files (file creation waits on the disk, not the CPU)
 
 
 # Errors that mean a bug in medground rather than a bad input file: they stop the build.
@@ -85,8 +84,7 @@ def _count(counts: Counter, record: dict) -> None:
 
 
 def _load_item(item: Item, source: Source, vocabulary: list[str], config: RecordConfig, out: Path,
-               lines: list[str], skipped: list[dict], counts: Counter, rewriter: Rewriter | None,
-               pool: concurrent.futures.Executor) -> None:
+               lines: list[str], skipped: list[dict], counts: Counter, rewriter: Rewriter | None) -> None:
     for result in source.load(item):
         if isinstance(result, Rejected):
             skipped.append(result.as_dict())
@@ -96,7 +94,7 @@ def _load_item(item: Item, source: Source, vocabulary: list[str], config: Record
         skipped.extend(r.as_dict() for r in rejected)
         if not records:
             continue
-        save_sample(out, sample, regions, pool)
+        save_sample(out, sample, regions)
         counts["images"] += 1
         counts["regions"] += len(regions)
         for record in records:
@@ -114,22 +112,21 @@ def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dic
     lines: list[str] = []
     skipped: list[dict] = []
     counts: Counter = Counter()
-    with concurrent.futures.ThreadPoolExecutor(WRITER_THREADS) as pool:
-        for item in spec.items:
-            counts[f"items:{item.source}"] += 1
-            try:
-                _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts,
-                           rewriter, pool)
-            except PROGRAMMING_ERRORS:
-                raise
-            except Exception as error:  # noqa: BLE001 - one bad file must not stop a build; it is reported
-                reason = f"unexpected {type(error).__name__} while processing: {error}"
-                skipped.append(Rejected(item.payload.get("image", item.key), reason, item.source).as_dict())
+    for item in spec.items:
+        counts[f"items:{item.source}"] += 1
+        try:
+            _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts,
+                       rewriter)
+        except PROGRAMMING_ERRORS:
+            raise
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop a build; it is reported
+            reason = f"unexpected {type(error).__name__} while processing: {error}"
+            skipped.append(Rejected(item.payload.get("image", item.key), reason, item.source).as_dict())
     data = ("".join(line + "\n" for line in lines)).encode("utf-8")
-    atomic_write_bytes(out / "records" / f"{spec.name}.jsonl", data)
+    atomic_write_bytes(out / "records" / f"{spec.name}.jsonl", data, fsync=False)
     part = {"shard": spec.name, "fingerprint": fingerprint, "items": len(spec.items),
             "sha256": hashlib.sha256(data).hexdigest(), "counts": dict(sorted(counts.items())), "skipped": skipped}
-    atomic_write_json(out / "parts" / f"{spec.name}.json", part)
+    atomic_write_json(out / "parts" / f"{spec.name}.json", part, fsync=False)
     return part
 
 
@@ -262,6 +259,9 @@ def _finalize(out: Path, sources: list[Source], config: RecordConfig, fingerprin
     for part in parts:
         totals.update(part["counts"])
         skipped.extend(part["skipped"])
+        fsync_path(out / "records" / f"{part['shard']}.jsonl")  # on disk before the manifest that lists it
+    if parts:
+        fsync_path(out / "records")
     atomic_write_text(out / "skipped.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
 
     def group(prefix: str) -> dict[str, int]:

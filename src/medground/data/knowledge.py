@@ -167,12 +167,17 @@ def distant_structures(body_region: str | None, kind: str | None = None) -> list
     annotated, so "not present" could be false), as are "whole body" ones. The region may be free
     text ("abdomen, thorax and pelvis"); an unknown or missing region gives [] (nothing is safe).
     """
+    return list(_distant(body_region, kind))
+
+
+@lru_cache(maxsize=256)
+def _distant(body_region: str | None, kind: str | None) -> tuple[str, ...]:
     regions = _regions_in(body_region) if body_region else set()
     if not regions or "whole body" in regions:
-        return []
+        return ()
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
     near = regions.union(*(_NEIGHBOURS[r] for r in regions)) | {"whole body"}
-    return sorted(
+    return tuple(sorted(
         e.name for e in load_table().values() if e.body_region not in near and (kind is None or e.kind == kind)
-    )
+    ))

@@ -41,7 +41,7 @@ def _pieces(structure: StructureMask, config: RegionConfig) -> list[tuple[Box, n
     """(tight box, crop of the instance inside it) for each instance of one structure mask, in raster
     order of first pixel (connected components) or id order (instance maps)."""
     if structure.instance_map:
-        ids, top, left = structure.mask, 0, 0
+        ids, top, left, count = structure.mask, 0, 0, 0
     else:
         # label only the foreground's bounding window: lesions are often small in a large image
         rows, cols = np.flatnonzero(structure.mask.any(axis=1)), np.flatnonzero(structure.mask.any(axis=0))
@@ -49,13 +49,15 @@ def _pieces(structure: StructureMask, config: RegionConfig) -> list[tuple[Box, n
             return []
         top, left = int(rows[0]), int(cols[0])
         window_mask = structure.mask[top : rows[-1] + 1, left : cols[-1] + 1]
+        count = 1
         if config.split_components:
             structure_el = ndimage.generate_binary_structure(2, config.connectivity)
-            ids, _ = ndimage.label(window_mask, structure=structure_el)
-        else:
-            ids = window_mask.astype(np.uint8)
+            ids, count = ndimage.label(window_mask, structure=structure_el)
+        if count == 1:  # one piece: its tight box is the window
+            box = Box(left, top, left + window_mask.shape[1], top + window_mask.shape[0])
+            return [(box, window_mask.astype(bool, copy=False))]
     pieces = []
-    for value, window in enumerate(ndimage.find_objects(ids), start=1):
+    for value, window in enumerate(ndimage.find_objects(ids, max_label=count), start=1):
         if window is None:  # an id that does not occur
             continue
         r, c = window

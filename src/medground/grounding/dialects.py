@@ -16,6 +16,7 @@ least 1000 px; otherwise each is within one grid step.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -77,6 +78,10 @@ class Dialect:
         """A box alone, e.g. to point at a region in a question."""
         raise NotImplementedError
 
+    def quantise(self, box: Box, width: int, height: int) -> Box:
+        """The box as this dialect's text gives it back, ``parse(box(...))``, computed without the text."""
+        raise NotImplementedError
+
     def ground(self, label: str, boxes: list[Box], width: int, height: int) -> str:
         """A label grounded at one or more boxes."""
         raise NotImplementedError
@@ -84,6 +89,13 @@ class Dialect:
     def parse(self, text: str, width: int, height: int) -> list[Grounded]:
         """Every box in ``text``, in reading order, as canonical boxes of a width x height image."""
         raise NotImplementedError
+
+
+@functools.cache
+def _tag_pattern(ref_open: str, ref_close: str, box_open: str, box_close: str) -> re.Pattern[str]:
+    ref = re.escape(ref_open) + r"(.*?)" + re.escape(ref_close)
+    box = re.escape(box_open) + r"\s*\((-?[\d.]+)\s*,\s*(-?[\d.]+)\)\s*,\s*\((-?[\d.]+)\s*,\s*(-?[\d.]+)\)\s*" + re.escape(box_close)
+    return re.compile(f"(?:{ref})?\\s*{box}", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -100,15 +112,16 @@ class TagDialect(Dialect):
         x0, y0, x1, y1 = box_to_grid(box, width, height)
         return f"{self.box_open}({x0},{y0}),({x1},{y1}){self.box_close}"
 
+    def quantise(self, box: Box, width: int, height: int) -> Box:
+        return box_from_grid(box_to_grid(box, width, height), width, height)
+
     def ground(self, label: str, boxes: list[Box], width: int, height: int) -> str:
         if not boxes:
             raise ValueError(f"cannot ground {label!r} without a box")
         return f"{self.ref_open}{label}{self.ref_close}" + "".join(self.box(b, width, height) for b in boxes)
 
     def _pattern(self) -> re.Pattern[str]:
-        ref = re.escape(self.ref_open) + r"(.*?)" + re.escape(self.ref_close)
-        box = re.escape(self.box_open) + r"\s*\((-?[\d.]+)\s*,\s*(-?[\d.]+)\)\s*,\s*\((-?[\d.]+)\s*,\s*(-?[\d.]+)\)\s*" + re.escape(self.box_close)
-        return re.compile(f"(?:{ref})?\\s*{box}", re.DOTALL)
+        return _tag_pattern(self.ref_open, self.ref_close, self.box_open, self.box_close)
 
     def parse(self, text: str, width: int, height: int) -> list[Grounded]:
         found: list[Grounded] = []
@@ -159,6 +172,9 @@ class JsonDialect(Dialect):
 
     def box(self, box: Box, width: int, height: int) -> str:
         return json.dumps({"bbox_2d": self._coords(box, width, height)})
+
+    def quantise(self, box: Box, width: int, height: int) -> Box:
+        return self._box([float(v) for v in self._coords(box, width, height)], width, height)
 
     def ground(self, label: str, boxes: list[Box], width: int, height: int) -> str:
         if not boxes:

@@ -118,7 +118,7 @@ def tasks_from_source(spec: str | Path, size: int, min_examples: int = 1) -> lis
         for sample in source.load(item):
             if not isinstance(sample, Sample):
                 continue
-            images[sample.id] = sample.image
+            images[sample.id] = np.asarray(sample.image)
             for structure in sample.structures:
                 name = structure.name.split("(")[0].strip()
                 key = (source.name, name.replace(" ", "_"))

@@ -5,7 +5,13 @@ unreadable, corrupt or truncated files. Frames: 2D arrays are row-major as store
 RAS+ (X, Y, Z) arrays (:class:`Volume`); display slices follow :mod:`medground.io.display`.
 """
 
-from medground.io.atomic import atomic_output, atomic_write_bytes, atomic_write_json, atomic_write_text
+from medground.io.atomic import (
+    atomic_output,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_path,
+)
 from medground.io.dicom import dicom_series_info, load_dicom_seg, load_dicom_series
 from medground.io.display import (
     AXES,
@@ -25,6 +31,8 @@ from medground.io.display import (
 from medground.io.errors import ReadError
 from medground.io.images import (
     IMAGE_SUFFIXES,
+    StoredImage,
+    check_png_stream,
     encode_mask_png,
     encode_png,
     image_size,
@@ -51,6 +59,7 @@ __all__ = [
     "DEFAULT_CT_WINDOW",
     "IMAGE_SUFFIXES",
     "ReadError",
+    "StoredImage",
     "Volume",
     "atomic_output",
     "atomic_write_bytes",
@@ -58,11 +67,13 @@ __all__ = [
     "atomic_write_text",
     "axis_length",
     "canonical_volume",
+    "check_png_stream",
     "ct_window",
     "dicom_series_info",
     "display_volume",
     "encode_mask_png",
     "encode_png",
+    "fsync_path",
     "image_size",
     "load_dicom_seg",
     "load_dicom_series",

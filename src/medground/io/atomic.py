@@ -2,6 +2,8 @@
 
 A reader never sees a half-written file: the target path holds either the old content or the new one.
 Parent folders are created. Files get the usual ``0o666 & ~umask`` permissions (not mkstemp's 0600).
+``fsync=False`` keeps the atomic replace but skips both fsyncs: for files whose loss in a crash a later
+check detects (make them durable later with :func:`fsync_path`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_path"]
 
 
 def _current_umask() -> int:
@@ -32,17 +34,22 @@ def _full_suffix(name: str) -> str:
     return "".join(suffixes[-2:]) if suffixes[-1:] == [".gz"] else "".join(suffixes[-1:])
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform/filesystem can open a folder
-        fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: str | Path) -> None:
+    """fsync a file, or a folder (skipped where the platform or filesystem cannot sync a folder)."""
+    is_dir = Path(path).is_dir()
+    try:
+        fd = os.open(path, os.O_RDONLY if is_dir else os.O_RDWR)  # some platforms sync writable files only
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError:
+        if not is_dir:
+            raise
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
+def atomic_output(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); on success fsync it and move it onto ``path``.
 
     For libraries that write to a file name themselves (``nib.save(img, tmp)``). On an exception the
@@ -57,32 +64,33 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _FILE_MODE)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if fsync:
+            fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(target.parent)
+    if fsync:
+        fsync_path(target.parent)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace), creating parent folders."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_output(path, fsync=fsync) as tmp, open(tmp, "wb") as handle:
         handle.write(data)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str, *, fsync: bool = True) -> None:
     """Write ``text`` as UTF-8 (newlines kept as given, no platform translation) atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
+def atomic_write_json(path: str | Path, obj: Any, *, fsync: bool = True) -> None:
     """Write ``obj`` as JSON atomically: insertion key order, ``ensure_ascii=False``, indent 2, final newline.
 
     Raises TypeError (from ``json``) for values JSON cannot hold; NaN/inf are refused (ValueError) so the
     file stays valid JSON for every reader.
     """
     text = json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
-    atomic_write_text(path, text)
+    atomic_write_text(path, text, fsync=fsync)

@@ -42,7 +42,9 @@ def _structures(spec: MaskSpec, mask: np.ndarray) -> list[StructureMask] | str:
     foreground = mask != 0
     if spec.values is None:
         return [StructureMask(spec.name, foreground, spec.instance)]
-    present = np.unique(mask[foreground])  # only the foreground pixels: usually a small share
+    values = mask[foreground]  # only the foreground pixels: usually a small share
+    small = values.dtype in (np.uint8, np.uint16)  # counting beats sorting for 8/16-bit labels
+    present = np.flatnonzero(np.bincount(values)) if small else np.unique(values)
     declared = dict(spec.values)
     unknown = [int(v) for v in present if int(v) not in declared]
     if unknown:
