@@ -12,6 +12,7 @@ import hashlib
 import random
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,12 +86,21 @@ def image_path(sample: Sample) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _file_part(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "structure"
+def _file_parts(keys: tuple[str, ...]) -> dict[str, str]:
+    """File-name-safe forms of an image's structure keys. Keys that would share one ("left kidney",
+    "left_kidney") each get 8 hex digits of their sha256, so no mask file is written twice."""
+    safe = {key: re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") or "structure" for key in keys}
+    taken = Counter(safe.values())
+    return {
+        key: name if taken[name] == 1 else f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+        for key, name in safe.items()
+    }
 
 
-def mask_path(sample_id: str, region: Region) -> str:
-    return f"masks/{sample_id}/{_file_part(region.key)}_{region.instance:03d}.png"
+def mask_path(sample: Sample, region: Region) -> str:
+    """Where a region's mask is saved, relative to the build folder."""
+    parts = _file_parts(tuple(sorted({s.name for s in sample.structures})))
+    return f"masks/{sample.id}/{parts[region.key]}_{region.instance:03d}.png"
 
 
 def verify_turn(turn: Turn, regions: list[Region], dialect: Dialect, width: int, height: int) -> str | None:
@@ -131,7 +141,7 @@ def make_records(sample: Sample, vocabulary: list[str], config: RecordConfig) ->
     context = ImageContext(sample.width, sample.height, sample.modality, sample.plane, sample.body_region, sample.source)
     split = split_of(sample.source, sample.case, config.seed, config.split_ratios)
     region_rows = [
-        {"name": r.name, "key": r.key, "box": r.box.as_list(), "mask": mask_path(sample.id, r),
+        {"name": r.name, "key": r.key, "box": r.box.as_list(), "mask": mask_path(sample, r),
          "instance": r.instance, "area": r.area, "position": r.position}
         for r in regions
     ]
@@ -182,5 +192,5 @@ def save_sample(out_dir: Path, sample: Sample, regions: list[Region]) -> None:
 
     root = str(out_dir)
     for region in regions:
-        write_mask_png(f"{root}/{mask_path(sample.id, region)}", region.mask, top=region.box.y0, left=region.box.x0,
+        write_mask_png(f"{root}/{mask_path(sample, region)}", region.mask, top=region.box.y0, left=region.box.x0,
                        height=sample.height, width=sample.width, durable=False)
