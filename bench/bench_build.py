@@ -86,8 +86,12 @@ def decode_floor(roots: list[Path], workers: int) -> float:
 def write_floor(out: Path, target: Path) -> tuple[float, int]:
     """Seconds to create the build's image and mask files again (same names, same bytes, one thread),
     and how many: the part of a build that no computation can save."""
-    files = [(p.relative_to(out), p.read_bytes()) for folder in ("images", "masks") for p in sorted((out / folder).rglob("*"))
-             if p.is_file()]
+    files = [
+        (p.relative_to(out), p.read_bytes())
+        for folder in ("images", "masks")
+        for p in sorted((out / folder).rglob("*"))
+        if p.is_file()
+    ]
     start = time.perf_counter()
     for relative, data in files:
         path = target / relative
@@ -98,21 +102,29 @@ def write_floor(out: Path, target: Path) -> tuple[float, int]:
 
 def timed_build(roots: list[Path], out: Path, workers: int) -> tuple[float, dict]:
     start = time.perf_counter()
-    manifest = build_dataset(roots, out, RecordConfig(seed=0), workers=workers, report=False, progress=False, overwrite=True)
+    manifest = build_dataset(
+        roots, out, RecordConfig(seed=0), workers=workers, report=False, progress=False, overwrite=True
+    )
     return time.perf_counter() - start, manifest
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data" / "medseg")
     parser.add_argument("--exclude", nargs="*", default=[], help="dataset folder names to leave out")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the copies and outputs go (default: system temp)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where the copies and outputs go (default: system temp)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         roots = replicate(args.shared, Path(tmp) / "collection", args.pairs, args.exclude)
         pairs = sum(count_pairs(r) for r in roots)
-        print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+        print(
+            f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus"
+        )
         print(f"collection: {len(roots)} dataset folders, {pairs} image-mask pairs")
         rows = []
         for workers in (1, 2):
@@ -122,16 +134,20 @@ def main() -> None:
             seconds, manifest = timed_build(roots, Path(tmp) / f"out{workers}", workers)
             cpu2 = cpu_seconds()
             rows.append((workers, floor, seconds, manifest))
-            print(f"workers={workers}: floor {pairs / floor:7.1f} pairs/s ({floor:.1f} s)  build {pairs / seconds:7.1f} pairs/s "
-                  f"({seconds:.1f} s)  build/floor = {seconds / floor:.2f} wall, {(cpu2 - cpu1) / (cpu1 - cpu0):.2f} CPU"
-                  f"  records={manifest['counts']['records']}")
+            print(
+                f"workers={workers}: floor {pairs / floor:7.1f} pairs/s ({floor:.1f} s)  build {pairs / seconds:7.1f} pairs/s "
+                f"({seconds:.1f} s)  build/floor = {seconds / floor:.2f} wall, {(cpu2 - cpu1) / (cpu1 - cpu0):.2f} CPU"
+                f"  records={manifest['counts']['records']}"
+            )
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"peak RSS of the builds: main process {own:.0f} MB, largest worker {children:.0f} MB")
         written, count = write_floor(Path(tmp) / "out1", Path(tmp) / "rewrite")
         decode, build = rows[0][1], rows[0][2]
-        print(f"write floor: creating the build's {count} image and mask files again takes {written:.1f} s; "
-              f"build / (decode floor + write floor) = {build / (decode + written):.2f} (1 worker)")
+        print(
+            f"write floor: creating the build's {count} image and mask files again takes {written:.1f} s; "
+            f"build / (decode floor + write floor) = {build / (decode + written):.2f} (1 worker)"
+        )
         speedup = rows[0][2] / rows[1][2]
         print(f"2 workers vs 1: {speedup:.2f}x faster (build); floor {rows[0][1] / rows[1][1]:.2f}x")
 

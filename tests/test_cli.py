@@ -18,7 +18,10 @@ def test_help_everywhere(command):
 
 def test_build_then_export_through_the_cli(tmp_path):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["build", str(SAMPLE / "kvasir_seg_endoscopy"), "--out", str(out), "--no-progress", "--no-report"])
+    result = runner.invoke(
+        app,
+        ["build", str(SAMPLE / "kvasir_seg_endoscopy"), "--out", str(out), "--no-progress", "--no-report"],
+    )
     assert result.exit_code == 0, result.output
     assert "3 records from 3 images" in result.output
     result = runner.invoke(app, ["export", str(out), "--format", "sharegpt"])
@@ -33,6 +36,17 @@ def test_bad_source_is_a_clear_error(tmp_path):
 
 
 def test_source_that_yields_nothing_warns(tmp_path):
-    result = runner.invoke(app, ["build", str(SAMPLE / "kvasir_seg_endoscopy"), "--out", str(tmp_path / "o"), "--no-progress",
-                                 "--no-report", "--min-area-fraction", "0.9"])
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            str(SAMPLE / "kvasir_seg_endoscopy"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--no-report",
+            "--min-area-fraction",
+            "0.9",
+        ],
+    )
     assert result.exit_code == 0 and "warning: kvasir_seg_endoscopy" in result.output

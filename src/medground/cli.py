@@ -29,7 +29,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     """medground: refer, ground and segment in biomedical images."""
 
@@ -41,29 +43,68 @@ def _fail(message: str) -> None:
 
 @app.command()
 def build(
-    sources: Annotated[list[str], typer.Argument(help="Dataset folders or index files; KIND:PATH names the layout (medseg, sa-med2d, nifti, folder).")],
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Dataset folders or index files; KIND:PATH names the layout (medseg, sa-med2d, nifti, folder)."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     seed: Annotated[int, typer.Option(help="Seed of phrasing, task choice and splits.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
-    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (tcp://HOST:PORT) to run on a cluster; workers need the same file paths.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted build in OUT (finished shards are kept).")] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler address (tcp://HOST:PORT) to run on a cluster; workers need the same file paths."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted build in OUT (finished shards are kept).")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete a previous build in OUT first.")] = False,
-    dialect: Annotated[str, typer.Option(help="Box dialect: qwen-vl, qwen2-vl, qwen2.5-vl, qwen3-vl.")] = "qwen-vl",
-    max_side: Annotated[int | None, typer.Option(help="Resize saved images so the longer side is at most this many pixels.")] = None,
+    dialect: Annotated[
+        str, typer.Option(help="Box dialect: qwen-vl, qwen2-vl, qwen2.5-vl, qwen3-vl.")
+    ] = "qwen-vl",
+    max_side: Annotated[
+        int | None, typer.Option(help="Resize saved images so the longer side is at most this many pixels.")
+    ] = None,
     shard_size: Annotated[int, typer.Option(help="Items (images or volumes) per output shard.")] = 32,
     conversations: Annotated[int, typer.Option(help="Conversation records per image.")] = 1,
     turns: Annotated[int, typer.Option(help="Maximum question-answer turns per conversation.")] = 4,
-    tasks: Annotated[str, typer.Option(help="Comma-separated tasks: rec, roc, reg, mia.")] = "rec,roc,reg,mia",
-    negative_rate: Annotated[float, typer.Option(help="Share of REC turns that ask about an absent structure.")] = 0.15,
-    modality: Annotated[str | None, typer.Option(help="Modality for sources that do not state one (ct, mr, x-ray, ...).")] = None,
-    mask_pattern: Annotated[str, typer.Option(help="folder layout: mask file pattern, {stem} = image stem.")] = "{stem}*",
-    structure: Annotated[str | None, typer.Option(help="folder layout: structure name of masks named like their image.")] = None,
-    planes: Annotated[str, typer.Option(help="Volumes: comma-separated slicing planes (axial, coronal, sagittal).")] = "axial",
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated tasks: rec, roc, reg, mia.")
+    ] = "rec,roc,reg,mia",
+    negative_rate: Annotated[
+        float, typer.Option(help="Share of REC turns that ask about an absent structure.")
+    ] = 0.15,
+    modality: Annotated[
+        str | None, typer.Option(help="Modality for sources that do not state one (ct, mr, x-ray, ...).")
+    ] = None,
+    mask_pattern: Annotated[
+        str, typer.Option(help="folder layout: mask file pattern, {stem} = image stem.")
+    ] = "{stem}*",
+    structure: Annotated[
+        str | None, typer.Option(help="folder layout: structure name of masks named like their image.")
+    ] = None,
+    planes: Annotated[
+        str, typer.Option(help="Volumes: comma-separated slicing planes (axial, coronal, sagittal).")
+    ] = "axial",
     slice_step: Annotated[int, typer.Option(help="Volumes: keep every n-th labelled slice.")] = 1,
-    ct_window: Annotated[str, typer.Option(help="Volumes: CT window preset (soft-tissue = level 40 / width 400).")] = "soft-tissue",
-    min_area_fraction: Annotated[float, typer.Option(help="Drop components smaller than this share of the image (SA-Med2D: 0.00153).")] = 0.00153,
-    split_components: Annotated[bool, typer.Option(help="One region instance per connected component.")] = True,
-    llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (http://host:port/v1) to rephrase turns; verified, cached.")] = None,
+    ct_window: Annotated[
+        str, typer.Option(help="Volumes: CT window preset (soft-tissue = level 40 / width 400).")
+    ] = "soft-tissue",
+    min_area_fraction: Annotated[
+        float, typer.Option(help="Drop components smaller than this share of the image (SA-Med2D: 0.00153).")
+    ] = 0.00153,
+    split_components: Annotated[
+        bool, typer.Option(help="One region instance per connected component.")
+    ] = True,
+    llm_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible endpoint (http://host:port/v1) to rephrase turns; verified, cached."
+        ),
+    ] = None,
     llm_model: Annotated[str | None, typer.Option(help="Model name for --llm-url.")] = None,
     report: Annotated[bool, typer.Option(help="Write report/ with plots and overlays.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -77,24 +118,45 @@ def build(
 
     try:
         config = RecordConfig(
-            seed=seed, dialect=dialect, max_side=max_side, conversations_per_image=conversations,
+            seed=seed,
+            dialect=dialect,
+            max_side=max_side,
+            conversations_per_image=conversations,
             regions=RegionConfig(split_components=split_components, min_area_fraction=min_area_fraction),
-            tasks=TaskConfig(tasks=tuple(t.strip() for t in tasks.split(",")), max_turns=turns, negative_rate=negative_rate),
+            tasks=TaskConfig(
+                tasks=tuple(t.strip() for t in tasks.split(",")), max_turns=turns, negative_rate=negative_rate
+            ),
         )
-        volumes = VolumeOptions(planes=tuple(p.strip() for p in planes.split(",")), slice_step=slice_step, ct_window=ct_window)
+        volumes = VolumeOptions(
+            planes=tuple(p.strip() for p in planes.split(",")), slice_step=slice_step, ct_window=ct_window
+        )
         manifest = build_dataset(
-            sources, out, config, volume_options=volumes,
+            sources,
+            out,
+            config,
+            volume_options=volumes,
             source_options={"modality": modality, "mask_pattern": mask_pattern, "structure": structure},
-            workers=workers, scheduler=scheduler, shard_size=shard_size, resume=resume, overwrite=overwrite,
-            report=report, progress=progress, llm_url=llm_url, llm_model=llm_model,
+            workers=workers,
+            scheduler=scheduler,
+            shard_size=shard_size,
+            resume=resume,
+            overwrite=overwrite,
+            report=report,
+            progress=progress,
+            llm_url=llm_url,
+            llm_model=llm_model,
         )
     except (ValueError, RuntimeError, KeyError) as error:
         _fail(str(error))
     counts = manifest["counts"]
     for name, items in counts["items"].items():
         if not counts["sources"].get(name):
-            typer.secho(f"warning: {name}: none of its {items} items gave a record; see {out / 'skipped.jsonl'} "
-                        "(all regions below --min-area-fraction? wrong --modality?)", fg=typer.colors.YELLOW, err=True)
+            typer.secho(
+                f"warning: {name}: none of its {items} items gave a record; see {out / 'skipped.jsonl'} "
+                "(all regions below --min-area-fraction? wrong --modality?)",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
     typer.echo(
         f"{counts['records']} records from {counts['images']} images ({counts['regions']} regions, "
         f"{counts['turns']} turns) in {out}; {counts['skipped']} inputs skipped, reasons in {out / 'skipped.jsonl'}"

@@ -28,8 +28,10 @@ ASK_SAMPLE = "shenzhen_cxr_lung_xray/CHNCXR_0001_0"
 ASK_IMAGE = SAMPLE_ROOT / "shenzhen_cxr_lung_xray" / "images" / "CHNCXR_0001_0.png"
 ASK_QUESTION = "Where are both lungs?"
 HC18 = SAMPLE_ROOT / "hc18_fetal_ultrasound"
-HC18_PAIRS = [(HC18 / "images" / f"{i}_HC.png", HC18 / "masks" / f"{i}_HC_mask.png")
-              for i in ("000", "003", "006", "009", "012", "015")]
+HC18_PAIRS = [
+    (HC18 / "images" / f"{i}_HC.png", HC18 / "masks" / f"{i}_HC_mask.png")
+    for i in ("000", "003", "006", "009", "012", "015")
+]
 
 Say = Callable[[str], None]
 
@@ -63,8 +65,10 @@ def _ask(out: Path, say: Say) -> None:
     write_png(out / "ask.png", draw_boxes(read_image(ASK_IMAGE), [*truth, *boxes], labels, colors=colors))
     best = [max((b.iou(t) for t in truth), default=0.0) for b in boxes]
     say(f'bird-nano, {ASK_IMAGE.name} (held out of its training): "{ASK_QUESTION}" -> "{answer.text}"')
-    say(f"  boxes {[b.as_list() for b in boxes]}, IoU with the nearest true box {[round(v, 2) for v in best]}; "
-        f"drawn with the truth in {out / 'ask.png'}")
+    say(
+        f"  boxes {[b.as_list() for b in boxes]}, IoU with the nearest true box {[round(v, 2) for v in best]}; "
+        f"drawn with the truth in {out / 'ask.png'}"
+    )
 
 
 def _segment(out: Path, say: Say) -> None:
@@ -86,9 +90,11 @@ def _segment(out: Path, say: Say) -> None:
         dices.append(2 * np.logical_and(predicted, truth).sum() / max(1, predicted.sum() + truth.sum()))
         overlay = fill_masks(read_image(query), [truth, predicted], colors=[(60, 180, 75), (230, 25, 75)])
         write_png(out / "segment" / f"{query.stem}_overlay.png", overlay)
-    say(f"in-context segmentation of {len(HC18_PAIRS)} fetal-head ultrasound images, each from the other 5 + 'fetal head' "
+    say(
+        f"in-context segmentation of {len(HC18_PAIRS)} fetal-head ultrasound images, each from the other 5 + 'fetal head' "
         f"(a modality held out of training): Dice {', '.join(f'{d:.2f}' for d in dices)}, mean {np.mean(dices):.2f}; "
-        f"overlays (green truth, red prediction) in {out / 'segment'}")
+        f"overlays (green truth, red prediction) in {out / 'segment'}"
+    )
 
 
 def run_demo(out: Path, say: Say = print, progress: bool = True) -> dict:
@@ -96,8 +102,10 @@ def run_demo(out: Path, say: Say = print, progress: bool = True) -> dict:
     sources = sorted(p for p in SAMPLE_ROOT.iterdir() if p.is_dir())
     manifest = build_dataset(sources, out / "data", RecordConfig(seed=0), overwrite=True, progress=progress)
     counts = manifest["counts"]
-    say(f"built {counts['records']} conversations ({counts['turns']} turns, {counts['regions']} regions) from "
-        f"{len(sources)} bundled datasets into {out / 'data'}; report: {out / 'data' / 'report' / 'report.html'}")
+    say(
+        f"built {counts['records']} conversations ({counts['turns']} turns, {counts['regions']} regions) from "
+        f"{len(sources)} bundled datasets into {out / 'data'}; report: {out / 'data' / 'report' / 'report.html'}"
+    )
     _ask(out, say)
     _segment(out, say)
     return manifest

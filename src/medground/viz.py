@@ -16,12 +16,23 @@ from medground.types import Box
 __all__ = ["PALETTE", "draw_boxes", "fill_masks"]
 
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-    (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
 )
 
+
 def _rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+    if (
+        image.dtype != np.uint8
+        or image.ndim not in (2, 3)
+        or (image.ndim == 3 and image.shape[2] not in (3, 4))
+    ):
         raise ValueError(f"expected a (H, W) or (H, W, 3|4) uint8 image, got {image.shape} {image.dtype}")
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
@@ -33,7 +44,9 @@ def _color(i: int, colors: Sequence[tuple[int, int, int]] | None) -> tuple[int, 
     return tuple(int(c) for c in table[i % len(table)])  # type: ignore[return-value]
 
 
-def _label(draw: ImageDraw.ImageDraw, text: str, x0: int, y0: int, top: int, color: tuple[int, int, int]) -> None:
+def _label(
+    draw: ImageDraw.ImageDraw, text: str, x0: int, y0: int, top: int, color: tuple[int, int, int]
+) -> None:
     """Text on a filled tag in ``color``: above row ``y0`` when it fits, else from row ``top`` down."""
     font = ImageFont.load_default()
     left, t, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -44,8 +57,13 @@ def _label(draw: ImageDraw.ImageDraw, text: str, x0: int, y0: int, top: int, col
     draw.text((x0 + 1 - left, y + 1 - t), text, fill=ink, font=font)
 
 
-def draw_boxes(image: np.ndarray, boxes: Sequence[Box | Sequence[int]], labels: Sequence[str] | None = None,
-               colors: Sequence[tuple[int, int, int]] | None = None, thickness: int = 2) -> np.ndarray:
+def draw_boxes(
+    image: np.ndarray,
+    boxes: Sequence[Box | Sequence[int]],
+    labels: Sequence[str] | None = None,
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    thickness: int = 2,
+) -> np.ndarray:
     """Draw labelled box outlines on a copy of ``image``.
 
     image: (H, W) or (H, W, 3|4) uint8. boxes: absolute pixels of this image, ``[x0, y0, x1, y1)`` with
@@ -64,10 +82,10 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Box | Sequence[int]], labels: 
             continue
         color = _color(i, colors)
         t = max(1, min(thickness, (x1 - x0 + 1) // 2, (y1 - y0 + 1) // 2))
-        out[y0:y0 + t, x0:x1] = color
-        out[y1 - t:y1, x0:x1] = color
-        out[y0:y1, x0:x0 + t] = color
-        out[y0:y1, x1 - t:x1] = color
+        out[y0 : y0 + t, x0:x1] = color
+        out[y1 - t : y1, x0:x1] = color
+        out[y0:y1, x0 : x0 + t] = color
+        out[y0:y1, x1 - t : x1] = color
         if labels is not None and i < len(labels) and labels[i]:
             placed.append((labels[i], x0, y0, y0 + t, color))
     if placed:
@@ -79,8 +97,12 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Box | Sequence[int]], labels: 
     return out
 
 
-def fill_masks(image: np.ndarray, masks: Sequence[np.ndarray], colors: Sequence[tuple[int, int, int]] | None = None,
-               alpha: float = 0.4) -> np.ndarray:
+def fill_masks(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    alpha: float = 0.4,
+) -> np.ndarray:
     """Blend each (H, W) mask (non-zero = inside) onto a copy of ``image`` in its colour; returns (H, W, 3) uint8."""
     out = _rgb(image).astype(np.float32)
     for i, mask in enumerate(masks):

@@ -23,15 +23,27 @@ SAMPLE = Path(__file__).resolve().parents[2] / "src" / "medground" / "sample" / 
 
 def _tree(root: Path) -> dict[str, str]:
     """sha256 of every file under root, by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for f in sorted((out / "records").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for f in sorted((out / "records").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
 
 
 def _build(out, sources=None, **kwargs):
-    sources = sources or [SAMPLE / "sa_med2d_demo_ct", SAMPLE / "hc18_fetal_ultrasound", SAMPLE / "brats2021_flair_mr"]
+    sources = sources or [
+        SAMPLE / "sa_med2d_demo_ct",
+        SAMPLE / "hc18_fetal_ultrasound",
+        SAMPLE / "brats2021_flair_mr",
+    ]
     kwargs.setdefault("report", False)
     kwargs.setdefault("progress", False)
     kwargs.setdefault("shard_size", 3)
@@ -68,8 +80,14 @@ def test_answers_ground_exactly_the_regions_they_list(tmp_path, dialect):
         for turn, answer in zip(record["turns"], record["conversations"][1::2], strict=True):
             if turn["task"] == "rec" and not turn["negative"]:
                 parsed = {tuple(g.box.as_list()) for g in parser.parse(answer["value"], w, h)}
-                expected = {tuple(parser.parse(parser.box(_box(record["regions"][i]["box"]), w, h), w, h)[0].box.as_list())
-                            for i in turn["regions"]}
+                expected = {
+                    tuple(
+                        parser.parse(parser.box(_box(record["regions"][i]["box"]), w, h), w, h)[
+                            0
+                        ].box.as_list()
+                    )
+                    for i in turn["regions"]
+                }
                 assert parsed == expected
                 grounded += 1
             if turn["negative"]:
@@ -99,7 +117,9 @@ def test_same_seed_same_bytes_other_seed_other_text(tmp_path):
     _build(tmp_path / "b")
     _build(tmp_path / "c", config=RecordConfig(seed=4))
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
-    assert (tmp_path / "a" / "records" / "shard-00000.jsonl").read_bytes() != (tmp_path / "c" / "records" / "shard-00000.jsonl").read_bytes()
+    assert (tmp_path / "a" / "records" / "shard-00000.jsonl").read_bytes() != (
+        tmp_path / "c" / "records" / "shard-00000.jsonl"
+    ).read_bytes()
 
 
 def test_two_workers_give_the_same_bytes(tmp_path):
@@ -113,7 +133,9 @@ def test_dask_local_cluster_gives_the_same_bytes(tmp_path):
 
     _build(tmp_path / "local")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        _build(tmp_path / "dask", scheduler=cluster.scheduler_address)  # what --scheduler tcp://HOST:PORT passes
+        _build(
+            tmp_path / "dask", scheduler=cluster.scheduler_address
+        )  # what --scheduler tcp://HOST:PORT passes
     assert _tree(tmp_path / "local") == _tree(tmp_path / "dask")
 
 
@@ -141,10 +163,25 @@ def test_crash_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_killed_process_resumes_to_the_same_output(tmp_path):
-    args = [sys.executable, "-m", "medground.cli", "build", str(SAMPLE / "sa_med2d_demo_ct"), str(SAMPLE / "hc18_fetal_ultrasound"),
-            "--shard-size", "1", "--seed", "3", "--no-report", "--no-progress", "--out"]
+    args = [
+        sys.executable,
+        "-m",
+        "medground.cli",
+        "build",
+        str(SAMPLE / "sa_med2d_demo_ct"),
+        str(SAMPLE / "hc18_fetal_ultrasound"),
+        "--shard-size",
+        "1",
+        "--seed",
+        "3",
+        "--no-report",
+        "--no-progress",
+        "--out",
+    ]
     subprocess.run([*args, str(tmp_path / "clean")], check=True, capture_output=True)
-    process = subprocess.Popen([*args, str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*args, str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 60
     while time.time() < deadline and len(list((tmp_path / "killed" / "parts").glob("*.json"))) < 2:
         time.sleep(0.02)
@@ -169,7 +206,9 @@ def _write_dataset(root: Path) -> None:
         Image.fromarray(labels).save(root / "masks" / f"{name}.png")
     (root / "images" / "broken.png").write_bytes((root / "images" / "p01_s1.png").read_bytes()[:100])
     Image.fromarray(np.zeros((64, 80), np.uint8)).save(root / "masks" / "broken.png")
-    rows = ["image,mask,structure,case"] + [f"images/{n}.png,masks/{n}.png,,{n.split('_')[0]}" for n in ("p01_s1", "p01_s2", "p02_s1", "broken")]
+    rows = ["image,mask,structure,case"] + [
+        f"images/{n}.png,masks/{n}.png,,{n.split('_')[0]}" for n in ("p01_s1", "p01_s2", "p02_s1", "broken")
+    ]
     rows.append("images/missing.png,masks/missing.png,,p03")
     (root / "pairs.csv").write_text("\n".join(rows) + "\n")
     (root / "labels.json").write_text(json.dumps({"0": "background", "1": "kidney_left", "2": "liver"}))
@@ -193,18 +232,26 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path):
     with pytest.raises(BuildError, match="--resume"):
         _build(tmp_path / "out", sources=[SAMPLE / "brats2021_flair_mr"])
     with pytest.raises(BuildError, match="another config"):
-        _build(tmp_path / "out", sources=[SAMPLE / "brats2021_flair_mr"], config=RecordConfig(seed=9), resume=True)
-    _build(tmp_path / "out", sources=[SAMPLE / "brats2021_flair_mr"], config=RecordConfig(seed=9), overwrite=True)
+        _build(
+            tmp_path / "out",
+            sources=[SAMPLE / "brats2021_flair_mr"],
+            config=RecordConfig(seed=9),
+            resume=True,
+        )
+    _build(
+        tmp_path / "out", sources=[SAMPLE / "brats2021_flair_mr"], config=RecordConfig(seed=9), overwrite=True
+    )
 
 
 def test_manifest_counts_and_shard_hashes(tmp_path):
     manifest = _build(tmp_path / "out")
     records = _records(tmp_path / "out")
     assert sum(manifest["counts"]["modalities"].values()) == len(records)
-    assert manifest["counts"]["tasks"] == {t: sum(r["tasks"].count(t) for r in records) for t in manifest["counts"]["tasks"]}
+    assert manifest["counts"]["tasks"] == {
+        t: sum(r["tasks"].count(t) for r in records) for t in manifest["counts"]["tasks"]
+    }
     for shard in manifest["shards"]:
         assert hashlib.sha256((tmp_path / "out" / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
-
 
 
 def test_keys_differing_only_in_punctuation_get_separate_mask_files():
@@ -213,8 +260,12 @@ def test_keys_differing_only_in_punctuation_get_separate_mask_files():
 
     keys = ("left_kidney", "left kidney", "liver (organ)")
     full = np.ones((4, 4), bool)
-    sample = Sample("src/img", np.zeros((4, 4), np.uint8), "ct", "src", "case", [StructureMask(k, full) for k in keys])
+    sample = Sample(
+        "src/img", np.zeros((4, 4), np.uint8), "ct", "src", "case", [StructureMask(k, full) for k in keys]
+    )
     paths = [mask_path(sample, Region(k, k, Box(0, 0, 2, 2), np.ones((2, 2), bool), 0, 4)) for k in keys]
     assert len(set(paths)) == 3
-    assert paths[0].startswith("masks/src/img/left_kidney-") and paths[1].startswith("masks/src/img/left_kidney-")
+    assert paths[0].startswith("masks/src/img/left_kidney-") and paths[1].startswith(
+        "masks/src/img/left_kidney-"
+    )
     assert paths[2] == "masks/src/img/liver_organ_000.png"  # no clash: the plain safe name

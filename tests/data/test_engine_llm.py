@@ -19,7 +19,9 @@ def _serve(rewrite):
         def do_POST(self) -> None:  # noqa: N802 - http.server API
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             text = body["messages"][-1]["content"].split("Text:\n", 1)[1]
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": rewrite(text)}}]}).encode()
+            data = json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": rewrite(text)}}]}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -34,16 +36,31 @@ def _serve(rewrite):
 
 
 def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for f in sorted((out / "records").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for f in sorted((out / "records").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
 
 
-@pytest.mark.parametrize(("rewrite", "accepted"), [(lambda t: "Indeed, " + t, True), (lambda t: re.sub(r"\d", "7", t), False)])
+@pytest.mark.parametrize(
+    ("rewrite", "accepted"), [(lambda t: "Indeed, " + t, True), (lambda t: re.sub(r"\d", "7", t), False)]
+)
 def test_rewrites_are_kept_only_when_names_and_boxes_survive(tmp_path, rewrite, accepted):
     httpd, url = _serve(rewrite)
     try:
-        plain = build_dataset([SAMPLE], tmp_path / "plain", RecordConfig(seed=1), report=False, progress=False)
-        llm = build_dataset([SAMPLE], tmp_path / "llm", RecordConfig(seed=1), report=False, progress=False,
-                            llm_url=url, llm_model="fake")
+        plain = build_dataset(
+            [SAMPLE], tmp_path / "plain", RecordConfig(seed=1), report=False, progress=False
+        )
+        llm = build_dataset(
+            [SAMPLE],
+            tmp_path / "llm",
+            RecordConfig(seed=1),
+            report=False,
+            progress=False,
+            llm_url=url,
+            llm_model="fake",
+        )
     finally:
         httpd.shutdown()
     turns = plain["counts"]["turns"]
@@ -57,5 +74,9 @@ def test_rewrites_are_kept_only_when_names_and_boxes_survive(tmp_path, rewrite, 
             else:
                 assert b["value"] == a["value"]
     kept = llm["counts"]["llm_turns_kept_original"]
-    assert kept == (0 if accepted else sum(1 for r in originals for c in r["conversations"] if re.search(r"\d", c["value"])))
+    assert kept == (
+        0
+        if accepted
+        else sum(1 for r in originals for c in r["conversations"] if re.search(r"\d", c["value"]))
+    )
     assert turns > 0

@@ -39,13 +39,22 @@ def test_sharegpt_and_split(tmp_path):
     root = build_output(tmp_path / "out")
     items = _jsonl(export(root, "sharegpt"))
     assert len(items) == 3
-    assert items[0]["messages"][:2] == [{"role": "user", "content": Q_A}, {"role": "assistant", "content": A_A}]
+    assert items[0]["messages"][:2] == [
+        {"role": "user", "content": Q_A},
+        {"role": "assistant", "content": A_A},
+    ]
     assert [m["role"] for m in items[0]["messages"]] == ["user", "assistant"] * 3
     assert items[2]["images"] == ["images/demo_fundus/c.png"]
     val = _jsonl(export(root, "sharegpt", split="val"))
-    assert val == [{"messages": [{"role": "user", "content": "<image>\nFind the liver."},
-                                 {"role": "assistant", "content": "The <ref>liver</ref><box>(125,125),(600,850)</box>."}],
-                    "images": ["images/demo_ct/b.png"]}]
+    assert val == [
+        {
+            "messages": [
+                {"role": "user", "content": "<image>\nFind the liver."},
+                {"role": "assistant", "content": "The <ref>liver</ref><box>(125,125),(600,850)</box>."},
+            ],
+            "images": ["images/demo_ct/b.png"],
+        }
+    ]
     assert (root / "export" / "sharegpt_val.jsonl").exists()
     with pytest.raises(ValueError, match="no records with split 'tset'"):
         export(root, "sharegpt", dest=tmp_path / "x.jsonl", split="tset")
@@ -58,10 +67,19 @@ def test_llamafactory(tmp_path):
     path = export(root, "llamafactory", dest=dest)
     assert path == dest / "medground.jsonl"
     info = json.loads((dest / "dataset_info.json").read_text())
-    assert info == {"medground": {
-        "file_name": "medground.jsonl", "formatting": "sharegpt",
-        "columns": {"messages": "messages", "images": "images"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}
+    assert info == {
+        "medground": {
+            "file_name": "medground.jsonl",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images"},
+            "tags": {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+            },
+        }
+    }
     items = _jsonl(path)
     assert items[0]["images"] == ["../out/images/demo_ct/a.png"]  # relative to dataset_dir (= media_dir)
     assert (dest / items[0]["images"][0]).exists()

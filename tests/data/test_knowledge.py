@@ -22,8 +22,12 @@ TOTALSEGMENTATOR = (
     "spleen kidney_right kidney_left gallbladder liver stomach aorta inferior_vena_cava "
     "portal_vein_and_splenic_vein pancreas adrenal_gland_right adrenal_gland_left lung_upper_lobe_left "
     "lung_lower_lobe_left lung_upper_lobe_right lung_middle_lobe_right lung_lower_lobe_right "
-    + " ".join(f"vertebrae_{v}" for v in ["L5", "L4", "L3", "L2", "L1"] + [f"T{i}" for i in range(12, 0, -1)]
-               + [f"C{i}" for i in range(7, 0, -1)])
+    + " ".join(
+        f"vertebrae_{v}"
+        for v in ["L5", "L4", "L3", "L2", "L1"]
+        + [f"T{i}" for i in range(12, 0, -1)]
+        + [f"C{i}" for i in range(7, 0, -1)]
+    )
     + " esophagus trachea heart_myocardium heart_atrium_left heart_ventricle_left heart_atrium_right "
     "heart_ventricle_right pulmonary_artery brain iliac_artery_left iliac_artery_right iliac_vena_left "
     "iliac_vena_right small_bowel duodenum colon "
@@ -36,12 +40,42 @@ TOTALSEGMENTATOR = (
 
 OTHER_SOURCES = [
     # AMOS, BraTS, KiTS/LiTS/MSD, HaN, fundus, dermoscopy, endoscopy, ultrasound, DICOM
-    "postcava", "prostate/uterus", "bladder", "necrotic_tumor_core", "whole_tumor", "tumor_core",
-    "kidney_tumor", "kidney_cyst", "liver_tumor", "hepatic_vessel", "pancreatic_tumor", "lung_tumor",
-    "prostate_peripheral_zone", "prostate_transition_zone", "anterior_hippocampus", "optic_chiasm",
-    "optic_nerve_left", "eye_right", "lens_left", "cochlea_right", "submandibular_gland_left", "thyroid_gland",
-    "optic_disc", "optic_cup", "skin_lesion", "polyp", "fetal_head", "breast_lesion", "thyroid_nodule",
-    "covid_lesion", "lung_left", "lung_right", "tooth", "Mask_Tumor", "Liver", "gland",
+    "postcava",
+    "prostate/uterus",
+    "bladder",
+    "necrotic_tumor_core",
+    "whole_tumor",
+    "tumor_core",
+    "kidney_tumor",
+    "kidney_cyst",
+    "liver_tumor",
+    "hepatic_vessel",
+    "pancreatic_tumor",
+    "lung_tumor",
+    "prostate_peripheral_zone",
+    "prostate_transition_zone",
+    "anterior_hippocampus",
+    "optic_chiasm",
+    "optic_nerve_left",
+    "eye_right",
+    "lens_left",
+    "cochlea_right",
+    "submandibular_gland_left",
+    "thyroid_gland",
+    "optic_disc",
+    "optic_cup",
+    "skin_lesion",
+    "polyp",
+    "fetal_head",
+    "breast_lesion",
+    "thyroid_nodule",
+    "covid_lesion",
+    "lung_left",
+    "lung_right",
+    "tooth",
+    "Mask_Tumor",
+    "Liver",
+    "gland",
 ]
 
 
@@ -100,15 +134,25 @@ def test_every_shared_structure_resolves(shared_data):
     for path in sorted((shared_data / "medvol").glob("*/pairs.csv")):
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle):
-                names.update(p.split("=", 1)[1] for p in row["label_values"].split(",") if "=" in p and p[0] != "0")
+                names.update(
+                    p.split("=", 1)[1] for p in row["label_values"].split(",") if "=" in p and p[0] != "0"
+                )
     names.add("Mask_Tumor")
     missing = sorted(n for n in names if lookup(n) is None)
     assert not missing, missing
 
 
 def test_kinds_of_known_structures():
-    for lesion in ("polyp", "peritumoral edema", "ground_glass_opacity", "dental caries", "lung nodule",
-                   "kidney_tumor", "skin lesion", "enhancing tumor"):
+    for lesion in (
+        "polyp",
+        "peritumoral edema",
+        "ground_glass_opacity",
+        "dental caries",
+        "lung nodule",
+        "kidney_tumor",
+        "skin lesion",
+        "enhancing tumor",
+    ):
         assert lookup(lesion).kind == "lesion", lesion
     for organ in ("liver", "hip_left", "cell nuclei", "both lungs", "retinal vessels", "fetal head"):
         assert lookup(organ).kind == "anatomy", organ
@@ -142,10 +186,24 @@ def test_related_structures():
 def test_distant_structures_are_safe_negatives():
     chest = distant_structures("chest")
     assert "fetal head" in chest and "optic disc" in chest and "left femur" in chest
-    for near in ("heart", "liver", "T9 vertebra", "left lower lobe of the lung", "thyroid gland", "skeletal muscle"):
+    for near in (
+        "heart",
+        "liver",
+        "T9 vertebra",
+        "left lower lobe of the lung",
+        "thyroid gland",
+        "skeletal muscle",
+    ):
         assert near not in chest, near
     mixed = distant_structures("abdomen, thorax and pelvis")
-    assert "optic disc" in mixed and "liver" not in mixed and "left hip" not in mixed and "left femur" not in mixed
+    assert (
+        "optic disc" in mixed
+        and "liver" not in mixed
+        and "left hip" not in mixed
+        and "left femur" not in mixed
+    )
     assert distant_structures(None) == [] and distant_structures("somewhere odd") == []
     assert distant_structures("whole body") == []
-    assert "polyp" in distant_structures("eye", kind="lesion") and "retinal vessels" not in distant_structures("eye")
+    assert "polyp" in distant_structures(
+        "eye", kind="lesion"
+    ) and "retinal vessels" not in distant_structures("eye")

@@ -14,13 +14,34 @@ from medground.data.modalities import (
 )
 
 ALIASES = [
-    ("mri", "mr"), ("MR", "mr"), ("MRI", "mr"), ("mr_t1", "mr"), ("mr_flair", "mr"), ("ct", "ct"), ("CT", "ct"),
-    ("x_ray", "x-ray"), ("xray", "x-ray"), ("X-ray", "x-ray"), ("x", "x-ray"), ("cxr", "x-ray"),
-    ("us", "ultrasound"), ("ultrasound", "ultrasound"), ("endo", "endoscopy"), ("colonoscopy", "endoscopy"),
-    ("derm", "dermoscopy"), ("fundus photography", "fundus"), ("Fundus_Photography", "fundus"),
-    ("pathology", "histopathology"), ("wsi", "histopathology"), ("PT", "pet"), ("pet", "pet"),
-    ("microscopy", "microscopy"), ("other", "other"), ("Color fundus photography", "fundus"),
-    ("MR FLAIR (z-scored within brain)", "mr"), ("CT (head and neck, downsampled to 128^3)", "ct"),
+    ("mri", "mr"),
+    ("MR", "mr"),
+    ("MRI", "mr"),
+    ("mr_t1", "mr"),
+    ("mr_flair", "mr"),
+    ("ct", "ct"),
+    ("CT", "ct"),
+    ("x_ray", "x-ray"),
+    ("xray", "x-ray"),
+    ("X-ray", "x-ray"),
+    ("x", "x-ray"),
+    ("cxr", "x-ray"),
+    ("us", "ultrasound"),
+    ("ultrasound", "ultrasound"),
+    ("endo", "endoscopy"),
+    ("colonoscopy", "endoscopy"),
+    ("derm", "dermoscopy"),
+    ("fundus photography", "fundus"),
+    ("Fundus_Photography", "fundus"),
+    ("pathology", "histopathology"),
+    ("wsi", "histopathology"),
+    ("PT", "pet"),
+    ("pet", "pet"),
+    ("microscopy", "microscopy"),
+    ("other", "other"),
+    ("Color fundus photography", "fundus"),
+    ("MR FLAIR (z-scored within brain)", "mr"),
+    ("CT (head and neck, downsampled to 128^3)", "ct"),
 ]
 
 
@@ -30,8 +51,19 @@ def test_canonical_aliases(raw, expected):
 
 
 def test_vocabulary_is_canonical_and_displayed():
-    assert MODALITIES == ("ct", "mr", "x-ray", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound",
-                          "histopathology", "microscopy", "other")
+    assert MODALITIES == (
+        "ct",
+        "mr",
+        "x-ray",
+        "pet",
+        "endoscopy",
+        "dermoscopy",
+        "fundus",
+        "ultrasound",
+        "histopathology",
+        "microscopy",
+        "other",
+    )
     for modality in MODALITIES:
         assert canonical_modality(modality) == modality
         assert DISPLAY_NAMES[modality]
@@ -48,27 +80,47 @@ def test_unknown_modality_lists_vocabulary_and_closest():
 
 
 def test_medgrit_and_bird_prefixes():
-    assert MEDGRIT_MODALITIES == ("ct", "mr", "x-ray", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound")
+    assert MEDGRIT_MODALITIES == (
+        "ct",
+        "mr",
+        "x-ray",
+        "pet",
+        "endoscopy",
+        "dermoscopy",
+        "fundus",
+        "ultrasound",
+    )
     assert [BIRD_FILE_PREFIX[m] for m in MEDGRIT_MODALITIES] == [
-        "ct", "mr", "x", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound"]
+        "ct",
+        "mr",
+        "x",
+        "pet",
+        "endoscopy",
+        "dermoscopy",
+        "fundus",
+        "ultrasound",
+    ]
     assert bird_prefix("xray") == "x"
     with pytest.raises(ValueError, match="Med-GRIT"):
         bird_prefix("histopathology")
 
 
-@pytest.mark.parametrize(("name", "modality", "plane"), [
-    ("ct_00--AbdomenCT1K--Case_00220--x_0359.png", "ct", "axial"),
-    ("mr_t1--BraTS2021--BraTS2021_00218--z_0141.png", "mr", "sagittal"),
-    ("mr_00--ACDC--patient001_frame01--x_0006.png", "mr", "axial"),
-    ("ct_00--MSD_Liver--liver_123--y_0175.png", "ct", "coronal"),
-    ("x_ray--covid_19_ct_cxr--16660_5_1--2d_none.png", "x-ray", None),
-    ("pet_00--autoPET--case_1--y_0100.png", "pet", "coronal"),
-    ("endoscopy_00--Kvasir--cju0qkwl35piu0993l0dewei2--2d_none.png", "endoscopy", None),
-    ("dermoscopy_00--ISIC2018--ISIC_0000000--2d_none.png", "dermoscopy", None),
-    ("fundus_photography--DRIVE--21_training--2d_none.png", "fundus", None),
-    ("ultrasound_00--BUSI--benign_1--2d_none.png", "ultrasound", None),
-    ("images/ct_00--CAD_PE--001--x_0125--0000_002.png", "ct", "axial"),
-])
+@pytest.mark.parametrize(
+    ("name", "modality", "plane"),
+    [
+        ("ct_00--AbdomenCT1K--Case_00220--x_0359.png", "ct", "axial"),
+        ("mr_t1--BraTS2021--BraTS2021_00218--z_0141.png", "mr", "sagittal"),
+        ("mr_00--ACDC--patient001_frame01--x_0006.png", "mr", "axial"),
+        ("ct_00--MSD_Liver--liver_123--y_0175.png", "ct", "coronal"),
+        ("x_ray--covid_19_ct_cxr--16660_5_1--2d_none.png", "x-ray", None),
+        ("pet_00--autoPET--case_1--y_0100.png", "pet", "coronal"),
+        ("endoscopy_00--Kvasir--cju0qkwl35piu0993l0dewei2--2d_none.png", "endoscopy", None),
+        ("dermoscopy_00--ISIC2018--ISIC_0000000--2d_none.png", "dermoscopy", None),
+        ("fundus_photography--DRIVE--21_training--2d_none.png", "fundus", None),
+        ("ultrasound_00--BUSI--benign_1--2d_none.png", "ultrasound", None),
+        ("images/ct_00--CAD_PE--001--x_0125--0000_002.png", "ct", "axial"),
+    ],
+)
 def test_sa_med2d_names(name, modality, plane):
     assert modality_from_sa_med2d_name(name) == modality
     assert plane_from_sa_med2d_name(name) == plane

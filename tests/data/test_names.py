@@ -110,7 +110,11 @@ def test_every_shared_structure_name_is_in_the_hand_table(shared_data):
 
 
 def test_name_key_orders_sides_and_ignores_spelling():
-    assert name_key("lower lobe of the left lung") == name_key("lung_lower_lobe_left") == "left lower lobe of the lung"
+    assert (
+        name_key("lower lobe of the left lung")
+        == name_key("lung_lower_lobe_left")
+        == "left lower lobe of the lung"
+    )
     assert name_key("Kidney (L)") == name_key("kidney_L") == name_key("left kidney") == "left kidney"
     assert name_key("ground-glass opacity") == name_key("ground_glass_opacity") == "ground glass opacity"
     assert name_key("vertebrae_T9") == "t9 vertebra"
@@ -127,4 +131,14 @@ def test_grammar_helpers():
     assert not is_plural("pancreas") and not is_plural("left hip") and not is_plural("esophagus")
     assert the_name("liver") == "the liver" and the_name("both lungs") == "both lungs"
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101)] == [
-        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st"]
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "22nd",
+        "101st",
+    ]

@@ -14,7 +14,9 @@ def _mask(shape, *boxes):
 
 def test_components_become_instances_with_tight_boxes_in_raster_order():
     mask = _mask((100, 100), (60, 10, 80, 30), (5, 50, 25, 90))  # top-right piece first in raster order
-    regions, dropped = extract_regions([StructureMask("hip_left", mask)], {"hip_left": "left hip"}, False, RegionConfig())
+    regions, dropped = extract_regions(
+        [StructureMask("hip_left", mask)], {"hip_left": "left hip"}, False, RegionConfig()
+    )
     assert [r.box for r in regions] == [Box(60, 10, 80, 30), Box(5, 50, 25, 90)]
     assert regions[1].mask.shape == (40, 20) and regions[1].mask.all()
     assert np.array_equal(regions[0].full_mask(100, 100) | regions[1].full_mask(100, 100), mask)
@@ -51,13 +53,17 @@ def test_instance_maps_keep_small_annotated_instances():
     ids = np.zeros((500, 500), np.uint16)
     ids[0:4, 0:4] = 7  # 16 px: below 0.153% of the image, kept as an annotated instance
     ids[100:103, 100:103] = 3  # 9 px: below min_instance_pixels=10
-    regions, _ = extract_regions([StructureMask("nuclei", ids, instance_map=True)], {"nuclei": "nucleus"}, False, RegionConfig())
+    regions, _ = extract_regions(
+        [StructureMask("nuclei", ids, instance_map=True)], {"nuclei": "nucleus"}, False, RegionConfig()
+    )
     assert [r.box for r in regions] == [Box(0, 0, 4, 4)]
 
 
 def test_without_splitting_one_region_spans_all_pieces():
     mask = _mask((100, 100), (0, 0, 10, 10), (90, 90, 100, 100))
-    regions, _ = extract_regions([StructureMask("lungs", mask)], {"lungs": "lungs"}, False, RegionConfig(split_components=False))
+    regions, _ = extract_regions(
+        [StructureMask("lungs", mask)], {"lungs": "lungs"}, False, RegionConfig(split_components=False)
+    )
     assert [r.box for r in regions] == [Box(0, 0, 100, 100)]
 
 
@@ -67,7 +73,11 @@ def test_without_splitting_one_region_spans_all_pieces():
         ((10, 10), False, "in the upper left part of the image"),
         ((50, 50), True, "in the centre of the image"),
         ((90, 50), False, "on the right side of the image"),
-        ((10, 90), True, "in the lower left part of the image (the patient's right side in radiological view)"),
+        (
+            (10, 90),
+            True,
+            "in the lower left part of the image (the patient's right side in radiological view)",
+        ),
         ((10, 90), False, "in the lower left part of the image"),
         ((50, 95), True, "in the lower central part of the image"),
     ],

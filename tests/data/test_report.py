@@ -17,8 +17,15 @@ try:
 except ImportError:  # tests/ laid out as packages
     from tests.data._records_fixture import RECORD_IDS, build_output
 
-PLOTS = ["modality.png", "tasks.png", "splits.png", "box_sizes.png", "regions_per_image.png", "skipped.png",
-         "overlays.png"]
+PLOTS = [
+    "modality.png",
+    "tasks.png",
+    "splits.png",
+    "box_sizes.png",
+    "regions_per_image.png",
+    "skipped.png",
+    "overlays.png",
+]
 
 
 def _row(*cells: object) -> str:
@@ -61,8 +68,19 @@ def test_report_uses_given_records_and_overlay_grid(tmp_path):
     assert grid.shape == (TILE + 16, 3 * TILE, 3)  # 3 samples in one row, caption band of 16 px
     assert (grid == PALETTE[0]).all(axis=2).any()
     # many records of one modality: at most 12 tiles (4 x 3), missing images drawn grey, no crash
-    fake = ({"id": f"s/{i}", "image": "images/none.png", "width": 20, "height": 10, "modality": "mr",
-             "split": "test", "regions": [], "turns": []} for i in range(30))
+    fake = (
+        {
+            "id": f"s/{i}",
+            "image": "images/none.png",
+            "width": 20,
+            "height": 10,
+            "modality": "mr",
+            "split": "test",
+            "regions": [],
+            "turns": [],
+        }
+        for i in range(30)
+    )
     page = write_report(root, records=fake)
     assert np.asarray(Image.open(overlays)).shape == (3 * (TILE + 16), 4 * TILE, 3)
     text = page.read_text()
@@ -88,7 +106,9 @@ def test_draw_boxes_exact_pixels():
 def test_draw_boxes_colours_labels_and_clipping():
     image = np.zeros((40, 60, 3), np.uint8)
     colors = [(255, 0, 0), (0, 0, 255)]
-    out = draw_boxes(image, [[10, 20, 30, 35], [0, 0, 80, 10]], labels=["liver", "spleen"], colors=colors, thickness=1)
+    out = draw_boxes(
+        image, [[10, 20, 30, 35], [0, 0, 80, 10]], labels=["liver", "spleen"], colors=colors, thickness=1
+    )
     assert tuple(out[34, 20]) == (255, 0, 0)  # bottom edge of box 0
     assert tuple(out[9, 59]) == (0, 0, 255)  # box 1 clipped to the image: right column 59, bottom row 9
     assert tuple(out[1, 1]) == (0, 0, 255)  # no room above box 1: its tag starts inside, under the top edge

@@ -57,13 +57,20 @@ def server() -> Iterator[tuple[str, list[dict]]]:
 
 
 def test_protected_spans_every_dialect():
-    text = ('<image>\nThe <ref>liver</ref><box>(1,2),(3,4)</box><box>(5,6),(7,8)</box> and '
-            '<|object_ref_start|>spleen<|object_ref_end|><|box_start|>(10,20),(30,40)<|box_end|> and '
-            '{"bbox_2d": [1, 2, 3, 4], "label": "kidney"} then <box>(1,2),(3,4)</box>.')
+    text = (
+        "<image>\nThe <ref>liver</ref><box>(1,2),(3,4)</box><box>(5,6),(7,8)</box> and "
+        "<|object_ref_start|>spleen<|object_ref_end|><|box_start|>(10,20),(30,40)<|box_end|> and "
+        '{"bbox_2d": [1, 2, 3, 4], "label": "kidney"} then <box>(1,2),(3,4)</box>.'
+    )
     assert protected_spans(text) == [
-        "<image>", "<ref>liver</ref>", "<box>(1,2),(3,4)</box>", "<box>(5,6),(7,8)</box>",
-        "<|object_ref_start|>spleen<|object_ref_end|>", "<|box_start|>(10,20),(30,40)<|box_end|>",
-        '{"bbox_2d": [1, 2, 3, 4], "label": "kidney"}', "<box>(1,2),(3,4)</box>",
+        "<image>",
+        "<ref>liver</ref>",
+        "<box>(1,2),(3,4)</box>",
+        "<box>(5,6),(7,8)</box>",
+        "<|object_ref_start|>spleen<|object_ref_end|>",
+        "<|box_start|>(10,20),(30,40)<|box_end|>",
+        '{"bbox_2d": [1, 2, 3, 4], "label": "kidney"}',
+        "<box>(1,2),(3,4)</box>",
     ]
     assert protected_spans("no boxes here") == []
 
@@ -78,7 +85,9 @@ def test_verify_rewrite_rules():
     assert verify_rewrite(ANSWER, "  ", spans) == "empty rewrite"
     assert "too long" in verify_rewrite("ab", "abcdefg", [])
     assert verify_rewrite("ab", "abcdef", []) is None  # exactly 3x is allowed
-    assert "'kidney' occurs 1 times" in verify_rewrite("The liver.", "The liver and kidney.", ["liver", "kidney"])
+    assert "'kidney' occurs 1 times" in verify_rewrite(
+        "The liver.", "The liver and kidney.", ["liver", "kidney"]
+    )
 
 
 def test_rewriter_verifies_and_caches(server, tmp_path):
@@ -91,7 +100,10 @@ def test_rewriter_verifies_and_caches(server, tmp_path):
     assert body["model"] == "tiny-model" and body["temperature"] == 0 and body["seed"] == 0
     assert f"- {BOX}" in body["messages"][-1]["content"]
     # image placeholder stays in front and is not sent
-    assert rw.rewrite_turn("<image>\nWhere is the liver?", ["liver"]) == ("<image>\nWhere is the liver located?", None)
+    assert rw.rewrite_turn("<image>\nWhere is the liver?", ["liver"]) == (
+        "<image>\nWhere is the liver located?",
+        None,
+    )
     assert "<image>" not in calls[1]["body"]["messages"][-1]["content"]
     bad_box = "The <ref>spleen</ref><box>(1,2),(3,4)</box> is here."
     text, reason = rw.rewrite_turn(bad_box, ["spleen"])
@@ -112,14 +124,24 @@ def test_rewriter_verifies_and_caches(server, tmp_path):
 
 def test_rewrite_record(server, tmp_path):
     url, calls = server
-    record = {"id": "r#0", "regions": [{"name": "liver"}], "turns": [{"structure": "liver"}, {"structure": "spleen"}],
-              "conversations": [{"from": "human", "value": "<image>\nWhere is the liver?"},
-                                {"from": "gpt", "value": ANSWER},
-                                {"from": "human", "value": "What is this?"},
-                                {"from": "gpt", "value": "It is the spleen."}]}
+    record = {
+        "id": "r#0",
+        "regions": [{"name": "liver"}],
+        "turns": [{"structure": "liver"}, {"structure": "spleen"}],
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhere is the liver?"},
+            {"from": "gpt", "value": ANSWER},
+            {"from": "human", "value": "What is this?"},
+            {"from": "gpt", "value": "It is the spleen."},
+        ],
+    }
     out, reasons = rewrite_record(record, Rewriter(url, "m", tmp_path / "c"))
     assert [t["value"] for t in out["conversations"]] == [
-        "<image>\nWhere is the liver located?", CANNED[ANSWER], "What is this?", "It is the spleen."]
+        "<image>\nWhere is the liver located?",
+        CANNED[ANSWER],
+        "What is this?",
+        "It is the spleen.",
+    ]
     assert len(reasons) == 1 and reasons[0].startswith("r#0 turn 3: ")
     assert record["conversations"][1]["value"] == ANSWER  # input not changed
     assert "- liver" in calls[0]["body"]["messages"][-1]["content"]
@@ -131,7 +153,9 @@ def test_network_failure_keeps_original(tmp_path):
         port = s.getsockname()[1]
     rw = Rewriter(f"http://127.0.0.1:{port}/v1", "m", tmp_path / "cache", timeout=2)
     text, reason = rw.rewrite_turn(ANSWER, ["liver"])
-    assert text == ANSWER and reason.startswith(f"LLM request to http://127.0.0.1:{port}/v1/chat/completions failed")
+    assert text == ANSWER and reason.startswith(
+        f"LLM request to http://127.0.0.1:{port}/v1/chat/completions failed"
+    )
     assert rw.stats() == {"requests": 1, "cache_hits": 0, "rejections": 0, "errors": 1}
     assert not list(tmp_path.glob("cache/*.json"))  # failures are not cached
     with pytest.raises(ValueError, match="http://"):

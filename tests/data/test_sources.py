@@ -11,8 +11,16 @@ from medground.data.sources import Item, SourceError, VolumeOptions, case_key, d
 from medground.types import Rejected, Sample
 
 MEDSEG = [
-    "sa_med2d_demo_ct", "brats2021_flair_mr", "hc18_fetal_ultrasound", "kvasir_seg_endoscopy", "ph2_dermoscopy",
-    "drive_fundus", "cpm15_nuclei_histopathology", "dc1000_dental_xray", "covid19_medseg_ct", "shenzhen_cxr_lung_xray",
+    "sa_med2d_demo_ct",
+    "brats2021_flair_mr",
+    "hc18_fetal_ultrasound",
+    "kvasir_seg_endoscopy",
+    "ph2_dermoscopy",
+    "drive_fundus",
+    "cpm15_nuclei_histopathology",
+    "dc1000_dental_xray",
+    "covid19_medseg_ct",
+    "shenzhen_cxr_lung_xray",
 ]
 
 
@@ -93,7 +101,10 @@ def _folder(tmp_path: Path, masks: dict[str, np.ndarray], image_size=(40, 30)) -
 def test_folder_source_pairs_by_name_and_reports_bad_masks(tmp_path):
     good = np.zeros((30, 40), np.uint8)
     good[5:10, 5:15] = 255
-    root = _folder(tmp_path, {"a_tumor": good, "b_tumor": np.zeros((30, 40), np.uint8), "c_tumor": np.zeros((10, 10), np.uint8)})
+    root = _folder(
+        tmp_path,
+        {"a_tumor": good, "b_tumor": np.zeros((30, 40), np.uint8), "c_tumor": np.zeros((10, 10), np.uint8)},
+    )
     source = open_source(root, modality="ultrasound")
     assert detect_kind(root) == "folder"
     results = [r for item in source.items() for r in source.load(item)]
@@ -108,7 +119,10 @@ def test_folder_source_does_not_give_image_1_the_masks_of_image_10(tmp_path):
     mask = np.zeros((30, 40), np.uint8)
     mask[0:10, 0:10] = 255
     root = _folder(tmp_path, {"1_a": mask, "10_a": mask})
-    items = {i.key: [Path(m.path).name for m in i.payload["masks"]] for i in open_source(root, modality="ct").items()}
+    items = {
+        i.key: [Path(m.path).name for m in i.payload["masks"]]
+        for i in open_source(root, modality="ct").items()
+    }
     assert items == {"1": ["1_a.png"], "10": ["10_a.png"]}
 
 
@@ -133,11 +147,22 @@ def test_nifti_pairs_with_per_file_label_groups(shared_data):
     source = open_source(shared_data / "medvol" / "openkbp_headneck_ct", options=VolumeOptions(slice_step=8))
     assert source.kind == "nifti"
     items = list(source.items())
-    assert len({i.key for i in items}) == 2 and {i.case for i in items} == {"openkbp_pt_22_oars", "openkbp_pt_22_targets"}
+    assert len({i.key for i in items}) == 2 and {i.case for i in items} == {
+        "openkbp_pt_22_oars",
+        "openkbp_pt_22_targets",
+    }
     oars = next(i for i in items if "oars" in i.key)
     samples = [s for s in source.load(oars) if isinstance(s, Sample)]
     names = {s.name for sample in samples for s in sample.structures}
-    assert names <= {"Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible"}
+    assert names <= {
+        "Brainstem",
+        "SpinalCord",
+        "RightParotid",
+        "LeftParotid",
+        "Esophagus",
+        "Larynx",
+        "Mandible",
+    }
     assert "Mandible" in names and all(s.modality == "ct" and s.plane == "axial" for s in samples)
     assert samples[0].spacing == pytest.approx((3.906, 3.906), abs=1e-3)
 
@@ -150,7 +175,10 @@ def test_nifti_channels_of_one_case_share_the_split_key(shared_data):
 
 
 def test_nifti_slices_only_labelled_planes(shared_data):
-    source = open_source(shared_data / "medvol" / "brats2021_sammed3d_mr", options=VolumeOptions(planes=("sagittal",), slice_step=10))
+    source = open_source(
+        shared_data / "medvol" / "brats2021_sammed3d_mr",
+        options=VolumeOptions(planes=("sagittal",), slice_step=10),
+    )
     item = next(source.items())
     samples = [s for s in source.load(item) if isinstance(s, Sample)]
     assert samples and all(s.plane == "sagittal" and s.structures[0].mask.any() for s in samples)
@@ -204,7 +232,11 @@ def test_dicom_series_with_a_mask_series(shared_data):
 
 @pytest.mark.parametrize(
     ("folder", "description", "is_label", "name"),
-    [("MaskTumor", "Mask_Tumor", True, "tumor"), ("T1post", "T1 post", False, None), ("seg_liver", "", True, "liver")],
+    [
+        ("MaskTumor", "Mask_Tumor", True, "tumor"),
+        ("T1post", "T1 post", False, None),
+        ("seg_liver", "", True, "liver"),
+    ],
 )
 def test_dicom_label_series_naming(folder, description, is_label, name):
     from medground.data.sources.dicom import _label_name, is_label_series
@@ -215,7 +247,10 @@ def test_dicom_label_series_naming(folder, description, is_label, name):
 
 
 def test_patient_side_is_claimed_only_where_the_display_is_known(shared_data):
-    volume = open_source(shared_data / "medvol" / "brats2021_sammed3d_mr", options=VolumeOptions(planes=("axial", "sagittal"), slice_step=20))
+    volume = open_source(
+        shared_data / "medvol" / "brats2021_sammed3d_mr",
+        options=VolumeOptions(planes=("axial", "sagittal"), slice_step=20),
+    )
     samples = [s for item in volume.items() for s in volume.load(item) if isinstance(s, Sample)]
     assert {(s.plane, s.display) for s in samples} == {("axial", "radiological"), ("sagittal", None)}
     flat = open_source(shared_data / "medseg" / "sa_med2d_demo_ct")  # 2D slices: convention not stated

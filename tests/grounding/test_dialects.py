@@ -69,7 +69,10 @@ def test_json_dialect_groups_several_boxes_in_a_list():
     text = d.ground("hip", [Box(0, 0, 10, 10), Box(50, 50, 100, 100)], 100, 100)
     items = json.loads(text)
     assert [i["bbox_2d"] for i in items] == [[0, 0, 90, 90], [500, 500, 990, 990]]
-    assert [g.box for g in d.parse("The hips: " + text, 100, 100)] == [Box(0, 0, 10, 10), Box(50, 50, 100, 100)]
+    assert [g.box for g in d.parse("The hips: " + text, 100, 100)] == [
+        Box(0, 0, 10, 10),
+        Box(50, 50, 100, 100),
+    ]
 
 
 def test_parse_ignores_garbage_and_orders_swapped_corners():
@@ -82,7 +85,9 @@ def test_smart_resize_matches_transformers():
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as reference
 
     for h, w in [(512, 512), (181, 258), (1435, 2943), (30, 800), (4000, 3000)]:
-        assert smart_resize(h, w) == reference(h, w, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 1280)
+        assert smart_resize(h, w) == reference(
+            h, w, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 1280
+        )
 
 
 def test_unknown_dialect_names_the_closest():
@@ -99,4 +104,7 @@ def test_quantise_is_what_the_text_gives_back(name):
         width, height = rng.randint(16, 3000), rng.randint(16, 3000)
         x0, y0 = rng.randrange(width), rng.randrange(height)
         box = Box(x0, y0, rng.randint(x0 + 1, width), rng.randint(y0 + 1, height))
-        assert dialect.quantise(box, width, height) == dialect.parse(dialect.box(box, width, height), width, height)[0].box
+        assert (
+            dialect.quantise(box, width, height)
+            == dialect.parse(dialect.box(box, width, height), width, height)[0].box
+        )

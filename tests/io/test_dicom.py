@@ -47,9 +47,12 @@ def test_oblique_mr_series_geometry(data):
     assert vol.array.dtype == np.float32 and vol.shape == (260, 320, 24)
     assert (float(vol.array.min()), float(vol.array.max())) == (0.0, 2505.0)  # MANIFEST: uint16 0-2505
     positions = sorted(
-        (np.cross(*np.reshape(np.asarray(d.ImageOrientationPatient, float), (2, 3))) @
-         np.asarray(d.ImagePositionPatient, float))
-        for d in (pydicom.dcmread(p, stop_before_pixels=True) for p in folder.iterdir()))
+        (
+            np.cross(*np.reshape(np.asarray(d.ImageOrientationPatient, float), (2, 3)))
+            @ np.asarray(d.ImagePositionPatient, float)
+        )
+        for d in (pydicom.dcmread(p, stop_before_pixels=True) for p in folder.iterdir())
+    )
     assert vol.spacing[:2] == pytest.approx((0.6875, 0.6875))
     assert vol.spacing[2] == pytest.approx(np.diff(positions).mean(), abs=1e-4)
     _check_pixels_at_world_positions(vol, folder)
@@ -70,8 +73,10 @@ def test_phantom_ct_in_hounsfield_units(data):
     vol = load_dicom_series(folder)
     assert vol.shape == (512, 512, 5)
     assert vol.spacing == pytest.approx((0.488281, 0.488281, 5.0), abs=1e-6)
-    reference = [pydicom.pixels.apply_rescale(pydicom.dcmread(p).pixel_array, pydicom.dcmread(p))
-                 for p in folder.iterdir()]
+    reference = [
+        pydicom.pixels.apply_rescale(pydicom.dcmread(p).pixel_array, pydicom.dcmread(p))
+        for p in folder.iterdir()
+    ]
     assert float(vol.array.min()) == -3024.0  # MANIFEST
     assert float(vol.array.max()) == max(float(r.max()) for r in reference)
     # slices at z = 60..80 mm, 5 mm apart, superior last in RAS+
@@ -82,7 +87,10 @@ def test_phantom_ct_in_hounsfield_units(data):
 
 def test_file_order_and_extra_files_do_not_matter(data, tmp_path):
     src = data(*PHANTOM)
-    files = sorted(src.iterdir(), key=lambda p: -float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+    files = sorted(
+        src.iterdir(),
+        key=lambda p: -float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]),
+    )
     for i, path in enumerate(files):  # names now sort from superior to inferior
         shutil.copy(path, tmp_path / f"{i:02d}.dcm")
     (tmp_path / "README.txt").write_text("not dicom")
@@ -147,8 +155,9 @@ def test_no_dicom_and_not_a_folder(tmp_path, data):
         load_dicom_series(only_rt)
 
 
-@pytest.mark.parametrize(("name", "package"), [("JPEG-lossy.dcm", "pylibjpeg"),
-                                              ("MR_small_jpeg_ls_lossless.dcm", "pyjpegls")])
+@pytest.mark.parametrize(
+    ("name", "package"), [("JPEG-lossy.dcm", "pylibjpeg"), ("MR_small_jpeg_ls_lossless.dcm", "pyjpegls")]
+)
 def test_missing_codec_names_syntax_and_package(data, tmp_path, name, package):
     path = data("dicom", "pydicom_test_files", name)
     ds = pydicom.dcmread(path)

@@ -102,7 +102,13 @@ def test_ct_presets():
 
 
 def test_rescale_by_hand_and_degenerate():
-    assert rescale_to_uint8(np.array([5.0, 10.0, 15.0, 20.0, 25.0]), 10.0, 20.0).tolist() == [0, 0, 128, 255, 255]
+    assert rescale_to_uint8(np.array([5.0, 10.0, 15.0, 20.0, 25.0]), 10.0, 20.0).tolist() == [
+        0,
+        0,
+        128,
+        255,
+        255,
+    ]
     assert not rescale_to_uint8(np.ones(3), 4.0, 4.0).any()
     zeros = np.zeros((2, 3, 4))
     assert mr_percentiles(zeros) == (0.0, 0.0)
@@ -126,7 +132,9 @@ def test_slices_match_the_published_medseg_pngs(data):
     # medseg/brats2021_flair_mr PNGs are np.rot90 of the RAS array (patient left on the image left),
     # rescaled with the same non-zero percentiles: our radiological slice is their left-right mirror.
     vol = load_volume(data("medvol", "brats2021_sammed3d_mr", "images", "BraTS2021_01646.nii.gz"))
-    labels = load_label_volume(data("medvol", "brats2021_sammed3d_mr", "labels", "BraTS2021_01646.nii.gz"), like=vol)
+    labels = load_label_volume(
+        data("medvol", "brats2021_sammed3d_mr", "labels", "BraTS2021_01646.nii.gz"), like=vol
+    )
     lo, hi = mr_percentiles(vol.array)
     folder = data("medseg", "brats2021_flair_mr")
     for z in (42, 76):

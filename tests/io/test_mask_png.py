@@ -25,8 +25,14 @@ def test_sparse_mask_png_decodes_to_0_255_and_has_a_valid_zlib_stream(shape, kin
     rng = np.random.default_rng(0)
     mask = np.zeros(shape, bool)
     h = shape[0]
-    rows = {"empty": slice(0, 0), "full": slice(0, h), "top": slice(0, 1), "bottom": slice(h - 1, h),
-            "middle": slice(h // 3, max(h // 3 + 1, 2 * h // 3)), "noise": slice(0, h)}[kind]
+    rows = {
+        "empty": slice(0, 0),
+        "full": slice(0, h),
+        "top": slice(0, 1),
+        "bottom": slice(h - 1, h),
+        "middle": slice(h // 3, max(h // 3 + 1, 2 * h // 3)),
+        "noise": slice(0, h),
+    }[kind]
     mask[rows] = True if kind != "noise" else rng.random(mask[rows].shape) < 0.4
     png = encode_png(mask)
     decoded = np.asarray(Image.open(io.BytesIO(png)))

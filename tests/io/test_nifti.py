@@ -67,10 +67,13 @@ def test_every_file_voxel_lands_at_its_world_position(data):
 
 
 def test_label_pairs_match_and_counts(data):
-    expected = {"t2_seg-manual.nii.gz": {1: 4275}, "t2s_gmseg_manual.nii.gz": {1: 519},
-                "t1w_seg-manual.nii.gz": {1: 5437},
-                "brats_2013_pat0006_1_OTMultiClass.nii.gz": {1: 41838, 2: 109935, 3: 22228, 4: 43379},
-                "openkbp_pt_22_oars.nii.gz": {1: 528, 2: 451, 3: 487, 4: 379, 5: 186, 6: 308, 7: 2195}}
+    expected = {
+        "t2_seg-manual.nii.gz": {1: 4275},
+        "t2s_gmseg_manual.nii.gz": {1: 519},
+        "t1w_seg-manual.nii.gz": {1: 5437},
+        "brats_2013_pat0006_1_OTMultiClass.nii.gz": {1: 41838, 2: 109935, 3: 22228, 4: 43379},
+        "openkbp_pt_22_oars.nii.gz": {1: 528, 2: 451, 3: 487, 4: 379, 5: 186, 6: 308, 7: 2195},
+    }
     for dataset in ("sct_spinalcord_mr", "brats2015_deepmedic_mr", "openkbp_headneck_ct"):
         folder = data(MEDVOL, dataset)
         with open(folder / "pairs.csv", newline="") as handle:
@@ -86,7 +89,9 @@ def test_label_pairs_match_and_counts(data):
 
 def test_canonical_anatomy_of_head_and_neck_labels(data):
     # MANIFEST: 3 RightParotid, 4 LeftParotid, 1 Brainstem, 5 Esophagus, 7 Mandible, 2 SpinalCord.
-    labels = load_label_volume(data(MEDVOL, "openkbp_headneck_ct", "labels", "openkbp_pt_22_oars.nii.gz")).array
+    labels = load_label_volume(
+        data(MEDVOL, "openkbp_headneck_ct", "labels", "openkbp_pt_22_oars.nii.gz")
+    ).array
 
     def centre(value):
         return np.argwhere(labels == value).mean(axis=0)  # (x -> Right, y -> Anterior, z -> Superior)
@@ -97,13 +102,17 @@ def test_canonical_anatomy_of_head_and_neck_labels(data):
 
 
 def test_display_slices_of_real_labels_are_radiological(data):
-    labels = load_label_volume(data(MEDVOL, "openkbp_headneck_ct", "labels", "openkbp_pt_22_oars.nii.gz")).array
+    labels = load_label_volume(
+        data(MEDVOL, "openkbp_headneck_ct", "labels", "openkbp_pt_22_oars.nii.gz")
+    ).array
     z = int(np.argmax([(labels[..., k] == 3).any() and (labels[..., k] == 4).any() for k in range(128)]))
     axial = slice_volume(labels, "axial", z)
     assert np.argwhere(axial == 3)[:, 1].mean() < np.argwhere(axial == 4)[:, 1].mean()  # right on the left
     x = int(np.argwhere(labels == 2)[:, 0].mean())
     sagittal = slice_volume(labels, "sagittal", x)
-    assert np.argwhere(sagittal == 1)[:, 0].mean() < np.argwhere(sagittal == 5)[:, 0].mean()  # superior on top
+    assert (
+        np.argwhere(sagittal == 1)[:, 0].mean() < np.argwhere(sagittal == 5)[:, 0].mean()
+    )  # superior on top
     assert np.argwhere(sagittal == 7)[:, 1].mean() < np.argwhere(sagittal == 2)[:, 1].mean()  # anterior left
 
 
@@ -161,12 +170,18 @@ def test_label_grid_mismatch_names_both_files(tmp_path):
 # ---- write_nifti_like --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("dataset", "image", "label"), [
-    ("sct_spinalcord_mr", "t2.nii.gz", "t2_seg-manual.nii.gz"),
-    ("openkbp_headneck_ct", "openkbp_pt_22_ct.nii.gz", "openkbp_pt_22_oars.nii.gz"),
-    ("brats2015_deepmedic_mr", "brats_2013_pat0006_1_Flair_subtrMeanDivStd.nii.gz",
-     "brats_2013_pat0006_1_OTMultiClass.nii.gz"),
-])
+@pytest.mark.parametrize(
+    ("dataset", "image", "label"),
+    [
+        ("sct_spinalcord_mr", "t2.nii.gz", "t2_seg-manual.nii.gz"),
+        ("openkbp_headneck_ct", "openkbp_pt_22_ct.nii.gz", "openkbp_pt_22_oars.nii.gz"),
+        (
+            "brats2015_deepmedic_mr",
+            "brats_2013_pat0006_1_Flair_subtrMeanDivStd.nii.gz",
+            "brats_2013_pat0006_1_OTMultiClass.nii.gz",
+        ),
+    ],
+)
 def test_write_label_round_trips_to_original_file(data, tmp_path, dataset, image, label):
     image_vol = load_volume(data(MEDVOL, dataset, "images", image))
     label_path = data(MEDVOL, dataset, "labels", label)
@@ -181,7 +196,9 @@ def test_write_label_round_trips_to_original_file(data, tmp_path, dataset, image
     assert [p.name for p in out.parent.iterdir()] == ["label.nii.gz"]
     # writing against the image volume (same grid) gives the same voxels
     write_nifti_like(tmp_path / "again.nii.gz", label_vol.array, like=image_vol)
-    assert np.array_equal(np.asarray(nib.load(tmp_path / "again.nii.gz").dataobj), np.asarray(written.dataobj))
+    assert np.array_equal(
+        np.asarray(nib.load(tmp_path / "again.nii.gz").dataobj), np.asarray(written.dataobj)
+    )
 
 
 def test_write_is_deterministic_and_checks_input(tmp_path):

@@ -30,7 +30,7 @@ def make_dataset(root: Path, n_images: int = 2, width: int = 64, height: int = 4
         regions = []
         for value, (name, (x0, y0, x1, y1)) in zip((200, 120), SHAPES, strict=True):
             box = Box(x0 + 2 * i, y0, x1 + 2 * i, y1)
-            pixels[box.y0:box.y1, box.x0:box.x1] = value
+            pixels[box.y0 : box.y1, box.x0 : box.x1] = value
             regions.append({"name": name, "key": name, "box": box.as_list(), "instance": 0, "area": box.area})
         image = Image.fromarray(pixels) if i == 0 else Image.fromarray(np.stack([pixels] * 3, -1))
         image.save(root / "images" / "syn" / f"img{i}.png")
@@ -41,14 +41,26 @@ def make_dataset(root: Path, n_images: int = 2, width: int = 64, height: int = 4
             {"from": "human", "value": f"What is at {tag.box(spleen, width, height)}?"},
             {"from": "gpt", "value": "It is the spleen."},
         ]
-        lines.append({
-            "id": f"syn/img{i}#0", "image": f"images/syn/img{i}.png", "width": width, "height": height,
-            "modality": "ct", "source": "syn", "case": f"c{i}", "split": "test" if i % 2 else "train",
-            "dialect": "qwen-vl", "tasks": ["rec", "roc"], "conversations": convs,
-            "turns": [{"task": "rec", "structure": "liver", "regions": [0], "negative": False},
-                      {"task": "roc", "structure": "spleen", "regions": [1], "negative": False}],
-            "regions": regions,
-        })
+        lines.append(
+            {
+                "id": f"syn/img{i}#0",
+                "image": f"images/syn/img{i}.png",
+                "width": width,
+                "height": height,
+                "modality": "ct",
+                "source": "syn",
+                "case": f"c{i}",
+                "split": "test" if i % 2 else "train",
+                "dialect": "qwen-vl",
+                "tasks": ["rec", "roc"],
+                "conversations": convs,
+                "turns": [
+                    {"task": "rec", "structure": "liver", "regions": [0], "negative": False},
+                    {"task": "roc", "structure": "spleen", "regions": [1], "negative": False},
+                ],
+                "regions": regions,
+            }
+        )
     with (root / "records" / "shard-00000.jsonl").open("w") as handle:
         handle.writelines(json.dumps(line) + "\n" for line in lines)
     return root
@@ -70,8 +82,15 @@ def train_tiny(data: Path, out: Path, family: str, steps: int = 150, **extra: ob
     from medground.mllm.train import TrainConfig, train
 
     torch.set_num_threads(1)
-    options: dict = {"max_steps": steps, "lr": 3e-3, "batch_size": 2, "logging_steps": 10, "max_pixels": 64 * 64,
-                     "save_steps": 10_000, "tiny": dict(TINY)} | extra
+    options: dict = {
+        "max_steps": steps,
+        "lr": 3e-3,
+        "batch_size": 2,
+        "logging_steps": 10,
+        "max_pixels": 64 * 64,
+        "save_steps": 10_000,
+        "tiny": dict(TINY),
+    } | extra
     cfg = TrainConfig(data=str(data), base="tiny", out=str(out), family=family, **options)
     return train(cfg)
 

@@ -9,14 +9,36 @@ from medground.types import Box
 
 
 def _record(rid, split, w, h, boxes, turns):
-    return {"id": rid, "split": split, "width": w, "height": h,
-            "regions": [{"name": n, "box": b} for n, b in boxes], "turns": turns}
+    return {
+        "id": rid,
+        "split": split,
+        "width": w,
+        "height": h,
+        "regions": [{"name": n, "box": b} for n, b in boxes],
+        "turns": turns,
+    }
 
 
 TRAIN = [
-    _record("a", "train", 100, 100, [("liver", [0, 0, 50, 50])], [{"task": "roc", "structure": "liver", "regions": [0]}]),
-    _record("b", "train", 200, 100, [("liver", [100, 50, 200, 100]), ("lung", [0, 0, 10, 10])],
-            [{"task": "roc", "structure": "liver", "regions": [0]}, {"task": "roc", "structure": "lung", "regions": [1]}]),
+    _record(
+        "a",
+        "train",
+        100,
+        100,
+        [("liver", [0, 0, 50, 50])],
+        [{"task": "roc", "structure": "liver", "regions": [0]}],
+    ),
+    _record(
+        "b",
+        "train",
+        200,
+        100,
+        [("liver", [100, 50, 200, 100]), ("lung", [0, 0, 10, 10])],
+        [
+            {"task": "roc", "structure": "liver", "regions": [0]},
+            {"task": "roc", "structure": "lung", "regions": [1]},
+        ],
+    ),
 ]
 
 
@@ -37,10 +59,20 @@ def test_majority_and_roc_label():
 
 
 def test_evaluate_scores_model_and_baselines_on_the_same_turns():
-    test = [_record("t", "test", 100, 100, [("liver", [20, 20, 80, 80]), ("lung", [0, 0, 10, 10])], [
-        {"task": "rec", "structure": "liver", "regions": [0], "negative": False},
-        {"task": "roc", "structure": "lung", "regions": [1], "negative": False},
-        {"task": "rec", "structure": "heart", "regions": [], "negative": True}])]
+    test = [
+        _record(
+            "t",
+            "test",
+            100,
+            100,
+            [("liver", [20, 20, 80, 80]), ("lung", [0, 0, 10, 10])],
+            [
+                {"task": "rec", "structure": "liver", "regions": [0], "negative": False},
+                {"task": "roc", "structure": "lung", "regions": [1], "negative": False},
+                {"task": "rec", "structure": "heart", "regions": [], "negative": True},
+            ],
+        )
+    ]
     rows = [
         {"record": "t", "turn": 0, "response": "", "boxes": [{"label": "liver", "box": [20, 20, 80, 79]}]},
         {"record": "t", "turn": 1, "response": "It is the lung."},
@@ -48,5 +80,7 @@ def test_evaluate_scores_model_and_baselines_on_the_same_turns():
     ]
     result = evaluate_predictions(rows, test, TRAIN)
     # prior liver box on 100x100: [25, 25, 75, 75): IoU with [20, 20, 80, 80) = 2500 / 3600 = 0.69 -> hit
-    assert result["rec_turns"] == 1 and result["rec_acc50_model"] == 1.0 and result["rec_acc50_prior_box"] == 1.0
+    assert (
+        result["rec_turns"] == 1 and result["rec_acc50_model"] == 1.0 and result["rec_acc50_prior_box"] == 1.0
+    )
     assert result["roc_turns"] == 1 and result["roc_acc_model"] == 1.0 and result["roc_acc_majority"] == 0.0

@@ -23,8 +23,19 @@ def test_importing_the_commands_does_not_import_torch():
 
 def test_ask_json_and_draw(overfit, tmp_path):
     image = overfit["data"] / "images" / "syn" / "img0.png"
-    result = runner.invoke(app, ["ask", str(image), "Where is the liver?", "--model", str(overfit["qwen2-vl"]),
-                                 "--json", "--draw", str(tmp_path / "out.png")])
+    result = runner.invoke(
+        app,
+        [
+            "ask",
+            str(image),
+            "Where is the liver?",
+            "--model",
+            str(overfit["qwen2-vl"]),
+            "--json",
+            "--draw",
+            str(tmp_path / "out.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     answer = json.loads(next(line for line in result.output.splitlines() if line.startswith('{"answer"')))
     assert answer["boxes"] == [{"label": "liver", "box": [6, 8, 30, 28]}]
@@ -41,12 +52,40 @@ def test_ask_rejects_a_malformed_box_and_a_missing_model(overfit, tmp_path):
 
 def test_predict_and_train_commands(overfit, tmp_path):
     out = tmp_path / "pred.jsonl"
-    result = runner.invoke(app, ["predict", "--data", str(overfit["data"]), "--split", "test", "--out", str(out),
-                                 "--model", str(overfit["qwen3-vl"])])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "--data",
+            str(overfit["data"]),
+            "--split",
+            "test",
+            "--out",
+            str(out),
+            "--model",
+            str(overfit["qwen3-vl"]),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == 4
-    result = runner.invoke(app, ["train", "--data", str(overfit["data"]), "--out", str(tmp_path / "m"),
-                                 "--max-steps", "2", "--tiny-hidden", "64", "--max-pixels", "4096", "--preset", "bird"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(overfit["data"]),
+            "--out",
+            str(tmp_path / "m"),
+            "--max-steps",
+            "2",
+            "--tiny-hidden",
+            "64",
+            "--max-pixels",
+            "4096",
+            "--preset",
+            "bird",
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "m" / "medground.json").read_text())
     assert meta["train"]["preset"] == "bird" and meta["train"]["lr"] == 2e-5 and meta["max_pixels"] == 4096

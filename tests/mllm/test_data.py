@@ -27,23 +27,31 @@ def test_convert_tag_to_each_dialect_by_hand():
     text = "The <ref>liver</ref><box>(100,100),(295,490)</box> is here."
     box = Box(20, 10, 60, 50)
     assert convert_text(text, QWEN_VL, get_dialect("qwen2-vl"), 200, 100, [box]) == (
-        "The <|object_ref_start|>liver<|object_ref_end|><|box_start|>(100,100),(295,490)<|box_end|> is here.")
+        "The <|object_ref_start|>liver<|object_ref_end|><|box_start|>(100,100),(295,490)<|box_end|> is here."
+    )
     assert convert_text(text, QWEN_VL, get_dialect("qwen3-vl"), 200, 100, [box]) == (
-        'The {"bbox_2d": [100, 100, 295, 490], "label": "liver"} is here.')
+        'The {"bbox_2d": [100, 100, 295, 490], "label": "liver"} is here.'
+    )
     # qwen2.5-vl at max 56*56 px: 200 x 100 -> (h, w) = (28, 84)... by smart_resize: round -> (112, 196) too big,
     # beta = sqrt(20000/3136) = 2.525; h = floor(100/2.525/28)*28 = 28, w = floor(200/2.525/28)*28 = 56.
     q25 = get_family("qwen2.5-vl").dialect(28 * 28, 56 * 56)
     assert convert_text(text, QWEN_VL, q25, 200, 100, [box]) == (
-        'The {"bbox_2d": [6, 3, 17, 14], "label": "liver"} is here.')
+        'The {"bbox_2d": [6, 3, 17, 14], "label": "liver"} is here.'
+    )
 
 
 def test_convert_keeps_several_boxes_and_bare_boxes():
     text = "What is at <box>(0,0),(499,499)</box>? <ref>kidney</ref><box>(0,0),(99,99)</box><box>(500,500),(999,999)</box>"
     out = convert_text(text, QWEN_VL, get_dialect("qwen3-vl"), 1000, 1000)
-    assert out == ('What is at {"bbox_2d": [0, 0, 499, 499]}? [{"bbox_2d": [0, 0, 99, 99], "label": "kidney"}, '
-                   '{"bbox_2d": [500, 500, 999, 999], "label": "kidney"}]')
+    assert out == (
+        'What is at {"bbox_2d": [0, 0, 499, 499]}? [{"bbox_2d": [0, 0, 99, 99], "label": "kidney"}, '
+        '{"bbox_2d": [500, 500, 999, 999], "label": "kidney"}]'
+    )
     back = convert_text(out, get_dialect("qwen3-vl"), QWEN_VL, 1000, 1000)
-    assert back == "What is at <box>(0,0),(499,499)</box>? <ref>kidney</ref><box>(0,0),(99,99)</box><box>(500,500),(999,999)</box>"
+    assert (
+        back
+        == "What is at <box>(0,0),(499,499)</box>? <ref>kidney</ref><box>(0,0),(99,99)</box><box>(500,500),(999,999)</box>"
+    )
 
 
 def test_exact_boxes_survive_grid_rounding():
@@ -92,9 +100,12 @@ def test_encode_puts_loss_only_on_answers_and_expands_the_image(dataset):
     expected = "".join(f"{t.answer}<|im_end|>" for t in turns)
     assert tok.decode(kept, skip_special_tokens=False) == expected
     # The whole sequence is the chat template's text with the image placeholder expanded.
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": turns[0].question}]},
-                {"role": "assistant", "content": turns[0].answer},
-                {"role": "user", "content": turns[1].question}, {"role": "assistant", "content": turns[1].answer}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": turns[0].question}]},
+        {"role": "assistant", "content": turns[0].answer},
+        {"role": "user", "content": turns[1].question},
+        {"role": "assistant", "content": turns[1].answer},
+    ]
     text = proc.apply_chat_template(messages, tokenize=False).replace("<|image_pad|>", "<|image_pad|>" * 4)
     assert ids == tok(text, add_special_tokens=False)["input_ids"]
 

@@ -48,14 +48,21 @@ def test_save_and_reload_give_identical_outputs(overfit, family, tmp_path):
 def test_ask_accepts_a_box_in_original_pixels_and_any_image(overfit):
     grounder = Grounder.from_pretrained(overfit["qwen2-vl"])
     assert grounder.prompt("What is at {box}?", [34, 20, 58, 40], 64, 48) == (
-        "What is at <|box_start|>(531,416),(890,812)<|box_end|>?")  # floor(34*1000/64)=531, 57->890, 20->416, 39->812
-    assert grounder.prompt("What is this?", [0, 0, 64, 48], 64, 48).endswith("<|box_start|>(0,0),(984,979)<|box_end|>")
+        "What is at <|box_start|>(531,416),(890,812)<|box_end|>?"
+    )  # floor(34*1000/64)=531, 57->890, 20->416, 39->812
+    assert grounder.prompt("What is this?", [0, 0, 64, 48], 64, 48).endswith(
+        "<|box_start|>(0,0),(984,979)<|box_end|>"
+    )
     with pytest.raises(ValueError, match="outside the 64x48 image"):
         grounder.prompt("What is at {box}?", [0, 0, 65, 48], 64, 48)
-    for image in (np.zeros((300, 70), np.uint8), Image.new("RGB", (500, 120)), np.zeros((33, 33, 3), np.uint8)):
+    for image in (
+        np.zeros((300, 70), np.uint8),
+        Image.new("RGB", (500, 120)),
+        np.zeros((33, 33, 3), np.uint8),
+    ):
         answer = grounder.ask(image, "What is at {box}?", box=[1, 1, 20, 20])
         assert isinstance(answer.text, str)
-        width, height = (image.size if isinstance(image, Image.Image) else image.shape[1::-1])
+        width, height = image.size if isinstance(image, Image.Image) else image.shape[1::-1]
         assert all(g.box.fits(width, height) for g in answer.boxes)
 
 
@@ -75,7 +82,12 @@ def test_predict_writes_parseable_rows_in_the_model_dialect(overfit, family, tmp
     # Resume keeps finished rows (a marked one stays marked) and answers only the missing turns.
     out.write_text(json.dumps(dict(rows[0], response="KEPT")) + "\n")
     seen = []
-    assert predict(grounder, overfit["data"], "train", out, resume=True, progress=lambda d, t: seen.append((d, t))) == 4
+    assert (
+        predict(
+            grounder, overfit["data"], "train", out, resume=True, progress=lambda d, t: seen.append((d, t))
+        )
+        == 4
+    )
     again = [json.loads(line) for line in out.read_text().splitlines()]
     assert again[0]["response"] == "KEPT" and again[1:] == rows[1:] and seen == [(1, 2), (2, 2)]
 
@@ -104,7 +116,9 @@ def test_missing_or_bad_checkpoints_raise_clear_errors(overfit, tmp_path, monkey
 def test_heldout_report_scores_model_and_baselines(overfit, tmp_path):
     from medground.mllm.heldout import heldout_report
 
-    report = heldout_report(Grounder.from_pretrained(overfit["qwen2-vl"]), overfit["data"], ("train", "test"), tmp_path)
+    report = heldout_report(
+        Grounder.from_pretrained(overfit["qwen2-vl"]), overfit["data"], ("train", "test"), tmp_path
+    )
     # Train images: the overfit model is exact (1.0); the prior box is the mean of [6,8,30,28) and [10,8,34,28)
     # = [8,8,32,28): IoU with each = 440 / 520 = 0.85 -> 1.0 too.
     assert report["train"]["rec_acc50_model"] == 1.0 and report["train"]["rec_acc50_prior_box"] == 1.0

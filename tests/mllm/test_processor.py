@@ -25,7 +25,15 @@ def test_tokenizer_has_qwen_special_tokens_as_single_ids(tokenizer):
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
     # Digits are single tokens, as in Qwen's tokenizer (the corpus has "12", "34", ... as words).
     assert tokenizer.convert_ids_to_tokens(tokenizer("(12,345)", add_special_tokens=False)["input_ids"]) == [
-        "(", "1", "2", ",", "3", "4", "5", ")"]
+        "(",
+        "1",
+        "2",
+        ",",
+        "3",
+        "4",
+        "5",
+        ")",
+    ]
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -48,12 +56,16 @@ def test_processor_builds_saves_and_reloads_offline(tmp_path, tokenizer, family)
 
 def test_chat_template_renders_qwen_layout(tokenizer):
     proc = build_processor(get_family("qwen2-vl"), tokenizer, 56 * 56, 64 * 64)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where is it?"}]},
-                {"role": "assistant", "content": "Here."}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where is it?"}]},
+        {"role": "assistant", "content": "Here."},
+    ]
     text = proc.apply_chat_template(messages, tokenize=False)
-    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Where is it?<|im_end|>\n"
-                    "<|im_start|>assistant\nHere.<|im_end|>\n")
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Where is it?<|im_end|>\n"
+        "<|im_start|>assistant\nHere.<|im_end|>\n"
+    )
 
 
 def test_missing_processor_files_raise_with_the_folder(tmp_path):

@@ -18,8 +18,16 @@ def test_training_lowers_the_loss(dataset, tmp_path):
 
 
 def test_lora_packing_and_checkpointing_train_and_save_a_plain_model(dataset, tmp_path):
-    result = train_tiny(dataset, tmp_path / "m", "qwen3-vl", steps=20, lora=True, lora_r=4, pack=True,
-                        gradient_checkpointing=True)
+    result = train_tiny(
+        dataset,
+        tmp_path / "m",
+        "qwen3-vl",
+        steps=20,
+        lora=True,
+        lora_r=4,
+        pack=True,
+        gradient_checkpointing=True,
+    )
     assert result.losses[-1][1] < result.losses[0][1]
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["model_type"] == "qwen3_vl"
@@ -52,8 +60,15 @@ def test_vision_tower_is_frozen_except_the_merger():
 
 def test_bird_preset_and_unknown_options():
     cfg = apply_preset(TrainConfig(), "bird")
-    assert (cfg.lr, cfg.scheduler, cfg.warmup, cfg.weight_decay, cfg.adam_beta2, cfg.epochs, cfg.max_pixels) == (
-        2e-5, "cosine", 0.01, 0.1, 0.95, 2.0, 448 * 448)
+    assert (
+        cfg.lr,
+        cfg.scheduler,
+        cfg.warmup,
+        cfg.weight_decay,
+        cfg.adam_beta2,
+        cfg.epochs,
+        cfg.max_pixels,
+    ) == (2e-5, "cosine", 0.01, 0.1, 0.95, 2.0, 448 * 448)
     assert "bird" in PRESETS
     with pytest.raises(KeyError, match="known: bird"):
         apply_preset(TrainConfig(), "llava")
@@ -64,8 +79,13 @@ def test_bird_preset_and_unknown_options():
 def test_collator_pads_right_and_packs():
     import torch
 
-    item = {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "mm_token_type_ids": [0, 0, 0],
-            "pixel_values": torch.zeros(4, 2), "image_grid_thw": torch.tensor([[1, 2, 2]])}
+    item = {
+        "input_ids": [5, 6, 7],
+        "labels": [-100, 6, 7],
+        "mm_token_type_ids": [0, 0, 0],
+        "pixel_values": torch.zeros(4, 2),
+        "image_grid_thw": torch.tensor([[1, 2, 2]]),
+    }
     short = dict(item, input_ids=[5], labels=[5], mm_token_type_ids=[1])
     batch = Collator(pad_id=0)([item, short])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]

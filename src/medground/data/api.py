@@ -13,10 +13,20 @@ __all__ = ["build_dataset"]
 
 
 def build_dataset(
-    sources: list[str | Path], out: str | Path, config: RecordConfig | None = None, *,
-    volume_options: VolumeOptions | None = None, source_options: dict[str, Any] | None = None,
-    workers: int = 1, scheduler: Any = None, shard_size: int = 32, resume: bool = False,
-    overwrite: bool = False, report: bool = True, progress: bool = True, llm_url: str | None = None,
+    sources: list[str | Path],
+    out: str | Path,
+    config: RecordConfig | None = None,
+    *,
+    volume_options: VolumeOptions | None = None,
+    source_options: dict[str, Any] | None = None,
+    workers: int = 1,
+    scheduler: Any = None,
+    shard_size: int = 32,
+    resume: bool = False,
+    overwrite: bool = False,
+    report: bool = True,
+    progress: bool = True,
+    llm_url: str | None = None,
     llm_model: str | None = None,
 ) -> dict:
     """Build records from dataset folders (``PATH`` or ``KIND:PATH``) into ``out``; returns the manifest.
@@ -33,9 +43,18 @@ def build_dataset(
         rewriter = Rewriter(llm_url, llm_model, Path(out) / "llm_cache")
     options = dict(source_options or {})
     opened = [open_source(spec, options=volume_options or VolumeOptions(), **options) for spec in sources]
-    manifest = build(opened, out, config or RecordConfig(), workers=workers, scheduler=scheduler,
-                     shard_size=shard_size, resume=resume, overwrite=overwrite, progress=progress,
-                     rewriter=rewriter)
+    manifest = build(
+        opened,
+        out,
+        config or RecordConfig(),
+        workers=workers,
+        scheduler=scheduler,
+        shard_size=shard_size,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        rewriter=rewriter,
+    )
     if report:
         from medground.data.report import write_report
 

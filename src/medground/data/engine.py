@@ -83,8 +83,17 @@ def _count(counts: Counter, record: dict) -> None:
         counts["negatives"] += int(turn["negative"])
 
 
-def _load_item(item: Item, source: Source, vocabulary: list[str], config: RecordConfig, out: Path,
-               lines: list[str], skipped: list[dict], counts: Counter, rewriter: Rewriter | None) -> None:
+def _load_item(
+    item: Item,
+    source: Source,
+    vocabulary: list[str],
+    config: RecordConfig,
+    out: Path,
+    lines: list[str],
+    skipped: list[dict],
+    counts: Counter,
+    rewriter: Rewriter | None,
+) -> None:
     for result in source.load(item):
         if isinstance(result, Rejected):
             skipped.append(result.as_dict())
@@ -105,8 +114,15 @@ def _load_item(item: Item, source: Source, vocabulary: list[str], config: Record
             lines.append(json.dumps(record, ensure_ascii=False))
 
 
-def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dict[str, list[str]],
-                  config: RecordConfig, out_dir: str, fingerprint: str, rewriter: Rewriter | None = None) -> dict:
+def process_shard(
+    spec: ShardSpec,
+    sources: dict[str, Source],
+    vocabularies: dict[str, list[str]],
+    config: RecordConfig,
+    out_dir: str,
+    fingerprint: str,
+    rewriter: Rewriter | None = None,
+) -> dict:
     """Build one shard (runs in a worker); returns its part (also written to ``parts/``)."""
     out = Path(out_dir)
     lines: list[str] = []
@@ -115,8 +131,17 @@ def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dic
     for item in spec.items:
         counts[f"items:{item.source}"] += 1
         try:
-            _load_item(item, sources[item.source], vocabularies[item.source], config, out, lines, skipped, counts,
-                       rewriter)
+            _load_item(
+                item,
+                sources[item.source],
+                vocabularies[item.source],
+                config,
+                out,
+                lines,
+                skipped,
+                counts,
+                rewriter,
+            )
         except PROGRAMMING_ERRORS:
             raise
         except Exception as error:  # noqa: BLE001 - one bad file must not stop a build; it is reported
@@ -124,8 +149,14 @@ def process_shard(spec: ShardSpec, sources: dict[str, Source], vocabularies: dic
             skipped.append(Rejected(item.payload.get("image", item.key), reason, item.source).as_dict())
     data = ("".join(line + "\n" for line in lines)).encode("utf-8")
     atomic_write_bytes(out / "records" / f"{spec.name}.jsonl", data, fsync=False)
-    part = {"shard": spec.name, "fingerprint": fingerprint, "items": len(spec.items),
-            "sha256": hashlib.sha256(data).hexdigest(), "counts": dict(sorted(counts.items())), "skipped": skipped}
+    part = {
+        "shard": spec.name,
+        "fingerprint": fingerprint,
+        "items": len(spec.items),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "counts": dict(sorted(counts.items())),
+        "skipped": skipped,
+    }
     atomic_write_json(out / "parts" / f"{spec.name}.json", part, fsync=False)
     return part
 
@@ -140,7 +171,9 @@ def _finished_part(out: Path, spec: ShardSpec, fingerprint: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     if part.get("fingerprint") != fingerprint:
-        raise BuildError(f"{out} was built with another config or other sources; use a new --out or --overwrite")
+        raise BuildError(
+            f"{out} was built with another config or other sources; use a new --out or --overwrite"
+        )
     intact = part.get("sha256") == hashlib.sha256(records_path.read_bytes()).hexdigest()
     return part if intact else None
 
@@ -153,24 +186,37 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
         for name in ("manifest.json", "skipped.jsonl"):
             (out / name).unlink(missing_ok=True)
     elif existing and not resume:
-        raise BuildError(f"{out} already holds a build; pass --resume to continue it or --overwrite to redo it")
+        raise BuildError(
+            f"{out} already holds a build; pass --resume to continue it or --overwrite to redo it"
+        )
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _fingerprint(sources: list[Source], config: RecordConfig, shard_size: int, rewriter: Rewriter | None) -> str:
+def _fingerprint(
+    sources: list[Source], config: RecordConfig, shard_size: int, rewriter: Rewriter | None
+) -> str:
     described = [{"kind": s.kind, "name": s.name} for s in sources]
     llm = None if rewriter is None else [rewriter.url, rewriter.model]
-    text = json.dumps({"sources": described, "config": asdict(config), "shard_size": shard_size, "llm": llm},
-                      sort_keys=True, default=str)
+    text = json.dumps(
+        {"sources": described, "config": asdict(config), "shard_size": shard_size, "llm": llm},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 Submit = Callable[..., Any]
 
 
-def _run_bounded(submit: Submit, wait: Callable, specs: Iterator[ShardSpec | Rejected], limit: int,
-                 job: Callable[[ShardSpec], tuple], on_done: Callable[[dict], None],
-                 on_skip: Callable[[ShardSpec | Rejected], bool]) -> None:
+def _run_bounded(
+    submit: Submit,
+    wait: Callable,
+    specs: Iterator[ShardSpec | Rejected],
+    limit: int,
+    job: Callable[[ShardSpec], tuple],
+    on_done: Callable[[dict], None],
+    on_skip: Callable[[ShardSpec | Rejected], bool],
+) -> None:
     """Submit shards with at most ``limit`` in flight; ``on_skip`` takes plan rejections and finished shards."""
     pending: set = set()
     for spec in specs:
@@ -189,9 +235,19 @@ def _run_bounded(submit: Submit, wait: Callable, specs: Iterator[ShardSpec | Rej
             on_done(future.result())
 
 
-def build(sources: list[Source], out_dir: str | Path, config: RecordConfig, *, workers: int = 1,
-          scheduler: str | Any | None = None, shard_size: int = 32, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, rewriter: Rewriter | None = None) -> dict:
+def build(
+    sources: list[Source],
+    out_dir: str | Path,
+    config: RecordConfig,
+    *,
+    workers: int = 1,
+    scheduler: str | Any | None = None,
+    shard_size: int = 32,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    rewriter: Rewriter | None = None,
+) -> dict:
     """Run a build and return its manifest. ``scheduler``: a Dask address or a ``distributed.Client``;
     ``rewriter``: optional LLM rephrasing of every turn (verified; the original is kept when it fails)."""
     names = [s.name for s in sources]
@@ -209,6 +265,7 @@ def build(sources: list[Source], out_dir: str | Path, config: RecordConfig, *, w
     parts: dict[int, dict] = {}
     plan_rejections: list[dict] = []
     with progress_bar(total, "building", enabled=progress) as advance:
+
         def on_skip(spec: ShardSpec | Rejected) -> bool:
             if isinstance(spec, Rejected):
                 plan_rejections.append(spec.as_dict())
@@ -239,7 +296,9 @@ def build(sources: list[Source], out_dir: str | Path, config: RecordConfig, *, w
     return _finalize(out, sources, config, fingerprint, [parts[i] for i in sorted(parts)], plan_rejections)
 
 
-def _run_dask(scheduler: str | Any, specs: Iterator, job: Callable, on_done: Callable, on_skip: Callable) -> None:
+def _run_dask(
+    scheduler: str | Any, specs: Iterator, job: Callable, on_done: Callable, on_skip: Callable
+) -> None:
     from distributed import Client, wait
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
@@ -252,8 +311,14 @@ def _run_dask(scheduler: str | Any, specs: Iterator, job: Callable, on_done: Cal
             client.close()
 
 
-def _finalize(out: Path, sources: list[Source], config: RecordConfig, fingerprint: str, parts: list[dict],
-              plan_rejections: list[dict]) -> dict:
+def _finalize(
+    out: Path,
+    sources: list[Source],
+    config: RecordConfig,
+    fingerprint: str,
+    parts: list[dict],
+    plan_rejections: list[dict],
+) -> dict:
     totals: Counter = Counter()
     skipped = list(plan_rejections)
     for part in parts:
@@ -262,7 +327,9 @@ def _finalize(out: Path, sources: list[Source], config: RecordConfig, fingerprin
         fsync_path(out / "records" / f"{part['shard']}.jsonl")  # on disk before the manifest that lists it
     if parts:
         fsync_path(out / "records")
-    atomic_write_text(out / "skipped.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
+    atomic_write_text(
+        out / "skipped.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped)
+    )
 
     def group(prefix: str) -> dict[str, int]:
         return {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith(prefix + ":")}
@@ -274,13 +341,27 @@ def _finalize(out: Path, sources: list[Source], config: RecordConfig, fingerprin
         "config": asdict(config),
         "sources": [{"name": s.name, "kind": s.kind} for s in sources],
         "counts": {
-            "records": totals["records"], "images": totals["images"], "regions": totals["regions"],
-            "turns": totals["turns"], "negatives": totals["negatives"], "skipped": len(skipped),
+            "records": totals["records"],
+            "images": totals["images"],
+            "regions": totals["regions"],
+            "turns": totals["turns"],
+            "negatives": totals["negatives"],
+            "skipped": len(skipped),
             "llm_turns_kept_original": totals["llm_kept_original"],
-            "tasks": group("task"), "modalities": group("modality"), "splits": group("split"), "sources": group("source"),
+            "tasks": group("task"),
+            "modalities": group("modality"),
+            "splits": group("split"),
+            "sources": group("source"),
             "items": group("items"),
         },
-        "shards": [{"file": f"records/{p['shard']}.jsonl", "records": p["counts"].get("records", 0), "sha256": p["sha256"]} for p in parts],
+        "shards": [
+            {
+                "file": f"records/{p['shard']}.jsonl",
+                "records": p["counts"].get("records", 0),
+                "sha256": p["sha256"],
+            }
+            for p in parts
+        ],
     }
     atomic_write_json(out / "manifest.json", manifest)
     return manifest

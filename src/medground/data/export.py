@@ -157,7 +157,12 @@ def _write_dataset_info(data_file: Path, split: str | None) -> Path:
         "file_name": data_file.name,
         "formatting": "sharegpt",
         "columns": {"messages": "messages", "images": "images"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+        },
     }
     with _atomic(info_path) as f:
         f.write(json.dumps(info, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
@@ -190,16 +195,37 @@ def record_features() -> Any:
     from datasets import Features, List, Value
 
     text = Value("string")
-    return Features({
-        "id": text, "image": text, "width": Value("int32"), "height": Value("int32"), "modality": text,
-        "source": text, "case": text, "split": text, "plane": text, "body_region": text, "dialect": text,
-        "tasks": List(text),
-        "conversations": List({"from": text, "value": text}),
-        "turns": List({"task": text, "structure": text, "regions": List(Value("int32")), "negative": Value("bool")}),
-        "regions": List({"name": text, "key": text, "box": List(Value("int32")), "mask": text,
-                         "instance": Value("int32"), "area": Value("int64"), "position": text}),
-    })
-
+    return Features(
+        {
+            "id": text,
+            "image": text,
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "modality": text,
+            "source": text,
+            "case": text,
+            "split": text,
+            "plane": text,
+            "body_region": text,
+            "dialect": text,
+            "tasks": List(text),
+            "conversations": List({"from": text, "value": text}),
+            "turns": List(
+                {"task": text, "structure": text, "regions": List(Value("int32")), "negative": Value("bool")}
+            ),
+            "regions": List(
+                {
+                    "name": text,
+                    "key": text,
+                    "box": List(Value("int32")),
+                    "mask": text,
+                    "instance": Value("int32"),
+                    "area": Value("int64"),
+                    "position": text,
+                }
+            ),
+        }
+    )
 
 
 def _features_for(paths: list[Path]) -> Any:
@@ -211,13 +237,16 @@ def _features_for(paths: list[Path]) -> Any:
     sample: list[dict] = []
     for path in paths:  # the first 200 records decide the types of unknown keys
         with open(path, encoding="utf-8") as f:
-            sample.extend(json.loads(line) for line, _ in zip(f, range(200 - len(sample)), strict=False)
-                          if line.strip())
+            sample.extend(
+                json.loads(line) for line, _ in zip(f, range(200 - len(sample)), strict=False) if line.strip()
+            )
         if len(sample) >= 200:
             break
     extra = sorted({key for rec in sample for key in rec} - set(features))
     if extra:
-        inferred = Features.from_arrow_schema(pa.Table.from_pylist([{k: r.get(k) for k in extra} for r in sample]).schema)
+        inferred = Features.from_arrow_schema(
+            pa.Table.from_pylist([{k: r.get(k) for k in extra} for r in sample]).schema
+        )
         for key in extra:
             features[key] = Value("string") if inferred[key] == Value("null") else inferred[key]
     return features
@@ -231,8 +260,13 @@ def load_hf_dataset(out_dir: Path, split: str | None = None, cache_dir: Path | N
     from datasets import load_dataset
 
     paths = shard_paths(out_dir)
-    ds = load_dataset("json", data_files=[str(p) for p in paths], split="train", features=_features_for(paths),
-                      cache_dir=str(cache_dir) if cache_dir else None)
+    ds = load_dataset(
+        "json",
+        data_files=[str(p) for p in paths],
+        split="train",
+        features=_features_for(paths),
+        cache_dir=str(cache_dir) if cache_dir else None,
+    )
     if split is not None:
         ds = ds.filter(lambda s: s == split, input_columns="split")
     return ds

@@ -31,18 +31,52 @@ __all__ = [
 ]
 
 BODY_REGIONS: tuple[str, ...] = (
-    "head", "neck", "chest", "abdomen", "pelvis", "spine", "upper limb", "lower limb", "breast",
-    "eye", "oral cavity", "skin", "fetus", "tissue", "whole body",
+    "head",
+    "neck",
+    "chest",
+    "abdomen",
+    "pelvis",
+    "spine",
+    "upper limb",
+    "lower limb",
+    "breast",
+    "eye",
+    "oral cavity",
+    "skin",
+    "fetus",
+    "tissue",
+    "whole body",
 )
 KINDS: tuple[str, ...] = ("anatomy", "lesion", "target")
 
 _REGION_ALIASES: dict[str, str] = {
-    "brain": "head", "head and neck": "neck", "thorax": "chest", "lung": "chest", "heart": "chest",
-    "cardiac": "chest", "abdominal": "abdomen", "abdomen and pelvis": "abdomen", "retina": "eye",
-    "fundus": "eye", "teeth": "oral cavity", "dental": "oral cavity", "mouth": "oral cavity",
-    "cell": "tissue", "cells": "tissue", "histology": "tissue", "colon": "abdomen", "colorectum": "abdomen",
-    "knee": "lower limb", "leg": "lower limb", "arm": "upper limb", "obstetric": "fetus", "uterus": "pelvis",
-    "prostate": "pelvis", "cervical spine": "spine", "lumbar spine": "spine", "body": "whole body",
+    "brain": "head",
+    "head and neck": "neck",
+    "thorax": "chest",
+    "lung": "chest",
+    "heart": "chest",
+    "cardiac": "chest",
+    "abdominal": "abdomen",
+    "abdomen and pelvis": "abdomen",
+    "retina": "eye",
+    "fundus": "eye",
+    "teeth": "oral cavity",
+    "dental": "oral cavity",
+    "mouth": "oral cavity",
+    "cell": "tissue",
+    "cells": "tissue",
+    "histology": "tissue",
+    "colon": "abdomen",
+    "colorectum": "abdomen",
+    "knee": "lower limb",
+    "leg": "lower limb",
+    "arm": "upper limb",
+    "obstetric": "fetus",
+    "uterus": "pelvis",
+    "prostate": "pelvis",
+    "cervical spine": "spine",
+    "lumbar spine": "spine",
+    "body": "whole body",
 }
 
 
@@ -85,8 +119,15 @@ def load_table() -> dict[str, Entry]:
     text = resources.files("medground.data").joinpath("knowledge/anatomy.json").read_text(encoding="utf-8")
     raw = json.loads(text)["entries"]
     return {
-        key: Entry(key, e["name"], e["body_region"], e["system"], e["kind"], e["description"],
-                   tuple(e.get("aliases", ())))
+        key: Entry(
+            key,
+            e["name"],
+            e["body_region"],
+            e["system"],
+            e["kind"],
+            e["description"],
+            tuple(e.get("aliases", ())),
+        )
         for key, e in raw.items()
     }
 
@@ -178,6 +219,10 @@ def _distant(body_region: str | None, kind: str | None) -> tuple[str, ...]:
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
     near = regions.union(*(_NEIGHBOURS[r] for r in regions)) | {"whole body"}
-    return tuple(sorted(
-        e.name for e in load_table().values() if e.body_region not in near and (kind is None or e.kind == kind)
-    ))
+    return tuple(
+        sorted(
+            e.name
+            for e in load_table().values()
+            if e.body_region not in near and (kind is None or e.kind == kind)
+        )
+    )

@@ -28,31 +28,70 @@ __all__ = [
 ]
 
 MODALITIES: tuple[str, ...] = (
-    "ct", "mr", "x-ray", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound",
-    "histopathology", "microscopy", "other",
+    "ct",
+    "mr",
+    "x-ray",
+    "pet",
+    "endoscopy",
+    "dermoscopy",
+    "fundus",
+    "ultrasound",
+    "histopathology",
+    "microscopy",
+    "other",
 )
 
 # The eight modalities of Med-GRIT-270k / BiRD, in BiRD's order.
-MEDGRIT_MODALITIES: tuple[str, ...] = ("ct", "mr", "x-ray", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound")
+MEDGRIT_MODALITIES: tuple[str, ...] = (
+    "ct",
+    "mr",
+    "x-ray",
+    "pet",
+    "endoscopy",
+    "dermoscopy",
+    "fundus",
+    "ultrasound",
+)
 
 # BiRD's per-modality file prefix (test_<prefix>.jsonl and its modality keys).
 BIRD_FILE_PREFIX: dict[str, str] = {
-    "ct": "ct", "mr": "mr", "x-ray": "x", "pet": "pet", "endoscopy": "endoscopy",
-    "dermoscopy": "dermoscopy", "fundus": "fundus", "ultrasound": "ultrasound",
+    "ct": "ct",
+    "mr": "mr",
+    "x-ray": "x",
+    "pet": "pet",
+    "endoscopy": "endoscopy",
+    "dermoscopy": "dermoscopy",
+    "fundus": "fundus",
+    "ultrasound": "ultrasound",
 }
 
 DISPLAY_NAMES: dict[str, str] = {
-    "ct": "CT", "mr": "MRI", "x-ray": "X-ray", "pet": "PET", "endoscopy": "endoscopy",
-    "dermoscopy": "dermoscopy", "fundus": "fundus photography", "ultrasound": "ultrasound",
-    "histopathology": "histopathology", "microscopy": "microscopy", "other": "medical imaging",
+    "ct": "CT",
+    "mr": "MRI",
+    "x-ray": "X-ray",
+    "pet": "PET",
+    "endoscopy": "endoscopy",
+    "dermoscopy": "dermoscopy",
+    "fundus": "fundus photography",
+    "ultrasound": "ultrasound",
+    "histopathology": "histopathology",
+    "microscopy": "microscopy",
+    "other": "medical imaging",
 }
 
 # The image noun of each modality, for sentences such as "This is an axial CT image".
 IMAGE_NOUNS: dict[str, str] = {
-    "ct": "CT image", "mr": "MRI image", "x-ray": "X-ray image", "pet": "PET image",
-    "endoscopy": "endoscopy image", "dermoscopy": "dermoscopy image", "fundus": "fundus photograph",
-    "ultrasound": "ultrasound image", "histopathology": "histopathology image",
-    "microscopy": "microscopy image", "other": "medical image",
+    "ct": "CT image",
+    "mr": "MRI image",
+    "x-ray": "X-ray image",
+    "pet": "PET image",
+    "endoscopy": "endoscopy image",
+    "dermoscopy": "dermoscopy image",
+    "fundus": "fundus photograph",
+    "ultrasound": "ultrasound image",
+    "histopathology": "histopathology image",
+    "microscopy": "microscopy image",
+    "other": "medical image",
 }
 
 # SA-Med2D-20M cuts 3D volumes along the axes of the SimpleITK array (slice, row, column): "x" is
@@ -65,23 +104,102 @@ SA_MED2D_AXIS_PLANES: dict[str, str] = {"x": "axial", "y": "coronal", "z": "sagi
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "ct": ("ct", "computed tomography", "cta", "ct angiography", "cect", "ncct", "ct scan", "cbct"),
-    "mr": ("mr", "mri", "magnetic resonance", "magnetic resonance imaging", "mr image", "cmr", "t1", "t1w",
-           "t1c", "t1ce", "t1gd", "t2", "t2w", "flair", "dwi", "adc", "mprage", "pd", "lge"),
-    "x-ray": ("x-ray", "x ray", "xray", "x", "cxr", "chest x-ray", "radiograph", "radiography", "dx", "cr",
-              "mg", "mammography", "mammogram", "dental x-ray", "panoramic radiograph", "fluoroscopy", "xa"),
+    "mr": (
+        "mr",
+        "mri",
+        "magnetic resonance",
+        "magnetic resonance imaging",
+        "mr image",
+        "cmr",
+        "t1",
+        "t1w",
+        "t1c",
+        "t1ce",
+        "t1gd",
+        "t2",
+        "t2w",
+        "flair",
+        "dwi",
+        "adc",
+        "mprage",
+        "pd",
+        "lge",
+    ),
+    "x-ray": (
+        "x-ray",
+        "x ray",
+        "xray",
+        "x",
+        "cxr",
+        "chest x-ray",
+        "radiograph",
+        "radiography",
+        "dx",
+        "cr",
+        "mg",
+        "mammography",
+        "mammogram",
+        "dental x-ray",
+        "panoramic radiograph",
+        "fluoroscopy",
+        "xa",
+    ),
     "pet": ("pet", "pt", "pet/ct", "pet-ct", "petct", "positron emission tomography", "pet ct"),
-    "endoscopy": ("endoscopy", "endo", "endoscopic", "colonoscopy", "gastroscopy", "es", "laparoscopy",
-                  "capsule endoscopy", "bronchoscopy"),
+    "endoscopy": (
+        "endoscopy",
+        "endo",
+        "endoscopic",
+        "colonoscopy",
+        "gastroscopy",
+        "es",
+        "laparoscopy",
+        "capsule endoscopy",
+        "bronchoscopy",
+    ),
     "dermoscopy": ("dermoscopy", "derm", "dermatoscopy", "dermoscopic", "dermatology", "skin photograph"),
-    "fundus": ("fundus", "fundus photography", "fundus photograph", "color fundus photography", "cfp",
-               "retinal photography", "retinal fundus", "fundoscopy"),
+    "fundus": (
+        "fundus",
+        "fundus photography",
+        "fundus photograph",
+        "color fundus photography",
+        "cfp",
+        "retinal photography",
+        "retinal fundus",
+        "fundoscopy",
+    ),
     "ultrasound": ("ultrasound", "us", "sonography", "ultrasonography", "echo", "echocardiography", "usg"),
-    "histopathology": ("histopathology", "pathology", "histology", "wsi", "whole slide image", "h&e", "he",
-                       "digital pathology", "sm", "slide microscopy"),
-    "microscopy": ("microscopy", "cell microscopy", "fluorescence microscopy", "electron microscopy", "em",
-                   "light microscopy", "cell imaging"),
-    "other": ("other", "ot", "unknown", "oct", "optical coherence tomography", "nm", "nuclear medicine", "sc",
-              "secondary capture"),
+    "histopathology": (
+        "histopathology",
+        "pathology",
+        "histology",
+        "wsi",
+        "whole slide image",
+        "h&e",
+        "he",
+        "digital pathology",
+        "sm",
+        "slide microscopy",
+    ),
+    "microscopy": (
+        "microscopy",
+        "cell microscopy",
+        "fluorescence microscopy",
+        "electron microscopy",
+        "em",
+        "light microscopy",
+        "cell imaging",
+    ),
+    "other": (
+        "other",
+        "ot",
+        "unknown",
+        "oct",
+        "optical coherence tomography",
+        "nm",
+        "nuclear medicine",
+        "sc",
+        "secondary capture",
+    ),
 }
 
 _LOOKUP: dict[str, str] = {alias: canon for canon, aliases in _ALIASES.items() for alias in aliases}
@@ -97,7 +215,7 @@ def _phrase_in(text: str) -> str | None:
     words = text.split()
     for size in range(min(4, len(words)), 0, -1):
         for start in range(len(words) - size + 1):
-            phrase = " ".join(words[start:start + size])
+            phrase = " ".join(words[start : start + size])
             if len(phrase) >= 3 and phrase in _LOOKUP:
                 return _LOOKUP[phrase]
     return None
@@ -135,7 +253,11 @@ def display_name(modality: str) -> str:
 
 def image_phrase(modality: str, plane: str | None = None) -> str:
     """Noun phrase with its article: ("mr") -> "an MRI image"; ("ct", "axial") -> "an axial CT image"."""
-    words = f"{plane} {IMAGE_NOUNS[canonical_modality(modality)]}" if plane else IMAGE_NOUNS[canonical_modality(modality)]
+    words = (
+        f"{plane} {IMAGE_NOUNS[canonical_modality(modality)]}"
+        if plane
+        else IMAGE_NOUNS[canonical_modality(modality)]
+    )
     first = words.split()[0]
     vowel = first[0].lower() in "aeiou" or first in ("MRI", "X-ray")
     return f"{'an' if vowel else 'a'} {words}"
@@ -145,7 +267,9 @@ def bird_prefix(modality: str) -> str:
     """BiRD's file prefix of one of the eight Med-GRIT modalities ("x-ray" -> "x"); else ValueError."""
     canon = canonical_modality(modality)
     if canon not in BIRD_FILE_PREFIX:
-        raise ValueError(f"modality {modality!r} ({canon}) is not one of Med-GRIT's {', '.join(MEDGRIT_MODALITIES)}")
+        raise ValueError(
+            f"modality {modality!r} ({canon}) is not one of Med-GRIT's {', '.join(MEDGRIT_MODALITIES)}"
+        )
     return BIRD_FILE_PREFIX[canon]
 
 

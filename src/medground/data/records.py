@@ -48,8 +48,14 @@ class RecordConfig:
             raise ValueError(f"max_side must be at least 16 px, got {self.max_side}")
         if self.conversations_per_image < 1:
             raise ValueError(f"conversations_per_image must be >= 1, got {self.conversations_per_image}")
-        if len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1.0) > 1e-6 or min(self.split_ratios) < 0:
-            raise ValueError(f"split_ratios must be three non-negative shares summing to 1, got {self.split_ratios}")
+        if (
+            len(self.split_ratios) != 3
+            or abs(sum(self.split_ratios) - 1.0) > 1e-6
+            or min(self.split_ratios) < 0
+        ):
+            raise ValueError(
+                f"split_ratios must be three non-negative shares summing to 1, got {self.split_ratios}"
+            )
 
 
 def split_of(source: str, case: str, seed: int, ratios: tuple[float, float, float]) -> str:
@@ -72,10 +78,23 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
         mask = resized.astype(bool) if s.mask.dtype == bool else resized.astype(s.mask.dtype)
         structures.append(StructureMask(s.name, mask, s.instance, s.instance_map))
     spacing = None if sample.spacing is None else (sample.spacing[0] / scale, sample.spacing[1] / scale)
-    meta = {k: v for k, v in sample.meta.items() if k != "file"}  # pixels changed: the file is no copy any more
+    meta = {
+        k: v for k, v in sample.meta.items() if k != "file"
+    }  # pixels changed: the file is no copy any more
     meta["resized_from"] = [sample.width, sample.height]
-    return Sample(sample.id, image, sample.modality, sample.source, sample.case, structures, sample.plane,
-                  sample.body_region, spacing, sample.display, meta)
+    return Sample(
+        sample.id,
+        image,
+        sample.modality,
+        sample.source,
+        sample.case,
+        structures,
+        sample.plane,
+        sample.body_region,
+        spacing,
+        sample.display,
+        meta,
+    )
 
 
 def image_path(sample: Sample) -> str:
@@ -129,20 +148,36 @@ def absent_names(sample: Sample, vocabulary: list[str]) -> list[str]:
     return sorted(set(distant_structures(sample.body_region, kind="anatomy")) - present)
 
 
-def make_records(sample: Sample, vocabulary: list[str], config: RecordConfig) -> tuple[list[dict], list[Region], list[Rejected]]:
+def make_records(
+    sample: Sample, vocabulary: list[str], config: RecordConfig
+) -> tuple[list[dict], list[Region], list[Rejected]]:
     """Conversation records of one sample, its regions, and rejections (speck-only or unverifiable)."""
     names = {s.name: clean_name(s.name) for s in sample.structures}
-    regions, dropped = extract_regions(sample.structures, names, sample.display == "radiological", config.regions)
-    rejected = [Rejected(sample.id, f"structure {key!r}: every component is below the speck threshold", sample.source) for key in dropped]
+    regions, dropped = extract_regions(
+        sample.structures, names, sample.display == "radiological", config.regions
+    )
+    rejected = [
+        Rejected(sample.id, f"structure {key!r}: every component is below the speck threshold", sample.source)
+        for key in dropped
+    ]
     if not regions:
         return [], [], [*rejected, Rejected(sample.id, "no region left after speck removal", sample.source)]
     absent = absent_names(sample, vocabulary)
     dialect = get_dialect(config.dialect)
-    context = ImageContext(sample.width, sample.height, sample.modality, sample.plane, sample.body_region, sample.source)
+    context = ImageContext(
+        sample.width, sample.height, sample.modality, sample.plane, sample.body_region, sample.source
+    )
     split = split_of(sample.source, sample.case, config.seed, config.split_ratios)
     region_rows = [
-        {"name": r.name, "key": r.key, "box": r.box.as_list(), "mask": mask_path(sample, r),
-         "instance": r.instance, "area": r.area, "position": r.position}
+        {
+            "name": r.name,
+            "key": r.key,
+            "box": r.box.as_list(),
+            "mask": mask_path(sample, r),
+            "instance": r.instance,
+            "area": r.area,
+            "position": r.position,
+        }
         for r in regions
     ]
     records = []
@@ -151,24 +186,40 @@ def make_records(sample: Sample, vocabulary: list[str], config: RecordConfig) ->
         turns = make_conversation(context, regions, absent, dialect, rng, config.tasks)
         problems = [p for t in turns if (p := verify_turn(t, regions, dialect, sample.width, sample.height))]
         if problems:
-            rejected.append(Rejected(sample.id, f"conversation {index} failed verification: {problems[0]}", sample.source))
+            rejected.append(
+                Rejected(sample.id, f"conversation {index} failed verification: {problems[0]}", sample.source)
+            )
             continue
         records.append(_record(sample, index, split, config.dialect, turns, region_rows))
     return records, regions, rejected
 
 
-def _record(sample: Sample, index: int, split: str, dialect: str, turns: list[Turn], regions: list[dict]) -> dict:
+def _record(
+    sample: Sample, index: int, split: str, dialect: str, turns: list[Turn], regions: list[dict]
+) -> dict:
     conversations = []
     for number, turn in enumerate(turns):
         prefix = "<image>\n" if number == 0 else ""
         conversations.append({"from": "human", "value": prefix + turn.question})
         conversations.append({"from": "gpt", "value": turn.answer})
     return {
-        "id": f"{sample.id}#{index}", "image": image_path(sample), "width": sample.width,
-        "height": sample.height, "modality": sample.modality, "source": sample.source, "case": sample.case,
-        "split": split, "plane": sample.plane, "body_region": sample.body_region, "dialect": dialect,
-        "tasks": [t.task for t in turns], "conversations": conversations,
-        "turns": [{"task": t.task, "structure": t.structure, "regions": list(t.regions), "negative": t.negative} for t in turns],
+        "id": f"{sample.id}#{index}",
+        "image": image_path(sample),
+        "width": sample.width,
+        "height": sample.height,
+        "modality": sample.modality,
+        "source": sample.source,
+        "case": sample.case,
+        "split": split,
+        "plane": sample.plane,
+        "body_region": sample.body_region,
+        "dialect": dialect,
+        "tasks": [t.task for t in turns],
+        "conversations": conversations,
+        "turns": [
+            {"task": t.task, "structure": t.structure, "regions": list(t.regions), "negative": t.negative}
+            for t in turns
+        ],
         "regions": regions,
     }
 
@@ -192,5 +243,12 @@ def save_sample(out_dir: Path, sample: Sample, regions: list[Region]) -> None:
 
     root = str(out_dir)
     for region in regions:
-        write_mask_png(f"{root}/{mask_path(sample, region)}", region.mask, top=region.box.y0, left=region.box.x0,
-                       height=sample.height, width=sample.width, durable=False)
+        write_mask_png(
+            f"{root}/{mask_path(sample, region)}",
+            region.mask,
+            top=region.box.y0,
+            left=region.box.x0,
+            height=sample.height,
+            width=sample.width,
+            durable=False,
+        )

@@ -28,7 +28,9 @@ class RegionConfig:
     split_components: bool = True  # one instance per connected component (else one per structure mask)
     connectivity: int = 2  # 1: 4-neighbourhood, 2: 8-neighbourhood
     min_area_fraction: float = 0.00153  # drop components under this share of the image (SA-Med2D: 0.153%)
-    min_instance_pixels: int = 10  # instance-map instances (annotator-made, e.g. nuclei) need this many pixels
+    min_instance_pixels: int = (
+        10  # instance-map instances (annotator-made, e.g. nuclei) need this many pixels
+    )
 
     def __post_init__(self) -> None:
         if self.connectivity not in (1, 2):

@@ -109,7 +109,9 @@ def _figure(width: float = 6.0, height: float = 3.5):  # noqa: ANN202 - matplotl
     return fig
 
 
-def _bars(path: Path, title: str, labels: list[str], series: dict[str, list[int]], horizontal: bool = False) -> None:
+def _bars(
+    path: Path, title: str, labels: list[str], series: dict[str, list[int]], horizontal: bool = False
+) -> None:
     """Grouped bars (one group per label, one bar per series) saved to ``path``."""
     fig = _figure(6.0, max(3.5, 0.3 * len(labels)) if horizontal else 3.5)
     ax = fig.add_subplot(1, 1, 1)
@@ -150,18 +152,26 @@ def _tile(root: Path, rec: dict) -> np.ndarray:
     scale = min(TILE / w, TILE / h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     try:
-        image = np.asarray(Image.open(root / rec["image"]).convert("RGB").resize(size, Image.Resampling.BILINEAR))
+        image = np.asarray(
+            Image.open(root / rec["image"]).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        )
     except OSError:
         return np.full((size[1], size[0], 3), 128, np.uint8)
     masks = []
     for r in rec["regions"]:
         try:
-            masks.append(np.asarray(Image.open(root / r["mask"]).convert("L").resize(size, Image.Resampling.NEAREST)))
+            masks.append(
+                np.asarray(Image.open(root / r["mask"]).convert("L").resize(size, Image.Resampling.NEAREST))
+            )
         except (OSError, TypeError):
             masks.append(np.zeros((size[1], size[0]), np.uint8))
     image = fill_masks(image, masks)
-    boxes = [[math.floor(v * scale) for v in r["box"][:2]] + [math.ceil(v * scale) for v in r["box"][2:]]
-             if r.get("box") else [0, 0, 0, 0] for r in rec["regions"]]
+    boxes = [
+        [math.floor(v * scale) for v in r["box"][:2]] + [math.ceil(v * scale) for v in r["box"][2:]]
+        if r.get("box")
+        else [0, 0, 0, 0]
+        for r in rec["regions"]
+    ]
     return draw_boxes(image, boxes, [str(r.get("name", "")) for r in rec["regions"]])
 
 
@@ -182,7 +192,9 @@ def _overlays(path: Path, root: Path, chosen: list[dict], cols: int = 4) -> None
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>\n" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>\n" for row in rows
+    )
     return f"<table>\n<tr>{cells}</tr>\n{body}</table>\n"
 
 
@@ -192,18 +204,37 @@ def _html(stats: _Stats, reasons: Counter, first_skipped: list[str], manifest: d
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>medground data report</title>",
         "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 8px}</style></head><body>",
         "<h1>medground data report</h1>",
-        _table(["records", "regions", "turns", "skipped"], [[sum(stats.images.values()), sum(stats.regions.values()),
-               sum(stats.turns.values()) + sum(stats.negatives.values()), sum(reasons.values())]]),
-        "<h2>Modalities</h2>", _table(["modality", "images", "regions"],
-                                      [[m, stats.images[m], stats.regions[m]] for m in sorted(stats.images)]),
-        "<img src='modality.png'>", "<h2>Tasks</h2>",
+        _table(
+            ["records", "regions", "turns", "skipped"],
+            [
+                [
+                    sum(stats.images.values()),
+                    sum(stats.regions.values()),
+                    sum(stats.turns.values()) + sum(stats.negatives.values()),
+                    sum(reasons.values()),
+                ]
+            ],
+        ),
+        "<h2>Modalities</h2>",
+        _table(
+            ["modality", "images", "regions"],
+            [[m, stats.images[m], stats.regions[m]] for m in sorted(stats.images)],
+        ),
+        "<img src='modality.png'>",
+        "<h2>Tasks</h2>",
         _table(["task", "turns", "negative turns"], [[t, stats.turns[t], stats.negatives[t]] for t in tasks]),
-        "<img src='tasks.png'>", "<h2>Splits</h2>",
-        _table(["split", "records"], [[s, stats.splits[s]] for s in sorted(stats.splits)]), "<img src='splits.png'>",
-        "<h2>Regions per image</h2>", _table(["regions", "images"], sorted(stats.per_image.items())),
-        "<img src='regions_per_image.png'>", "<h2>Box sizes</h2><img src='box_sizes.png'>",
-        "<h2>Samples</h2><img src='overlays.png'>", "<h2>Skipped</h2>",
-        _table(["reason", "count"], sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))), "<img src='skipped.png'>",
+        "<img src='tasks.png'>",
+        "<h2>Splits</h2>",
+        _table(["split", "records"], [[s, stats.splits[s]] for s in sorted(stats.splits)]),
+        "<img src='splits.png'>",
+        "<h2>Regions per image</h2>",
+        _table(["regions", "images"], sorted(stats.per_image.items())),
+        "<img src='regions_per_image.png'>",
+        "<h2>Box sizes</h2><img src='box_sizes.png'>",
+        "<h2>Samples</h2><img src='overlays.png'>",
+        "<h2>Skipped</h2>",
+        _table(["reason", "count"], sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "<img src='skipped.png'>",
         "<h3>First lines of skipped.jsonl</h3><pre>" + html.escape("\n".join(first_skipped)) + "</pre>",
     ]
     if manifest is not None:
@@ -229,19 +260,36 @@ def write_report(out_dir: Path, records: Iterable[dict] | None = None) -> Path:
     report = root / "report"
     report.mkdir(parents=True, exist_ok=True)
     mods = sorted(stats.images)
-    _bars(report / "modality.png", "Images and regions per modality", mods,
-          {"images": [stats.images[m] for m in mods], "regions": [stats.regions[m] for m in mods]})
+    _bars(
+        report / "modality.png",
+        "Images and regions per modality",
+        mods,
+        {"images": [stats.images[m] for m in mods], "regions": [stats.regions[m] for m in mods]},
+    )
     tasks = sorted(set(stats.turns) | set(stats.negatives))
-    _bars(report / "tasks.png", "Turns per task", tasks,
-          {"turns": [stats.turns[t] for t in tasks], "negative": [stats.negatives[t] for t in tasks]})
+    _bars(
+        report / "tasks.png",
+        "Turns per task",
+        tasks,
+        {"turns": [stats.turns[t] for t in tasks], "negative": [stats.negatives[t] for t in tasks]},
+    )
     splits = sorted(stats.splits)
     _bars(report / "splits.png", "Records per split", splits, {"records": [stats.splits[s] for s in splits]})
     counts = sorted(stats.per_image)
-    _bars(report / "regions_per_image.png", "Images by number of regions", [str(c) for c in counts],
-          {"images": [stats.per_image[c] for c in counts]})
+    _bars(
+        report / "regions_per_image.png",
+        "Images by number of regions",
+        [str(c) for c in counts],
+        {"images": [stats.per_image[c] for c in counts]},
+    )
     top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
-    _bars(report / "skipped.png", "Skipped inputs by reason", [r for r, _ in top], {"skipped": [c for _, c in top]},
-          horizontal=True)
+    _bars(
+        report / "skipped.png",
+        "Skipped inputs by reason",
+        [r for r, _ in top],
+        {"skipped": [c for _, c in top]},
+        horizontal=True,
+    )
     _area_plot(report / "box_sizes.png", stats.areas)
     _overlays(report / "overlays.png", root, stats.chosen())
     page = report / "report.html"

@@ -63,7 +63,9 @@ def verify_rewrite(original: str, rewritten: str, protected: list[str]) -> str |
     if not rewritten.strip():
         return "empty rewrite"
     if len(rewritten) > MAX_GROWTH * max(1, len(original)):
-        return f"rewrite too long: {len(rewritten)} chars for an original of {len(original)} (max {MAX_GROWTH}x)"
+        return (
+            f"rewrite too long: {len(rewritten)} chars for an original of {len(original)} (max {MAX_GROWTH}x)"
+        )
     for span in dict.fromkeys(protected):
         if not span:
             continue
@@ -83,10 +85,20 @@ class Rewriter:
     ``cache_hits``, ``rejections`` (rewrites refused by the verifier), ``errors`` (failed requests).
     """
 
-    def __init__(self, url: str, model: str, cache_dir: Path, timeout: float = 30, api_key: str | None = None,
-                 seed: int = 0, instructions: str = DEFAULT_INSTRUCTIONS) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        cache_dir: Path,
+        timeout: float = 30,
+        api_key: str | None = None,
+        seed: int = 0,
+        instructions: str = DEFAULT_INSTRUCTIONS,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"LLM url must start with http:// or https://, got {url!r} (e.g. http://127.0.0.1:8000/v1)")
+            raise ValueError(
+                f"LLM url must start with http:// or https://, got {url!r} (e.g. http://127.0.0.1:8000/v1)"
+            )
         self.url = url.rstrip("/") + "/chat/completions"
         self.model = model
         self.cache_dir = Path(cache_dir)
@@ -101,14 +113,20 @@ class Rewriter:
 
     def stats(self) -> dict[str, int]:
         """Counters so far: requests, cache_hits, rejections, errors."""
-        return {"requests": self.requests, "cache_hits": self.cache_hits, "rejections": self.rejections,
-                "errors": self.errors}
+        return {
+            "requests": self.requests,
+            "cache_hits": self.cache_hits,
+            "rejections": self.rejections,
+            "errors": self.errors,
+        }
 
     def messages(self, text: str, protected: list[str]) -> list[dict[str, str]]:
         """The chat messages sent for ``text``; ``protected`` strings are listed for the model to copy."""
         spans = "\n".join(f"- {s}" for s in dict.fromkeys(protected) if s and s in text) or "- (none)"
-        return [{"role": "system", "content": self.instructions},
-                {"role": "user", "content": f"Protected spans:\n{spans}\n\nText:\n{text}"}]
+        return [
+            {"role": "system", "content": self.instructions},
+            {"role": "user", "content": f"Protected spans:\n{spans}\n\nText:\n{text}"},
+        ]
 
     def _cache_path(self, messages: list[dict[str, str]]) -> Path:
         key = json.dumps([self.model, messages], ensure_ascii=False, sort_keys=True)
@@ -150,7 +168,7 @@ class Rewriter:
         placeholders found by ``protected_spans`` are added. On rejection or error the original is returned.
         """
         match = re.match(rf"\s*{re.escape(IMAGE_TOKEN)}\s*", text)
-        prefix, body = (match.group(0), text[match.end():]) if match else ("", text)
+        prefix, body = (match.group(0), text[match.end() :]) if match else ("", text)
         if not body.strip():
             return text, None
         spans = list(protected) + protected_spans(body)
@@ -166,7 +184,9 @@ class Rewriter:
         return prefix + reply, None
 
 
-def rewrite_record(record: dict, rewriter: Rewriter, roles: tuple[str, ...] = ("human", "gpt")) -> tuple[dict, list[str]]:
+def rewrite_record(
+    record: dict, rewriter: Rewriter, roles: tuple[str, ...] = ("human", "gpt")
+) -> tuple[dict, list[str]]:
     """A copy of ``record`` with the turns of ``roles`` rewritten, and the reasons for turns kept as they were.
 
     Protected in every turn: each region name and each turn's structure (so names are neither dropped nor

@@ -94,7 +94,11 @@ class Dialect:
 @functools.cache
 def _tag_pattern(ref_open: str, ref_close: str, box_open: str, box_close: str) -> re.Pattern[str]:
     ref = re.escape(ref_open) + r"(.*?)" + re.escape(ref_close)
-    box = re.escape(box_open) + r"\s*\((-?[\d.]+)\s*,\s*(-?[\d.]+)\)\s*,\s*\((-?[\d.]+)\s*,\s*(-?[\d.]+)\)\s*" + re.escape(box_close)
+    box = (
+        re.escape(box_open)
+        + r"\s*\((-?[\d.]+)\s*,\s*(-?[\d.]+)\)\s*,\s*\((-?[\d.]+)\s*,\s*(-?[\d.]+)\)\s*"
+        + re.escape(box_close)
+    )
     return re.compile(f"(?:{ref})?\\s*{box}", re.DOTALL)
 
 
@@ -158,8 +162,12 @@ class JsonDialect(Dialect):
         if not self.absolute:
             return list(box_to_grid(box, width, height))
         sx, sy = self._scale(width, height)
-        return [round(box.x0 * sx), round(box.y0 * sy), max(round(box.x1 * sx), round(box.x0 * sx) + 1),
-                max(round(box.y1 * sy), round(box.y0 * sy) + 1)]
+        return [
+            round(box.x0 * sx),
+            round(box.y0 * sy),
+            max(round(box.x1 * sx), round(box.x0 * sx) + 1),
+            max(round(box.y1 * sy), round(box.y0 * sy) + 1),
+        ]
 
     def _box(self, values: list[float], width: int, height: int) -> Box:
         if not self.absolute:
@@ -191,7 +199,9 @@ class JsonDialect(Dialect):
                 if len(values) != 4:
                     continue
                 label = item.get("label")
-                found.append(Grounded(str(label) if label is not None else None, self._box(values, width, height)))
+                found.append(
+                    Grounded(str(label) if label is not None else None, self._box(values, width, height))
+                )
             except (ValueError, TypeError, KeyError):
                 continue
         return found

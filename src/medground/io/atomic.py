@@ -57,8 +57,9 @@ def atomic_output(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + _full_suffix(target.name),
-                                    dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp" + _full_suffix(target.name), dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -65,20 +65,29 @@ def _header(path: Path) -> _Slice | None:
     except InvalidDicomError:
         return None  # no DICM preamble: not a DICOM Part-10 file
     except Exception as exc:
-        raise ReadError(path, f"DICOM header could not be read, the file is truncated or corrupt "
-                              f"({type(exc).__name__}: {exc})") from exc
+        raise ReadError(
+            path,
+            f"DICOM header could not be read, the file is truncated or corrupt ({type(exc).__name__}: {exc})",
+        ) from exc
     if "Rows" not in ds or "Columns" not in ds or "SeriesInstanceUID" not in ds:
         sop_class = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
         if sop_class is not None and str(getattr(sop_class, "name", "")).endswith("Image Storage"):
-            raise ReadError(path, f"{sop_class.name} file without Rows/Columns/SeriesInstanceUID: the header "
-                                  "is truncated or corrupt; re-export or re-download it")
+            raise ReadError(
+                path,
+                f"{sop_class.name} file without Rows/Columns/SeriesInstanceUID: the header "
+                "is truncated or corrupt; re-export or re-download it",
+            )
         return None  # RTSTRUCT, RTPLAN, DICOMDIR...: no image grid
     spacing = _floats(ds, "PixelSpacing", 2)
     gap = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
     return _Slice(
-        path=path, series_uid=str(ds.SeriesInstanceUID), description=str(ds.get("SeriesDescription", "")),
-        instance=int(ds.get("InstanceNumber") or 0), shape=(int(ds.Rows), int(ds.Columns)),
-        frames=int(ds.get("NumberOfFrames") or 1), orientation=_floats(ds, "ImageOrientationPatient", 6),
+        path=path,
+        series_uid=str(ds.SeriesInstanceUID),
+        description=str(ds.get("SeriesDescription", "")),
+        instance=int(ds.get("InstanceNumber") or 0),
+        shape=(int(ds.Rows), int(ds.Columns)),
+        frames=int(ds.get("NumberOfFrames") or 1),
+        orientation=_floats(ds, "ImageOrientationPatient", 6),
         position=_floats(ds, "ImagePositionPatient", 3),
         pixel_spacing=(1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1])),
         gap=None if gap is None else float(gap),
@@ -89,14 +98,17 @@ def _choose_series(folder: Path, slices: list[_Slice], series_uid: str | None) -
     groups: dict[str, list[_Slice]] = defaultdict(list)
     for s in slices:
         groups[s.series_uid].append(s)
-    listing = "; ".join(f"{uid} ({g[0].description or 'no description'}, {len(g)} files)"
-                        for uid, g in sorted(groups.items()))
+    listing = "; ".join(
+        f"{uid} ({g[0].description or 'no description'}, {len(g)} files)" for uid, g in sorted(groups.items())
+    )
     if series_uid is not None:
         if series_uid not in groups:
             raise ReadError(folder, f"series {series_uid} not found; series here: {listing}")
         return groups[series_uid]
     if len(groups) > 1:
-        raise ReadError(folder, f"holds {len(groups)} image series: {listing}. Pass series_uid=... to pick one")
+        raise ReadError(
+            folder, f"holds {len(groups)} image series: {listing}. Pass series_uid=... to pick one"
+        )
     return next(iter(groups.values()))
 
 
@@ -104,17 +116,26 @@ def _check_consistent(folder: Path, series: list[_Slice]) -> None:
     first = series[0]
     for s in series:
         if s.frames != 1:
-            raise ReadError(s.path, f"multi-frame image ({s.frames} frames); load_dicom_series reads one "
-                                    "frame per file (enhanced multi-frame DICOM is not supported)")
+            raise ReadError(
+                s.path,
+                f"multi-frame image ({s.frames} frames); load_dicom_series reads one "
+                "frame per file (enhanced multi-frame DICOM is not supported)",
+            )
         if s.shape != first.shape or not np.allclose(s.pixel_spacing, first.pixel_spacing, atol=1e-4):
-            raise ReadError(folder, f"slices differ in size or pixel spacing: {first.path.name} "
-                                    f"{first.shape}@{first.pixel_spacing} vs {s.path.name} "
-                                    f"{s.shape}@{s.pixel_spacing}")
+            raise ReadError(
+                folder,
+                f"slices differ in size or pixel spacing: {first.path.name} "
+                f"{first.shape}@{first.pixel_spacing} vs {s.path.name} "
+                f"{s.shape}@{s.pixel_spacing}",
+            )
         if (s.orientation is None) != (first.orientation is None) or (
-                s.orientation is not None and not np.allclose(s.orientation, first.orientation,
-                                                              atol=_ORIENT_ATOL)):
-            raise ReadError(folder, f"slices differ in ImageOrientationPatient ({first.path.name} vs "
-                                    f"{s.path.name}); expected one stack of parallel slices")
+            s.orientation is not None and not np.allclose(s.orientation, first.orientation, atol=_ORIENT_ATOL)
+        ):
+            raise ReadError(
+                folder,
+                f"slices differ in ImageOrientationPatient ({first.path.name} vs "
+                f"{s.path.name}); expected one stack of parallel slices",
+            )
 
 
 def _sort(folder: Path, series: list[_Slice]) -> tuple[list[_Slice], np.ndarray | None]:
@@ -127,8 +148,11 @@ def _sort(folder: Path, series: list[_Slice]) -> tuple[list[_Slice], np.ndarray 
     along = np.asarray([float(normal @ s.position) for s in ordered])
     if len(along) > 1 and np.min(np.diff(along)) < 1e-3:
         dup = [s.path.name for s, d in zip(ordered[1:], np.diff(along), strict=True) if d < 1e-3][:3]
-        raise ReadError(folder, f"several slices share one position (e.g. {', '.join(dup)}): several echoes, "
-                                "phases or time points in one series? Split them into folders first")
+        raise ReadError(
+            folder,
+            f"several slices share one position (e.g. {', '.join(dup)}): several echoes, "
+            "phases or time points in one series? Split them into folders first",
+        )
     return ordered, along
 
 
@@ -144,8 +168,11 @@ def _affine_lps(folder: Path, ordered: list[_Slice], along: np.ndarray | None) -
     if along is not None and len(ordered) > 1:
         gaps = np.diff(along)
         if np.ptp(gaps) > max(1e-2, 0.01 * float(np.mean(gaps))):
-            raise ReadError(folder, f"uneven slice gaps ({np.round(np.unique(np.round(gaps, 3)), 3).tolist()} "
-                                    "mm): missing slices? Expected one regular stack")
+            raise ReadError(
+                folder,
+                f"uneven slice gaps ({np.round(np.unique(np.round(gaps, 3)), 3).tolist()} "
+                "mm): missing slices? Expected one regular stack",
+            )
         step = (ordered[-1].position - first.position) / (len(ordered) - 1)
     else:
         step = normal * (first.gap or 1.0)
@@ -170,11 +197,17 @@ def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
     except Exception as exc:
         if syntax is not None and syntax.is_compressed:
             package = _CODEC_PACKAGES.get(str(syntax), "pylibjpeg with its plugins")
-            raise ReadError(path, f"cannot decode pixel data compressed as {syntax.name} ({syntax}): no "
-                                  f"installed decoder handles it. Install {package}, or python-gdcm "
-                                  f"(pip install python-gdcm). Decoder said: {exc}") from exc
-        raise ReadError(path, f"pixel data could not be decoded, the file is truncated or corrupt "
-                              f"({type(exc).__name__}: {exc})") from exc
+            raise ReadError(
+                path,
+                f"cannot decode pixel data compressed as {syntax.name} ({syntax}): no "
+                f"installed decoder handles it. Install {package}, or python-gdcm "
+                f"(pip install python-gdcm). Decoder said: {exc}",
+            ) from exc
+        raise ReadError(
+            path,
+            f"pixel data could not be decoded, the file is truncated or corrupt "
+            f"({type(exc).__name__}: {exc})",
+        ) from exc
 
 
 def _slice_pixels(path: Path) -> np.ndarray:
@@ -182,8 +215,11 @@ def _slice_pixels(path: Path) -> np.ndarray:
     ds = _read_dataset(path)
     pixels = _decode(path, ds)
     if pixels.ndim != 2:
-        raise ReadError(path, f"pixel array has shape {pixels.shape}; expected one grey (rows, columns) frame "
-                              f"(SamplesPerPixel {ds.get('SamplesPerPixel', 1)})")
+        raise ReadError(
+            path,
+            f"pixel array has shape {pixels.shape}; expected one grey (rows, columns) frame "
+            f"(SamplesPerPixel {ds.get('SamplesPerPixel', 1)})",
+        )
     slope = ds.get("RescaleSlope")
     intercept = ds.get("RescaleIntercept")
     values = pixels.astype(np.float32)
@@ -205,8 +241,11 @@ def dicom_series_info(folder: str | Path) -> dict[str, str] | None:
         except Exception as exc:
             raise ReadError(path, f"DICOM header could not be read ({type(exc).__name__}: {exc})") from exc
         if "Rows" in ds and "SeriesInstanceUID" in ds:
-            return {"modality": str(ds.get("Modality", "")), "description": str(ds.get("SeriesDescription", "")),
-                    "series_uid": str(ds.SeriesInstanceUID)}
+            return {
+                "modality": str(ds.get("Modality", "")),
+                "description": str(ds.get("SeriesDescription", "")),
+                "series_uid": str(ds.SeriesInstanceUID),
+            }
     return None
 
 
@@ -225,8 +264,11 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
         raise ReadError(root, "not a folder; load_dicom_series expects the folder holding one series' files")
     slices = [h for p in sorted(root.iterdir()) if p.is_file() and (h := _header(p)) is not None]
     if not slices:
-        raise ReadError(root, "no DICOM image files found (files without the DICM preamble and non-image "
-                              "objects such as RTSTRUCT are skipped)")
+        raise ReadError(
+            root,
+            "no DICOM image files found (files without the DICM preamble and non-image "
+            "objects such as RTSTRUCT are skipped)",
+        )
     series = _choose_series(root, slices, series_uid)
     _check_consistent(root, series)
     ordered, along = _sort(root, series)
@@ -241,12 +283,19 @@ def _segment_numbers(path: Path, ds: pydicom.Dataset, n_frames: int) -> np.ndarr
     # liver_1frame.dcm: a 3-frame SEG cut to its first frame without updating the groups).
     groups = ds.get("PerFrameFunctionalGroupsSequence")
     if groups is None or len(groups) < n_frames:
-        raise ReadError(path, f"SEG has {n_frames} frames but {0 if groups is None else len(groups)} per-frame "
-                              "functional groups; expected one per frame")
+        raise ReadError(
+            path,
+            f"SEG has {n_frames} frames but {0 if groups is None else len(groups)} per-frame "
+            "functional groups; expected one per frame",
+        )
     try:
-        return np.asarray([int(g.SegmentIdentificationSequence[0].ReferencedSegmentNumber) for g in groups[:n_frames]])
+        return np.asarray(
+            [int(g.SegmentIdentificationSequence[0].ReferencedSegmentNumber) for g in groups[:n_frames]]
+        )
     except (AttributeError, IndexError) as exc:
-        raise ReadError(path, "a SEG frame lacks SegmentIdentificationSequence/ReferencedSegmentNumber") from exc
+        raise ReadError(
+            path, "a SEG frame lacks SegmentIdentificationSequence/ReferencedSegmentNumber"
+        ) from exc
 
 
 def load_dicom_seg(path: str | Path) -> tuple[np.ndarray, dict[int, str]]:
@@ -269,5 +318,7 @@ def load_dicom_seg(path: str | Path) -> tuple[np.ndarray, dict[int, str]]:
     else:
         on = frames > 0
     labels = np.where(on, numbers[:, None, None], 0).astype(np.int32)
-    names = {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in ds.get("SegmentSequence", [])}
+    names = {
+        int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in ds.get("SegmentSequence", [])
+    }
     return labels, names

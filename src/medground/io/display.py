@@ -124,8 +124,9 @@ def stack_slices(slices: Sequence[np.ndarray], axis: str) -> np.ndarray:
 def ct_window(name: str) -> tuple[float, float]:
     """(level, width) of a CT preset; ValueError listing the presets for an unknown name."""
     if name not in CT_WINDOWS:
-        raise ValueError(f"unknown CT window {name!r}; known: {', '.join(CT_WINDOWS)}."
-                         f"{_closest(name, list(CT_WINDOWS))}")
+        raise ValueError(
+            f"unknown CT window {name!r}; known: {', '.join(CT_WINDOWS)}.{_closest(name, list(CT_WINDOWS))}"
+        )
     return CT_WINDOWS[name]
 
 

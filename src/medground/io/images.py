@@ -26,9 +26,18 @@ from medground.io.atomic import atomic_write_bytes
 from medground.io.errors import ReadError, require_file
 
 __all__ = [
-    "IMAGE_SUFFIXES", "StoredImage", "check_png_stream", "encode_mask_png", "encode_png", "image_size", "read_image",
-    "read_image_as_stored", "read_mask",
-    "to_uint8_minmax", "write_mask_png", "write_png",
+    "IMAGE_SUFFIXES",
+    "StoredImage",
+    "check_png_stream",
+    "encode_mask_png",
+    "encode_png",
+    "image_size",
+    "read_image",
+    "read_image_as_stored",
+    "read_mask",
+    "to_uint8_minmax",
+    "write_mask_png",
+    "write_png",
 ]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -40,9 +49,12 @@ _WIDE_GREY_PREFIX = "I;16"
 
 def _check_suffix(path: Path) -> None:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ReadError(path, f"unsupported image suffix {path.suffix or '(none)'!r}; supported: "
-                              f"{', '.join(IMAGE_SUFFIXES)}. NIfTI volumes: medground.io.load_volume; "
-                              "DICOM: medground.io.load_dicom_series")
+        raise ReadError(
+            path,
+            f"unsupported image suffix {path.suffix or '(none)'!r}; supported: "
+            f"{', '.join(IMAGE_SUFFIXES)}. NIfTI volumes: medground.io.load_volume; "
+            "DICOM: medground.io.load_dicom_series",
+        )
 
 
 @contextlib.contextmanager
@@ -55,8 +67,11 @@ def _open(path: str | Path, *, decode: bool) -> Iterator[Image.Image]:
     except Image.DecompressionBombError as exc:
         raise ReadError(p, f"image is too large to decode safely ({exc})") from exc
     except Image.UnidentifiedImageError as exc:
-        raise ReadError(p, f"not a readable image: the content is not {p.suffix.lstrip('.').upper()} or any "
-                           "format Pillow knows (wrong suffix, or not an image at all?)") from exc
+        raise ReadError(
+            p,
+            f"not a readable image: the content is not {p.suffix.lstrip('.').upper()} or any "
+            "format Pillow knows (wrong suffix, or not an image at all?)",
+        ) from exc
     except OSError as exc:
         raise ReadError(p, f"cannot open file ({exc})") from exc
     with image:
@@ -66,8 +81,11 @@ def _open(path: str | Path, *, decode: bool) -> Iterator[Image.Image]:
 
 def _check_frames_and_decode(p: Path, image: Image.Image, *, decode: bool) -> None:
     if getattr(image, "n_frames", 1) > 1:
-        raise ReadError(p, f"has {image.n_frames} frames/pages; medground reads single-frame images, "
-                           "save the frame you want as its own file")
+        raise ReadError(
+            p,
+            f"has {image.n_frames} frames/pages; medground reads single-frame images, "
+            "save the frame you want as its own file",
+        )
     if decode:
         _decode(p, image)
 
@@ -77,8 +95,11 @@ def _decode(p: Path, image: Image.Image) -> None:
     try:
         image.load()
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for bad data
-        raise ReadError(p, f"file is truncated or corrupt, pixel data could not be decoded "
-                           f"({type(exc).__name__}: {exc}); re-export or re-download it") from exc
+        raise ReadError(
+            p,
+            f"file is truncated or corrupt, pixel data could not be decoded "
+            f"({type(exc).__name__}: {exc}); re-export or re-download it",
+        ) from exc
 
 
 def to_uint8_minmax(array: np.ndarray) -> np.ndarray:
@@ -171,13 +192,19 @@ def check_png_stream(path: str | Path) -> None:
     pos, idat, header = len(_PNG_SIGNATURE), [], None
     while True:
         if pos + 12 > len(data):
-            raise ReadError(p, "file is truncated: it ends before the PNG end chunk (IEND); re-export or re-download it")
+            raise ReadError(
+                p, "file is truncated: it ends before the PNG end chunk (IEND); re-export or re-download it"
+            )
         length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         end = pos + 8 + length
         if end + 4 > len(data):
-            raise ReadError(p, f"file is truncated inside a {kind.decode('latin-1')} chunk; re-export or re-download it")
+            raise ReadError(
+                p, f"file is truncated inside a {kind.decode('latin-1')} chunk; re-export or re-download it"
+            )
         if zlib.crc32(data[pos + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
-            raise ReadError(p, f"file is corrupt: the CRC of a {kind.decode('latin-1')} chunk does not match its data")
+            raise ReadError(
+                p, f"file is corrupt: the CRC of a {kind.decode('latin-1')} chunk does not match its data"
+            )
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", data[pos + 8 : end])
         elif kind == b"IDAT":
@@ -186,15 +213,21 @@ def check_png_stream(path: str | Path) -> None:
             break
         pos = end + 4
     if header is None or header[6] != 0:
-        raise ReadError(p, "PNG without a header or interlaced: check_png_stream handles non-interlaced PNGs only")
+        raise ReadError(
+            p, "PNG without a header or interlaced: check_png_stream handles non-interlaced PNGs only"
+        )
     width, height, depth, colour = header[:4]
     expected = height * (1 + (width * _PNG_CHANNELS.get(colour, 1) * depth + 7) // 8)
     try:
         inflated = len(zlib.decompress(b"".join(idat), bufsize=expected + 1))
     except zlib.error as exc:
-        raise ReadError(p, f"file is corrupt: the pixel data does not decompress ({exc}); re-export it") from exc
+        raise ReadError(
+            p, f"file is corrupt: the pixel data does not decompress ({exc}); re-export it"
+        ) from exc
     if inflated != expected:
-        raise ReadError(p, f"file is corrupt: its pixel data holds {inflated} bytes, the header implies {expected}")
+        raise ReadError(
+            p, f"file is corrupt: its pixel data holds {inflated} bytes, the header implies {expected}"
+        )
 
 
 def _image_array(p: Path, image: Image.Image) -> np.ndarray:
@@ -211,9 +244,12 @@ def _mask_from_colour(path: Path, image: Image.Image) -> np.ndarray:
     if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
         colours = np.unique(rgb.reshape(-1, 3), axis=0)
         example = ", ".join(str(tuple(int(v) for v in c)) for c in colours[:4])
-        raise ReadError(path, f"colour mask with differing R, G, B channels ({len(colours)} distinct colours, "
-                              f"e.g. {example}); expected a single-channel label map. Convert it: map each "
-                              "colour to one integer label and save it as a grey (mode L or I;16) PNG")
+        raise ReadError(
+            path,
+            f"colour mask with differing R, G, B channels ({len(colours)} distinct colours, "
+            f"e.g. {example}); expected a single-channel label map. Convert it: map each "
+            "colour to one integer label and save it as a grey (mode L or I;16) PNG",
+        )
     return np.ascontiguousarray(rgb[..., 0])
 
 
@@ -274,8 +310,10 @@ def _png_array(array: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(data.astype("<u2"))
     if data.dtype == np.uint8 and (data.ndim == 2 or (data.ndim == 3 and data.shape[2] in (3, 4))):
         return np.ascontiguousarray(data)
-    raise ValueError(f"write_png accepts bool/uint8 (H, W), uint8 (H, W, 3|4) or uint16 (H, W); got "
-                     f"dtype {data.dtype} shape {data.shape}. Cast first, e.g. array.astype(np.uint8)")
+    raise ValueError(
+        f"write_png accepts bool/uint8 (H, W), uint8 (H, W, 3|4) or uint16 (H, W); got "
+        f"dtype {data.dtype} shape {data.shape}. Cast first, e.g. array.astype(np.uint8)"
+    )
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -283,7 +321,9 @@ _ADLER_MOD = 65521
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def _deflate_segment(raw: bytes) -> bytes:
@@ -302,8 +342,9 @@ def _zero_segments(row_bytes: int, rows: int) -> list[bytes]:
     return [_zero_rows(row_bytes, 1 << bit) for bit in range(rows.bit_length()) if rows >> bit & 1]
 
 
-def encode_mask_png(mask: np.ndarray, *, top: int = 0, left: int = 0, height: int | None = None,
-                    width: int | None = None) -> bytes:
+def encode_mask_png(
+    mask: np.ndarray, *, top: int = 0, left: int = 0, height: int | None = None, width: int | None = None
+) -> bytes:
     """8-bit grey 0/255 PNG of a boolean mask, fast for sparse masks.
 
     ``mask`` is (h, w) bool placed with its top-left pixel at row ``top``, column ``left`` of a
@@ -316,22 +357,38 @@ def encode_mask_png(mask: np.ndarray, *, top: int = 0, left: int = 0, height: in
     height = rows_h if height is None else height
     width = cols_w if width is None else width
     if top < 0 or left < 0 or top + rows_h > height or left + cols_w > width:
-        raise ValueError(f"a {rows_h}x{cols_w} mask at row {top}, column {left} does not fit a {height}x{width} image")
+        raise ValueError(
+            f"a {rows_h}x{cols_w} mask at row {top}, column {left} does not fit a {height}x{width} image"
+        )
     scanlines = np.zeros((rows_h, width + 1), np.uint8)  # column 0: PNG filter type 0 (None)
     scanlines[:, 1 + left : 1 + left + cols_w] = mask.astype(np.uint8) * np.uint8(255)
     middle = scanlines.tobytes()
     bottom = top + rows_h
-    parts = [*_zero_segments(width + 1, top), _deflate_segment(middle), *_zero_segments(width + 1, height - bottom)]
+    parts = [
+        *_zero_segments(width + 1, top),
+        _deflate_segment(middle),
+        *_zero_segments(width + 1, height - bottom),
+    ]
     adler = zlib.adler32(middle)  # zero bytes before and after: a stays, b grows by count * a
     a, b = adler & 0xFFFF, adler >> 16
     b = (b + a * (width + 1) * (height - bottom) + (width + 1) * top) % _ADLER_MOD
     stream = b"\x78\x01" + b"".join(parts) + b"\x03\x00" + struct.pack(">I", (b << 16) | a)
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+    return (
+        _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+    )
 
 
-def write_mask_png(path: str | Path, mask: np.ndarray, *, top: int = 0, left: int = 0, height: int | None = None,
-                   width: int | None = None, durable: bool = True) -> None:
+def write_mask_png(
+    path: str | Path,
+    mask: np.ndarray,
+    *,
+    top: int = 0,
+    left: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    durable: bool = True,
+) -> None:
     """Write :func:`encode_mask_png` output; ``durable`` as in :func:`write_png`."""
     _write(path, encode_mask_png(mask, top=top, left=left, height=height, width=width), durable)
 
@@ -353,7 +410,9 @@ def _fast_png(data: np.ndarray) -> bytes:
     stream = compressor.compress(scanlines.tobytes()) + compressor.flush()
     colour_type = {1: 0, 3: 2, 4: 6}[channels]
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+    return (
+        _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+    )
 
 
 def encode_png(array: np.ndarray, compress_level: int = 6, *, fast: bool = False) -> bytes:
@@ -372,8 +431,9 @@ def encode_png(array: np.ndarray, compress_level: int = 6, *, fast: bool = False
     return buffer.getvalue()
 
 
-def write_png(path: str | Path, array: np.ndarray, *, durable: bool = True, compress_level: int = 6,
-              fast: bool = False) -> None:
+def write_png(
+    path: str | Path, array: np.ndarray, *, durable: bool = True, compress_level: int = 6, fast: bool = False
+) -> None:
     """Write ``array`` as PNG, creating parent folders; same array -> same bytes.
 
     bool ``(H, W)`` -> 8-bit grey 0/255; uint8 ``(H, W)``/``(H, W, 3)``/``(H, W, 4)`` -> L/RGB/RGBA;
@@ -385,8 +445,9 @@ def write_png(path: str | Path, array: np.ndarray, *, durable: bool = True, comp
     """
     target = Path(path)
     if target.suffix.lower() != ".png":
-        raise ValueError(f"write_png writes PNG files; got path {target} (suffix {target.suffix!r}), "
-                         "use a .png name")
+        raise ValueError(
+            f"write_png writes PNG files; got path {target} (suffix {target.suffix!r}), use a .png name"
+        )
     _write(target, encode_png(array, compress_level, fast=fast), durable)
 
 
@@ -407,6 +468,6 @@ def _write_plain(target: str | Path, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)

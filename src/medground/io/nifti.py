@@ -31,7 +31,14 @@ from medground.io.display import (  # noqa: F401
 )
 from medground.io.errors import ReadError, require_file
 
-__all__ = ["Volume", "canonical_volume", "load_label_volume", "load_volume", "to_original_order", "write_nifti_like"]
+__all__ = [
+    "Volume",
+    "canonical_volume",
+    "load_label_volume",
+    "load_volume",
+    "to_original_order",
+    "write_nifti_like",
+]
 
 _AFFINE_ATOL = 1e-3
 
@@ -71,14 +78,20 @@ def _load_image(path: str | Path) -> tuple[Path, nib.spatialimages.SpatialImage]
     try:
         image = nib.load(p)
     except Exception as exc:  # ImageFileError, EOFError, gzip/zlib errors, header errors...
-        raise ReadError(p, f"not a readable NIfTI/volume file ({type(exc).__name__}: {exc}); expected "
-                           ".nii or .nii.gz (or another format nibabel reads)") from exc
+        raise ReadError(
+            p,
+            f"not a readable NIfTI/volume file ({type(exc).__name__}: {exc}); expected "
+            ".nii or .nii.gz (or another format nibabel reads)",
+        ) from exc
     if len(image.shape) < 3:
         raise ReadError(p, f"volume is {len(image.shape)}D with shape {image.shape}; expected 3D")
     extra = image.shape[3:]
     if any(n != 1 for n in extra):
-        raise ReadError(p, f"volume has shape {image.shape}; expected 3D (a 4D file is accepted only "
-                           "when its 4th+ dimensions are 1). Split the series into 3D files first")
+        raise ReadError(
+            p,
+            f"volume has shape {image.shape}; expected 3D (a 4D file is accepted only "
+            "when its 4th+ dimensions are 1). Split the series into 3D files first",
+        )
     return p, image
 
 
@@ -91,12 +104,19 @@ def _read_data(path: Path, dataobj: object, dtype: type | None) -> np.ndarray:
     try:
         return np.asarray(dataobj, dtype=dtype) if dtype is not None else np.asanyarray(dataobj)
     except Exception as exc:
-        raise ReadError(path, f"voxel data could not be read, the file is truncated or corrupt "
-                              f"({type(exc).__name__}: {exc}); re-export or re-download it") from exc
+        raise ReadError(
+            path,
+            f"voxel data could not be read, the file is truncated or corrupt "
+            f"({type(exc).__name__}: {exc}); re-export or re-download it",
+        ) from exc
 
 
-def canonical_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | None = None,
-                     header: nib.Nifti1Header | None = None) -> Volume:
+def canonical_volume(
+    array: np.ndarray,
+    affine: np.ndarray,
+    path: str | Path | None = None,
+    header: nib.Nifti1Header | None = None,
+) -> Volume:
     """Reorient ``array`` (3D, voxel order of ``affine``) to closest-canonical RAS+ and wrap it in a Volume.
 
     Same result as ``nibabel.as_closest_canonical``; shared by the NIfTI and DICOM readers so both give
@@ -127,8 +147,11 @@ def load_volume(path: str | Path) -> Volume:
     array = _read_data(p, image.dataobj, np.float32).reshape(image.shape[:3])
     bad = int(np.count_nonzero(~np.isfinite(array)))
     if bad:
-        raise ReadError(p, f"{bad} of {array.size} voxels are NaN or inf; expected finite intensities. "
-                           "Replace them (e.g. numpy.nan_to_num) and save again")
+        raise ReadError(
+            p,
+            f"{bad} of {array.size} voxels are NaN or inf; expected finite intensities. "
+            "Replace them (e.g. numpy.nan_to_num) and save again",
+        )
     return canonical_volume(array, image.affine, p, _nifti_header(image))
 
 
@@ -139,12 +162,17 @@ def _integer_labels(path: Path, array: np.ndarray) -> np.ndarray:
         return array.astype(np.int32)
     finite = np.isfinite(array)
     if not finite.all():
-        raise ReadError(path, f"{int(np.count_nonzero(~finite))} label voxels are NaN or inf; expected integers")
+        raise ReadError(
+            path, f"{int(np.count_nonzero(~finite))} label voxels are NaN or inf; expected integers"
+        )
     rounded = np.round(array)
     if not np.array_equal(rounded, array):
         bad = np.unique(array[rounded != array])[:5]
-        raise ReadError(path, f"label volume holds non-integer values (e.g. {bad.tolist()}); expected integer "
-                              "labels. Is this an image or a probability map rather than a label map?")
+        raise ReadError(
+            path,
+            f"label volume holds non-integer values (e.g. {bad.tolist()}); expected integer "
+            "labels. Is this an image or a probability map rather than a label map?",
+        )
     if array.size and (rounded.min() < -(2**31) or rounded.max() >= 2**31):
         raise ReadError(path, "label values do not fit in int32")
     return rounded.astype(np.int32)
@@ -169,12 +197,17 @@ def _check_same_grid(label: Volume, image: Volume) -> None:
     if same_shape and np.allclose(label.affine, image.affine, rtol=0.0, atol=_AFFINE_ATOL):
         return
     with np.printoptions(precision=4, suppress=True):
-        detail = (f"label shape {label.array.shape} vs image {image.path} shape {image.array.shape}"
-                  if not same_shape else
-                  f"label affine\n{label.affine}\nvs image {image.path} affine\n{image.affine}")
-    raise ReadError(label.path or "<label>", f"label is not on the image's voxel grid: {detail}. Resample the "
-                    "label onto the image grid (nearest neighbour, e.g. nibabel.processing.resample_from_to"
-                    "(label, image, order=0)) or pair it with the right image")
+        detail = (
+            f"label shape {label.array.shape} vs image {image.path} shape {image.array.shape}"
+            if not same_shape
+            else f"label affine\n{label.affine}\nvs image {image.path} affine\n{image.affine}"
+        )
+    raise ReadError(
+        label.path or "<label>",
+        f"label is not on the image's voxel grid: {detail}. Resample the "
+        "label onto the image grid (nearest neighbour, e.g. nibabel.processing.resample_from_to"
+        "(label, image, order=0)) or pair it with the right image",
+    )
 
 
 def to_original_order(array: np.ndarray, like: Volume) -> np.ndarray:
@@ -210,8 +243,10 @@ def write_nifti_like(path: str | Path, mask_array_canonical: np.ndarray, like: V
         raise ValueError(f"write_nifti_like writes NIfTI; got {target}, use a .nii or .nii.gz name")
     mask = np.asarray(mask_array_canonical)
     if mask.shape != like.array.shape:
-        raise ValueError(f"mask shape {mask.shape} does not match the volume {like.path} shape "
-                         f"{like.array.shape} (canonical RAS+ order)")
+        raise ValueError(
+            f"mask shape {mask.shape} does not match the volume {like.path} shape "
+            f"{like.array.shape} (canonical RAS+ order)"
+        )
     if mask.dtype.kind not in "iub":
         raise ValueError(f"mask dtype {mask.dtype} is not integer/bool; threshold or round it first")
     if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 255):

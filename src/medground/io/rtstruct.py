@@ -42,8 +42,11 @@ def _contour_voxels(path: Path, points_lps: np.ndarray, series: Volume) -> tuple
     level = float(np.mean(ijk[:, axis]))
     index = int(round(level))
     if np.ptp(ijk[:, axis]) > 2 * _PLANE_TOL or abs(level - index) > _PLANE_TOL:
-        raise ReadError(path, f"a contour does not lie on a slice of the series (voxel position {level:.2f} "
-                              f"along axis {axis}); is this RTSTRUCT drawn on another series?")
+        raise ReadError(
+            path,
+            f"a contour does not lie on a slice of the series (voxel position {level:.2f} "
+            f"along axis {axis}); is this RTSTRUCT drawn on another series?",
+        )
     in_plane = [a for a in range(3) if a != axis]
     return axis, index, ijk[:, in_plane]
 
@@ -57,13 +60,15 @@ def _fill(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
         return plane
     uu, vv = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
     inside = Polygon(polygon).contains_points(np.column_stack([uu.ravel(), vv.ravel()]))
-    plane[lo[0]:hi[0], lo[1]:hi[1]] = inside.reshape(uu.shape)
+    plane[lo[0] : hi[0], lo[1] : hi[1]] = inside.reshape(uu.shape)
     return plane
 
 
 def _roi_names(ds: pydicom.Dataset) -> dict[int, str]:
-    return {int(item.ROINumber): str(item.get("ROIName", f"ROI-{item.ROINumber}"))
-            for item in ds.StructureSetROISequence}
+    return {
+        int(item.ROINumber): str(item.get("ROIName", f"ROI-{item.ROINumber}"))
+        for item in ds.StructureSetROISequence
+    }
 
 
 def rasterize_rtstruct(rtstruct_path: str | Path, series: Volume) -> dict[str, np.ndarray]:
@@ -86,9 +91,12 @@ def rasterize_rtstruct(rtstruct_path: str | Path, series: Volume) -> dict[str, n
             points = np.asarray(contour.ContourData, dtype=np.float64).reshape(-1, 3)
             axis, index, polygon = _contour_voxels(path, points, series)
             if not 0 <= index < series.shape[axis]:
-                raise ReadError(path, f"ROI {name!r} has a contour outside the series (slice {index} along "
-                                      f"axis {axis}, the series has {series.shape[axis]}); is this RTSTRUCT "
-                                      "drawn on another series?")
+                raise ReadError(
+                    path,
+                    f"ROI {name!r} has a contour outside the series (slice {index} along "
+                    f"axis {axis}, the series has {series.shape[axis]}); is this RTSTRUCT "
+                    "drawn on another series?",
+                )
             view = np.moveaxis(mask, axis, 0)[index]  # (the two in-plane axes in order), writes through
             view ^= _fill(view.shape, polygon)
     return masks

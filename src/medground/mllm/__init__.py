@@ -12,9 +12,13 @@ from typing import Any
 __all__ = ["FAMILIES", "Answer", "Grounder", "TrainConfig", "get_family", "predict", "train"]
 
 _WHERE = {
-    "FAMILIES": "medground.mllm.families", "get_family": "medground.mllm.families",
-    "Answer": "medground.mllm.grounder", "Grounder": "medground.mllm.grounder", "predict": "medground.mllm.grounder",
-    "TrainConfig": "medground.mllm.train", "train": "medground.mllm.train",
+    "FAMILIES": "medground.mllm.families",
+    "get_family": "medground.mllm.families",
+    "Answer": "medground.mllm.grounder",
+    "Grounder": "medground.mllm.grounder",
+    "predict": "medground.mllm.grounder",
+    "TrainConfig": "medground.mllm.train",
+    "train": "medground.mllm.train",
 }
 
 

@@ -23,7 +23,14 @@ from typing import Any
 from medground.grounding import get_dialect
 from medground.types import Box
 
-__all__ = ["evaluate_predictions", "majority_class", "prior_boxes", "prior_box_for", "read_jsonl", "roc_label"]
+__all__ = [
+    "evaluate_predictions",
+    "majority_class",
+    "prior_boxes",
+    "prior_box_for",
+    "read_jsonl",
+    "roc_label",
+]
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -46,11 +53,15 @@ def prior_boxes(train_records: list[dict[str, Any]]) -> dict[str, tuple[float, f
             for k, v in enumerate((x0 / w, y0 / h, x1 / w, y1 / h)):
                 acc[k] += v
             counts[region["name"]] += 1
-    return {name: (s[0] / counts[name], s[1] / counts[name], s[2] / counts[name], s[3] / counts[name])
-            for name, s in sums.items()}
+    return {
+        name: (s[0] / counts[name], s[1] / counts[name], s[2] / counts[name], s[3] / counts[name])
+        for name, s in sums.items()
+    }
 
 
-def prior_box_for(priors: dict[str, tuple[float, float, float, float]], name: str, width: int, height: int) -> Box:
+def prior_box_for(
+    priors: dict[str, tuple[float, float, float, float]], name: str, width: int, height: int
+) -> Box:
     """The prior box of ``name`` in pixels of a width x height image (all-structure mean if unseen)."""
     if name in priors:
         nx0, ny0, nx1, ny1 = priors[name]
@@ -58,13 +69,19 @@ def prior_box_for(priors: dict[str, tuple[float, float, float, float]], name: st
         values = list(priors.values()) or [(0.0, 0.0, 1.0, 1.0)]
         nx0, ny0, nx1, ny1 = (sum(v[k] for v in values) / len(values) for k in range(4))
     x0, y0 = min(width - 1, round(nx0 * width)), min(height - 1, round(ny0 * height))
-    return Box(x0, y0, max(x0 + 1, min(width, round(nx1 * width))), max(y0 + 1, min(height, round(ny1 * height))))
+    return Box(
+        x0, y0, max(x0 + 1, min(width, round(nx1 * width))), max(y0 + 1, min(height, round(ny1 * height)))
+    )
 
 
 def majority_class(train_records: list[dict[str, Any]]) -> str:
     """Most frequent structure among the training ``roc`` turns (ties: alphabetical first)."""
-    counts = Counter(t.get("structure", "") for r in train_records for t in r.get("turns", [])
-                     if t.get("task") == "roc" and not t.get("negative"))
+    counts = Counter(
+        t.get("structure", "")
+        for r in train_records
+        for t in r.get("turns", [])
+        if t.get("task") == "roc" and not t.get("negative")
+    )
     if not counts:
         return ""
     best = max(counts.values())
@@ -93,8 +110,9 @@ def _pred_boxes(row: dict[str, Any]) -> list[Box]:
     return [g.box for g in get_dialect(row["dialect"]).parse(row["response"], row["width"], row["height"])]
 
 
-def evaluate_predictions(rows: list[dict[str, Any]], test_records: list[dict[str, Any]],
-                         train_records: list[dict[str, Any]]) -> dict[str, Any]:
+def evaluate_predictions(
+    rows: list[dict[str, Any]], test_records: list[dict[str, Any]], train_records: list[dict[str, Any]]
+) -> dict[str, Any]:
     """REC Acc@0.5 and ROC accuracy of the model and of the prior-box / majority-class baselines."""
     by_id = {r["id"]: r for r in test_records}
     priors, majority = prior_boxes(train_records), majority_class(train_records)
@@ -120,7 +138,12 @@ def evaluate_predictions(rows: list[dict[str, Any]], test_records: list[dict[str
     def rate(hits: str, total: str) -> float | None:
         return tally[hits] / tally[total] if tally[total] else None
 
-    return {"rec_turns": tally["rec"], "rec_acc50_model": rate("rec_model", "rec"),
-            "rec_acc50_prior_box": rate("rec_prior", "rec"), "roc_turns": tally["roc"],
-            "roc_acc_model": rate("roc_model", "roc"), "roc_acc_majority": rate("roc_majority", "roc"),
-            "majority_class": majority}
+    return {
+        "rec_turns": tally["rec"],
+        "rec_acc50_model": rate("rec_model", "rec"),
+        "rec_acc50_prior_box": rate("rec_prior", "rec"),
+        "roc_turns": tally["roc"],
+        "roc_acc_model": rate("roc_model", "roc"),
+        "roc_acc_majority": rate("roc_majority", "roc"),
+        "majority_class": majority,
+    }

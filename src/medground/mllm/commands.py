@@ -39,10 +39,24 @@ def _threads(threads: int | None) -> None:
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Data-engine output folder (records/ and images/).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the trained model.")],
-    base: Annotated[str, typer.Option(help="'tiny' (from scratch), a local model folder or a hub id (Qwen/Qwen2.5-VL-7B-Instruct).")] = "tiny",
-    family: Annotated[str, typer.Option(help="Family of a tiny model: qwen2-vl, qwen2.5-vl, qwen3-vl.")] = "qwen2-vl",
-    preset: Annotated[str | None, typer.Option(help="Named recipe applied before explicit options: bird (lr 2e-5 cosine, warmup 0.01, wd 0.1, beta2 0.95, 2 epochs, 448 px).")] = None,
-    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end) instead of all weights.")] = False,
+    base: Annotated[
+        str,
+        typer.Option(
+            help="'tiny' (from scratch), a local model folder or a hub id (Qwen/Qwen2.5-VL-7B-Instruct)."
+        ),
+    ] = "tiny",
+    family: Annotated[
+        str, typer.Option(help="Family of a tiny model: qwen2-vl, qwen2.5-vl, qwen3-vl.")
+    ] = "qwen2-vl",
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Named recipe applied before explicit options: bird (lr 2e-5 cosine, warmup 0.01, wd 0.1, beta2 0.95, 2 epochs, 448 px)."
+        ),
+    ] = None,
+    lora: Annotated[
+        bool, typer.Option(help="Train LoRA adapters (merged at the end) instead of all weights.")
+    ] = False,
     epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
@@ -51,36 +65,80 @@ def train_command(
     max_pixels: Annotated[int | None, typer.Option(help="Largest resized image area in pixels.")] = None,
     warmup: Annotated[float | None, typer.Option(help="Warmup as a fraction of all steps.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
-    augment: Annotated[float | None, typer.Option(help="Random crops: each side moves in by up to this fraction (mentioned regions stay whole).")] = None,
-    shift: Annotated[float | None, typer.Option(help="Random shifts: pad each side with black by up to this fraction after the crop.")] = None,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every this many steps (for --resume).")] = None,
+    augment: Annotated[
+        float | None,
+        typer.Option(
+            help="Random crops: each side moves in by up to this fraction (mentioned regions stay whole)."
+        ),
+    ] = None,
+    shift: Annotated[
+        float | None,
+        typer.Option(help="Random shifts: pad each side with black by up to this fraction after the crop."),
+    ] = None,
+    save_steps: Annotated[
+        int | None, typer.Option(help="Checkpoint every this many steps (for --resume).")
+    ] = None,
     pack: Annotated[bool, typer.Option(help="Pack each batch into one sequence.")] = False,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations to save memory.")] = False,
-    train_vision: Annotated[bool | None, typer.Option("--train-vision/--freeze-vision", help="Train the whole vision tower, or only its merger (default: only the merger for a pretrained base, all of it for tiny).")] = None,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option(help="Recompute activations to save memory.")
+    ] = False,
+    train_vision: Annotated[
+        bool | None,
+        typer.Option(
+            "--train-vision/--freeze-vision",
+            help="Train the whole vision tower, or only its merger (default: only the merger for a pretrained base, all of it for tiny).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and tokenizer.")] = 0,
     resume: Annotated[str | None, typer.Option(help="Checkpoint folder to resume from, or 'last'.")] = None,
     tiny_hidden: Annotated[int | None, typer.Option(help="--base tiny: language model width.")] = None,
     tiny_layers: Annotated[int | None, typer.Option(help="--base tiny: decoder layers.")] = None,
-    tiny_vision_width: Annotated[int | None, typer.Option(help="--base tiny: vision transformer width.")] = None,
-    tiny_vision_depth: Annotated[int | None, typer.Option(help="--base tiny: vision transformer blocks.")] = None,
+    tiny_vision_width: Annotated[
+        int | None, typer.Option(help="--base tiny: vision transformer width.")
+    ] = None,
+    tiny_vision_depth: Annotated[
+        int | None, typer.Option(help="--base tiny: vision transformer blocks.")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Instruction-tune a grounding model on data-engine records (all tasks mixed, loss on answers)."""
     _threads(threads)
     from medground.mllm.train import TrainConfig, apply_preset, train
 
-    cfg = TrainConfig(data=str(data), out=str(out), base=base, family=family, lora=lora, pack=pack,
-                      gradient_checkpointing=gradient_checkpointing, freeze_vision=None if train_vision is None else not train_vision, seed=seed,
-                      resume=resume)
+    cfg = TrainConfig(
+        data=str(data),
+        out=str(out),
+        base=base,
+        family=family,
+        lora=lora,
+        pack=pack,
+        gradient_checkpointing=gradient_checkpointing,
+        freeze_vision=None if train_vision is None else not train_vision,
+        seed=seed,
+        resume=resume,
+    )
     try:
         if preset:
             cfg = apply_preset(cfg, preset)
-        overrides: dict[str, Any] = {"epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size,
-                                     "grad_accum": grad_accum, "max_pixels": max_pixels, "warmup": warmup,
-                                     "weight_decay": weight_decay, "augment": augment, "shift": shift,
-                                     "save_steps": save_steps}
-        sizes = (("hidden_size", tiny_hidden), ("num_layers", tiny_layers), ("vision_width", tiny_vision_width),
-                 ("vision_depth", tiny_vision_depth))
+        overrides: dict[str, Any] = {
+            "epochs": epochs,
+            "max_steps": max_steps,
+            "lr": lr,
+            "batch_size": batch_size,
+            "grad_accum": grad_accum,
+            "max_pixels": max_pixels,
+            "warmup": warmup,
+            "weight_decay": weight_decay,
+            "augment": augment,
+            "shift": shift,
+            "save_steps": save_steps,
+        }
+        sizes = (
+            ("hidden_size", tiny_hidden),
+            ("num_layers", tiny_layers),
+            ("vision_width", tiny_vision_width),
+            ("vision_depth", tiny_vision_depth),
+        )
         tiny = {k: v for k, v in sizes if v is not None}
         if tiny_hidden is not None:
             tiny["intermediate_size"] = 2 * tiny_hidden
@@ -105,10 +163,18 @@ def _parse_box(box: str | None) -> list[int] | None:
 
 def ask_command(
     image: Annotated[Path, typer.Argument(help="Image file (any size, gray or RGB).")],
-    question: Annotated[str, typer.Argument(help="Question, e.g. 'Where is the liver?'; {box} marks where --box goes.")],
-    box: Annotated[str | None, typer.Option(help="Region x0,y0,x1,y1 in original-image pixels (x1/y1 exclusive).")] = None,
-    model: Annotated[Path | None, typer.Option(help="Trained model folder (default: the shipped bird-nano).")] = None,
-    draw: Annotated[Path | None, typer.Option(help="Write the image with the answer's boxes drawn to this PNG.")] = None,
+    question: Annotated[
+        str, typer.Argument(help="Question, e.g. 'Where is the liver?'; {box} marks where --box goes.")
+    ],
+    box: Annotated[
+        str | None, typer.Option(help="Region x0,y0,x1,y1 in original-image pixels (x1/y1 exclusive).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Trained model folder (default: the shipped bird-nano).")
+    ] = None,
+    draw: Annotated[
+        Path | None, typer.Option(help="Write the image with the answer's boxes drawn to this PNG.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {answer, boxes} as JSON.")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 128,
 ) -> None:
@@ -118,7 +184,9 @@ def ask_command(
     from medground.mllm.grounder import Grounder
 
     try:
-        answer = Grounder.from_pretrained(model, max_new_tokens=max_new_tokens).ask(image, question, box=region)
+        answer = Grounder.from_pretrained(model, max_new_tokens=max_new_tokens).ask(
+            image, question, box=region
+        )
     except (FileNotFoundError, ValueError, KeyError) as error:
         _fail(str(error))
     if as_json:
@@ -137,9 +205,13 @@ def predict_command(
     data: Annotated[Path, typer.Option("--data", help="Data-engine output folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Predictions JSONL (one row per turn).")],
     split: Annotated[str, typer.Option(help="Record split to answer.")] = "test",
-    model: Annotated[Path | None, typer.Option(help="Trained model folder (default: the shipped bird-nano).")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Trained model folder (default: the shipped bird-nano).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N records.")] = None,
-    resume: Annotated[bool, typer.Option(help="Keep the rows already in OUT and answer only the missing turns.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Keep the rows already in OUT and answer only the missing turns.")
+    ] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Answer every turn of a split and write the evaluation harness's prediction rows."""
@@ -148,11 +220,14 @@ def predict_command(
     from medground.mllm.grounder import Grounder, predict
 
     try:
+
         def show(done: int, total: int) -> None:
             if done == total or done % 10 == 0:
                 typer.echo(f"  {done}/{total} records", err=True)
 
-        count = predict(Grounder.from_pretrained(model), data, split, out, limit=limit, resume=resume, progress=show)
+        count = predict(
+            Grounder.from_pretrained(model), data, split, out, limit=limit, resume=resume, progress=show
+        )
     except (FileNotFoundError, ValueError, KeyError) as error:
         _fail(str(error))
     typer.echo(f"{count} predictions written to {out}")

@@ -72,8 +72,11 @@ def read_records(data_dir: str | Path, split: str | None = None) -> list[dict[st
 def _span_pattern(dialect: Dialect) -> re.Pattern[str]:
     """Regex for one grounded group (optional label + one or more boxes) in ``dialect``'s text."""
     if isinstance(dialect, TagDialect):
-        box = (re.escape(dialect.box_open) + r"\s*\(\s*-?[\d.]+\s*,\s*-?[\d.]+\s*\)\s*,\s*\(\s*-?[\d.]+\s*,\s*-?[\d.]+\s*\)\s*"
-               + re.escape(dialect.box_close))
+        box = (
+            re.escape(dialect.box_open)
+            + r"\s*\(\s*-?[\d.]+\s*,\s*-?[\d.]+\s*\)\s*,\s*\(\s*-?[\d.]+\s*,\s*-?[\d.]+\s*\)\s*"
+            + re.escape(dialect.box_close)
+        )
         ref = re.escape(dialect.ref_open) + r".*?" + re.escape(dialect.ref_close)
         return re.compile(f"(?:{ref}\\s*)?{box}(?:\\s*{box})*", re.DOTALL)
     if isinstance(dialect, JsonDialect):
@@ -103,12 +106,24 @@ def _in_crop(box: Box, crop: Box) -> Box:
     """``box`` in the frame of the ``crop`` window (clipped to it; a box outside becomes a 1-pixel box at the edge)."""
     x0 = min(max(box.x0 - crop.x0, 0), crop.width - 1)
     y0 = min(max(box.y0 - crop.y0, 0), crop.height - 1)
-    return Box(x0, y0, max(x0 + 1, min(box.x1 - crop.x0, crop.width)), max(y0 + 1, min(box.y1 - crop.y0, crop.height)))
+    return Box(
+        x0,
+        y0,
+        max(x0 + 1, min(box.x1 - crop.x0, crop.width)),
+        max(y0 + 1, min(box.y1 - crop.y0, crop.height)),
+    )
 
 
-def convert_text(text: str, source: Dialect, target: Dialect, width: int, height: int,
-                 exact: list[Box] | None = None, crop: Box | None = None,
-                 pad: tuple[int, int, int, int] | None = None) -> str:
+def convert_text(
+    text: str,
+    source: Dialect,
+    target: Dialect,
+    width: int,
+    height: int,
+    exact: list[Box] | None = None,
+    crop: Box | None = None,
+    pad: tuple[int, int, int, int] | None = None,
+) -> str:
     """Rewrite every box of ``text`` from ``source`` into ``target`` dialect for a width x height image.
 
     ``exact``: canonical boxes the text may denote; a parsed box equal to one of them after the
@@ -147,8 +162,12 @@ def random_crop(record: dict[str, Any], rng: random.Random, max_fraction: float)
     """
     width, height = int(record["width"]), int(record["height"])
     regions = record.get("regions", [])
-    used = [Box.from_list(regions[i]["box"]) for t in record.get("turns", []) for i in t.get("regions", [])
-            if i < len(regions) and regions[i].get("box")]
+    used = [
+        Box.from_list(regions[i]["box"])
+        for t in record.get("turns", [])
+        for i in t.get("regions", [])
+        if i < len(regions) and regions[i].get("box")
+    ]
     lo_x = min([b.x0 for b in used], default=width // 2)
     lo_y = min([b.y0 for b in used], default=height // 2)
     hi_x = max([b.x1 for b in used], default=width // 2 + 1)
@@ -169,8 +188,12 @@ def random_pad(width: int, height: int, rng: random.Random, max_fraction: float)
     return rng.randint(0, px), rng.randint(0, py), rng.randint(0, px), rng.randint(0, py)
 
 
-def record_turns(record: dict[str, Any], target: Dialect, crop: Box | None = None,
-                 pad: tuple[int, int, int, int] | None = None) -> list[Turn]:
+def record_turns(
+    record: dict[str, Any],
+    target: Dialect,
+    crop: Box | None = None,
+    pad: tuple[int, int, int, int] | None = None,
+) -> list[Turn]:
     """The record's human/gpt pairs in ``target`` dialect; the ``<image>`` placeholder is removed.
 
     ``crop``: a window of the image (see :func:`random_crop`); boxes are then written in its frame.
@@ -181,19 +204,26 @@ def record_turns(record: dict[str, Any], target: Dialect, crop: Box | None = Non
     exact = [Box.from_list(r["box"]) for r in record.get("regions", []) if r.get("box")]
     convs = record["conversations"]
     if len(convs) % 2 or any(c["from"] != ("human" if i % 2 == 0 else "gpt") for i, c in enumerate(convs)):
-        raise ValueError(f"record {record.get('id')!r}: conversations must alternate human/gpt, got "
-                         f"{[c['from'] for c in convs]}")
+        raise ValueError(
+            f"record {record.get('id')!r}: conversations must alternate human/gpt, got "
+            f"{[c['from'] for c in convs]}"
+        )
     meta = record.get("turns") or [{}] * (len(convs) // 2)
     turns = []
     for i in range(0, len(convs), 2):
-        question = convs[i]["value"].replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
+        question = (
+            convs[i]["value"].replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
+        )
         info = meta[i // 2] if i // 2 < len(meta) else {}
-        turns.append(Turn(
-            question=convert_text(question, source, target, width, height, exact, crop, pad),
-            answer=convert_text(convs[i + 1]["value"], source, target, width, height, exact, crop, pad),
-            task=str(info.get("task", "")), negative=bool(info.get("negative", False)),
-            structure=str(info.get("structure", "")),
-        ))
+        turns.append(
+            Turn(
+                question=convert_text(question, source, target, width, height, exact, crop, pad),
+                answer=convert_text(convs[i + 1]["value"], source, target, width, height, exact, crop, pad),
+                task=str(info.get("task", "")),
+                negative=bool(info.get("negative", False)),
+                structure=str(info.get("structure", "")),
+            )
+        )
     return turns
 
 
@@ -226,9 +256,15 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_record(record: dict[str, Any], processor: Any, dialect: Dialect, data_dir: str | Path,
-                  max_length: int = 2048, crop: Box | None = None,
-                  pad: tuple[int, int, int, int] | None = None) -> dict[str, Any]:
+def encode_record(
+    record: dict[str, Any],
+    processor: Any,
+    dialect: Dialect,
+    data_dir: str | Path,
+    max_length: int = 2048,
+    crop: Box | None = None,
+    pad: tuple[int, int, int, int] | None = None,
+) -> dict[str, Any]:
     """Token ids, labels and pixels of one record for training.
 
     Returns ``input_ids`` / ``labels`` / ``mm_token_type_ids``: (L,) int64 lists, labels ``-100``
@@ -260,8 +296,13 @@ def encode_record(record: dict[str, Any], processor: Any, dialect: Dialect, data
         ids += prompt + answer + tail
         labels += [IGNORE_INDEX] * len(prompt) + answer + [IGNORE_INDEX] * len(tail)
     image_id = tok.convert_tokens_to_ids(IMAGE_PAD)
-    return {"input_ids": ids, "labels": labels, "mm_token_type_ids": [int(t == image_id) for t in ids],
-            "pixel_values": vision["pixel_values"], "image_grid_thw": grid}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "mm_token_type_ids": [int(t == image_id) for t in ids],
+        "pixel_values": vision["pixel_values"],
+        "image_grid_thw": grid,
+    }
 
 
 def encode_prompt(processor: Any, image: Image.Image, question: str) -> dict[str, Any]:
@@ -275,9 +316,16 @@ def encode_prompt(processor: Any, image: Image.Image, question: str) -> dict[str
     vision = processor.image_processor(images=[image], return_tensors="pt")
     n_pad = int(vision["image_grid_thw"].prod()) // processor.image_processor.merge_size**2
     tok = processor.tokenizer
-    text = (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
-            f"{VISION_START}{IMAGE_PAD * n_pad}{VISION_END}{question}<|im_end|>\n<|im_start|>assistant\n")
+    text = (
+        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
+        f"{VISION_START}{IMAGE_PAD * n_pad}{VISION_END}{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
     ids = torch.tensor([_ids(tok, text)], dtype=torch.long)
     image_id = tok.convert_tokens_to_ids(IMAGE_PAD)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == image_id).long(),
-            "pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "mm_token_type_ids": (ids == image_id).long(),
+        "pixel_values": vision["pixel_values"],
+        "image_grid_thw": vision["image_grid_thw"],
+    }

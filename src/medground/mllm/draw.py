@@ -18,8 +18,12 @@ __all__ = ["save_answer_drawing"]
 _GIVEN = (255, 255, 255)
 
 
-def save_answer_drawing(image: str | Path | np.ndarray | Image.Image, boxes: list[Grounded], out: str | Path,
-                        given: list[int] | None = None) -> Path:
+def save_answer_drawing(
+    image: str | Path | np.ndarray | Image.Image,
+    boxes: list[Grounded],
+    out: str | Path,
+    given: list[int] | None = None,
+) -> Path:
     """Save ``image`` with each answer box outlined and labelled, and the user's ``given`` box in white.
 
     Boxes are ``[x0, y0, x1, y1)`` in pixels of ``image``; PNG written to ``out``.
@@ -34,4 +38,3 @@ def save_answer_drawing(image: str | Path | np.ndarray | Image.Image, boxes: lis
     colors += [PALETTE[i % len(PALETTE)] for i in range(len(boxes))]
     write_png(Path(out), draw_boxes(picture, drawn, labels, colors=colors, thickness=thickness))
     return Path(out)
-

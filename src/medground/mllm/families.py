@@ -62,8 +62,9 @@ class Family:
         """
         base = get_dialect(self.name)
         if isinstance(base, JsonDialect) and base.absolute:
-            return JsonDialect(self.name, absolute=True, factor=self.factor, min_pixels=min_pixels,
-                               max_pixels=max_pixels)
+            return JsonDialect(
+                self.name, absolute=True, factor=self.factor, min_pixels=min_pixels, max_pixels=max_pixels
+            )
         return base
 
 
@@ -73,8 +74,13 @@ FAMILIES: dict[str, Family] = {
         "qwen2.5-vl", "qwen2_5_vl", "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", 14
     ),
     "qwen3-vl": Family(
-        "qwen3-vl", "qwen3_vl", "Qwen3VLConfig", "Qwen3VLForConditionalGeneration", 16,
-        image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
+        "qwen3-vl",
+        "qwen3_vl",
+        "Qwen3VLConfig",
+        "Qwen3VLForConditionalGeneration",
+        16,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
     ),
 }
 

@@ -42,29 +42,43 @@ class Answer:
 
     def as_dict(self) -> dict[str, Any]:
         """``{"answer": text, "boxes": [{"label": ..., "box": [x0, y0, x1, y1]}]}``."""
-        return {"answer": self.text, "boxes": [{"label": g.label, "box": g.box.as_list()} for g in self.boxes]}
+        return {
+            "answer": self.text,
+            "boxes": [{"label": g.label, "box": g.box.as_list()} for g in self.boxes],
+        }
 
 
 def _check_dir(path: Path) -> None:
     if not path.is_dir():
-        raise FileNotFoundError(f"no model directory at {path}; train one with `medground train` or omit --model "
-                                f"to use the shipped bird-nano ({DEFAULT_MODEL})")
+        raise FileNotFoundError(
+            f"no model directory at {path}; train one with `medground train` or omit --model "
+            f"to use the shipped bird-nano ({DEFAULT_MODEL})"
+        )
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} has no config.json: not a saved model (save with model.save_pretrained)")
+        raise FileNotFoundError(
+            f"{path} has no config.json: not a saved model (save with model.save_pretrained)"
+        )
     if not any((path / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json")):
         pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
-        extra = f" (found {pickled}: pickled weights are refused; convert them to safetensors)" if pickled else ""
+        extra = (
+            f" (found {pickled}: pickled weights are refused; convert them to safetensors)" if pickled else ""
+        )
         raise FileNotFoundError(f"{path} has no model.safetensors{extra}")
 
 
 def _load_model(family: Family, source: str) -> Any:
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    fix = "the weights were saved from a different model: retrain, or put the matching config.json beside them"
+    fix = (
+        "the weights were saved from a different model: retrain, or put the matching config.json beside them"
+    )
     try:
-        model, info = family.model_cls().from_pretrained(source, dtype=dtype, use_safetensors=True,
-                                                         output_loading_info=True)
+        model, info = family.model_cls().from_pretrained(
+            source, dtype=dtype, use_safetensors=True, output_loading_info=True
+        )
     except RuntimeError as error:  # transformers refuses tensors of the wrong shape
-        raise ValueError(f"checkpoint {source} does not match its config ({family.name}): {error}; {fix}") from error
+        raise ValueError(
+            f"checkpoint {source} does not match its config ({family.name}): {error}; {fix}"
+        ) from error
     bad = {k: sorted(v)[:5] for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if bad:
         raise ValueError(f"checkpoint {source} does not match its config ({family.name}): {bad}; {fix}")
@@ -90,7 +104,11 @@ class Grounder:
         the config raise an error that says what was found and what to do.
         """
         source = Path(path).expanduser() if path is not None else DEFAULT_MODEL
-        hub_id = path is not None and not source.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) is not None
+        hub_id = (
+            path is not None
+            and not source.exists()
+            and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) is not None
+        )
         if not hub_id:
             _check_dir(source)
         from transformers import AutoConfig
@@ -98,14 +116,18 @@ class Grounder:
         try:
             config = AutoConfig.from_pretrained(str(source))
         except OSError as error:
-            raise FileNotFoundError(f"no model directory at {source} and no hub model {path!r} reachable "
-                                    f"({error}); give a local folder or download the weights first") from error
+            raise FileNotFoundError(
+                f"no model directory at {source} and no hub model {path!r} reachable "
+                f"({error}); give a local folder or download the weights first"
+            ) from error
         family = family_for_model_type(config.model_type)
         meta_path = source / META_FILE
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta.get("family") != family.name:
-                raise ValueError(f"{meta_path} says family {meta.get('family')!r} but config.json is {family.name!r}")
+                raise ValueError(
+                    f"{meta_path} says family {meta.get('family')!r} but config.json is {family.name!r}"
+                )
         return cls(_load_model(family, str(source)), load_processor(source), family, max_new_tokens)
 
     def _load(self, image: str | Path | np.ndarray | Image.Image) -> Image.Image:
@@ -116,19 +138,27 @@ class Grounder:
         self._image, self._image_key = picture, key
         return picture
 
-    def prompt(self, question: str, box: Box | list[int] | tuple[int, ...] | None, width: int, height: int) -> str:
+    def prompt(
+        self, question: str, box: Box | list[int] | tuple[int, ...] | None, width: int, height: int
+    ) -> str:
         """``question`` with ``box`` (original pixels) written in the model's dialect at ``{box}`` or appended."""
         if box is None:
             return question
         box = box if isinstance(box, Box) else Box.from_list(list(box))
         if not box.fits(width, height):
-            raise ValueError(f"box {box.as_list()} lies outside the {width}x{height} image; give original-image pixels")
+            raise ValueError(
+                f"box {box.as_list()} lies outside the {width}x{height} image; give original-image pixels"
+            )
         text = self.dialect.box(box, width, height)
         return question.replace("{box}", text) if "{box}" in question else f"{question} {text}"
 
     @torch.no_grad()
-    def ask(self, image: str | Path | np.ndarray | Image.Image, question: str,
-            box: Box | list[int] | tuple[int, ...] | None = None) -> Answer:
+    def ask(
+        self,
+        image: str | Path | np.ndarray | Image.Image,
+        question: str,
+        box: Box | list[int] | tuple[int, ...] | None = None,
+    ) -> Answer:
         """Answer ``question`` about ``image`` (path, PIL, (H, W) or (H, W, 3) uint8), greedy decoding.
 
         ``box``: an optional region [x0, y0, x1, y1) in original-image pixels. Returned boxes are in
@@ -141,9 +171,14 @@ class Grounder:
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         tok = self.processor.tokenizer
-        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                  eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
-        text = tok.decode(out[0, inputs["input_ids"].shape[1]:].tolist(), skip_special_tokens=False)
+        out = self.model.generate(
+            **inputs,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tok.pad_token_id,
+        )
+        text = tok.decode(out[0, inputs["input_ids"].shape[1] :].tolist(), skip_special_tokens=False)
         for stop in _STOP_TOKENS:
             text = text.split(stop)[0]
         text = text.strip()
@@ -151,15 +186,34 @@ class Grounder:
 
 
 def _row(grounder: Grounder, record: dict[str, Any], i: int, turn: Any, answer: Answer) -> dict[str, Any]:
-    return {"id": f"{record['id']}/{i}", "record": record["id"], "turn": i, "image": record["image"],
-            "modality": record.get("modality"), "task": turn.task, "question": turn.question,
-            "annotation": turn.answer, "response": answer.text, "width": record["width"],
-            "height": record["height"], "negative": turn.negative, "dialect": grounder.dialect.name,
-            "structure": turn.structure, "boxes": answer.as_dict()["boxes"]}
+    return {
+        "id": f"{record['id']}/{i}",
+        "record": record["id"],
+        "turn": i,
+        "image": record["image"],
+        "modality": record.get("modality"),
+        "task": turn.task,
+        "question": turn.question,
+        "annotation": turn.answer,
+        "response": answer.text,
+        "width": record["width"],
+        "height": record["height"],
+        "negative": turn.negative,
+        "dialect": grounder.dialect.name,
+        "structure": turn.structure,
+        "boxes": answer.as_dict()["boxes"],
+    }
 
 
-def predict(grounder: Grounder, data_dir: str | Path, split: str, out: str | Path, limit: int | None = None,
-            resume: bool = False, progress: Callable[[int, int], None] | None = None) -> int:
+def predict(
+    grounder: Grounder,
+    data_dir: str | Path,
+    split: str,
+    out: str | Path,
+    limit: int | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Answer every turn of ``split``'s records and write one JSON row per turn to ``out``; returns the row count.
 
     Row: ``{"id", "record", "turn", "image", "modality", "task", "question", "annotation", "response",
@@ -185,8 +239,10 @@ def predict(grounder: Grounder, data_dir: str | Path, split: str, out: str | Pat
             for i, turn in enumerate(record_turns(record, grounder.dialect)):
                 line = done.get(f"{record['id']}/{i}")
                 if line is None:
-                    line = json.dumps(_row(grounder, record, i, turn, grounder.ask(image, turn.question)),
-                                      ensure_ascii=False)
+                    line = json.dumps(
+                        _row(grounder, record, i, turn, grounder.ask(image, turn.question)),
+                        ensure_ascii=False,
+                    )
                 handle.write(line + "\n")
                 count += 1
             if progress is not None:

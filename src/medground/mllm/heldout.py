@@ -13,8 +13,13 @@ from medground.mllm.grounder import Grounder, predict
 __all__ = ["heldout_report"]
 
 
-def heldout_report(grounder: Grounder, data_dir: str | Path, splits: tuple[str, ...], out_dir: str | Path,
-                   train_split: str = "train") -> dict[str, Any]:
+def heldout_report(
+    grounder: Grounder,
+    data_dir: str | Path,
+    splits: tuple[str, ...],
+    out_dir: str | Path,
+    train_split: str = "train",
+) -> dict[str, Any]:
     """Predict each split into ``out_dir/pred-<split>.jsonl`` and score it; also the union of all splits.
 
     Writes and returns ``{split: scores, "+".join(splits): scores}`` (``out_dir/heldout.json``); scores
@@ -33,6 +38,8 @@ def heldout_report(grounder: Grounder, data_dir: str | Path, splits: tuple[str, 
         all_rows += rows
         all_records += records
     if len(splits) > 1:
-        report["+".join(splits)] = evaluate_predictions(all_rows, all_records, train) | {"records": len(all_records)}
+        report["+".join(splits)] = evaluate_predictions(all_rows, all_records, train) | {
+            "records": len(all_records)
+        }
     (out / "heldout.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report

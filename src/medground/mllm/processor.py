@@ -59,26 +59,42 @@ def processor_class() -> Any:
         class MedgroundProcessor(Qwen2VLProcessor):
             """A Qwen2-VL-family processor for images only (no video processor, no torchvision)."""
 
-            def __init__(self, image_processor: Any = None, tokenizer: Any = None,
-                         chat_template: str | None = None, **kwargs: Any) -> None:
-                super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                                 chat_template=chat_template, **kwargs)
+            def __init__(
+                self,
+                image_processor: Any = None,
+                tokenizer: Any = None,
+                chat_template: str | None = None,
+                **kwargs: Any,
+            ) -> None:
+                super().__init__(
+                    image_processor=image_processor,
+                    tokenizer=tokenizer,
+                    video_processor=None,
+                    chat_template=chat_template,
+                    **kwargs,
+                )
 
         _CLASS = MedgroundProcessor
     return _CLASS
 
 
-def build_processor(family: Family, tokenizer: Any, min_pixels: int, max_pixels: int,
-                    chat_template: str = CHAT_TEMPLATE) -> Any:
+def build_processor(
+    family: Family, tokenizer: Any, min_pixels: int, max_pixels: int, chat_template: str = CHAT_TEMPLATE
+) -> Any:
     """A processor for ``family`` around ``tokenizer`` that resizes images into [min_pixels, max_pixels]."""
     from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
     image_processor = Qwen2VLImageProcessorPil(
-        patch_size=family.patch_size, merge_size=family.merge_size, temporal_patch_size=2,
-        image_mean=list(family.image_mean), image_std=list(family.image_std),
+        patch_size=family.patch_size,
+        merge_size=family.merge_size,
+        temporal_patch_size=2,
+        image_mean=list(family.image_mean),
+        image_std=list(family.image_std),
         size={"shortest_edge": int(min_pixels), "longest_edge": int(max_pixels)},
     )
-    return processor_class()(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+    return processor_class()(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
+    )
 
 
 def load_processor(path: str | Path) -> Any:
@@ -90,7 +106,9 @@ def load_processor(path: str | Path) -> Any:
     path_str = str(path)
     local = Path(path_str)
     if local.exists():
-        has_images = (local / "processor_config.json").exists() or (local / "preprocessor_config.json").exists()
+        has_images = (local / "processor_config.json").exists() or (
+            local / "preprocessor_config.json"
+        ).exists()
         if not has_images or not (local / "tokenizer_config.json").exists():
             raise FileNotFoundError(
                 f"{local} holds no processor (expected tokenizer_config.json and processor_config.json); "
@@ -107,6 +125,7 @@ def image_tokens(processor: Any, height: int, width: int) -> int:
     from medground.grounding import smart_resize
 
     ip = processor.image_processor
-    rh, rw = smart_resize(height, width, ip.patch_size * ip.merge_size, ip.size["shortest_edge"],
-                          ip.size["longest_edge"])
+    rh, rw = smart_resize(
+        height, width, ip.patch_size * ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"]
+    )
     return (rh // ip.patch_size) * (rw // ip.patch_size) // (ip.merge_size**2)

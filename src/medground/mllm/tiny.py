@@ -15,9 +15,20 @@ from medground.mllm.families import Family
 __all__ = ["SPECIAL_TOKENS", "TinyConfig", "build_tiny", "tiny_model_config", "train_tokenizer"]
 
 SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 )
 """Qwen2-VL's special tokens, in this order at ids 0..13 of a tiny tokenizer."""
 
@@ -50,7 +61,9 @@ class TinyConfig:
     def __post_init__(self) -> None:
         head_dim, rest = divmod(self.hidden_size, self.num_heads)
         if rest or head_dim % 8:
-            raise ValueError(f"hidden_size / num_heads must be a multiple of 8, got {self.hidden_size}/{self.num_heads}")
+            raise ValueError(
+                f"hidden_size / num_heads must be a multiple of 8, got {self.hidden_size}/{self.num_heads}"
+            )
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
@@ -66,19 +79,26 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
 
     tok = Tokenizer(models.BPE())
     # Digits one by one, as Qwen's tokenizer does: box coordinates become digit sequences.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(list(texts), trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=list(SPECIAL_TOKENS[1:]), model_max_length=32768,
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        model_max_length=32768,
     )
 
 
@@ -89,10 +109,15 @@ def _text_config(cfg: TinyConfig, vocab: int, tokenizer: Any, family: Family) ->
     section = [pairs - 2 * spatial, spatial, spatial]  # rotary pairs for t, h, w (Qwen2-VL: 16, 24, 24)
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section}
     text: dict[str, Any] = {
-        "vocab_size": vocab, "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads, "max_position_embeddings": cfg.max_positions,
-        "rope_parameters": rope, "pad_token_id": tokenizer.pad_token_id,
+        "vocab_size": vocab,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "max_position_embeddings": cfg.max_positions,
+        "rope_parameters": rope,
+        "pad_token_id": tokenizer.pad_token_id,
     }
     if family.name == "qwen3-vl":
         text["head_dim"] = head_dim
@@ -104,12 +129,19 @@ def _text_config(cfg: TinyConfig, vocab: int, tokenizer: Any, family: Family) ->
 
 
 def _vision_config(cfg: TinyConfig, family: Family) -> dict[str, Any]:
-    common = {"depth": cfg.vision_depth, "num_heads": cfg.vision_heads, "patch_size": family.patch_size,
-              "spatial_merge_size": family.merge_size}
+    common = {
+        "depth": cfg.vision_depth,
+        "num_heads": cfg.vision_heads,
+        "patch_size": family.patch_size,
+        "spatial_merge_size": family.merge_size,
+    }
     if family.name == "qwen2-vl":
         return {**common, "embed_dim": cfg.vision_width, "hidden_size": cfg.hidden_size}
-    extra: dict[str, Any] = {"hidden_size": cfg.vision_width, "intermediate_size": 2 * cfg.vision_width,
-                             "out_hidden_size": cfg.hidden_size}
+    extra: dict[str, Any] = {
+        "hidden_size": cfg.vision_width,
+        "intermediate_size": 2 * cfg.vision_width,
+        "out_hidden_size": cfg.hidden_size,
+    }
     if family.name == "qwen2.5-vl":
         extra |= {"window_size": family.factor * 2, "fullatt_block_indexes": [cfg.vision_depth - 1]}
     else:
@@ -120,16 +152,26 @@ def _vision_config(cfg: TinyConfig, family: Family) -> dict[str, Any]:
 def tiny_model_config(family: Family, tokenizer: Any, cfg: TinyConfig | None = None) -> Any:
     """The ``transformers`` config of a tiny ``family`` model whose special-token ids follow ``tokenizer``."""
     cfg = cfg or TinyConfig()
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in (
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        )
+    }
     return family.config_cls()(
         text_config=_text_config(cfg, len(tokenizer), tokenizer, family),
-        vision_config=_vision_config(cfg, family), tie_word_embeddings=True, **ids,
+        vision_config=_vision_config(cfg, family),
+        tie_word_embeddings=True,
+        **ids,
     )
 
 
-def build_tiny(family: Family, texts: Iterable[str], cfg: TinyConfig | None = None, seed: int = 0) -> tuple[Any, Any]:
+def build_tiny(
+    family: Family, texts: Iterable[str], cfg: TinyConfig | None = None, seed: int = 0
+) -> tuple[Any, Any]:
     """(model, tokenizer): a randomly initialised tiny ``family`` model and its BPE tokenizer trained on ``texts``."""
     import torch
 

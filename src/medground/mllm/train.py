@@ -118,8 +118,15 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "bird": {"lr": 2e-5, "scheduler": "cosine", "warmup": 0.01, "weight_decay": 0.1, "adam_beta2": 0.95,
-             "epochs": 2.0, "max_pixels": 448 * 448},
+    "bird": {
+        "lr": 2e-5,
+        "scheduler": "cosine",
+        "warmup": 0.01,
+        "weight_decay": 0.1,
+        "adam_beta2": 0.95,
+        "epochs": 2.0,
+        "max_pixels": 448 * 448,
+    },
 }
 """Named recipes. ``bird``: BiRD's fine-tuning of Qwen-VL-Chat on Med-GRIT-270k."""
 
@@ -134,8 +141,9 @@ def apply_preset(cfg: TrainConfig, name: str) -> TrainConfig:
 class RecordDataset(torch.utils.data.Dataset):
     """Item i -> :func:`encode_record` of record i: cached, or freshly cropped/shifted on every access with ``augment``/``shift``."""
 
-    def __init__(self, records: list[dict[str, Any]], processor: Any, family: Family, data_dir: str,
-                 cfg: TrainConfig) -> None:
+    def __init__(
+        self, records: list[dict[str, Any]], processor: Any, family: Family, data_dir: str, cfg: TrainConfig
+    ) -> None:
         self.records, self.processor, self.data_dir, self.cfg = records, processor, data_dir, cfg
         self.dialect = family.dialect(cfg.min_pixels, cfg.max_pixels)
         self._cache: dict[int, dict[str, Any]] = {}
@@ -150,11 +158,19 @@ class RecordDataset(torch.utils.data.Dataset):
             crop = random_crop(record, self._rng, self.cfg.augment) if self.cfg.augment > 0 else None
             pad = None
             if self.cfg.shift > 0:
-                w, h = (crop.width, crop.height) if crop is not None else (int(record["width"]), int(record["height"]))
+                w, h = (
+                    (crop.width, crop.height)
+                    if crop is not None
+                    else (int(record["width"]), int(record["height"]))
+                )
                 pad = random_pad(w, h, self._rng, self.cfg.shift)
-            return encode_record(record, self.processor, self.dialect, self.data_dir, self.cfg.max_length, crop, pad)
+            return encode_record(
+                record, self.processor, self.dialect, self.data_dir, self.cfg.max_length, crop, pad
+            )
         if index not in self._cache:
-            self._cache[index] = encode_record(record, self.processor, self.dialect, self.data_dir, self.cfg.max_length)
+            self._cache[index] = encode_record(
+                record, self.processor, self.dialect, self.data_dir, self.cfg.max_length
+            )
         return self._cache[index]
 
 
@@ -168,7 +184,12 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows = [items] if self.pack else [[item] for item in items]
         width = max(sum(len(i["input_ids"]) for i in row) for row in rows)
-        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "mm_token_type_ids": [], "attention_mask": []}
+        batch: dict[str, list[list[int]]] = {
+            "input_ids": [],
+            "labels": [],
+            "mm_token_type_ids": [],
+            "attention_mask": [],
+        }
         for row in rows:
             ids = [t for i in row for t in i["input_ids"]]
             pad = width - len(ids)
@@ -214,7 +235,10 @@ def _prepare(model: Any, cfg: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        task_type="CAUSAL_LM",
         target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
         modules_to_save=["merger"] if freeze else None,
     )
@@ -233,16 +257,33 @@ def _training_args(cfg: TrainConfig) -> Any:
     from transformers import TrainingArguments
 
     names = TrainingArguments.__dataclass_fields__
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    )
     return TrainingArguments(
-        **{checkpointing: cfg.gradient_checkpointing}, dataloader_pin_memory=torch.cuda.is_available(),
-        output_dir=str(Path(cfg.out) / "checkpoints"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.lr, lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay, adam_beta2=cfg.adam_beta2, per_device_train_batch_size=cfg.batch_size,
+        **{checkpointing: cfg.gradient_checkpointing},
+        dataloader_pin_memory=torch.cuda.is_available(),
+        output_dir=str(Path(cfg.out) / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        adam_beta2=cfg.adam_beta2,
+        per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        bf16=torch.cuda.is_available(), logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
-        save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False, report_to="none",
-        disable_tqdm=True, dataloader_num_workers=0, label_names=["labels"],
+        bf16=torch.cuda.is_available(),
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        label_names=["labels"],
     )
 
 
@@ -251,8 +292,14 @@ def save_model(model: Any, processor: Any, family: Family, cfg: TrainConfig, out
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    meta = {"format": 1, "family": family.name, "dialect": family.name, "min_pixels": cfg.min_pixels,
-            "max_pixels": cfg.max_pixels, "train": asdict(cfg)}
+    meta = {
+        "format": 1,
+        "family": family.name,
+        "dialect": family.name,
+        "min_pixels": cfg.min_pixels,
+        "max_pixels": cfg.max_pixels,
+        "train": asdict(cfg),
+    }
     tmp = out / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / META_FILE)
@@ -269,8 +316,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     model, processor, family = load_base(cfg, records)
     model = _prepare(model, cfg)
     dataset = RecordDataset(records, processor, family, cfg.data, cfg)
-    trainer = Trainer(model=model, args=_training_args(cfg), train_dataset=dataset,
-                      data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pack))
+    trainer = Trainer(
+        model=model,
+        args=_training_args(cfg),
+        train_dataset=dataset,
+        data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pack),
+    )
     resume: str | bool | None = True if cfg.resume == "last" else cfg.resume
     trainer.train(resume_from_checkpoint=resume)
     if cfg.lora:

@@ -23,10 +23,12 @@ W, H = 258, 181
 CTX = ImageContext(W, H, "ct", "axial", "pelvis", "demo")
 
 
-def region(name: str, key: str, box: tuple[int, int, int, int], instance: int = 0, position: str = "") -> Region:
+def region(
+    name: str, key: str, box: tuple[int, int, int, int], instance: int = 0, position: str = ""
+) -> Region:
     b = Box(*box)
     mask = np.zeros((H, W), dtype=bool)
-    mask[b.y0:b.y1, b.x0:b.x1] = True
+    mask[b.y0 : b.y1, b.x0 : b.x1] = True
     return Region(name, key, b, mask, instance, b.area, position or "in the centre of the image")
 
 
@@ -60,8 +62,12 @@ def conversations(dialect_name, seeds=range(30), config=None):
 
 
 def test_same_seed_same_turns():
-    first = make_conversation(CTX, pelvis_regions(), ABSENT, get_dialect("qwen-vl"), random.Random(7), TaskConfig())
-    second = make_conversation(CTX, pelvis_regions(), ABSENT, get_dialect("qwen-vl"), random.Random(7), TaskConfig())
+    first = make_conversation(
+        CTX, pelvis_regions(), ABSENT, get_dialect("qwen-vl"), random.Random(7), TaskConfig()
+    )
+    second = make_conversation(
+        CTX, pelvis_regions(), ABSENT, get_dialect("qwen-vl"), random.Random(7), TaskConfig()
+    )
     assert [asdict(t) for t in first] == [asdict(t) for t in second]
     assert first
 
@@ -79,7 +85,11 @@ def test_boxes_in_text_are_exactly_the_listed_regions(dialect_name):
             if turn.task == "mia" or turn.negative:
                 assert parsed == []
                 continue
-            assert parsed == expected_boxes(dialect, regions, turn.regions), (turn.task, turn.question, turn.answer)
+            assert parsed == expected_boxes(dialect, regions, turn.regions), (
+                turn.task,
+                turn.question,
+                turn.answer,
+            )
             if dialect_name != "qwen2.5-vl":  # grid dialects are exact for sides under 1000 px
                 assert parsed == [regions[i].box for i in turn.regions]
     assert seen == {"rec", "roc", "reg", "mia"}
@@ -104,7 +114,9 @@ def test_structure_choice_is_fair():
 
 
 def test_rec_caps_boxes_and_roc_reg_take_over():
-    nuclei = [region("cell nuclei", "cell nuclei", (4 * i, 4 * i, 4 * i + 3, 4 * i + 3), i) for i in range(25)]
+    nuclei = [
+        region("cell nuclei", "cell nuclei", (4 * i, 4 * i, 4 * i + 3, 4 * i + 3), i) for i in range(25)
+    ]
     config = TaskConfig(tasks=("rec", "roc", "reg"), max_boxes=20, mia_rate=0.0)
     assert rec_turn(state(nuclei, config=config), random.Random(0)) is None
     for seed in range(10):
@@ -169,9 +181,16 @@ def test_conversation_shape_follows_config():
     only_mia = TaskConfig(tasks=("mia",), mia_rate=0.0)
     turns = make_conversation(CTX, pelvis_regions(), [], get_dialect("qwen-vl"), random.Random(1), only_mia)
     assert [t.task for t in turns] == ["mia"]
-    assert make_conversation(CTX, [], [], get_dialect("qwen-vl"), random.Random(1), TaskConfig(mia_rate=0.0)) == []
-    with_mia = [make_conversation(CTX, pelvis_regions(), [], get_dialect("qwen-vl"), random.Random(s),
-                                  TaskConfig(mia_rate=1.0)) for s in range(5)]
+    assert (
+        make_conversation(CTX, [], [], get_dialect("qwen-vl"), random.Random(1), TaskConfig(mia_rate=0.0))
+        == []
+    )
+    with_mia = [
+        make_conversation(
+            CTX, pelvis_regions(), [], get_dialect("qwen-vl"), random.Random(s), TaskConfig(mia_rate=1.0)
+        )
+        for s in range(5)
+    ]
     assert all(sum(t.task == "mia" for t in turns) == 1 and len(turns) == 4 for turns in with_mia)
 
 

@@ -4,8 +4,28 @@ from medground.data.tasks import load_phrases
 from medground.data.tasks.base import fill, name_words
 
 ALLOWED = {
-    "name", "the_name", "The_name", "the", "The", "is", "it", "It_is", "it_is", "does", "appears", "lies", "count",
-    "position", "box", "grounding", "other", "relation", "image", "Image", "region_clause", "structures",
+    "name",
+    "the_name",
+    "The_name",
+    "the",
+    "The",
+    "is",
+    "it",
+    "It_is",
+    "it_is",
+    "does",
+    "appears",
+    "lies",
+    "count",
+    "position",
+    "box",
+    "grounding",
+    "other",
+    "relation",
+    "image",
+    "Image",
+    "region_clause",
+    "structures",
 }
 
 
@@ -47,10 +67,19 @@ def test_box_questions_point_at_a_box_and_name_questions_name():
 
 
 def test_every_template_fills_with_the_generators_values():
-    values = {**name_words("both lungs"), "count": 2, "position": "in the centre of the image", "box": "<box>(1,2),(3,4)</box>",
-              "grounding": "<ref>x</ref><box>(1,2),(3,4)</box>", "other": "<ref>y</ref><box>(1,2),(3,4)</box>",
-              "relation": "above", "image": "an axial CT image", "Image": "An axial CT image",
-              "region_clause": " of the chest", "structures": "both lungs"}
+    values = {
+        **name_words("both lungs"),
+        "count": 2,
+        "position": "in the centre of the image",
+        "box": "<box>(1,2),(3,4)</box>",
+        "grounding": "<ref>x</ref><box>(1,2),(3,4)</box>",
+        "other": "<ref>y</ref><box>(1,2),(3,4)</box>",
+        "relation": "above",
+        "image": "an axial CT image",
+        "Image": "An axial CT image",
+        "region_clause": " of the chest",
+        "structures": "both lungs",
+    }
     assert set(values) == ALLOWED
     for section in load_phrases().values():
         if isinstance(section, dict):
@@ -60,11 +89,37 @@ def test_every_template_fills_with_the_generators_values():
 
 
 def test_verb_agreement_for_plural_and_singular_names():
-    others = {"count": 2, "position": "here", "box": "B", "grounding": "G", "other": "O", "relation": "above",
-              "image": "an X-ray image", "Image": "An X-ray image", "region_clause": "", "structures": "S"}
-    plural_wrong = ("both lungs is", "both lungs appears", "both lungs does", "both lungs lies", "are it", "They is",
-                    "they is", "it is not")
-    singular_wrong = ("liver are", "liver appear ", "liver do ", "liver lie ", "is they", "They are", "they are")
+    others = {
+        "count": 2,
+        "position": "here",
+        "box": "B",
+        "grounding": "G",
+        "other": "O",
+        "relation": "above",
+        "image": "an X-ray image",
+        "Image": "An X-ray image",
+        "region_clause": "",
+        "structures": "S",
+    }
+    plural_wrong = (
+        "both lungs is",
+        "both lungs appears",
+        "both lungs does",
+        "both lungs lies",
+        "are it",
+        "They is",
+        "they is",
+        "it is not",
+    )
+    singular_wrong = (
+        "liver are",
+        "liver appear ",
+        "liver do ",
+        "liver lie ",
+        "is they",
+        "They are",
+        "they are",
+    )
     for name, wrong in (("both lungs", plural_wrong), ("liver", singular_wrong)):
         for section in ("rec", "negative", "roc", "reg"):
             for templates in load_phrases()[section].values():

@@ -25,7 +25,16 @@ from medground.data.sources.medseg import MedsegSource
 from medground.data.sources.samed2d import INDEX_NAMES, SaMed2dSource
 from medground.data.sources.volumes import NiftiSource, VolumeOptions
 
-__all__ = ["SOURCES", "Item", "Source", "SourceError", "VolumeOptions", "case_key", "detect_kind", "open_source"]
+__all__ = [
+    "SOURCES",
+    "Item",
+    "Source",
+    "SourceError",
+    "VolumeOptions",
+    "case_key",
+    "detect_kind",
+    "open_source",
+]
 
 SOURCES: dict[str, type[Source]] = {
     "medseg": MedsegSource,

@@ -91,8 +91,12 @@ class DicomSource(VolumeSource):
             masks = [(f, i) for f, i in series if is_label_series(f.name, i["description"])]
             images = [(f, i) for f, i in series if not is_label_series(f.name, i["description"])]
             if len(masks) != 1 or not images:
-                yield Rejected(str(self.root / case), f"case needs one label series and at least one image series; found "
-                               f"{len(masks)} label and {len(images)} image series", self.name)
+                yield Rejected(
+                    str(self.root / case),
+                    f"case needs one label series and at least one image series; found "
+                    f"{len(masks)} label and {len(images)} image series",
+                    self.name,
+                )
                 continue
             mask_folder, mask_info = masks[0]
             labels = self.labels or {1: _label_name(mask_folder.name, mask_info["description"])}
@@ -101,21 +105,39 @@ class DicomSource(VolumeSource):
                 if not raw_modality:
                     yield Rejected(str(folder), "no Modality tag; pass --modality", self.name)
                     continue
-                payload = {"image": str(folder), "label": str(mask_folder), "modality": canonical_modality(raw_modality),
-                           "labels": labels}
+                payload = {
+                    "image": str(folder),
+                    "label": str(mask_folder),
+                    "modality": canonical_modality(raw_modality),
+                    "labels": labels,
+                }
                 yield Item(self.name, f"{case}__{folder.name}", case, payload)
 
     def read(self, item: Item) -> tuple[Volume, Volume]:
         volume = load_dicom_series(item.payload["image"])
         label = load_dicom_series(item.payload["label"])
-        if volume.shape != label.shape or not np.allclose(volume.affine, label.affine, atol=_AFFINE_TOLERANCE):
-            raise ReadError(item.payload["label"], f"label series grid {label.shape} does not match image series "
-                                                   f"{item.payload['image']} {volume.shape} (shape or position)")
+        if volume.shape != label.shape or not np.allclose(
+            volume.affine, label.affine, atol=_AFFINE_TOLERANCE
+        ):
+            raise ReadError(
+                item.payload["label"],
+                f"label series grid {label.shape} does not match image series "
+                f"{item.payload['image']} {volume.shape} (shape or position)",
+            )
         values = np.rint(label.array)
         if not np.array_equal(values, label.array):
-            raise ReadError(item.payload["label"], "label series holds non-integer values; expected 0/1/2... labels")
-        return volume, Volume(values.astype(np.int32), label.spacing, label.affine, label.original_axcodes,
-                              label.original_affine, label.path, label.header)
+            raise ReadError(
+                item.payload["label"], "label series holds non-integer values; expected 0/1/2... labels"
+            )
+        return volume, Volume(
+            values.astype(np.int32),
+            label.spacing,
+            label.affine,
+            label.original_axcodes,
+            label.original_affine,
+            label.path,
+            label.header,
+        )
 
     def vocabulary(self) -> list[str]:
         names = set(self.labels.values())

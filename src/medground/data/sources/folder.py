@@ -43,7 +43,9 @@ class FolderSource(Source):
         self.name = self.name or self.root.name
         for folder in (self.images_dir, self.masks_dir):
             if not (self.root / folder).is_dir():
-                raise SourceError(f"{self.root}: no {folder}/ folder (the folder layout needs images/ and masks/)")
+                raise SourceError(
+                    f"{self.root}: no {folder}/ folder (the folder layout needs images/ and masks/)"
+                )
         if "{stem}" not in self.mask_pattern:
             raise SourceError(f"mask pattern {self.mask_pattern!r} must contain {{stem}}")
         meta = read_meta(self.root)
@@ -59,7 +61,7 @@ class FolderSource(Source):
         self.declared = {int(k): str(v) for k, v in labels.items() if str(k).isdigit() and int(k) != 0}
 
     def _spec(self, mask: Path, stem: str) -> MaskSpec:
-        rest = mask.stem[len(stem):].lstrip("_-. ") if mask.stem.startswith(stem) else ""
+        rest = mask.stem[len(stem) :].lstrip("_-. ") if mask.stem.startswith(stem) else ""
         if rest:
             return MaskSpec(str(mask), rest)
         if self.structure:
@@ -74,7 +76,9 @@ class FolderSource(Source):
         return next((mask_stem[:i] for i in reversed(cuts) if mask_stem[:i] in stems), None)
 
     def items(self) -> Iterator[Item | Rejected]:
-        images = sorted(p for p in (self.root / self.images_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(
+            p for p in (self.root / self.images_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+        )
         stems = {p.stem for p in images}
         owned: dict[str, list[Path]] = {}
         for mask in sorted(p for p in (self.root / self.masks_dir).rglob("*") if p.is_file()):
@@ -85,16 +89,27 @@ class FolderSource(Source):
             masks = owned.get(image.stem, [])
             if not masks:
                 pattern = self.mask_pattern.format(stem=image.stem)
-                yield Rejected(str(image), f"no mask matches {pattern!r} in {self.root / self.masks_dir}", self.name)
+                yield Rejected(
+                    str(image), f"no mask matches {pattern!r} in {self.root / self.masks_dir}", self.name
+                )
                 continue
             specs = [self._spec(m, image.stem) for m in masks]
             yield Item(self.name, image.stem, case_key(image.stem), {"image": str(image), "masks": specs})
 
     def load(self, item: Item) -> Iterator[LoadResult]:
-        yield from load_planar(item, item.payload["image"], item.payload["masks"], modality=self.modality,
-                               plane=self.plane, body_region=self.body_region, display=self.display)
+        yield from load_planar(
+            item,
+            item.payload["image"],
+            item.payload["masks"],
+            modality=self.modality,
+            plane=self.plane,
+            body_region=self.body_region,
+            display=self.display,
+        )
 
     def vocabulary(self) -> list[str]:
-        names = {spec.name for item in self.items() if isinstance(item, Item) for spec in item.payload["masks"]}
+        names = {
+            spec.name for item in self.items() if isinstance(item, Item) for spec in item.payload["masks"]
+        }
         names.discard("")
         return sorted(names | set(self.declared.values()))

@@ -89,7 +89,9 @@ class MedsegSource(Source):
     def _spec(self, row: dict) -> MaskSpec:
         path = str(resolve(self.root, row["mask"]))
         structure = (row.get("structure") or "").strip()
-        instance_map = any(_INSTANCE_KEY.match(k) for k in self.labels) or "instance" in (row.get("mask_values") or "")
+        instance_map = any(_INSTANCE_KEY.match(k) for k in self.labels) or "instance" in (
+            row.get("mask_values") or ""
+        )
         instance = int(row["instance"]) if (row.get("instance") or "").strip().isdigit() else None
         declared = _declared_values(self.labels)
         if instance_map:
@@ -103,7 +105,9 @@ class MedsegSource(Source):
         grouped: dict[str, list[dict]] = {}
         for line, row in enumerate(self.rows, start=2):
             if not (row.get("image") or "").strip() or not (row.get("mask") or "").strip():
-                yield Rejected(f"{self.root / 'pairs.csv'}:{line}", "row without image or mask path", self.name)
+                yield Rejected(
+                    f"{self.root / 'pairs.csv'}:{line}", "row without image or mask path", self.name
+                )
                 continue
             grouped.setdefault(row["image"], []).append(row)
         for image in sorted(grouped):
@@ -117,8 +121,13 @@ class MedsegSource(Source):
 
     def load(self, item: Item) -> Iterator[LoadResult]:
         yield from load_planar(
-            item, item.payload["image"], item.payload["masks"],
-            modality=self.modality, plane=self.plane, body_region=self.body_region, display=self.display,
+            item,
+            item.payload["image"],
+            item.payload["masks"],
+            modality=self.modality,
+            plane=self.plane,
+            body_region=self.body_region,
+            display=self.display,
         )
 
     def vocabulary(self) -> list[str]:

@@ -55,7 +55,9 @@ def _structures(spec: MaskSpec, mask: np.ndarray) -> list[StructureMask] | str:
     return [StructureMask(declared[int(v)], mask == v, spec.instance) for v in present]
 
 
-def load_planar(item: Item, image_path: str, masks: list[MaskSpec], **sample_fields: object) -> Iterator[LoadResult]:
+def load_planar(
+    item: Item, image_path: str, masks: list[MaskSpec], **sample_fields: object
+) -> Iterator[LoadResult]:
     """Yield the Sample of one image and a Rejected entry per unusable mask (or the image itself)."""
     try:
         image, as_stored = read_image_as_stored(image_path)
@@ -90,5 +92,12 @@ def load_planar(item: Item, image_path: str, masks: list[MaskSpec], **sample_fie
         yield Rejected(image_path, "no usable mask for this image", item.source)
         return
     meta = {"file": image_path} if as_stored else {}
-    yield Sample(id=f"{item.source}/{item.key}", image=image, case=item.case, structures=structures,
-                 source=item.source, meta=meta, **sample_fields)
+    yield Sample(
+        id=f"{item.source}/{item.key}",
+        image=image,
+        case=item.case,
+        structures=structures,
+        source=item.source,
+        meta=meta,
+        **sample_fields,
+    )

@@ -50,7 +50,11 @@ class SaMed2dSource(Source):
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        files = [self.path] if self.path.is_file() else [self.path / n for n in INDEX_NAMES if (self.path / n).exists()]
+        files = (
+            [self.path]
+            if self.path.is_file()
+            else [self.path / n for n in INDEX_NAMES if (self.path / n).exists()]
+        )
         if not files:
             raise SourceError(f"{self.path}: no SA-Med2D index ({' or '.join(INDEX_NAMES)}) found")
         self.base = files[0].parent
@@ -71,7 +75,11 @@ class SaMed2dSource(Source):
                     self.index.setdefault(image, []).extend(masks)
 
     def _resolve(self, relative: str) -> Path:
-        candidates = [self.base / relative, self.base.parent / relative, self.base / Path(*Path(relative).parts[1:])]
+        candidates = [
+            self.base / relative,
+            self.base.parent / relative,
+            self.base / Path(*Path(relative).parts[1:]),
+        ]
         return next((c for c in candidates if c.exists()), candidates[-1])
 
     def items(self) -> Iterator[Item | Rejected]:
@@ -79,20 +87,31 @@ class SaMed2dSource(Source):
             stem = Path(image).stem
             modality = modality_from_sa_med2d_name(Path(image).name) or self.default_modality
             if modality is None:
-                yield Rejected(image, "no modality in the file name and none in meta.json; pass --modality", self.name)
+                yield Rejected(
+                    image, "no modality in the file name and none in meta.json; pass --modality", self.name
+                )
                 continue
             specs = []
             for mask in sorted(set(self.index[image])):
                 structure, instance = _structure(Path(mask).stem, stem)
                 specs.append(MaskSpec(str(self._resolve(mask)), structure, instance=instance))
-            payload = {"image": str(self._resolve(image)), "masks": specs, "modality": modality,
-                       "plane": plane_from_sa_med2d_name(Path(image).name)}
+            payload = {
+                "image": str(self._resolve(image)),
+                "masks": specs,
+                "modality": modality,
+                "plane": plane_from_sa_med2d_name(Path(image).name),
+            }
             yield Item(self.name, stem, case_key(stem), payload)
 
     def load(self, item: Item) -> Iterator[LoadResult]:
         yield from load_planar(
-            item, item.payload["image"], item.payload["masks"], modality=item.payload["modality"],
-            plane=item.payload["plane"], body_region=self.body_region, display=self.display,
+            item,
+            item.payload["image"],
+            item.payload["masks"],
+            modality=item.payload["modality"],
+            plane=item.payload["plane"],
+            body_region=self.body_region,
+            display=self.display,
         )
 
     def vocabulary(self) -> list[str]:

@@ -132,7 +132,11 @@ class VolumeSource(Source):
         present = [int(v) for v in np.unique(label.array) if v != 0]
         unknown = [v for v in present if v not in names]
         if unknown:
-            yield Rejected(item.payload["label"], f"label values {unknown} not named in labels.json; they are left out", self.name)
+            yield Rejected(
+                item.payload["label"],
+                f"label values {unknown} not named in labels.json; they are left out",
+                self.name,
+            )
         known = [v for v in present if v in names]
         if not known:
             yield Rejected(item.payload["label"], "label volume has no named foreground", self.name)
@@ -142,8 +146,15 @@ class VolumeSource(Source):
             spacing = slice_spacing(volume.spacing, plane)
             yield from self._slices(item, display, label.array, {v: names[v] for v in known}, plane, spacing)
 
-    def _slices(self, item: Item, display: np.ndarray, labels: np.ndarray, known: dict[int, str], plane: str,
-                spacing: tuple[float, float]) -> Iterator[Sample]:
+    def _slices(
+        self,
+        item: Item,
+        display: np.ndarray,
+        labels: np.ndarray,
+        known: dict[int, str],
+        plane: str,
+        spacing: tuple[float, float],
+    ) -> Iterator[Sample]:
         kept = 0
         for index in range(axis_length(labels.shape, plane)):
             label_slice = slice_volume(labels, plane, index)
@@ -155,9 +166,16 @@ class VolumeSource(Source):
                 continue
             structures = [StructureMask(known[v], label_slice == v) for v in values]
             yield Sample(
-                id=f"{self.name}/{item.key}_{plane}{index:03d}", image=slice_volume(display, plane, index),
-                modality=item.payload["modality"], source=self.name, case=item.case, structures=structures,
-                plane=plane, body_region=self.body_region, spacing=spacing, display=None if plane == "sagittal" else "radiological",
+                id=f"{self.name}/{item.key}_{plane}{index:03d}",
+                image=slice_volume(display, plane, index),
+                modality=item.payload["modality"],
+                source=self.name,
+                case=item.case,
+                structures=structures,
+                plane=plane,
+                body_region=self.body_region,
+                spacing=spacing,
+                display=None if plane == "sagittal" else "radiological",
                 meta={"volume": item.key, "slice": index},
             )
 
@@ -180,7 +198,9 @@ class NiftiSource(VolumeSource):
         self.body_region = clean_region(meta.get("body_region"))
         self.pairs = self._pairs(meta, _labels_file(self.root))
         if not any(p["labels"] for p in self.pairs):
-            raise SourceError(f"{self.root}: no label names; add labels.json ({{\"1\": \"liver\"}}) or a label_values column")
+            raise SourceError(
+                f'{self.root}: no label names; add labels.json ({{"1": "liver"}}) or a label_values column'
+            )
 
     def _pairs(self, meta: dict, labels: dict) -> list[dict]:
         """One dict per (image, label) pair: paths, modality and label names."""
@@ -191,7 +211,9 @@ class NiftiSource(VolumeSource):
         else:
             images, label_dir = self.root / "imagesTr", self.root / "labelsTr"
             if not images.is_dir() or not label_dir.is_dir():
-                raise SourceError(f"{self.root}: expected imagesTr/ and labelsTr/ or a pairs.csv with image,label")
+                raise SourceError(
+                    f"{self.root}: expected imagesTr/ and labelsTr/ or a pairs.csv with image,label"
+                )
             rows = []
             for image in sorted(images.glob("*.nii*")):
                 stem = nifti_stem(image)
@@ -200,15 +222,23 @@ class NiftiSource(VolumeSource):
         pairs = []
         for row in rows:
             image, label = str(resolve(self.root, row["image"])), str(resolve(self.root, row["label"]))
-            pairs.append({"image": image, "label": label, "modality": _modality_of(self.modality or row.get("modality") or default),
-                          "labels": _labels_for(labels, label, row.get("label_values"))})
+            pairs.append(
+                {
+                    "image": image,
+                    "label": label,
+                    "modality": _modality_of(self.modality or row.get("modality") or default),
+                    "labels": _labels_for(labels, label, row.get("label_values")),
+                }
+            )
         return sorted(pairs, key=lambda p: (p["image"], p["label"]))
 
     def items(self) -> Iterator[Item | Rejected]:
         stems = [nifti_stem(p["image"]) for p in self.pairs]
         for pair, stem in zip(self.pairs, stems, strict=True):
             if not pair["modality"]:
-                yield Rejected(pair["image"], "no modality (pairs.csv column, meta.json or --modality)", self.name)
+                yield Rejected(
+                    pair["image"], "no modality (pairs.csv column, meta.json or --modality)", self.name
+                )
                 continue
             key = stem if stems.count(stem) == 1 else f"{stem}__{nifti_stem(pair['label'])}"
             yield Item(self.name, key, case_key(nifti_stem(pair["label"])), dict(pair))

@@ -38,7 +38,9 @@ KNOWN_TASKS: tuple[str, ...] = ("rec", "roc", "reg", "mia")
 def _unknown_tasks_message(names: list[str]) -> str:
     close = [difflib.get_close_matches(n, KNOWN_TASKS, n=1) for n in names]
     hints = "; ".join(f"{n!r} -> did you mean {c[0]!r}?" for n, c in zip(names, close, strict=True) if c)
-    return f"unknown task(s) {', '.join(map(repr, names))}; known: {', '.join(KNOWN_TASKS)}." + (f" {hints}" if hints else "")
+    return f"unknown task(s) {', '.join(map(repr, names))}; known: {', '.join(KNOWN_TASKS)}." + (
+        f" {hints}" if hints else ""
+    )
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,9 @@ class TaskConfig:
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in KNOWN_TASKS]
         if unknown or not self.tasks:
-            raise ValueError(_unknown_tasks_message(unknown) if unknown else f"tasks is empty; pick from {KNOWN_TASKS}")
+            raise ValueError(
+                _unknown_tasks_message(unknown) if unknown else f"tasks is empty; pick from {KNOWN_TASKS}"
+            )
         if self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
         if self.max_boxes < 1:
@@ -114,11 +118,17 @@ def name_words(name: str) -> dict[str, str]:
     definite = the_name(name)
     article = definite[: len(definite) - len(name)]
     return {
-        "name": name, "the_name": definite, "The_name": definite[0].upper() + definite[1:],
-        "the": article, "The": article.capitalize(), "is": "are" if plural else "is",
-        "it": "they" if plural else "it", "It_is": "They are" if plural else "It is",
+        "name": name,
+        "the_name": definite,
+        "The_name": definite[0].upper() + definite[1:],
+        "the": article,
+        "The": article.capitalize(),
+        "is": "are" if plural else "is",
+        "it": "they" if plural else "it",
+        "It_is": "They are" if plural else "It is",
         "it_is": "they are" if plural else "it is",
-        "does": "do" if plural else "does", "appears": "appear" if plural else "appears",
+        "does": "do" if plural else "does",
+        "appears": "appear" if plural else "appears",
         "lies": "lie" if plural else "lies",
     }
 
@@ -138,13 +148,17 @@ def structure_groups(regions: list[Region]) -> dict[str, list[int]]:
     return dict(sorted(groups.items()))
 
 
-def choose_structure(rng: random.Random, keys: list[str], task: str, used: set[tuple[str, str]]) -> str | None:
+def choose_structure(
+    rng: random.Random, keys: list[str], task: str, used: set[tuple[str, str]]
+) -> str | None:
     """A structure key not yet asked by ``task`` in this conversation, uniformly; None when all were."""
     fresh = [k for k in keys if (task, k) not in used]
     return rng.choice(fresh) if fresh else None
 
 
-def pick_instance(state: TaskState, rng: random.Random, task: str) -> tuple[str, dict[str, list[int]], int] | None:
+def pick_instance(
+    state: TaskState, rng: random.Random, task: str
+) -> tuple[str, dict[str, list[int]], int] | None:
     """(structure key, structure groups, one instance index) for a box-pointing task, or None when every
     structure was already asked by ``task``; the structure is chosen uniformly, then one of its instances."""
     groups = structure_groups(state.regions)

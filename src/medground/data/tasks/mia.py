@@ -17,7 +17,7 @@ _REGION_PHRASES = {"tissue": "a tissue section", "fetus": "a fetus", "whole body
 
 
 def region_clause(body_region: str | None) -> str:
-    """" of the pelvis" for a body region, "" when unknown."""
+    """ " of the pelvis" for a body region, "" when unknown."""
     if not body_region:
         return ""
     region = body_region.strip().lower().replace("_", " ")
@@ -25,7 +25,7 @@ def region_clause(body_region: str | None) -> str:
 
 
 def structure_list(names_and_counts: list[tuple[str, int]]) -> str:
-    """"the aorta, the liver and the left hip (2 instances)"."""
+    """ "the aorta, the liver and the left hip (2 instances)"."""
     items = [name_words(n)["the_name"] + (f" ({c} instances)" if c > 1 else "") for n, c in names_and_counts]
     if len(items) <= 1:
         return "".join(items)
@@ -41,7 +41,11 @@ def mia_turn(state: TaskState, rng: random.Random) -> Turn | None:
     named = [(state.regions[idx[0]].name, len(idx)) for idx in ordered]
     bank = load_phrases()["mia"]
     image = image_phrase(state.ctx.modality, state.ctx.plane)
-    values = {"image": image, "Image": image[0].upper() + image[1:], "region_clause": region_clause(state.ctx.body_region)}
+    values = {
+        "image": image,
+        "Image": image[0].upper() + image[1:],
+        "region_clause": region_clause(state.ctx.body_region),
+    }
     question = rng.choice(bank["questions"])
     if named:
         answer = fill(rng.choice(bank["answers"]), structures=structure_list(named), **values)

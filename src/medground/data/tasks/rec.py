@@ -39,7 +39,12 @@ def rec_turn(state: TaskState, rng: random.Random) -> Turn | None:
     words = name_words(first.name)
     question = fill(rng.choice(bank["questions"]), **words)
     if len(indices) == 1:
-        answer = fill(rng.choice(bank["answers"]), grounding=grounding, position=first.position or "in this image", **words)
+        answer = fill(
+            rng.choice(bank["answers"]),
+            grounding=grounding,
+            position=first.position or "in this image",
+            **words,
+        )
     else:
         answer = fill(rng.choice(bank["answers_multi"]), grounding=grounding, count=len(indices), **words)
     state.used.add(("rec", key))

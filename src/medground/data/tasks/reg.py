@@ -25,8 +25,9 @@ from medground.data.tasks.base import (
 __all__ = ["reg_turn"]
 
 
-def _relation_sentence(state: TaskState, rng: random.Random, groups: dict[str, list[int]], key: str,
-                       index: int) -> tuple[str, int | None]:
+def _relation_sentence(
+    state: TaskState, rng: random.Random, groups: dict[str, list[int]], key: str, index: int
+) -> tuple[str, int | None]:
     """A sentence relating region ``index`` to one instance of another structure, and that instance."""
     others = [k for k in groups if k != key]
     if not others:
@@ -37,8 +38,14 @@ def _relation_sentence(state: TaskState, rng: random.Random, groups: dict[str, l
     grounded = state.dialect.ground(other.name, [other.box], state.ctx.width, state.ctx.height)
     words = name_words(target.name)
     template = rng.choice(load_phrases()["reg"]["relations"])
-    sentence = fill(template, relation=relation, other=grounded, the=name_words(other.name)["the"],
-                    It_is=words["It_is"], it_is=words["it_is"])
+    sentence = fill(
+        template,
+        relation=relation,
+        other=grounded,
+        the=name_words(other.name)["the"],
+        It_is=words["It_is"],
+        it_is=words["it_is"],
+    )
     return sentence, other_index
 
 
@@ -51,7 +58,9 @@ def reg_turn(state: TaskState, rng: random.Random) -> Turn | None:
     region = state.regions[index]
     bank = load_phrases()["reg"]
     words = name_words(region.name)
-    question = fill(rng.choice(bank["questions"]), box=state.dialect.box(region.box, state.ctx.width, state.ctx.height))
+    question = fill(
+        rng.choice(bank["questions"]), box=state.dialect.box(region.box, state.ctx.width, state.ctx.height)
+    )
     parts = [fill(rng.choice(bank["answers"]), position=region.position or "in this image", **words)]
     count = len(groups[key])
     if count > 1:
