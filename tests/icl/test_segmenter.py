@@ -107,3 +107,12 @@ def test_segment_files_writes_png_and_overlay_at_query_size(
     mask = np.asarray(Image.open(tmp_path / "out/q.png"))
     assert mask.shape == (37, 52) and set(np.unique(mask)) <= {0, 255}
     assert np.asarray(Image.open(tmp_path / "out/q_overlay.png")).shape == (37, 52, 3)
+
+
+def test_loading_a_folder_of_another_architecture_names_the_known_ones(tmp_path: Path) -> None:
+    from medground.icl.segmenter import load_pretrained
+
+    (tmp_path / "config.json").write_text('{"architecture": "universeg", "size": 64}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="poolseg.*ridgeseg"):
+        load_pretrained(tmp_path)
