@@ -28,7 +28,15 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["PoolSeg", "PoolSegConfig", "SupportContext", "read_config", "standardize", "write_config"]
+__all__ = [
+    "PoolSeg",
+    "PoolSegConfig",
+    "SupportContext",
+    "check_unet_widths",
+    "read_config",
+    "standardize",
+    "write_config",
+]
 
 
 @dataclass
@@ -51,13 +59,7 @@ class PoolSegConfig:
     """Config format version."""
 
     def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        if len(self.widths) < 2 or min(self.widths) < 1:
-            raise ValueError(f"widths needs >= 2 positive entries, got {self.widths}")
-        if self.size % (2 ** (len(self.widths) - 1)) != 0:
-            raise ValueError(
-                f"size {self.size} must be divisible by 2**{len(self.widths) - 1}; pick e.g. 64 or 128"
-            )
+        self.widths = check_unet_widths("widths", self.widths, self.size)
 
     def to_json(self, path: Path) -> None:
         write_config(self, "poolseg", path)
@@ -65,6 +67,17 @@ class PoolSegConfig:
     @classmethod
     def from_json(cls, path: Path) -> PoolSegConfig:
         return read_config(cls, path)
+
+
+def check_unet_widths(field: str, widths, size: int) -> tuple[int, ...]:
+    """Channels per U-Net scale as a tuple; raises ValueError unless there are >= 2 positive entries
+    and ``size`` halves evenly down to the coarsest scale."""
+    widths = tuple(int(w) for w in widths)
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"{field} needs >= 2 positive entries, got {widths}")
+    if size % (2 ** (len(widths) - 1)) != 0:
+        raise ValueError(f"size {size} must be divisible by 2**{len(widths) - 1}; pick e.g. 64 or 128")
+    return widths
 
 
 def write_config(config, architecture: str, path: Path) -> None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from medground.icl.model import ConvBlock, Encoder, read_config, standardize, write_config
+from medground.icl.model import ConvBlock, Encoder, check_unet_widths, read_config, standardize, write_config
 
 __all__ = ["FIXED_CHANNELS", "RidgeContext", "RidgeSeg", "RidgeSegConfig", "fixed_features"]
 
@@ -69,11 +69,7 @@ class RidgeSegConfig:
     """Config format version."""
 
     def __post_init__(self) -> None:
-        self.refine_widths = tuple(int(w) for w in self.refine_widths)
-        if len(self.refine_widths) < 2 or min(self.refine_widths) < 1:
-            raise ValueError(f"refine_widths needs >= 2 positive entries, got {self.refine_widths}")
-        if self.size % (2 ** (len(self.refine_widths) - 1)) != 0:
-            raise ValueError(f"size {self.size} must be divisible by 2**{len(self.refine_widths) - 1}")
+        self.refine_widths = check_unet_widths("refine_widths", self.refine_widths, self.size)
         if self.learned_channels < 0 or self.random_features < 0 or self.train_stride < 1:
             raise ValueError("learned_channels and random_features must be >= 0 and train_stride >= 1")
 
