@@ -218,8 +218,13 @@ def check_png_stream(path: str | Path) -> None:
         )
     width, height, depth, colour = header[:4]
     expected = height * (1 + (width * _PNG_CHANNELS.get(colour, 1) * depth + 7) // 8)
+    inflater, inflated = zlib.decompressobj(), 0
     try:
-        inflated = len(zlib.decompress(b"".join(idat), bufsize=expected + 1))
+        for part in idat:  # inflated in pieces of at most 1 MiB: memory stays small for huge images
+            while part:
+                inflated += len(inflater.decompress(part, 1 << 20))
+                part = inflater.unconsumed_tail
+        inflated += len(inflater.flush())
     except zlib.error as exc:
         raise ReadError(
             p, f"file is corrupt: the pixel data does not decompress ({exc}); re-export it"
