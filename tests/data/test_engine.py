@@ -255,7 +255,7 @@ def test_manifest_counts_and_shard_hashes(tmp_path):
 
 
 def test_keys_differing_only_in_punctuation_get_separate_mask_files():
-    from medground.data.records import mask_path
+    from medground.data.records import mask_paths
     from medground.types import Box, Region, Sample, StructureMask
 
     keys = ("left_kidney", "left kidney", "liver (organ)")
@@ -263,7 +263,7 @@ def test_keys_differing_only_in_punctuation_get_separate_mask_files():
     sample = Sample(
         "src/img", np.zeros((4, 4), np.uint8), "ct", "src", "case", [StructureMask(k, full) for k in keys]
     )
-    paths = [mask_path(sample, Region(k, k, Box(0, 0, 2, 2), np.ones((2, 2), bool), 0, 4)) for k in keys]
+    paths = mask_paths(sample, [Region(k, k, Box(0, 0, 2, 2), np.ones((2, 2), bool), 0, 4) for k in keys])
     assert len(set(paths)) == 3
     assert paths[0].startswith("masks/src/img/left_kidney-") and paths[1].startswith(
         "masks/src/img/left_kidney-"

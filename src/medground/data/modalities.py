@@ -27,20 +27,6 @@ __all__ = [
     "plane_from_sa_med2d_name",
 ]
 
-MODALITIES: tuple[str, ...] = (
-    "ct",
-    "mr",
-    "x-ray",
-    "pet",
-    "endoscopy",
-    "dermoscopy",
-    "fundus",
-    "ultrasound",
-    "histopathology",
-    "microscopy",
-    "other",
-)
-
 # The eight modalities of Med-GRIT-270k / BiRD, in BiRD's order.
 MEDGRIT_MODALITIES: tuple[str, ...] = (
     "ct",
@@ -52,6 +38,9 @@ MEDGRIT_MODALITIES: tuple[str, ...] = (
     "fundus",
     "ultrasound",
 )
+
+MODALITIES: tuple[str, ...] = (*MEDGRIT_MODALITIES, "histopathology", "microscopy", "other")
+"""The canonical vocabulary: the eight Med-GRIT modalities, then the others."""
 
 # BiRD's per-modality file prefix (test_<prefix>.jsonl and its modality keys).
 BIRD_FILE_PREFIX: dict[str, str] = {

@@ -116,10 +116,10 @@ def _file_parts(keys: tuple[str, ...]) -> dict[str, str]:
     }
 
 
-def mask_path(sample: Sample, region: Region) -> str:
-    """Where a region's mask is saved, relative to the build folder."""
+def mask_paths(sample: Sample, regions: list[Region]) -> list[str]:
+    """Where each region's mask is saved, relative to the build folder."""
     parts = _file_parts(tuple(sorted({s.name for s in sample.structures})))
-    return f"masks/{sample.id}/{parts[region.key]}_{region.instance:03d}.png"
+    return [f"masks/{sample.id}/{parts[r.key]}_{r.instance:03d}.png" for r in regions]
 
 
 def verify_turn(turn: Turn, regions: list[Region], dialect: Dialect, width: int, height: int) -> str | None:
@@ -173,12 +173,12 @@ def make_records(
             "name": r.name,
             "key": r.key,
             "box": r.box.as_list(),
-            "mask": mask_path(sample, r),
+            "mask": mask,
             "instance": r.instance,
             "area": r.area,
             "position": r.position,
         }
-        for r in regions
+        for r, mask in zip(regions, mask_paths(sample, regions), strict=True)
     ]
     records = []
     for index in range(config.conversations_per_image):
@@ -242,9 +242,9 @@ def save_sample(out_dir: Path, sample: Sample, regions: list[Region]) -> None:
     (out_dir / "masks" / sample.id).mkdir(parents=True, exist_ok=True)
 
     root = str(out_dir)
-    for region in regions:
+    for region, mask in zip(regions, mask_paths(sample, regions), strict=True):
         write_mask_png(
-            f"{root}/{mask_path(sample, region)}",
+            f"{root}/{mask}",
             region.mask,
             top=region.box.y0,
             left=region.box.x0,

@@ -85,9 +85,7 @@ def parse_fold(spec: str) -> tuple[list[str], Path]:
 def _load_universeg(folder: Path) -> UniverSeg:
     from safetensors.torch import load_file
 
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg.pop("architecture", None)
-    net = UniverSeg(UniverSegConfig(**cfg))
+    net = UniverSeg(UniverSegConfig.from_json(folder / "config.json"))
     net.load_state_dict(load_file(str(folder / "model.safetensors")))
     return net.eval()
 

@@ -33,6 +33,7 @@ __all__ = [
     "PoolSegConfig",
     "SupportContext",
     "check_unet_widths",
+    "film_decode",
     "read_config",
     "standardize",
     "write_config",
@@ -163,6 +164,23 @@ class Encoder(nn.Module):
         return feats
 
 
+def film_decode(
+    skips: list[torch.Tensor], up: nn.ModuleList, film: nn.ModuleList, glob: torch.Tensor
+) -> torch.Tensor:
+    """U-Net decoder whose every level is FiLM-modulated by a global vector.
+
+    skips: per scale (N, C_l, h_l, w_l), finest first; ``up[l]`` fuses the upsampled coarser map with
+    skip l; ``film[l]`` maps glob (N, G) to (gamma, beta) for level l. Returns (N, C_0, h_0, w_0).
+    """
+    x = skips[-1]
+    for level in range(len(skips) - 2, -1, -1):
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = up[level](torch.cat([x, skips[level]], 1))
+        gamma, beta = film[level](glob).chunk(2, dim=1)
+        x = x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+    return x
+
+
 def _cosine(q: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of (E, Q, C, h, w) features with (E, C) prototypes -> (E, Q, 1, h, w)."""
     proto = F.normalize(proto, dim=1)[:, None, :, None, None]
@@ -284,13 +302,7 @@ class PoolSeg(nn.Module):
         e, nq = queries.shape[:2]
         skips = self._fused_skips(queries, context)
         glob = context.glob.repeat_interleave(nq, dim=0)  # (E*Q, G)
-        x = skips[-1]
-        for level in range(len(skips) - 2, -1, -1):
-            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = self.up[level](torch.cat([x, skips[level]], 1))
-            gamma, beta = self.film[level](glob).chunk(2, dim=1)
-            x = x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
-        return self.head(x).unflatten(0, (e, nq))
+        return self.head(film_decode(skips, self.up, self.film, glob)).unflatten(0, (e, nq))
 
     def forward(
         self,

@@ -20,6 +20,7 @@ from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
 from medground.icl.preprocess import check_pair, prepare_image, prepare_mask, resize_back
 from medground.icl.solver import RidgeContext, RidgeSeg, RidgeSegConfig
 from medground.icl.text import TextEncoder
+from medground.icl.universeg import UniverSeg
 from medground.io import (
     Volume,
     axis_length,
@@ -53,8 +54,10 @@ Context = RidgeContext | SupportContext
 _ARCHITECTURES = {"ridgeseg": (RidgeSeg, RidgeSegConfig), "poolseg": (PoolSeg, PoolSegConfig)}
 
 
-def save_pretrained(model: InContextModel, folder: Path, extra: dict | None = None) -> Path:
-    """Write ``folder/config.json`` and ``folder/model.safetensors`` (+ ``extra`` as ``meta.json``)."""
+def save_pretrained(model: InContextModel | UniverSeg, folder: Path, extra: dict | None = None) -> Path:
+    """Write ``folder/config.json`` and ``folder/model.safetensors`` (+ ``extra`` as ``meta.json``).
+
+    Also saves the UniverSeg baseline (read back by ``icl-eval --universeg``, not by :func:`load_pretrained`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.to_json(folder / "config.json")

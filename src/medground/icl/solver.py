@@ -33,7 +33,15 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from medground.icl.model import ConvBlock, Encoder, check_unet_widths, read_config, standardize, write_config
+from medground.icl.model import (
+    ConvBlock,
+    Encoder,
+    check_unet_widths,
+    film_decode,
+    read_config,
+    standardize,
+    write_config,
+)
 
 __all__ = ["FIXED_CHANNELS", "RidgeContext", "RidgeSeg", "RidgeSegConfig", "fixed_features"]
 
@@ -267,12 +275,7 @@ class RidgeSeg(nn.Module):
         ridge = self.logit_scale * ridge + self.logit_bias
         skips = self.refine_encoder(torch.cat([ridge, prior, standardize(queries.flatten(0, 1))], 1))
         glob = context.glob.repeat_interleave(nq, dim=0)
-        x = skips[-1]
-        for level in range(len(skips) - 2, -1, -1):
-            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = self.refine_up[level](torch.cat([x, skips[level]], 1))
-            gamma, beta = self.refine_film[level](glob).chunk(2, dim=1)
-            x = x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+        x = film_decode(skips, self.refine_up, self.refine_film, glob)
         return (ridge + self.refine_head(x)).unflatten(0, (e, nq))
 
     def forward(

@@ -263,14 +263,7 @@ def _finish(
         "seconds_last_session": round(seconds, 1),
         "final_loss_mean_last_50": sum(v for _, v in losses[-50:]) / max(1, len(losses[-50:])),
     }
-    if not isinstance(model, UniverSeg):
-        save_pretrained(model, out, meta)
-    else:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-        (out / "config.json").write_text(
-            json.dumps(asdict(model.config) | {"architecture": "universeg"}, indent=2)
-        )
-        (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    save_pretrained(model, out, meta)
     (out / "losses.json").write_text(json.dumps(losses))
     if losses:
         _plot_losses(losses, out / "loss.png")

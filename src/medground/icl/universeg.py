@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from medground.icl.model import read_config, write_config
+
 __all__ = ["CrossBlock", "CrossConv", "UniverSeg", "UniverSegConfig"]
 
 
@@ -44,6 +46,13 @@ class UniverSegConfig:
                 f"decoder_widths needs len(encoder_widths) - 1 = {len(self.encoder_widths) - 1} entries, "
                 f"got {self.decoder_widths}"
             )
+
+    def to_json(self, path) -> None:
+        write_config(self, "universeg", path)
+
+    @classmethod
+    def from_json(cls, path) -> UniverSegConfig:
+        return read_config(cls, path)
 
 
 class CrossConv(nn.Module):
