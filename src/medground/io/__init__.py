@@ -31,6 +31,8 @@ from medground.io.display import (
 from medground.io.errors import ReadError
 from medground.io.images import (
     IMAGE_SUFFIXES,
+    MASK_FILE_SUFFIXES,
+    MaskFile,
     StoredImage,
     check_png_stream,
     encode_mask_png,
@@ -39,6 +41,7 @@ from medground.io.images import (
     read_image,
     read_image_as_stored,
     read_mask,
+    read_mask_file,
     to_uint8_minmax,
     write_mask_png,
     write_png,
@@ -51,6 +54,7 @@ from medground.io.nifti import (
     to_original_order,
     write_nifti_like,
 )
+from medground.io.polygons import fill_polygon
 from medground.io.rtstruct import rasterize_rtstruct
 
 __all__ = [
@@ -58,6 +62,8 @@ __all__ = [
     "CT_WINDOWS",
     "DEFAULT_CT_WINDOW",
     "IMAGE_SUFFIXES",
+    "MASK_FILE_SUFFIXES",
+    "MaskFile",
     "ReadError",
     "StoredImage",
     "Volume",
@@ -73,6 +79,7 @@ __all__ = [
     "display_volume",
     "encode_mask_png",
     "encode_png",
+    "fill_polygon",
     "fsync_path",
     "image_size",
     "load_dicom_seg",
@@ -85,6 +92,7 @@ __all__ = [
     "read_image",
     "read_image_as_stored",
     "read_mask",
+    "read_mask_file",
     "rescale_to_uint8",
     "slice_spacing",
     "slice_volume",

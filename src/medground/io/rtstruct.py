@@ -2,9 +2,10 @@
 
 Each CLOSED_PLANAR contour is a polygon of LPS mm points on one slice. Points go LPS -> RAS (negate x, y)
 -> canonical voxel indices through ``inv(series.affine)``; the axis along which a contour's indices are
-constant is its slice axis, and a voxel is inside when its centre is inside the polygon (matplotlib's
-point-in-polygon test). Several contours of one ROI on one slice combine by XOR, so a contour inside
-another makes a hole (the usual RTSTRUCT reading). POINT/OPEN contours are skipped.
+constant is its slice axis, and a voxel is inside when its centre is inside the polygon
+(:func:`medground.io.polygons.fill_polygon`, voxel indices being centres). Several contours of one ROI
+on one slice combine by XOR, so a contour inside another makes a hole (the usual RTSTRUCT reading).
+POINT/OPEN contours, and closed ones of fewer than three points, are skipped.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from matplotlib.path import Path as Polygon
 
 from medground.io.errors import ReadError, require_file
 from medground.io.nifti import Volume
+from medground.io.polygons import fill_polygon
 
 __all__ = ["rasterize_rtstruct"]
 
@@ -49,19 +50,6 @@ def _contour_voxels(path: Path, points_lps: np.ndarray, series: Volume) -> tuple
         )
     in_plane = [a for a in range(3) if a != axis]
     return axis, index, ijk[:, in_plane]
-
-
-def _fill(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
-    """Boolean (shape) plane: True where the pixel centre (u, v) lies inside ``polygon`` ((N, 2) u, v)."""
-    lo = np.clip(np.floor(polygon.min(axis=0)).astype(int), 0, None)
-    hi = np.minimum(np.ceil(polygon.max(axis=0)).astype(int) + 1, shape)
-    plane = np.zeros(shape, dtype=bool)
-    if np.any(hi <= lo):
-        return plane
-    uu, vv = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
-    inside = Polygon(polygon).contains_points(np.column_stack([uu.ravel(), vv.ravel()]))
-    plane[lo[0] : hi[0], lo[1] : hi[1]] = inside.reshape(uu.shape)
-    return plane
 
 
 def _roi_names(ds: pydicom.Dataset) -> dict[int, str]:
@@ -97,6 +85,8 @@ def rasterize_rtstruct(rtstruct_path: str | Path, series: Volume) -> dict[str, n
                     f"axis {axis}, the series has {series.shape[axis]}); is this RTSTRUCT "
                     "drawn on another series?",
                 )
+            if len(polygon) < 3:  # a closed contour of one or two points encloses no voxel centre
+                continue
             view = np.moveaxis(mask, axis, 0)[index]  # (the two in-plane axes in order), writes through
-            view ^= _fill(view.shape, polygon)
+            view ^= fill_polygon(view.shape, polygon)
     return masks
