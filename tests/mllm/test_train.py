@@ -1,6 +1,8 @@
 import json
+import shutil
 
 import pytest
+import torch
 
 from medground.mllm.families import get_family
 from medground.mllm.train import PRESETS, Collator, TrainConfig, _prepare, apply_preset, config_from_dict
@@ -34,12 +36,29 @@ def test_lora_packing_and_checkpointing_train_and_save_a_plain_model(dataset, tm
     assert not (tmp_path / "m" / "adapter_config.json").exists()
 
 
-def test_resume_from_last_checkpoint(dataset, tmp_path):
-    train_tiny(dataset, tmp_path / "m", "qwen2-vl", steps=4, save_steps=2)
-    assert (tmp_path / "m" / "checkpoints" / "checkpoint-4").is_dir()
-    result = train_tiny(dataset, tmp_path / "m", "qwen2-vl", steps=6, save_steps=2, resume="last")
+def test_resume_from_last_checkpoint_continues_the_interrupted_run(dataset, tmp_path):
+    """A 6-step run interrupted after its step-4 checkpoint and resumed ends with the weights of the
+    uninterrupted run (weights, optimizer, scheduler, data order and RNG restored)."""
+    from safetensors.torch import load_file
+
+    straight = train_tiny(dataset, tmp_path / "s", "qwen2-vl", steps=6, save_steps=2, logging_steps=1)
+    # The interruption: only the step-4 checkpoint survives, and no final model.
+    shutil.copytree(
+        straight.out / "checkpoints" / "checkpoint-4", tmp_path / "m" / "checkpoints" / "checkpoint-4"
+    )
+    resumed = train_tiny(
+        dataset, tmp_path / "m", "qwen2-vl", steps=6, save_steps=2, resume="last", logging_steps=1
+    )
     assert (tmp_path / "m" / "checkpoints" / "checkpoint-6").is_dir()
-    assert result.out == tmp_path / "m"
+    assert resumed.out == tmp_path / "m"
+    # Steps 1-4 are logged from the checkpoint's state; 5 and 6 were run again and match.
+    assert [s for s, _ in resumed.losses] == [1, 2, 3, 4, 5, 6]
+    assert [v for _, v in resumed.losses] == pytest.approx([v for _, v in straight.losses], rel=1e-5)
+    first = load_file(str(resumed.out / "model.safetensors"))
+    second = load_file(str(straight.out / "model.safetensors"))
+    assert first.keys() == second.keys()
+    for name, tensor in first.items():
+        assert torch.allclose(tensor, second[name], atol=1e-6), name
 
 
 def test_vision_tower_is_frozen_except_the_merger():

@@ -305,9 +305,37 @@ def save_model(model: Any, processor: Any, family: Family, cfg: TrainConfig, out
     tmp.replace(out / META_FILE)
 
 
+def _trainer_class() -> type:
+    """HF ``Trainer`` whose resume loads full-model checkpoints through ``from_pretrained``.
+
+    ``save_pretrained`` writes a checkpoint's weights under the model family's original key names
+    (``model.layers.*`` for Qwen2-VL), but ``Trainer._load_from_checkpoint`` (transformers 5.24) loads them
+    with a raw ``load_state_dict(strict=False)``: every key is missed and the resumed run silently
+    continues from the initial weights. Loading the checkpoint as a model applies the key conversion.
+    LoRA adapters and FSDP checkpoints keep the stock path.
+    """
+    from transformers import Trainer
+
+    class ResumingTrainer(Trainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            model = self.model if model is None else model
+            full = (Path(resume_from_checkpoint) / "model.safetensors").is_file()
+            if not full or self.is_fsdp_enabled or hasattr(model, "peft_config"):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+            missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+            if missing or unexpected:
+                raise RuntimeError(
+                    f"checkpoint {resume_from_checkpoint} does not fit the model: missing {missing[:5]}, "
+                    f"unexpected {unexpected[:5]}"
+                )
+
+    return ResumingTrainer
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train on ``cfg.data``'s ``cfg.split`` records and save the (merged) model into ``cfg.out``."""
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     set_seed(cfg.seed)
     records = read_records(cfg.data, cfg.split)
@@ -316,7 +344,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     model, processor, family = load_base(cfg, records)
     model = _prepare(model, cfg)
     dataset = RecordDataset(records, processor, family, cfg.data, cfg)
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model,
         args=_training_args(cfg),
         train_dataset=dataset,
