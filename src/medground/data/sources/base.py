@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from medground.types import Rejected, Sample
 
@@ -62,6 +63,15 @@ class Source:
     kind: str = ""
     name: str = ""
     planning_only: tuple[str, ...] = ()  # attributes that only items() needs; not shipped to workers
+    layout: ClassVar[str] = ""  # one line on the files this kind reads: the CLI help, README and errors show it
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """Whether ``path`` (a folder or file) is in this layout, by names and cheap peeks only.
+
+        ``open_source`` asks the registered kinds in order; a kind that cannot be told apart is only
+        reachable as ``KIND:PATH`` (this default)."""
+        return False
 
     def __getstate__(self) -> dict:
         """Pickled state for workers, without the (possibly huge) index that only planning reads."""
