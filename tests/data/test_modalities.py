@@ -9,7 +9,10 @@ from medground.data.modalities import (
     canonical_modality,
     display_name,
     image_phrase,
+    is_known_modality,
+    medgrit_modality,
     modality_from_sa_med2d_name,
+    normalise_modality,
     plane_from_sa_med2d_name,
 )
 
@@ -62,6 +65,9 @@ def test_vocabulary_is_canonical_and_displayed():
         "ultrasound",
         "histopathology",
         "microscopy",
+        "photography",
+        "oct",
+        "mammography",
         "other",
     )
     for modality in MODALITIES:
@@ -129,8 +135,9 @@ def test_sa_med2d_names(name, modality, plane):
 def test_sa_med2d_names_without_convention():
     assert modality_from_sa_med2d_name("amos_0004_75.png") is None
     assert plane_from_sa_med2d_name("s0619_32.png") is None
-    with pytest.raises(ValueError, match="banana_00"):
-        modality_from_sa_med2d_name("banana_00--Set--case--x_0001.png")
+    # an unknown prefix is kept (open vocabulary), without its sub-modality
+    assert modality_from_sa_med2d_name("banana_00--Set--case--x_0001.png") == "banana"
+    assert modality_from_sa_med2d_name("oct_00--OCTA500--case--2d_none.png") == "oct"
 
 
 def test_image_phrase_articles():
@@ -140,3 +147,41 @@ def test_image_phrase_articles():
     assert image_phrase("x-ray") == "an X-ray image"
     assert image_phrase("ultrasound") == "an ultrasound image"
     assert image_phrase("fundus") == "a fundus photograph"
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        ("photography", "photography"),
+        ("Clinical photo", "photography"),
+        ("photograph", "photography"),
+        ("OCT", "oct"),
+        ("optical coherence tomography", "oct"),
+        ("Mammography", "mammography"),
+        ("MG", "mammography"),
+        ("MRI", "mr"),
+        ("Thermography (infrared camera)", "thermography"),
+        ("  Capillaroscopy ", "capillaroscopy"),
+    ],
+)
+def test_open_vocabulary_keeps_what_a_dataset_states(raw, kept):
+    assert normalise_modality(raw) == kept
+    assert is_known_modality(raw) == (kept in MODALITIES)
+
+
+def test_unknown_modality_reads_as_a_sentence():
+    assert image_phrase("thermography") == "a thermography image"
+    assert image_phrase("oct", "axial") == "an axial OCT image"
+    assert image_phrase("photography") == "a clinical photograph"
+    assert display_name("thermography") == "thermography"
+    with pytest.raises(ValueError, match="empty"):
+        normalise_modality(" ( ) ")
+
+
+def test_bird_mapping_counts_the_rest_as_other():
+    # BiRD's eight keep their names; mammography is an X-ray technique; the rest is "other"
+    assert [medgrit_modality(m) for m in MEDGRIT_MODALITIES] == list(MEDGRIT_MODALITIES)
+    assert medgrit_modality("mammography") == "x-ray"
+    assert {medgrit_modality(m) for m in ("photography", "oct", "histopathology", "thermography")} == {
+        "other"
+    }

@@ -1,9 +1,12 @@
-"""The canonical modality vocabulary, its aliases, display names and SA-Med2D-20M file-name parsing.
+"""Modality names: the known vocabulary, its aliases, display names and SA-Med2D-20M file-name parsing.
 
-Every record carries one of :data:`MODALITIES`. Raw names from datasets, DICOM headers or users go
-through :func:`canonical_modality`; SA-Med2D-20M file names
-(``{modality_sub-modality}--{dataset}--{case}--{axis_slice}.png``) through
-:func:`modality_from_sa_med2d_name` and :func:`plane_from_sa_med2d_name`.
+The vocabulary is open: a record carries whatever modality its dataset states, normalised by
+:func:`normalise_modality` (a known name or alias becomes one of :data:`MODALITIES`, any other name is
+kept as lowercase text, and the sources warn about it). :func:`canonical_modality` is the strict form
+for user input that must be known. BiRD's protocol knows only eight modalities; the map onto them,
+:func:`medgrit_modality`, lives on the ground floor (:mod:`medground.modalities`) so that ``eval`` can
+use it too. SA-Med2D-20M file names (``{modality_sub-modality}--{dataset}--{case}--{axis_slice}.png``)
+go through :func:`modality_from_sa_med2d_name` and :func:`plane_from_sa_med2d_name`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import PurePath
+
+from medground.modalities import BIRD_FILE_PREFIX, MEDGRIT_MODALITIES, medgrit_modality
 
 __all__ = [
     "BIRD_FILE_PREFIX",
@@ -23,36 +28,23 @@ __all__ = [
     "canonical_modality",
     "display_name",
     "image_phrase",
+    "is_known_modality",
+    "medgrit_modality",
     "modality_from_sa_med2d_name",
+    "normalise_modality",
     "plane_from_sa_med2d_name",
 ]
 
-# The eight modalities of Med-GRIT-270k / BiRD, in BiRD's order.
-MEDGRIT_MODALITIES: tuple[str, ...] = (
-    "ct",
-    "mr",
-    "x-ray",
-    "pet",
-    "endoscopy",
-    "dermoscopy",
-    "fundus",
-    "ultrasound",
+MODALITIES: tuple[str, ...] = (
+    *MEDGRIT_MODALITIES,
+    "histopathology",
+    "microscopy",
+    "photography",
+    "oct",
+    "mammography",
+    "other",
 )
-
-MODALITIES: tuple[str, ...] = (*MEDGRIT_MODALITIES, "histopathology", "microscopy", "other")
-"""The canonical vocabulary: the eight Med-GRIT modalities, then the others."""
-
-# BiRD's per-modality file prefix (test_<prefix>.jsonl and its modality keys).
-BIRD_FILE_PREFIX: dict[str, str] = {
-    "ct": "ct",
-    "mr": "mr",
-    "x-ray": "x",
-    "pet": "pet",
-    "endoscopy": "endoscopy",
-    "dermoscopy": "dermoscopy",
-    "fundus": "fundus",
-    "ultrasound": "ultrasound",
-}
+"""The known canonical names: the eight Med-GRIT modalities, then others that datasets state often."""
 
 DISPLAY_NAMES: dict[str, str] = {
     "ct": "CT",
@@ -65,6 +57,9 @@ DISPLAY_NAMES: dict[str, str] = {
     "ultrasound": "ultrasound",
     "histopathology": "histopathology",
     "microscopy": "microscopy",
+    "photography": "clinical photography",
+    "oct": "OCT",
+    "mammography": "mammography",
     "other": "medical imaging",
 }
 
@@ -80,6 +75,9 @@ IMAGE_NOUNS: dict[str, str] = {
     "ultrasound": "ultrasound image",
     "histopathology": "histopathology image",
     "microscopy": "microscopy image",
+    "photography": "clinical photograph",
+    "oct": "OCT image",
+    "mammography": "mammogram",
     "other": "medical image",
 }
 
@@ -125,9 +123,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "radiography",
         "dx",
         "cr",
-        "mg",
-        "mammography",
-        "mammogram",
         "dental x-ray",
         "panoramic radiograph",
         "fluoroscopy",
@@ -178,12 +173,23 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "light microscopy",
         "cell imaging",
     ),
+    "photography": (
+        "photography",
+        "photograph",
+        "photo",
+        "clinical photo",
+        "clinical photograph",
+        "clinical photography",
+        "clinical image",
+        "wound photograph",
+        "xc",
+    ),
+    "oct": ("oct", "optical coherence tomography", "oct angiography", "octa", "oct b-scan"),
+    "mammography": ("mammography", "mammogram", "mg", "digital mammography", "ffdm", "tomosynthesis", "dbt"),
     "other": (
         "other",
         "ot",
         "unknown",
-        "oct",
-        "optical coherence tomography",
         "nm",
         "nuclear medicine",
         "sc",
@@ -210,12 +216,12 @@ def _phrase_in(text: str) -> str | None:
     return None
 
 
-def canonical_modality(raw: str) -> str:
-    """The canonical modality for a raw name ("MRI", "x_ray", "cxr", "mr_t1" ...).
+def _known(raw: str) -> str | None:
+    """The canonical name of a known modality or alias in a raw name, or None.
 
     A name whose first word is a known modality followed by a sub-modality ("mr t1", "ct 00") maps
     to that modality; free text is searched for the longest alias of 3+ letters ("Color fundus
-    photography" -> fundus). Unknown names raise ValueError listing the vocabulary and the closest alias.
+    photography" -> fundus).
     """
     key = _normalise(raw)
     for candidate in (key, key.replace("-", " "), key.replace(" ", "-"), key.replace(" ", "")):
@@ -224,10 +230,19 @@ def canonical_modality(raw: str) -> str:
     first = key.split(" ")[0] if key else ""
     if first in _LOOKUP:
         return _LOOKUP[first]
-    found = _phrase_in(re.sub(r"\([^)]*\)", " ", key))
+    return _phrase_in(re.sub(r"\([^)]*\)", " ", key))
+
+
+def canonical_modality(raw: str) -> str:
+    """The canonical name of a known modality ("MRI", "x_ray", "cxr", "mr_t1" ...), strictly.
+
+    For input that must be one of :data:`MODALITIES` or an alias; unknown names raise ValueError listing
+    the vocabulary and the closest alias. Datasets go through :func:`normalise_modality` instead.
+    """
+    found = _known(raw)
     if found:
         return found
-    close = difflib.get_close_matches(key, list(_LOOKUP), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(_normalise(raw), list(_LOOKUP), n=1, cutoff=0.6)
     hint = f" The closest known name is {close[0]!r} ({_LOOKUP[close[0]]})." if close else ""
     raise ValueError(
         f"unknown modality {raw!r}; expected one of {', '.join(MODALITIES)} or an alias such as "
@@ -235,18 +250,39 @@ def canonical_modality(raw: str) -> str:
     )
 
 
+def normalise_modality(raw: str) -> str:
+    """A dataset's modality as records carry it: the canonical name when known, else the raw name kept.
+
+    "MRI" -> "mr"; "clinical photo" -> "photography"; "Thermography (infrared)" -> "thermography"
+    (lowercase, parenthesised notes and extra spaces dropped). The vocabulary is open: an unknown name
+    is not an error (callers warn, see :func:`is_known_modality`). An empty name raises ValueError.
+    """
+    found = _known(raw)
+    if found:
+        return found
+    text = re.sub(r"\s+", " ", re.sub(r"\([^)]*\)", " ", _normalise(raw))).strip()
+    if not text:
+        raise ValueError(f"empty modality name {raw!r}")
+    return text
+
+
+def is_known_modality(name: str) -> bool:
+    """Whether a name is one of :data:`MODALITIES` or a known alias (else it is kept as stated)."""
+    return _known(name) is not None
+
+
 def display_name(modality: str) -> str:
-    """Display name of a canonical (or alias) modality: "mr" -> "MRI"."""
-    return DISPLAY_NAMES[canonical_modality(modality)]
+    """Display name of a modality: "mr" -> "MRI"; an unknown name is shown as stated."""
+    name = normalise_modality(modality)
+    return DISPLAY_NAMES.get(name, name)
 
 
 def image_phrase(modality: str, plane: str | None = None) -> str:
-    """Noun phrase with its article: ("mr") -> "an MRI image"; ("ct", "axial") -> "an axial CT image"."""
-    words = (
-        f"{plane} {IMAGE_NOUNS[canonical_modality(modality)]}"
-        if plane
-        else IMAGE_NOUNS[canonical_modality(modality)]
-    )
+    """Noun phrase with its article: ("mr") -> "an MRI image"; ("ct", "axial") -> "an axial CT image";
+    an unknown modality ("thermography") -> "a thermography image"."""
+    name = normalise_modality(modality)
+    noun = IMAGE_NOUNS.get(name, f"{name} image")
+    words = f"{plane} {noun}" if plane else noun
     first = words.split()[0]
     vowel = first[0].lower() in "aeiou" or first in ("MRI", "X-ray")
     return f"{'an' if vowel else 'a'} {words}"
@@ -277,21 +313,17 @@ def modality_from_sa_med2d_name(filename: str) -> str | None:
     ``ct_00--AbdomenCT1K--Case_00220--x_0359.png`` -> "ct"; ``mr_t1--BraTS2021--...`` -> "mr";
     ``x_ray--covid_19_ct_cxr--16660_5_1--2d_none.png`` -> "x-ray". Names without the
     ``a--b--c--d`` convention (the demo's ``amos_0004_75.png``) give None. A prefix that is no known
-    modality raises ValueError naming the file.
+    modality is kept without its sub-modality (``oct_00--...`` -> "oct", ``banana_00`` -> "banana").
     """
     fields = _sa_med2d_fields(filename)
     if fields is None:
         return None
     prefix = fields[0].lower()
     for candidate in (prefix, prefix.split("_")[0]):
-        try:
-            return canonical_modality(candidate)
-        except ValueError:
-            continue
-    try:
-        return canonical_modality(re.sub(r"_00$", "", prefix))
-    except ValueError as error:
-        raise ValueError(f"{filename}: SA-Med2D modality prefix {fields[0]!r} is unknown. {error}") from None
+        found = _known(candidate)
+        if found:
+            return found
+    return normalise_modality(prefix.split("_")[0] or prefix)
 
 
 def plane_from_sa_med2d_name(filename: str) -> str | None:
