@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medground.io import ReadError, image_size, read_image, read_mask, write_png
+from medground.io import ReadError, image_size, read_image, read_mask, read_mask_file, write_png
 
 
 def _png_chunk_types(raw: bytes) -> list[str]:
@@ -163,6 +163,60 @@ def test_read_mask_rgb_differing_channels_raises(tmp_path):
     with pytest.raises(ReadError, match="label map") as info:
         read_mask(path)
     assert info.value.path == str(path)
+
+
+# ---- read_mask_file: any mask file, in a frame a pair can share ----------------------------------
+
+
+def test_read_mask_file_rgba_ignores_alpha(tmp_path):
+    values = np.array([[0, 255], [255, 0]], np.uint8)
+    opaque = np.full((2, 2), 255, np.uint8)
+    Image.fromarray(np.dstack([values, values, values, opaque]), mode="RGBA").save(tmp_path / "m.png")
+    mask = read_mask_file(tmp_path / "m.png")
+    assert mask.array.tolist() == [[0, 255], [255, 0]]
+    assert mask.frame == "stored" and mask.spacing is None and mask.affine is None
+
+
+def test_read_mask_file_2d_nifti_gives_display_slice(tmp_path):
+    import nibabel as nib
+
+    # stored (X=3, Y=2), RAS affine: display D[r, c] = a[X-1-c, Y-1-r], worked out by hand below
+    stored = np.array([[1, 2], [3, 4], [5, 6]], np.int16)
+    nib.save(nib.Nifti1Image(stored, np.diag([0.5, 2.0, 1.0, 1.0])), tmp_path / "m.nii.gz")
+    mask = read_mask_file(tmp_path / "m.nii.gz")
+    # row 0 = y index 1 (anterior at the top), columns x = 2, 1, 0 (patient right on the image's left)
+    assert mask.array.tolist() == [[6, 4, 2], [5, 3, 1]]
+    assert mask.frame == "display" and mask.spacing == pytest.approx((2.0, 0.5))
+
+
+def test_read_mask_file_3d_nifti_and_npy(tmp_path):
+    import nibabel as nib
+
+    labels = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    nib.save(nib.Nifti1Image(labels, np.diag([1.0, 1.0, 3.0, 1.0])), tmp_path / "v.nii")
+    volume = read_mask_file(tmp_path / "v.nii")
+    assert volume.frame == "ras" and volume.array.tolist() == labels.tolist()
+    assert volume.spacing == pytest.approx((1.0, 1.0, 3.0)) and volume.affine[2, 2] == 3.0
+    np.save(tmp_path / "a.npy", labels[0])
+    assert read_mask_file(tmp_path / "a.npy").array.tolist() == labels[0].tolist()
+
+
+def test_read_mask_file_bad_inputs_name_the_file(tmp_path):
+    import nibabel as nib
+
+    np.save(tmp_path / "f.npy", np.full((2, 2), 0.5))
+    nib.save(nib.Nifti1Image(np.full((2, 2, 2), 0.5, np.float32), np.eye(4)), tmp_path / "p.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2, 3), np.uint8), np.eye(4)), tmp_path / "t.nii.gz")
+    (tmp_path / "m.txt").write_text("0 1\n")
+    for name, reason in [
+        ("f.npy", "integer or bool"),
+        ("p.nii.gz", "non-integer"),
+        ("t.nii.gz", "2D or 3D"),
+        ("m.txt", "unknown mask format"),
+    ]:
+        with pytest.raises(ReadError, match=reason) as info:
+            read_mask_file(tmp_path / name)
+        assert info.value.path == str(tmp_path / name)
 
 
 # ---- bad inputs --------------------------------------------------------------------------------

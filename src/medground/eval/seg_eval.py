@@ -1,13 +1,17 @@
 """Segmentation evaluation over files: pair predictions with ground truth, score, summarise.
 
-Mask files: ``.png``/``.bmp``/``.tif``/``.jpg`` (2D; non-zero = foreground, any channel), ``.nii``/
-``.nii.gz`` (2D or 3D; spacing from the header's zooms, in array-axis order) and ``.npy``.
-Pairing by folder: every ground-truth file is a case, matched to the prediction with the same name
-up to its suffix (``case1.nii.gz`` <-> ``case1.png`` do match); a ground-truth case without a
-prediction is a failure (Dice = IoU = NSD = 0, HD95 by the EmptyRule, even when the truth is
-empty) and is listed under ``missing``; predictions
-without ground truth are listed under ``unmatched``. Pairing by CSV: columns ``pred``, ``gt`` and
-optional ``spacing`` (``0.8x0.8x2.5``) and ``group``; relative paths are from the CSV's folder.
+Mask files are read by :func:`medground.io.read_mask_file` (the one mask reader): ``.png``/``.bmp``/
+``.tif``/``.jpg`` (2D, label values as stored, alpha ignored; non-zero = foreground unless ``labels``
+are given), ``.nii``/``.nii.gz`` and ``.npy``. Frames: a 2D NIfTI is compared in its display frame
+(the radiological slice ``medground build`` and ``segment`` write as PNG), so it pairs with a PNG of
+the same slice; 3D NIfTI are canonical RAS+ and a 3D pair must share shape and affine (within 1e-3
+mm), else the case is an error naming both files. Spacing comes from the NIfTI header (in array-axis
+order of that frame). Pairing by folder: every ground-truth file is a case, matched to the prediction
+with the same name up to its suffix (``case1.nii.gz`` <-> ``case1.png`` do match); a ground-truth case
+without a prediction is a failure (Dice = IoU = NSD = 0, HD95 by the EmptyRule, even when the truth
+is empty) and is listed under ``missing``; predictions without ground truth are listed under
+``unmatched``. Pairing by CSV: columns ``pred``, ``gt`` and optional ``spacing`` (``0.8x0.8x2.5``)
+and ``group``; relative paths are from the CSV's folder.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from medground.eval.seg_metrics import EmptyRule, failure_scores, score_masks
+from medground.io import MASK_FILE_SUFFIXES, MaskFile, read_mask_file
 
-__all__ = ["MASK_SUFFIXES", "MaskPair", "evaluate_pairs", "load_mask", "pairs_from_csv", "pairs_from_dirs"]
+__all__ = ["MASK_SUFFIXES", "MaskPair", "evaluate_pairs", "pairs_from_csv", "pairs_from_dirs", "read_pair"]
 
-MASK_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".png", ".bmp", ".tif", ".tiff", ".jpg", ".npy")
+MASK_SUFFIXES: tuple[str, ...] = MASK_FILE_SUFFIXES
+"""Suffixes of the files a folder pairing picks up (those :func:`medground.io.read_mask_file` reads)."""
+_AFFINE_ATOL = 1e-3
 _METRICS = ("dice", "iou", "hd95", "nsd")
 
 
@@ -43,26 +50,6 @@ def _case_name(path: Path) -> str | None:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return None
-
-
-def load_mask(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    """Read a mask file -> ((H, W) or (D, H, W) integer array, spacing in mm or None)."""
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel
-
-        image = nibabel.load(str(path))
-        data = np.asarray(image.dataobj)
-        data = data[..., 0] if data.ndim == 4 and data.shape[-1] == 1 else data
-        return np.rint(data).astype(np.int64), tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
-    if name.endswith(".npy"):
-        return np.load(path), None
-    if name.endswith(MASK_SUFFIXES):
-        from PIL import Image
-
-        data = np.asarray(Image.open(path))
-        return (data.max(axis=-1) if data.ndim == 3 else data).astype(np.int64), None
-    raise ValueError(f"{path}: unknown mask format; expected one of {MASK_SUFFIXES}")
 
 
 def pairs_from_dirs(pred_dir: Path, truth_dir: Path) -> tuple[list[MaskPair], list[str]]:
@@ -110,6 +97,39 @@ def pairs_from_csv(path: Path) -> list[MaskPair]:
     return pairs
 
 
+def _describe(mask: MaskFile) -> str:
+    return f"{mask.path} ({mask.array.ndim}D, {mask.frame} frame, shape {mask.array.shape})"
+
+
+def read_pair(pair: MaskPair) -> tuple[MaskFile, np.ndarray]:
+    """Read a case's truth and prediction in one frame -> (truth, prediction labels of the truth's shape).
+
+    A missing prediction gives zeros. Raises ValueError naming the case and both files when the two
+    are not comparable: 2D against 3D, different shapes, a 3D NIfTI against a 3D ``.npy`` (no affine to
+    put it in the NIfTI's frame), or 3D NIfTI whose affines differ by more than 1e-3 mm.
+    """
+    truth = read_mask_file(pair.truth)
+    if pair.pred is None:
+        return truth, np.zeros_like(truth.array)
+    pred = read_mask_file(pair.pred)
+    where = f"case {pair.case}: prediction {_describe(pred)} vs truth {_describe(truth)}"
+    if pred.array.ndim != truth.array.ndim or pred.array.shape != truth.array.shape:
+        raise ValueError(f"{where}: the masks differ in shape; resample the prediction onto the truth's grid")
+    if truth.array.ndim == 3 and (pred.affine is None) != (truth.affine is None):
+        raise ValueError(
+            f"{where}: a 3D .npy has no affine, so its voxel order cannot be matched to the NIfTI's; "
+            "save the prediction as NIfTI with the truth's affine"
+        )
+    both = pred.affine is not None and truth.affine is not None
+    if both and not np.allclose(pred.affine, truth.affine, rtol=0.0, atol=_AFFINE_ATOL):
+        with np.printoptions(precision=4, suppress=True):
+            raise ValueError(
+                f"{where}: the NIfTI affines differ (prediction\n{pred.affine}\nvs truth\n"
+                f"{truth.affine}); the masks are not on one voxel grid"
+            )
+    return truth, pred.array
+
+
 def _score_case(
     pair: MaskPair,
     spacing: tuple[float, ...] | None,
@@ -117,12 +137,11 @@ def _score_case(
     rule: EmptyRule,
     labels: list[int] | None,
 ) -> list[dict]:
-    truth, header_spacing = load_mask(pair.truth)
-    pred = load_mask(pair.pred)[0] if pair.pred is not None else np.zeros_like(truth)
-    used = spacing or pair.spacing or header_spacing
+    truth, pred = read_pair(pair)
+    used = spacing or pair.spacing or truth.spacing
     rows = []
     for label in labels or [None]:
-        p, t = (pred > 0, truth > 0) if label is None else (pred == label, truth == label)
+        p, t = (pred > 0, truth.array > 0) if label is None else (pred == label, truth.array == label)
         try:
             if pair.pred is None:  # a missing prediction is a failure, even where the truth is empty
                 scores = failure_scores(t, tuple(used) if used else (1.0,) * t.ndim, rule)

@@ -6,6 +6,9 @@ No EXIF rotation is applied (a mask file beside the image has no EXIF, so pairs 
 Channel rule of :func:`read_image` (decided by the file's pixel mode, never by its values):
 grey modes (1, L, LA, I;16, I, F) give ``(H, W)``; colour modes (RGB, RGBA, P, PA, CMYK, YCbCr...) give
 ``(H, W, 3)``, even when the three channels happen to be equal. Alpha is dropped, not composited.
+
+Masks: :func:`read_mask` reads 2D mask images; :func:`read_mask_file` reads any mask file that is scored
+or drawn (images, 2D/3D NIfTI, ``.npy``) into a :class:`MaskFile` whose frame says how to compare it.
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from medground.io.atomic import atomic_write_bytes
+from medground.io.display import slice_spacing, slice_volume
 from medground.io.errors import ReadError, require_file
+from medground.io.nifti import _integer_labels, _read_data, canonical_volume
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MASK_FILE_SUFFIXES",
+    "MaskFile",
     "StoredImage",
     "check_png_stream",
     "encode_mask_png",
@@ -35,6 +43,7 @@ __all__ = [
     "read_image",
     "read_image_as_stored",
     "read_mask",
+    "read_mask_file",
     "to_uint8_minmax",
     "write_mask_png",
     "write_png",
@@ -278,6 +287,88 @@ def read_mask(path: str | Path) -> np.ndarray:
     p = Path(path)
     with _open(p, decode=True) as image:
         return _mask_array(p, image)
+
+
+MASK_FILE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".npy", *IMAGE_SUFFIXES)
+"""File suffixes (lower case) :func:`read_mask_file` accepts."""
+
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_PLANE_OF_SINGLE_AXIS = ((2, "axial"), (1, "coronal"), (0, "sagittal"))  # canonical axis of length 1 -> plane
+
+
+@dataclass(frozen=True, eq=False)
+class MaskFile:
+    """A label mask read for comparison with another one, in a frame both sides of a pair share.
+
+    Fields:
+        array: integer labels as stored (never binarised). 2D files: ``(H, W)``, row 0 at the top; a 2D
+            NIfTI (one canonical axis of length 1) is its display slice (:mod:`medground.io.display`,
+            radiological, the frame ``medground build`` and ``segment`` write PNGs in), so it lines up
+            with a PNG of the same slice. 3D NIfTI: canonical RAS+ ``(X, Y, Z)``. ``.npy``: as stored.
+        spacing: mm per array axis from a NIfTI header (display slice: ``(row_mm, col_mm)``), else None.
+        affine: 4x4 canonical voxel -> RAS+ mm of a NIfTI file (the whole volume's, also for a 2D
+            slice), else None.
+        frame: ``"display"`` (2D NIfTI slice), ``"ras"`` (3D NIfTI) or ``"stored"`` (image files, .npy).
+        path: the file.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...] | None
+    affine: np.ndarray | None
+    frame: str
+    path: Path
+
+
+def read_mask_file(path: str | Path) -> MaskFile:
+    """Read any mask file medground scores: 2D images (as :func:`read_mask`: alpha ignored, label values
+    as stored), NIfTI (2D or 3D, integer labels) and ``.npy`` (an integer or bool 2D/3D array).
+
+    Raises ReadError naming the file for an unknown suffix, an unreadable file, non-integer labels
+    or a shape that is neither 2D nor 3D.
+    """
+    p = require_file(path)
+    name = p.name.lower()
+    if name.endswith(_NIFTI_SUFFIXES):
+        return _read_nifti_mask(p)
+    if name.endswith(".npy"):
+        return _read_npy_mask(p)
+    if not name.endswith(IMAGE_SUFFIXES):
+        raise ReadError(p, f"unknown mask format; expected one of {', '.join(MASK_FILE_SUFFIXES)}")
+    return MaskFile(read_mask(p), None, None, "stored", p)
+
+
+def _read_npy_mask(p: Path) -> MaskFile:
+    try:
+        array = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ReadError(p, f"not a readable .npy array ({type(exc).__name__}: {exc})") from exc
+    if array.ndim not in (2, 3):
+        raise ReadError(p, f"mask array has shape {array.shape}; expected 2D (H, W) or 3D")
+    if array.dtype.kind not in "iub":
+        raise ReadError(p, f"mask array has dtype {array.dtype}; expected integer or bool labels")
+    return MaskFile(array.astype(np.int64), None, None, "stored", p)
+
+
+def _read_nifti_mask(p: Path) -> MaskFile:
+    import nibabel as nib
+
+    try:
+        image = nib.load(p)
+    except Exception as exc:  # ImageFileError, EOFError, gzip/zlib and header errors
+        raise ReadError(p, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    shape = tuple(int(n) for n in image.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in (2, 3):
+        raise ReadError(p, f"mask volume has shape {tuple(image.shape)}; expected 2D or 3D labels")
+    array = _integer_labels(p, _read_data(p, image.dataobj, None).reshape(shape))
+    volume = canonical_volume(array.reshape(shape + (1,) * (3 - len(shape))), image.affine, p)
+    planes = [plane for axis, plane in _PLANE_OF_SINGLE_AXIS if volume.shape[axis] == 1]
+    if len(shape) == 3 and not planes:
+        return MaskFile(volume.array, volume.spacing, volume.affine, "ras", p)
+    plane = planes[0]
+    display = slice_volume(volume.array, plane, 0)
+    return MaskFile(display, slice_spacing(volume.spacing, plane), volume.affine, "display", p)
 
 
 def _mask_array(p: Path, image: Image.Image) -> np.ndarray:
