@@ -1,19 +1,14 @@
 """Sources: each turns one on-disk layout into work items and samples.
 
-``open_source("path")`` detects the layout; ``open_source("kind:path")`` names it. Kinds:
-
-| kind     | layout                                                                        |
-|----------|-------------------------------------------------------------------------------|
-| medseg   | ``pairs.csv`` + ``labels.json`` + ``meta.json`` + images/ and masks/          |
-| sa-med2d | SA-Med2D-20M ``image2label_train.json`` / ``label2image_test.json``            |
-| nifti    | ``imagesTr/`` + ``labelsTr/`` (+ labels.json or dataset.json), or a pairs.csv of volumes |
-| folder   | ``images/`` + ``masks/`` matched by a name pattern                             |
-| dicom    | ``ROOT/<case>/<series>/*.dcm``: image series + one mask/label series per case    |
+The registry is :data:`REGISTRY`, one list of source classes; each class names its ``kind``, describes
+its files in ``layout`` and recognises them in ``detect``. ``open_source("path")`` asks the classes in
+registry order and takes the first that recognises the path; ``open_source("kind:path")`` names the
+kind. The CLI help, the error for an unknown layout and the ICL loader's messages are generated from
+here (:func:`describe_layouts`). A new layout is one module and one line in :data:`REGISTRY`.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
 from pathlib import Path
 from typing import Any
@@ -22,56 +17,49 @@ from medground.data.sources.base import Item, Source, SourceError, case_key
 from medground.data.sources.dicom import DicomSource
 from medground.data.sources.folder import FolderSource
 from medground.data.sources.medseg import MedsegSource
-from medground.data.sources.samed2d import INDEX_NAMES, SaMed2dSource
+from medground.data.sources.samed2d import SaMed2dSource
 from medground.data.sources.volumes import NiftiSource, VolumeOptions
 
 __all__ = [
+    "REGISTRY",
     "SOURCES",
     "Item",
     "Source",
     "SourceError",
     "VolumeOptions",
     "case_key",
+    "describe_layouts",
     "detect_kind",
     "open_source",
 ]
 
-SOURCES: dict[str, type[Source]] = {
-    "medseg": MedsegSource,
-    "sa-med2d": SaMed2dSource,
-    "nifti": NiftiSource,
-    "folder": FolderSource,
-    "dicom": DicomSource,
-}
+REGISTRY: tuple[type[Source], ...] = (
+    MedsegSource,
+    NiftiSource,
+    SaMed2dSource,
+    FolderSource,
+    DicomSource,  # last: its detection walks the folder tree
+)
+"""Every source class, in detection order."""
+
+SOURCES: dict[str, type[Source]] = {cls.kind: cls for cls in REGISTRY}
+"""Kind name -> source class."""
 
 
-def _pairs_are_volumes(path: Path) -> bool:
-    with open(path / "pairs.csv", newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), [])
-    return "label" in header and "mask" not in header
+def describe_layouts(separator: str = "; ") -> str:
+    """``kind: layout`` for every registered kind, joined by ``separator`` (help and error texts)."""
+    return separator.join(f"{cls.kind}: {cls.layout}" for cls in REGISTRY)
 
 
 def detect_kind(path: Path) -> str:
-    """The layout of a path, by the files it holds."""
-    if path.is_file():
-        if path.name in INDEX_NAMES or path.suffix == ".json":
-            return "sa-med2d"
-        raise SourceError(f"{path}: a source is a folder or an SA-Med2D index file")
-    if not path.is_dir():
-        raise SourceError(f"{path}: no such folder")
-    if (path / "pairs.csv").exists():
-        return "nifti" if _pairs_are_volumes(path) else "medseg"
-    if any((path / name).exists() for name in INDEX_NAMES):
-        return "sa-med2d"
-    if (path / "imagesTr").is_dir():
-        return "nifti"
-    if (path / "images").is_dir() and (path / "masks").is_dir():
-        return "folder"
-    if any(p.suffix.lower() == ".dcm" for p in path.rglob("*.dcm")):
-        return "dicom"
+    """The kind of the first registered source class that recognises ``path``."""
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder")
+    for cls in REGISTRY:
+        if cls.detect(path):
+            return cls.kind
     raise SourceError(
-        f"{path}: unknown layout; expected pairs.csv (medseg), an SA-Med2D index, imagesTr/+labelsTr/ (nifti), "
-        "images/+masks/ (folder) or DICOM series folders (dicom); or name the kind as KIND:PATH"
+        f"{path}: unknown layout; name the kind as KIND:PATH or use one of these layouts: {describe_layouts()}"
     )
 
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -52,6 +53,15 @@ class DicomSource(VolumeSource):
     options: VolumeOptions = field(default_factory=VolumeOptions)
     kind: str = "dicom"
     planning_only: tuple[str, ...] = ("cases",)
+    layout: ClassVar[str] = (
+        "ROOT/<case>/<series>/*.dcm: each case's image series paired with its one mask/label series "
+        "(folder name or SeriesDescription says mask, seg, label or roi)"
+    )
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """A folder with a .dcm file anywhere below it."""
+        return path.is_dir() and any(True for _ in path.rglob("*.dcm"))
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

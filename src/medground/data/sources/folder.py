@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from medground.data.modalities import canonical_modality
 from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key
@@ -37,6 +38,15 @@ class FolderSource(Source):
     images_dir: str = "images"
     masks_dir: str = "masks"
     kind: str = "folder"
+    layout: ClassVar[str] = (
+        'images/ + masks/ paired by --mask-pattern "{stem}*"; the structure is the mask name\'s suffix '
+        "(IMD002_lesion.png) or --structure"
+    )
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """A folder with images/ and masks/ sub-folders."""
+        return (path / "images").is_dir() and (path / "masks").is_dir()
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

@@ -16,9 +16,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from medground.data.modalities import canonical_modality
 from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key, resolve
+from medground.data.sources.peek import csv_header
 from medground.data.sources.planar import MaskSpec, load_planar
 from medground.types import Rejected
 
@@ -64,6 +66,16 @@ class MedsegSource(Source):
     modality: str | None = None
     kind: str = "medseg"
     planning_only: tuple[str, ...] = ("rows",)
+    layout: ClassVar[str] = (
+        "images/, masks/, pairs.csv (image,mask[,structure,instance,case]), labels.json "
+        '(mask value -> name; "1..N" marks instance maps), meta.json (modality, body_region, plane)'
+    )
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """A folder with a pairs.csv that is not a table of volumes (those are the nifti kind's)."""
+        header = csv_header(path / "pairs.csv")
+        return bool(header) and not ("label" in header and "mask" not in header)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

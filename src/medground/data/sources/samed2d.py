@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from medground.data.modalities import (
     canonical_modality,
@@ -23,7 +24,9 @@ from medground.data.modalities import (
 )
 from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key
 from medground.data.sources.medseg import clean_region, read_meta
+from medground.data.sources.peek import json_first_entry
 from medground.data.sources.planar import MaskSpec, load_planar
+from medground.io import IMAGE_SUFFIXES
 from medground.types import Rejected
 
 __all__ = ["SaMed2dSource", "INDEX_NAMES"]
@@ -47,6 +50,25 @@ class SaMed2dSource(Source):
     modality: str | None = None
     kind: str = "sa-med2d"
     planning_only: tuple[str, ...] = ("index",)
+    layout: ClassVar[str] = (
+        "SA-Med2D-20M image2label_train.json / label2image_test.json (the file, another JSON of that "
+        "shape, or a folder holding them); masks <image>_<structure>_<instance>.png"
+    )
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """A folder holding an index file, an index file by name, or a JSON object whose first entry maps
+        an image path to a path or a list of paths (not any .json: labels.json or COCO files are not)."""
+        if path.is_dir():
+            return any((path / name).is_file() for name in INDEX_NAMES)
+        if path.name in INDEX_NAMES:
+            return path.is_file()
+        entry = json_first_entry(path)
+        return (
+            entry is not None
+            and Path(entry[0]).suffix.lower() in IMAGE_SUFFIXES
+            and entry[1] in ("string", "list of strings")
+        )
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)

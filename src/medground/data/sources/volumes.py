@@ -16,12 +16,14 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from medground.data.modalities import canonical_modality
 from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key, resolve
 from medground.data.sources.medseg import clean_region, read_meta
+from medground.data.sources.peek import csv_header
 from medground.io import (
     CT_WINDOWS,
     ReadError,
@@ -190,6 +192,18 @@ class NiftiSource(VolumeSource):
     options: VolumeOptions = field(default_factory=VolumeOptions)
     kind: str = "nifti"
     planning_only: tuple[str, ...] = ("pairs",)
+    layout: ClassVar[str] = (
+        "imagesTr/ + labelsTr/ (nnU-Net / MSD) with labels.json or dataset.json, or a pairs.csv of "
+        "image,label[,modality,label_values] volumes"
+    )
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """A pairs.csv with a label column and no mask column, or (without pairs.csv) an imagesTr/ folder."""
+        header = csv_header(path / "pairs.csv")
+        if header:
+            return "label" in header and "mask" not in header
+        return (path / "imagesTr").is_dir()
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
