@@ -1,14 +1,15 @@
-"""Loading one 2D image with its mask files into a Sample: shared by every 2D source.
+"""Loading one 2D image with its masks into a Sample: shared by every 2D source.
 
-Checks at the boundary: each file decodes, every mask has the image's height and width, mask values
-are ones the dataset declares, and at least one mask has foreground. Each failure becomes a Rejected
-entry naming the file and the reason; the image is kept as long as one mask is usable.
+Masks come as files or already decoded (COCO RLE / polygons); both get the same checks at the
+boundary: each file decodes, every mask has the image's height and width, mask values are ones the
+dataset declares, and at least one mask has foreground. Each failure becomes a Rejected entry naming
+the file (or the decoded mask's origin) and the reason; the image is kept as long as one mask is usable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,10 +22,12 @@ __all__ = ["MaskSpec", "load_planar"]
 
 @dataclass(frozen=True)
 class MaskSpec:
-    """One mask file of an image.
+    """One mask of an image: a file, or an array already decoded from an index (``decoded``).
 
-    ``values`` maps stored values to raw structure keys; ``None`` means a binary mask (any non-zero
-    value is the structure ``name``). ``instance_map``: the values are instance ids of ``name``.
+    ``path`` is the mask file, or for a decoded mask where it came from (``instances.json#annotation 17``),
+    named in rejections. ``decoded``: (H, W) integer array in the image's pixel grid, read like a file's
+    pixels. ``values`` maps stored values to raw structure keys; ``None`` means a binary mask (any
+    non-zero value is the structure ``name``). ``instance_map``: the values are instance ids of ``name``.
     ``instance`` is the dataset's own instance index (SA-Med2D ``_001``), if any.
     """
 
@@ -33,6 +36,7 @@ class MaskSpec:
     values: tuple[tuple[int, str], ...] | None = None
     instance_map: bool = False
     instance: int | None = None
+    decoded: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _structures(spec: MaskSpec, mask: np.ndarray) -> list[StructureMask] | str:
@@ -68,7 +72,7 @@ def load_planar(
     structures: list[StructureMask] = []
     for spec in masks:
         try:
-            mask = read_mask(spec.path)
+            mask = read_mask(spec.path) if spec.decoded is None else spec.decoded
         except ReadError as error:
             yield Rejected(spec.path, f"mask unreadable: {error.reason}", item.source)
             continue
