@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from medground.grounding import DIALECTS, JsonDialect, TagDialect
+from medground.grounding import DIALECTS
 
 __all__ = ["DEFAULT_INSTRUCTIONS", "Rewriter", "protected_spans", "rewrite_record", "verify_rewrite"]
 
@@ -33,14 +33,8 @@ DEFAULT_INSTRUCTIONS = (
 
 
 def _span_pattern() -> re.Pattern[str]:
-    """One regex matching the image placeholder and every dialect's reference and box strings."""
-    parts = [re.escape(IMAGE_TOKEN)]
-    for dialect in DIALECTS.values():
-        if isinstance(dialect, TagDialect):
-            parts.append(re.escape(dialect.ref_open) + r".*?" + re.escape(dialect.ref_close))
-            parts.append(re.escape(dialect.box_open) + r".*?" + re.escape(dialect.box_close))
-        elif isinstance(dialect, JsonDialect):
-            parts.append(r"\{[^{}]*\"bbox_2d\"[^{}]*\}")
+    """One regex matching the image placeholder and every dialect's protected strings (its references and boxes)."""
+    parts = [re.escape(IMAGE_TOKEN)] + [d.protected_pattern.pattern for d in DIALECTS.values()]
     return re.compile("|".join(dict.fromkeys(parts)), re.DOTALL)
 
 

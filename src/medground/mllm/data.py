@@ -1,15 +1,15 @@
 """Records of the data engine -> chat turns in a family's dialect -> token ids with assistant-only labels.
 
 A record (see the data engine) holds an image path, its size, conversations with boxes in the
-record's ``dialect`` and ``regions`` with canonical boxes. Boxes are parsed with the record's dialect,
-snapped to the exact canonical box of the region they denote, and re-serialised in the target dialect.
+record's ``dialect`` and ``regions`` with canonical boxes. Boxes are found and parsed with the record's
+dialect, snapped to the exact canonical box of the region they denote, and re-serialised in the target
+dialect (:func:`medground.grounding.reground_text`).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medground.grounding import Dialect, JsonDialect, TagDialect, get_dialect
+from medground.grounding import Dialect, get_dialect, reground_text
 from medground.io import read_image
 from medground.mllm.processor import IMAGE_PAD, IMAGE_PLACEHOLDER, SYSTEM_PROMPT, VISION_END, VISION_START
 from medground.types import Box
@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
-_JSON_ITEM = r"\{[^{}]*\"bbox_2d\"[^{}]*\}"
 
 
 @dataclass(frozen=True)
@@ -67,39 +66,6 @@ def read_records(data_dir: str | Path, split: str | None = None) -> list[dict[st
     if split is not None:
         records = [r for r in records if r.get("split") == split]
     return records
-
-
-def _span_pattern(dialect: Dialect) -> re.Pattern[str]:
-    """Regex for one grounded group (optional label + one or more boxes) in ``dialect``'s text."""
-    if isinstance(dialect, TagDialect):
-        box = (
-            re.escape(dialect.box_open)
-            + r"\s*\(\s*-?[\d.]+\s*,\s*-?[\d.]+\s*\)\s*,\s*\(\s*-?[\d.]+\s*,\s*-?[\d.]+\s*\)\s*"
-            + re.escape(dialect.box_close)
-        )
-        ref = re.escape(dialect.ref_open) + r".*?" + re.escape(dialect.ref_close)
-        return re.compile(f"(?:{ref}\\s*)?{box}(?:\\s*{box})*", re.DOTALL)
-    if isinstance(dialect, JsonDialect):
-        return re.compile(rf"\[\s*{_JSON_ITEM}(?:\s*,\s*{_JSON_ITEM})*\s*\]|{_JSON_ITEM}")
-    raise TypeError(f"no span pattern for dialect {dialect.name!r}")
-
-
-def _render(found: list[tuple[str | None, Box]], target: Dialect, width: int, height: int) -> str:
-    """Labelled boxes -> target text; consecutive boxes with one label become one grounded group."""
-    parts: list[str] = []
-    i = 0
-    while i < len(found):
-        label = found[i][0]
-        j = i
-        while j < len(found) and found[j][0] == label:
-            j += 1
-        boxes = [box for _, box in found[i:j]]
-        if label is None:
-            parts.append(", ".join(target.box(b, width, height) for b in boxes))
-        else:
-            parts.append(target.ground(label, boxes, width, height))
-        i = j
-    return " ".join(parts)
 
 
 def _in_crop(box: Box, crop: Box) -> Box:
@@ -132,27 +98,25 @@ def convert_text(
     ``pad``: (left, top, right, bottom) pixels of black border added after the crop; boxes move by
     (left, top) and are written for the padded size.
     """
-    if crop is None and pad is None and source.name == target.name and source == target:
-        return text
-    snap: dict[Box, Box] = {}
-    for box in exact or []:
-        parsed = source.parse(source.box(box, width, height), width, height)
-        if parsed:
-            snap.setdefault(parsed[0].box, box)
-
     out_w, out_h = (crop.width, crop.height) if crop is not None else (width, height)
     left, top, right, bottom = pad or (0, 0, 0, 0)
-    out_w, out_h = out_w + left + right, out_h + top + bottom
 
-    def replace(match: re.Match[str]) -> str:
-        found = [(g.label, snap.get(g.box, g.box)) for g in source.parse(match.group(0), width, height)]
+    def move(box: Box) -> Box:
         if crop is not None:
-            found = [(label, _in_crop(box, crop)) for label, box in found]
-        if pad is not None:
-            found = [(label, Box(b.x0 + left, b.y0 + top, b.x1 + left, b.y1 + top)) for label, b in found]
-        return _render(found, target, out_w, out_h) if found else match.group(0)
+            box = _in_crop(box, crop)
+        return Box(box.x0 + left, box.y0 + top, box.x1 + left, box.y1 + top)
 
-    return _span_pattern(source).sub(replace, text)
+    framed = crop is not None or pad is not None
+    return reground_text(
+        text,
+        source,
+        target,
+        width,
+        height,
+        exact,
+        move if framed else None,
+        (out_w + left + right, out_h + top + bottom) if framed else None,
+    )
 
 
 def random_crop(record: dict[str, Any], rng: random.Random, max_fraction: float) -> Box:
