@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -67,11 +68,13 @@ def test_report_uses_given_records_and_overlay_grid(tmp_path):
     grid = np.asarray(Image.open(overlays))
     assert grid.shape == (TILE + 16, 3 * TILE, 3)  # 3 samples in one row, caption band of 16 px
     assert (grid == PALETTE[0]).all(axis=2).any()
-    # many records of one modality: at most 12 tiles (4 x 3), missing images drawn grey, no crash
-    fake = (
+    # many records of one modality: at most 12 tiles (4 x 3)
+    image = root / "images" / "grey.png"
+    Image.fromarray(np.full((10, 20), 90, np.uint8)).save(image)
+    fake = [
         {
             "id": f"s/{i}",
-            "image": "images/none.png",
+            "image": "images/grey.png",
             "width": 20,
             "height": 10,
             "modality": "mr",
@@ -80,12 +83,47 @@ def test_report_uses_given_records_and_overlay_grid(tmp_path):
             "turns": [],
         }
         for i in range(30)
-    )
+    ]
     page = write_report(root, records=fake)
     assert np.asarray(Image.open(overlays)).shape == (3 * (TILE + 16), 4 * TILE, 3)
     text = page.read_text()
     assert _row("mr", 30, 0) in text and not re.search(r"<td>ct</td>", text)
-    assert RECORD_IDS[0] not in text
+    assert RECORD_IDS[0] not in text and "Errors" not in text
+
+
+def test_report_lists_unreadable_files_as_errors(tmp_path):
+    root = build_output(tmp_path / "out")
+    good = root / "images" / "grey.png"
+    Image.fromarray(np.full((10, 20), 90, np.uint8)).save(good)
+    (root / "images" / "broken.png").write_text("not an image")
+    base = {"width": 20, "height": 10, "modality": "mr", "split": "test", "turns": []}
+    records = [
+        {**base, "id": "ok", "image": "images/grey.png", "regions": []},
+        {**base, "id": "gone", "image": "images/none.png", "regions": []},
+        {**base, "id": "broken", "image": "images/broken.png", "regions": []},
+        {
+            **base,
+            "id": "nomask",
+            "image": "images/grey.png",
+            "regions": [{"name": "liver", "box": [1, 1, 5, 5], "mask": "masks/none.png"}],
+        },
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        page = write_report(root, records=records)
+    said = sorted(str(w.message).split(":")[:2] for w in caught)
+    assert said == [["report", " record broken"], ["report", " record gone"], ["report", " record nomask"]]
+    text = page.read_text()
+    assert "Errors: 3 file(s)" in text
+    errors = text[text.index("id='errors'") :]
+    assert _row("gone", root / "images" / "none.png", "file not found") in errors.replace(
+        "; check the path (relative paths start at the working directory)", ""
+    )
+    assert "<td>broken</td>" in errors and "not a readable image" in errors
+    assert "<td>nomask</td>" in errors and "masks/none.png" in errors
+    # one readable record: one tile, no grey placeholder tiles for the others
+    grid = np.asarray(Image.open(root / "report" / "overlays.png"))
+    assert grid.shape == (TILE + 16, TILE, 3)
 
 
 def test_draw_boxes_exact_pixels():

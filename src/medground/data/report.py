@@ -12,6 +12,7 @@ import hashlib
 import html
 import json
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from medground.data.export import iter_records
+from medground.io import ReadError, read_image, read_mask
 from medground.types import Box
 from medground.viz import draw_boxes, fill_masks
 
@@ -147,24 +149,23 @@ def _area_plot(path: Path, areas: dict[str, np.ndarray]) -> None:
 
 
 def _tile(root: Path, rec: dict) -> np.ndarray:
-    """One sample drawn at a TILE-fitting scale: translucent masks, then labelled boxes. (h, w, 3) uint8."""
+    """One sample drawn at a TILE-fitting scale: translucent masks, then labelled boxes. (h, w, 3) uint8.
+
+    Files are read through :mod:`medground.io` (the readers the engine and eval use); a ReadError
+    propagates so that the caller lists the file and its reason instead of drawing a placeholder.
+    """
     w, h = int(rec["width"]), int(rec["height"])
     scale = min(TILE / w, TILE / h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    try:
-        image = np.asarray(
-            Image.open(root / rec["image"]).convert("RGB").resize(size, Image.Resampling.BILINEAR)
-        )
-    except OSError:
-        return np.full((size[1], size[0], 3), 128, np.uint8)
+    pixels = read_image(root / rec["image"])
+    image = np.asarray(Image.fromarray(pixels).convert("RGB").resize(size, Image.Resampling.BILINEAR))
     masks = []
     for r in rec["regions"]:
-        try:
-            masks.append(
-                np.asarray(Image.open(root / r["mask"]).convert("L").resize(size, Image.Resampling.NEAREST))
-            )
-        except (OSError, TypeError):
+        if not r.get("mask"):  # a region without a mask file: box only
             masks.append(np.zeros((size[1], size[0]), np.uint8))
+            continue
+        inside = (read_mask(root / r["mask"]) > 0).astype(np.uint8) * np.uint8(255)
+        masks.append(np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST)))
     image = fill_masks(image, masks)
     boxes = [
         [math.floor(v * scale) for v in r["box"][:2]] + [math.ceil(v * scale) for v in r["box"][2:]]
@@ -175,19 +176,30 @@ def _tile(root: Path, rec: dict) -> np.ndarray:
     return draw_boxes(image, boxes, [str(r.get("name", "")) for r in rec["regions"]])
 
 
-def _overlays(path: Path, root: Path, chosen: list[dict], cols: int = 4) -> None:
-    """Grid of up to MAX_OVERLAYS tiles, each under a caption with the record id and modality."""
-    n = max(1, len(chosen))
+def _overlays(path: Path, root: Path, chosen: list[dict], cols: int = 4) -> list[tuple[str, str, str]]:
+    """Grid of the sampled records' tiles, each under a caption with the record id and modality.
+
+    A record whose image or mask cannot be read gets no tile; it is returned as (record id, file,
+    reason) for the report's error list.
+    """
+    tiles, errors = [], []
+    for rec in chosen:
+        try:
+            tiles.append((rec, _tile(root, rec)))
+        except ReadError as error:
+            errors.append((str(rec["id"]), error.path, error.reason))
+    n = max(1, len(tiles))
     cols = min(cols, n)
     rows = math.ceil(n / cols)
     canvas = Image.new("RGB", (cols * TILE, rows * (TILE + CAPTION)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    for k, rec in enumerate(chosen):
+    for k, (rec, tile) in enumerate(tiles):
         x, y = (k % cols) * TILE, (k // cols) * (TILE + CAPTION)
         draw.text((x + 2, y + 2), f"{rec['modality']}: {rec['id']}"[:48], fill=(0, 0, 0), font=font)
-        canvas.paste(Image.fromarray(_tile(root, rec)), (x, y + CAPTION))
+        canvas.paste(Image.fromarray(tile), (x, y + CAPTION))
     canvas.save(path, format="PNG")
+    return errors
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -198,12 +210,27 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return f"<table>\n<tr>{cells}</tr>\n{body}</table>\n"
 
 
-def _html(stats: _Stats, reasons: Counter, first_skipped: list[str], manifest: dict | None) -> str:
+def _html(
+    stats: _Stats,
+    reasons: Counter,
+    first_skipped: list[str],
+    manifest: dict | None,
+    errors: list[tuple[str, str, str]],
+) -> str:
     tasks = sorted(set(stats.turns) | set(stats.negatives))
+    alarm = (
+        [
+            f"<p><b>Errors: {len(errors)} file(s) of the sampled records could not be read</b> "
+            "(listed under <a href='#errors'>Errors</a>).</p>"
+        ]
+        if errors
+        else []
+    )
     parts = [
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>medground data report</title>",
         "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 8px}</style></head><body>",
         "<h1>medground data report</h1>",
+        *alarm,
         _table(
             ["records", "regions", "turns", "skipped"],
             [
@@ -232,6 +259,14 @@ def _html(stats: _Stats, reasons: Counter, first_skipped: list[str], manifest: d
         "<img src='regions_per_image.png'>",
         "<h2>Box sizes</h2><img src='box_sizes.png'>",
         "<h2>Samples</h2><img src='overlays.png'>",
+        *(
+            [
+                "<h2 id='errors'>Errors</h2><p>Sampled records whose files could not be read (no tile drawn):</p>",
+                _table(["record", "file", "reason"], errors),
+            ]
+            if errors
+            else []
+        ),
         "<h2>Skipped</h2>",
         _table(["reason", "count"], sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
         "<img src='skipped.png'>",
@@ -248,7 +283,8 @@ def write_report(out_dir: Path, records: Iterable[dict] | None = None) -> Path:
 
     records: the records to describe (streamed once); default: ``out_dir/records/*.jsonl``. Also reads
     ``out_dir/manifest.json`` and ``out_dir/skipped.jsonl`` when present. Memory: counters plus at most
-    MAX_OVERLAYS records per modality.
+    MAX_OVERLAYS records per modality. A sampled record whose image or mask cannot be read is an error
+    of the report: listed in the HTML with its reason (and warned), never drawn as a placeholder.
     """
     root = Path(out_dir)
     stats = _Stats()
@@ -291,9 +327,11 @@ def write_report(out_dir: Path, records: Iterable[dict] | None = None) -> Path:
         horizontal=True,
     )
     _area_plot(report / "box_sizes.png", stats.areas)
-    _overlays(report / "overlays.png", root, stats.chosen())
+    errors = _overlays(report / "overlays.png", root, stats.chosen())
+    for record, path, reason in errors:
+        warnings.warn(f"report: record {record}: {path}: {reason}", stacklevel=2)
     page = report / "report.html"
     tmp = page.with_name(".report.html.tmp")
-    tmp.write_text(_html(stats, reasons, first_skipped, manifest), encoding="utf-8")
+    tmp.write_text(_html(stats, reasons, first_skipped, manifest, errors), encoding="utf-8")
     tmp.replace(page)
     return page
