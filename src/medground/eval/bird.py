@@ -27,11 +27,11 @@ import numpy as np
 from medground.eval.postprocess import bird_regularize
 from medground.eval.rows import BIRD_MODALITIES, PredRow
 from medground.eval.text_metrics import SPICE_NOTE, TEXT_METRICS, CaptionScorer, tokenize
+from medground.grounding import get_dialect
 
 __all__ = ["bird_box_iou", "bird_roc", "bird_text", "bird_vg", "evaluate_bird"]
 
-_BOX = re.compile(r"<box>(.*?)</box>")
-_FALLBACK = re.compile(r"\(\d+,\d+\),\(\d+,\d+\)")
+_QWEN_VL = get_dialect("qwen-vl")  # BiRD reads <box>(.*?)</box>, else bare (x,y),(x,y) pairs
 _EPS = 1e-8
 _LINE_BREAK = re.compile("[\r\x0b\x0c\x85\u2028\u2029]")
 
@@ -83,11 +83,11 @@ def bird_vg(rows: list[PredRow]) -> dict:
     skipped, items = [], []
     for row in rows:
         response = bird_regularize(row.response)
-        targets = _BOX.findall(row.annotation)
-        predicted = _BOX.findall(response)
+        targets = _QWEN_VL.box_contents(row.annotation)
+        predicted = _QWEN_VL.box_contents(response)
         fallback = not predicted
         if fallback:
-            predicted = _FALLBACK.findall(response)
+            predicted = _QWEN_VL.bare_pattern.findall(response)
         if not targets:
             skipped.append(_skip(row, "annotation has no <box>"))
             continue

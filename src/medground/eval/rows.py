@@ -23,9 +23,10 @@ Task names are normalised to BiRD's: ``rec`` -> ``vg``, ``reg`` -> ``rc``; ``roc
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from medground.grounding import DIALECTS, get_dialect
 
 __all__ = [
     "BIRD_MODALITIES",
@@ -64,8 +65,12 @@ _CANON_TO_BIRD = {
     "fundus": "fundus",
     "ultrasound": "ultrasound",
 }
-_BOX_IN_TEXT = re.compile(r"<box>|\(\d+,\d+\),\(\d+,\d+\)|<\|box_start\|>|\"bbox_2d\"")
-_GROUNDING = re.compile(r"<ref>.*?</ref>|<box>.*?</box>")
+_QWEN_VL = get_dialect("qwen-vl")  # BiRD's rows are written in it
+
+
+def _has_box(text: str) -> bool:
+    """Whether ``text`` holds a box of any dialect (tagged or bare coordinates)."""
+    return any(d.has_box(text) for d in DIALECTS.values())
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,13 @@ def auto_task(question: str, annotation: str) -> str:
     and no box, else ``rc``; a question without a box whose answer has a box and at most 10 words
     beside its ``<ref>``/``<box>`` tags is ``vg``; everything else is ``mia``.
     """
-    if _BOX_IN_TEXT.search(question):
-        short = len(annotation.split()) <= 5 and not _BOX_IN_TEXT.search(annotation)
+    if _has_box(question):
+        short = len(annotation.split()) <= 5 and not _has_box(annotation)
         return "roc" if short else "rc"
-    if "<box>" in annotation and len(_GROUNDING.sub(" ", annotation).split()) <= 10:
+    if (
+        _QWEN_VL.box_contents(annotation)
+        and len(_QWEN_VL.protected_pattern.sub(" ", annotation).split()) <= 10
+    ):
         return "vg"
     return "mia"
 
