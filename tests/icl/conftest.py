@@ -32,7 +32,7 @@ def segmenter(tiny_model: InContextModel) -> InContextSegmenter:
 @pytest.fixture
 def engine_dir(tmp_path: Path) -> Path:
     """A miniature `medground build` output: 3 images of source 'demo', key 'hip_left' with 2 instances
-    on the first image, key 'liver' on two images."""
+    on the first image, key 'liver' on two images; each image is its own patient."""
     root = tmp_path / "engine"
     (root / "records").mkdir(parents=True)
     lines = []
@@ -66,6 +66,7 @@ def engine_dir(tmp_path: Path) -> Path:
                     "id": f"demo/{stem}#0",
                     "image": f"images/demo/{stem}.png",
                     "source": "demo",
+                    "case": f"patient{i}",
                     "regions": regions,
                 }
             )

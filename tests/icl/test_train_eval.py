@@ -7,19 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from icl_helpers import FakeTextEncoder
 from safetensors.torch import load_file
 
 from medground.icl.episodes import EpisodeConfig
-from medground.icl.evaluate import EvalConfig, evaluate, parse_fold, score
-from medground.icl.tasks import load_tasks
+from medground.icl.evaluate import EvalConfig, draw_plan, evaluate, parse_fold, qualifies, score, summarise
+from medground.icl.segtasks import SegTask, load_segtasks
 from medground.icl.train import TrainConfig, train
 
 
-def _cfg(out: Path, data: Path, steps: int, arch: str = "ridgeseg") -> TrainConfig:
+def _cfg(
+    out: Path, data: Path, steps: int, arch: str = "ridgeseg", held: list[str] | None = None
+) -> TrainConfig:
     return TrainConfig(
         data=[str(data)],
         out=str(out),
+        held_out=held or [],
         architecture=arch,
         size=32,
         widths=[4, 8],
@@ -85,38 +89,106 @@ def test_dice_and_hd95_by_hand() -> None:
     assert hd95(gt, gt) == 0.0
 
 
-def test_parse_fold() -> None:
+def test_parse_fold(tmp_path: Path) -> None:
     assert parse_fold("a,b:/x/y") == (["a", "b"], Path("/x/y"))
+    assert parse_fold(str(tmp_path)) == (None, tmp_path)
     with pytest.raises(ValueError, match="HELD:FOLDER"):
-        parse_fold("nocolon")
+        parse_fold("no/such/folder")
+
+
+def _task(cases: list[str | None]) -> SegTask:
+    n = len(cases)
+    return SegTask(
+        "src",
+        "organ",
+        "organ",
+        torch.zeros(n, 3, 8, 8),
+        torch.ones(n, 1, 8, 8),
+        [f"i{j}" for j in range(n)],
+        cases,
+    )
+
+
+def test_supports_never_come_from_the_query_patient() -> None:
+    task = _task(["a", "a", "a", "b", "b", "c", "d"])
+    plan = draw_plan(task, draws=6, queries=2, seed=0)
+    for qry, order, patient in plan:
+        assert {task.cases[q] for q in qry} == {patient} and 1 <= len(qry) <= 2
+        assert all(task.cases[s] != patient for s in order)
+        assert sorted(order + [i for i, c in enumerate(task.cases) if c == patient]) == list(range(7))
+    assert {p for _, _, p in plan[:4]} == {"a", "b", "c", "d"}  # query patients cycle
+    assert draw_plan(task, 6, 2, 0) == plan  # seeded: the same at every k and for every method
+    # the largest patient has 3 of 7 images, so 4 supports are always available, 5 are not
+    assert qualifies(task, 4)[0] and not qualifies(task, 5)[0]
+    assert "only 4 outside the largest patient" in qualifies(task, 5)[1]
+    unknown = _task([None] * 3)
+    assert not unknown.patients_known and qualifies(unknown, 2)[0] and not qualifies(unknown, 3)[0]
+
+
+def test_summary_is_a_mean_over_tasks_with_a_patient_bootstrap() -> None:
+    rows = [
+        {"method": "m", "k": 1, "task": "t1", "patient": "p1", "dice": 0.2, "hd95": 1.0},
+        {"method": "m", "k": 1, "task": "t1", "patient": "p1", "dice": 0.4, "hd95": 1.0},
+        {"method": "m", "k": 1, "task": "t1", "patient": "p2", "dice": 0.9, "hd95": 3.0},
+        {"method": "m", "k": 1, "task": "t2", "patient": "q1", "dice": 0.5, "hd95": 2.0},
+    ]
+    s = summarise(rows, n_boot=500, seed=0)["m"][1]
+    # task t1: rows 0.2, 0.4, 0.9 -> 0.5; task t2: 0.5; mean over tasks 0.5
+    assert s["dice"] == pytest.approx(0.5) and s["tasks"] == 2 and s["patients"] == 3
+    assert s["hd95"] == pytest.approx((5 / 3 + 2) / 2)
+    # resampling t1's two patients gives t1 = 0.3 (p1 twice), 0.5 or 0.9 (p2 twice): overall 0.4 .. 0.7
+    assert s["lo"] == pytest.approx(0.4) and s["hi"] == pytest.approx(0.7)
+
+
+def test_predictions_are_scored_at_the_query_resolution() -> None:
+    from medground.icl.evaluate import _at_query_size
+
+    prob = torch.full((32, 32), 0.1)
+    prob[:, :16] = 0.9  # left half of the working grid; symmetric logits put the edge half-way
+    mask = _at_query_size(prob, 40, 100)
+    expected = np.zeros((40, 100), bool)
+    expected[:, :50] = True
+    assert mask.shape == (40, 100) and np.array_equal(mask, expected)
 
 
 def test_evaluation_writes_report_with_all_methods(engine_dir: Path, tmp_path: Path) -> None:
     enc = FakeTextEncoder()
-    ours = train(_cfg(tmp_path / "p", engine_dir, 2), text_encoder=enc, progress=False)
-    base = tmp_path / "u"
-    cfg_u = _cfg(base, engine_dir, 1, arch="universeg")
-    train(cfg_u, text_encoder=enc, progress=False)
-    # shrink nothing: the UniverSeg paper model on 2 tiny tasks at 32 px is still fast enough
+    ours = train(_cfg(tmp_path / "p", engine_dir, 2, held=["demo"]), text_encoder=enc, progress=False)
     report = evaluate(
         EvalConfig(
             data=[str(engine_dir)],
             out=str(tmp_path / "r"),
             ks=[0, 1, 2],
-            models=[f"demo:{ours}"],
-            universeg=[f"demo:{base}"],
+            models=[str(ours)],
             draws=2,
             queries=1,
             unet_steps=2,
+            bootstrap=20,
         ),
         text_encoder=enc,
     )
-    summary = json.loads((report / "summary.json").read_text())["summary"]
-    assert set(summary) == {"ridgeseg", "ridgeseg+text", "prior", "unet", "universeg"}
+    payload = json.loads((report / "summary.json").read_text())
+    summary = payload["summaries"]["held-out, patients known"]
+    assert set(summary) == {"ridgeseg", "ridgeseg+text", "prior", "unet"}
     assert set(summary["ridgeseg+text"]) == {"0", "1", "2"} and set(summary["prior"]) == {"1", "2"}
-    # liver has 2 images, so k=2 is evaluated only on hip_left (3 images)
-    assert summary["prior"]["2"]["tasks"] == 1 and summary["prior"]["1"]["tasks"] == 2
+    # liver has 2 images (2 patients): only 1 support from another patient, so it cannot reach k = 2 and
+    # is listed, not scored; hip_left (3 patients) is scored at every k
+    assert summary["prior"]["2"]["tasks"] == 1 and summary["prior"]["1"]["tasks"] == 1
+    assert [e["task"] for e in payload["excluded_tasks"]] == ["demo/liver"]
     rows = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
-    assert all(0.0 <= r["dice"] <= 1.0 for r in rows)
-    assert (report / "report.md").is_file() and (report / "dice_vs_k.png").is_file()
-    assert len(load_tasks([engine_dir], 32)) == 2
+    assert all(0.0 <= r["dice"] <= 1.0 for r in rows) and {r["task"] for r in rows} == {"demo/hip_left"}
+    text = (report / "report.md").read_text()
+    assert "demo/liver" in text and "Sanity check" in text
+    assert (report / "dice_vs_k.png").is_file()
+    assert len(load_segtasks([engine_dir], 32).tasks) == 2
+
+
+def test_unknown_held_out_name_is_an_error_naming_the_known(engine_dir: Path, tmp_path: Path) -> None:
+    ours = train(
+        _cfg(tmp_path / "p", engine_dir, 1, held=["demo"]), text_encoder=FakeTextEncoder(), progress=False
+    )
+    cfg = EvalConfig(
+        data=[str(engine_dir)], out=str(tmp_path / "r"), ks=[1], models=[f"dmeo:{ours}"], unet_steps=0
+    )
+    with pytest.raises(ValueError, match=r"\['dmeo'\] match no loaded dataset; known sources: \['demo'\]"):
+        evaluate(cfg, text_encoder=FakeTextEncoder())

@@ -29,7 +29,8 @@ def segment_command(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", help="Output folder: <stem>.png (0/255) + <stem>_overlay.png, or <stem>.nii.gz."
+            "--out",
+            help="Output folder: <stem>.png (0/255) + <stem>_overlay.png, or <stem>.nii.gz; queries sharing a stem get <stem>__<parent folder>.",
         ),
     ],
     support: Annotated[
@@ -90,7 +91,10 @@ def icl_train_command(
     ] = Path("runs/icl/ridgeseg"),
     held_out: Annotated[
         list[str] | None,
-        typer.Option("--held-out", help="Source/dataset name to exclude from training; repeat."),
+        typer.Option(
+            "--held-out",
+            help="Source/dataset name to exclude from training, with its near-identical domain group (medground.icl.protocol); repeat. An unknown name is an error.",
+        ),
     ] = None,
     architecture: Annotated[
         str,
@@ -104,7 +108,7 @@ def icl_train_command(
         str, typer.Option("--widths", help="PoolSeg only: channels per scale, comma separated.")
     ] = "16,32,48,64",
     steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = 1500,
-    episodes: Annotated[int, typer.Option("--episodes", help="Episodes (tasks) per step.")] = 4,
+    episodes: Annotated[int, typer.Option("--episodes", help="Episodes (segmentation tasks) per step.")] = 4,
     max_k: Annotated[int, typer.Option("--max-k", help="Largest support size drawn during training.")] = 8,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
@@ -117,7 +121,7 @@ def icl_train_command(
         bool, typer.Option("--fresh", help="Ignore an existing checkpoint instead of resuming.")
     ] = False,
 ) -> None:
-    """Episodic training over tasks (one structure of one dataset) plus synthetic tasks; resumes."""
+    """Episodic training over segmentation tasks (one structure of one dataset) plus synthetic ones; resumes."""
     from medground.icl.episodes import EpisodeConfig
     from medground.icl.train import TrainConfig, train
 
@@ -150,25 +154,20 @@ def icl_eval_command(
         Path,
         typer.Option("--out", help="Report folder: results.jsonl, summary.json, report.md, dice_vs_k.png."),
     ],
-    k: Annotated[str, typer.Option("--k", help="Support sizes, comma separated.")] = "1,2,4,8,16",
+    k: Annotated[
+        str, typer.Option("--k", help="Support sizes, comma separated; tasks must qualify for the largest.")
+    ] = "1,2,4,8",
     model: Annotated[
         list[str] | None,
         typer.Option(
             "--model",
-            help="HELD:FOLDER: our model (RidgeSeg or PoolSeg) trained without the comma-separated sources HELD; repeat per fold. Default: shipped weights, evaluated on all sources.",
+            help="HELD:FOLDER (our model trained without the comma-separated sources HELD) or FOLDER (held-out = what its meta.json did not train on, by domain group); repeat per fold. Default: the shipped weights.",
         ),
     ] = None,
-    universeg: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--universeg",
-            help="HELD:FOLDER of a UniverSeg baseline trained without HELD (baseline c); repeat per fold.",
-        ),
-    ] = None,
-    draws: Annotated[int, typer.Option("--draws", help="Random support draws per task and k.")] = 5,
-    queries: Annotated[
-        int, typer.Option("--queries", help="Queries per draw (at most the images not in the support).")
-    ] = 4,
+    draws: Annotated[
+        int, typer.Option("--draws", help="Draws per task: a query patient (cycling) and a support order.")
+    ] = 5,
+    queries: Annotated[int, typer.Option("--queries", help="Queries per draw, from the query patient.")] = 4,
     unet_steps: Annotated[
         int,
         typer.Option(
@@ -182,9 +181,17 @@ def icl_eval_command(
             help="Also score our model fine-tuned this many steps on each support set (0 = off).",
         ),
     ] = 0,
+    in_distribution: Annotated[
+        bool,
+        typer.Option("--in-distribution", help="Also score the sources the model trained on (own table)."),
+    ] = False,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", help="Bootstrap resamples of query patients (95% intervals).")
+    ] = 1000,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
-    """Dice and HD95 against k on held-out sources, with the support-prior, U-Net and UniverSeg baselines."""
+    """Dice and HD95 against k on held-out sources, patients apart, vs the support-prior and U-Net baselines."""
     from medground.icl.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(
@@ -192,12 +199,14 @@ def icl_eval_command(
         out=str(out),
         ks=[int(v) for v in k.split(",")],
         models=list(model or []),
-        universeg=list(universeg or []),
         draws=draws,
         queries=queries,
         unet_steps=unet_steps,
         seed=seed,
         adapt_steps=adapt_steps,
+        in_distribution=in_distribution,
+        bootstrap=bootstrap,
+        threads=threads,
     )
     typer.echo(f"report written to {evaluate(cfg)}")
 

@@ -1,19 +1,37 @@
-"""``medground icl-eval``: Dice and HD95 against k on held-out sources, our model vs baselines (a), (b), (c).
+"""``medground icl-eval``: Dice and HD95 against k on held-out sources, our model vs baselines (a) and (b).
 
-Protocol: every model (RidgeSeg or PoolSeg; its rows are labelled by its architecture, e.g.
-"ridgeseg", "ridgeseg+text", "ridgeseg+adapt") is given as ``HELD:FOLDER``, a model trained without the comma-separated sources
-HELD, and is evaluated only on tasks of those sources (so every number is out of distribution). For
-each such task and each k with k < n (task size), ``draws`` random supports are drawn; the queries are
-up to ``queries`` other images of the task. Everything is scored at the model's working size S
-(predictions and ground truth both thresholded at 0.5). Edge rules: both masks empty -> Dice 1, HD95 0;
-exactly one empty -> Dice 0, HD95 = the image diagonal. Per-query rows go to ``results.jsonl``; means
-(over tasks of the per-task mean over draws/queries) and spreads (std over draws) to ``summary.json``,
-``report.md`` and ``dice_vs_k.png``.
+Protocol (each point is a rule a reader can check in ``results.jsonl``):
+- **Held out by domain.** A model is given as ``HELD:FOLDER`` (trained without the comma-separated
+  sources HELD) or as a bare folder whose ``meta.json`` lists the tasks it trained on (the shipped
+  weights by default). Its held-out sources are those that neither it nor any member of their domain
+  group (:mod:`medground.icl.protocol`) trained on; unknown HELD names are an error naming the known
+  sources. With ``in_distribution`` the trained sources are scored too, in a table of their own.
+- **Patients apart.** Supports never come from the query's patient. A draw picks a query patient (a
+  different one per draw, cycling), up to ``queries`` of its images, and a random order of the
+  images of all other patients; the support at k is the first k of that order (nested across k), so
+  every k scores the same queries. Tasks whose patients are unknown (``SegTask.cases`` has None) are
+  drawn with each image as its own unit and reported apart, never mixed into the main table.
+- **Same tasks at every k.** A task is evaluated only if it qualifies for the largest k (at least
+  k_max images outside its largest patient); the others are listed with the reason. Every table and
+  the figure compare all methods on one task set.
+- **Scored at the query's resolution.** Each method's (S, S) probability map becomes logits, is
+  resized bilinearly to the query's own (H, W) (as ``segment`` returns masks) and thresholded at 0.5;
+  the truth is the query's full-resolution mask. Edge rules: both empty -> Dice 1, HD95 0; one empty
+  -> Dice 0, HD95 = the image diagonal (pixels of the query).
+- **Intervals by patient.** Means are over tasks of the per-task mean over rows; 95% intervals come
+  from a bootstrap that resamples query patients within each task (same resamples for every method and
+  k, so differences are paired).
+- **Baselines must pass a sanity check.** (a) the mean of the support masks, (b) a small U-Net fitted
+  on the supports: the report states, per method, whether Dice at the largest k beats Dice at k = 1
+  (with its interval); UniverSeg is not a baseline here: trained on our CPU budget it got worse with k
+  in every fold, so it failed that check (it remains in ``bench_icl.py`` for speed).
+Outputs: ``results.jsonl`` (one row per query), ``summary.json``, ``report.md``, ``dice_vs_k.png``.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,11 +42,12 @@ import torch
 from medground.eval.seg_metrics import EmptyRule, MaskScores, score_masks
 from medground.icl.adapt import adapt_to_support
 from medground.icl.baselines import support_prior, unet_from_scratch
+from medground.icl.preprocess import resize_back
+from medground.icl.protocol import domain_group, expand_held_out, not_trained_on
 from medground.icl.segmenter import load_pretrained
-from medground.icl.tasks import Task, load_tasks
-from medground.icl.universeg import UniverSeg, UniverSegConfig
+from medground.icl.segtasks import SegTask, load_segtasks
 
-__all__ = ["EMPTY_RULE", "EvalConfig", "evaluate", "parse_fold", "score"]
+__all__ = ["EMPTY_RULE", "EvalConfig", "Fold", "draw_plan", "evaluate", "parse_fold", "qualifies", "score"]
 
 
 @dataclass
@@ -39,22 +58,25 @@ class EvalConfig:
     """Data-engine output folders and/or datasets in any layout medground build reads (or their parent)."""
     out: str = "runs/icl/eval"
     """Report folder."""
-    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     """Support sizes (0 evaluates our model with text alone)."""
     models: list[str] = field(default_factory=list)
-    """Our model's folds as HELD:FOLDER (HELD = comma-separated sources); empty = shipped weights on all sources."""
-    universeg: list[str] = field(default_factory=list)
-    """UniverSeg folds as HELD:FOLDER (baseline c)."""
+    """Our model's folds as HELD:FOLDER or FOLDER (held-out = not trained on, from its meta.json);
+    empty = the shipped weights."""
     draws: int = 5
-    """Random support draws per task and k."""
+    """Draws (query patient + support order) per task."""
     queries: int = 4
-    """Queries per draw."""
+    """Queries per draw, all from the draw's query patient."""
     unet_steps: int = 60
     """Steps of the from-scratch U-Net (baseline b); 0 skips it."""
     adapt_steps: int = 0
     """If > 0, also evaluate our model fine-tuned on each support set for this many steps ("<arch>+adapt")."""
+    in_distribution: bool = False
+    """Also score the sources the model trained on (own table)."""
+    bootstrap: int = 1000
+    """Bootstrap resamples of query patients for the 95% intervals."""
     seed: int = 0
-    """Seed of the support draws."""
+    """Seed of the draws and the bootstrap."""
     threads: int = 1
     """torch CPU threads."""
 
@@ -64,36 +86,114 @@ EMPTY_RULE = EmptyRule(both_empty="perfect", one_empty_hd="diagonal")
 
 
 def score(pred: np.ndarray, gt: np.ndarray) -> MaskScores:
-    """Dice and HD95 (pixels) of two (S, S) bool masks by the evaluation harness, under EMPTY_RULE."""
+    """Dice and HD95 (pixels) of two (H, W) bool masks by the evaluation harness, under EMPTY_RULE."""
     return score_masks(pred, gt, rule=EMPTY_RULE)
 
 
-def _metrics(scores: MaskScores) -> dict[str, float]:
-    return {"dice": scores.dice, "hd95": scores.hd95}
-
-
-def parse_fold(spec: str) -> tuple[list[str], Path]:
-    """ "src1,src2:/path/model" -> (["src1", "src2"], Path("/path/model"))."""
+def parse_fold(spec: str) -> tuple[list[str] | None, Path]:
+    """ "src1,src2:/path/model" -> (["src1", "src2"], Path("/path/model")); "/path/model" -> (None, path)."""
     if ":" not in spec:
-        raise ValueError(
-            f"a fold is HELD:FOLDER (e.g. ph2_dermoscopy,hc18_fetal_ultrasound:runs/icl/foldA), got {spec!r}"
-        )
+        if not Path(spec).is_dir():
+            raise ValueError(
+                f"a model is HELD:FOLDER (e.g. ph2_dermoscopy,hc18_fetal_ultrasound:runs/icl/foldA) or a model "
+                f"FOLDER whose meta.json lists its training tasks; got {spec!r}"
+            )
+        return None, Path(spec)
     held, folder = spec.split(":", 1)
     return [h for h in held.split(",") if h], Path(folder)
 
 
-def _load_universeg(folder: Path) -> UniverSeg:
-    from safetensors.torch import load_file
+@dataclass
+class Fold:
+    """One model and the sources it is scored on: ``roles[source]`` = "held-out" | "in-distribution";
+    ``design_seen``: sources (with their domain groups) looked at while the architecture was designed."""
 
-    net = UniverSeg(UniverSegConfig.from_json(folder / "config.json"))
-    net.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return net.eval()
+    name: str
+    folder: Path
+    roles: dict[str, str]
+    design_seen: set[str]
+
+
+def _trained_sources(folder: Path) -> set[str] | None:
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        return None
+    tasks = json.loads(meta.read_text()).get("tasks")
+    return None if tasks is None else {name.split("/")[0] for name in tasks}
+
+
+def _design_seen(folder: Path) -> set[str]:
+    meta = folder / "meta.json"
+    names = json.loads(meta.read_text()).get("seen_in_design", []) if meta.is_file() else []
+    return {member for name in names for member in domain_group(name)}
+
+
+def _fold(spec: str | None, sources: set[str], in_distribution: bool) -> Fold:
+    """Which loaded sources a model is held out from (and, with ``in_distribution``, trained on)."""
+    held, folder = parse_fold(spec) if spec else (None, Path(__file__).resolve().parent / "weights")
+    trained = _trained_sources(folder)
+    if held is None and trained is None:
+        raise ValueError(
+            f"{folder}: meta.json does not list the tasks this model trained on; give it as HELD:{folder}"
+        )
+    if trained is None:
+        trained = sources - expand_held_out(held or [], sources)
+    held_set = not_trained_on(sources, trained)
+    if held is not None:
+        held_set &= expand_held_out(held, sources)
+    roles = {s: "held-out" for s in held_set}
+    if in_distribution:
+        near = {member for name in trained for member in domain_group(name)}
+        roles.update({s: "in-distribution" for s in sources & near})
+    return Fold(",".join(held) if held else str(folder), folder, roles, _design_seen(folder))
+
+
+def _units(task: SegTask) -> list[str]:
+    """Patient key of every example; an unknown patient makes each image its own unit."""
+    if task.patients_known:
+        return [str(c) for c in task.cases]
+    return [f"image:{i}" for i in task.ids]
+
+
+def qualifies(task: SegTask, k: int) -> tuple[bool, str]:
+    """Whether every patient of the task can be a query with k supports from other patients."""
+    counts: dict[str, int] = defaultdict(int)
+    for unit in _units(task):
+        counts[unit] += 1
+    largest = max(counts.values())
+    others = len(task) - largest
+    if others >= k:
+        return True, ""
+    return False, (
+        f"{len(task)} images from {len(counts)} {'patients' if task.patients_known else 'images (patients unknown)'}: "
+        f"only {others} outside the largest patient, k = {k} needs {k}"
+    )
+
+
+def draw_plan(task: SegTask, draws: int, queries: int, seed: int) -> list[tuple[list[int], list[int], str]]:
+    """[(query indices, support order, query patient)] for each draw; supports at k = order[:k].
+
+    The query patient of draw d is the d-th of a seeded random order of patients (cycling); its
+    queries are up to ``queries`` of its images; the support order is a random permutation of the
+    images of all other patients. Depends on the task name and seed only, not on k or the method.
+    """
+    units = _units(task)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(task.name.encode()))
+    patients = sorted(set(units))
+    order = [patients[i] for i in torch.randperm(len(patients), generator=gen).tolist()]
+    plan = []
+    for d in range(draws):
+        patient = order[d % len(order)]
+        mine = [i for i, u in enumerate(units) if u == patient]
+        others = [i for i, u in enumerate(units) if u != patient]
+        qry = [mine[i] for i in torch.randperm(len(mine), generator=gen)[:queries].tolist()]
+        sup = [others[i] for i in torch.randperm(len(others), generator=gen).tolist()]
+        plan.append((qry, sup, patient))
+    return plan
 
 
 @torch.no_grad()
-def _predict(
-    method: str, models: dict, task: Task, sup: torch.Tensor, qry: torch.Tensor, text_vec, seed: int
-) -> torch.Tensor:
+def _predict(method: str, models: dict, task: SegTask, sup: list[int], qry: list[int], text_vec, seed: int):
     """Probabilities (Q, 1, S, S) of one method for queries ``qry`` given support indices ``sup``."""
     images, masks, queries = task.images[sup], task.masks[sup], task.images[qry]
     if method == "prior":
@@ -101,12 +201,6 @@ def _predict(
     if method == "unet":
         with torch.enable_grad():
             return unet_from_scratch(images, masks, queries, steps=models["unet_steps"], seed=seed)
-    if method == "universeg":
-        gray = queries.mean(1, keepdim=True)[:, None]  # (Q, 1, 1, S, S)
-        sup_g = images.mean(1, keepdim=True)[None].expand(len(qry), -1, -1, -1, -1)
-        return torch.sigmoid(
-            models["universeg"](gray, sup_g, masks[None].expand(len(qry), -1, -1, -1, -1))[:, 0]
-        )
     text = text_vec[None] if method.endswith("+text") else None
     net = models["icl"]
     if method.endswith("+adapt"):
@@ -120,70 +214,115 @@ def _methods(models: dict, k: int) -> list[str]:
     if k == 0:
         return [f"{ours}+text"]
     names = [ours, f"{ours}+text", "prior"] + (["unet"] if models["unet_steps"] > 0 else [])
-    names += [f"{ours}+adapt"] if models["adapt_steps"] > 0 else []
-    return names + (["universeg"] if "universeg" in models else [])
+    return names + ([f"{ours}+adapt"] if models["adapt_steps"] > 0 else [])
 
 
-def _eval_task(task: Task, models: dict, cfg: EvalConfig, text_vec: torch.Tensor, rows: list[dict]) -> None:
-    n = len(task)
-    for k in cfg.ks:
-        if k >= n:
-            continue
-        for draw in range(cfg.draws):
-            gen = torch.Generator().manual_seed(cfg.seed * 7919 + draw * 31 + k)
-            perm = torch.randperm(n, generator=gen)
-            sup, qry = perm[:k], perm[k : k + cfg.queries]
-            gt = task.masks[qry, 0].numpy() >= 0.5
+def _at_query_size(prob: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(S, S) probabilities -> (height, width) bool mask: logits resized bilinearly, then p >= 0.5."""
+    logit = torch.logit(prob.double().clamp(1e-6, 1 - 1e-6))
+    return resize_back(logit, height, width) >= 0.5
+
+
+def _eval_task(task: SegTask, models: dict, cfg: EvalConfig, text_vec, base: dict, rows: list[dict]) -> None:
+    assert task.full_masks is not None
+    for draw, (qry, order, patient) in enumerate(draw_plan(task, cfg.draws, cfg.queries, cfg.seed)):
+        for k in cfg.ks:
+            sup = order[:k]
             for method in _methods(models, k):
-                prob = _predict(method, models, task, sup, qry, text_vec, seed=draw)[:, 0].numpy()
-                for i, q in enumerate(qry.tolist()):
-                    pred = prob[i] >= 0.5
+                prob = _predict(method, models, task, sup, qry, text_vec, seed=draw)[:, 0]
+                for i, q in enumerate(qry):
+                    truth = task.full_masks[q]
+                    pred = _at_query_size(prob[i], *truth.shape)
+                    scores = score(pred, truth)
                     rows.append(
                         {
-                            "fold": models["fold"],
-                            "task": task.name,
-                            "source": task.source,
+                            **base,
                             "k": k,
                             "draw": draw,
                             "method": method,
                             "query": task.ids[q],
-                            **_metrics(score(pred, gt[i])),
+                            "patient": patient,
+                            "dice": scores.dice,
+                            "hd95": scores.hd95,
                         }
                     )
 
 
-def _common_rows(rows: list[dict]) -> list[dict]:
-    """Rows of the tasks evaluated at every k > 0 of the run, so means at different k compare like with like."""
-    ks = {r["k"] for r in rows if r["k"] > 0}
-    per_task = defaultdict(set)
+def summarise(rows: list[dict], n_boot: int, seed: int) -> dict:
+    """summary[method][k] = {dice, lo, hi, hd95, tasks, patients}: mean over tasks of per-task row means,
+    95% interval from resampling each task's query patients (paired across methods and k)."""
+    clusters: dict[str, list[str]] = defaultdict(list)
+    cells: dict[tuple[str, int, str, str], list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        per_task[r["task"]].add(r["k"])
-    keep = {t for t, seen in per_task.items() if ks <= seen}
-    return [r for r in rows if r["task"] in keep]
-
-
-def _summarise(rows: list[dict]) -> dict:
-    """summary[method][k] = {dice, dice_std_draws, hd95, tasks}: mean over tasks of per-task means."""
-    per = defaultdict(list)
-    for r in rows:
-        per[(r["method"], r["k"], r["task"], r["draw"])].append((r["dice"], r["hd95"]))
-    draw_means = defaultdict(list)
-    for (method, k, task, _), vals in per.items():
-        draw_means[(method, k, task)].append(np.mean(vals, axis=0))
+        if r["patient"] not in clusters[r["task"]]:
+            clusters[r["task"]].append(r["patient"])
+        cells[(r["method"], r["k"], r["task"], r["patient"])].append((r["dice"], r["hd95"]))
+    tasks = sorted(clusters)
+    rng = np.random.default_rng(seed)
+    weights = {
+        t: np.stack(
+            [
+                np.bincount(rng.integers(0, len(clusters[t]), len(clusters[t])), minlength=len(clusters[t]))
+                for _ in range(n_boot)
+            ]
+        )
+        for t in tasks
+    }
     summary: dict = defaultdict(dict)
-    by_mk = defaultdict(list)
-    for (method, k, _task), vals in draw_means.items():
-        arr = np.array(vals)
-        by_mk[(method, k)].append((arr[:, 0].mean(), arr[:, 0].std(), arr[:, 1].mean()))
-    for (method, k), vals in sorted(by_mk.items()):
-        arr = np.array(vals)
+    for method, k in sorted({(m, k) for m, k, _, _ in cells}):
+        point, boot, hd = [], np.zeros(n_boot), []
+        present = [t for t in tasks if (method, k, t, clusters[t][0]) in cells]
+        for t in present:
+            sums = np.array([sum(d for d, _ in cells[(method, k, t, p)]) for p in clusters[t]])
+            sizes = np.array([len(cells[(method, k, t, p)]) for p in clusters[t]])
+            point.append(sums.sum() / sizes.sum())
+            hd.append(np.mean([h for p in clusters[t] for _, h in cells[(method, k, t, p)]]))
+            w = weights[t]
+            boot += (w @ sums) / np.maximum(w @ sizes, 1)
+        boot /= max(len(present), 1)
         summary[method][k] = {
-            "dice": float(arr[:, 0].mean()),
-            "dice_std_draws": float(arr[:, 1].mean()),
-            "hd95": float(arr[:, 2].mean()),
-            "tasks": len(vals),
+            "dice": float(np.mean(point)),
+            "lo": float(np.percentile(boot, 2.5)),
+            "hi": float(np.percentile(boot, 97.5)),
+            "hd95": float(np.mean(hd)),
+            "tasks": len(present),
+            "patients": int(sum(len(clusters[t]) for t in present)),
         }
     return dict(summary)
+
+
+def _gain_check(rows: list[dict], ks: list[int], n_boot: int, seed: int) -> dict[str, dict]:
+    """Per method: Dice(k_max) - Dice(k_min > 0) with a paired bootstrap interval; passes if the
+    interval lies above 0 (the sanity check a baseline needs)."""
+    ks = sorted(k for k in ks if k > 0)
+    if len(ks) < 2:
+        return {}
+    lo_k, hi_k = ks[0], ks[-1]
+    out = {}
+    for method in sorted({r["method"] for r in rows if r["k"] in (lo_k, hi_k)}):
+        diff_rows = []
+        at = {
+            (r["task"], r["draw"], r["query"]): r["dice"]
+            for r in rows
+            if r["method"] == method and r["k"] == lo_k
+        }
+        for r in rows:
+            if r["method"] == method and r["k"] == hi_k and (r["task"], r["draw"], r["query"]) in at:
+                diff_rows.append(
+                    {**r, "dice": r["dice"] - at[(r["task"], r["draw"], r["query"])], "hd95": 0.0}
+                )
+        if not diff_rows:
+            continue
+        s = summarise(diff_rows, n_boot, seed)[method][hi_k]
+        out[method] = {
+            "k_min": lo_k,
+            "k_max": hi_k,
+            "gain": s["dice"],
+            "lo": s["lo"],
+            "hi": s["hi"],
+            "passes": s["lo"] > 0,
+        }
+    return out
 
 
 def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
@@ -193,34 +332,61 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
     """
     from tqdm import tqdm
 
-    from medground.icl.report import write_report
+    from medground.icl.report import table_rows, write_report
     from medground.icl.text import TextEncoder
 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    folds = [parse_fold(s) for s in cfg.models] or [([], Path(__file__).resolve().parent / "weights")]
-    ufolds = {tuple(sorted(h)): f for h, f in map(parse_fold, cfg.universeg)}
-    encoder, rows = text_encoder or TextEncoder(), []
-    for held, folder in folds:
-        model = load_pretrained(folder)
-        models = {
-            "icl": model,
-            "unet_steps": cfg.unet_steps,
-            "adapt_steps": cfg.adapt_steps,
-            "fold": ",".join(held) or "all",
-        }
-        if tuple(sorted(held)) in ufolds:
-            models["universeg"] = _load_universeg(ufolds[tuple(sorted(held))])
-        tasks = [
-            t for t in load_tasks(cfg.data, model.config.size, min_examples=2) if not held or t.source in held
-        ]
-        for task in tqdm(tasks, desc=f"icl-eval held out: {models['fold']}"):
-            _eval_task(task, models, cfg, encoder.encode([task.text])[0], rows)
+    encoder, rows, excluded = text_encoder or TextEncoder(), [], []
+    k_max = max(cfg.ks)
+    loaded_by_size: dict[int, object] = {}
+    skipped: list[dict] = []
+    for spec in cfg.models or [None]:
+        model = load_pretrained(parse_fold(spec)[1] if spec else Path(__file__).resolve().parent / "weights")
+        size = model.config.size
+        if size not in loaded_by_size:
+            loaded = load_segtasks(cfg.data, size, min_examples=2, keep_full=True)
+            print(loaded.summary())
+            skipped += [s.as_dict() for s in loaded.skipped]
+            loaded_by_size[size] = loaded
+        tasks = loaded_by_size[size].tasks
+        fold = _fold(spec, {t.source for t in tasks}, cfg.in_distribution)
+        models = {"icl": model, "unet_steps": cfg.unet_steps, "adapt_steps": cfg.adapt_steps}
+        chosen = []
+        for task in (t for t in tasks if t.source in fold.roles):
+            ok, why = qualifies(task, k_max)
+            if ok:
+                chosen.append(task)
+            else:
+                excluded.append({"fold": fold.name, "task": task.name, "reason": why})
+        for task in tqdm(chosen, desc=f"icl-eval {fold.name}"):
+            base = {
+                "fold": fold.name,
+                "task": task.name,
+                "source": task.source,
+                "role": fold.roles[task.source],
+                "patients_known": task.patients_known,
+                "design_seen": task.source in fold.design_seen,
+            }
+            _eval_task(task, models, cfg, encoder.encode([task.text])[0], base, rows)
     with (out / "results.jsonl").open("w") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in rows)
-    summary, common = _summarise(rows), _summarise(_common_rows(rows))
-    payload = {"config": asdict(cfg), "summary": summary, "summary_common_tasks": common}
+    tables = table_rows(rows)
+    summaries = {name: summarise(t, cfg.bootstrap, cfg.seed) for name, t in tables.items()}
+    checks = {name: _gain_check(t, cfg.ks, cfg.bootstrap, cfg.seed) for name, t in tables.items()}
+    payload = {
+        "config": asdict(cfg),
+        "summaries": summaries,
+        "gain_checks": checks,
+        "excluded_tasks": excluded,
+        "skipped": skipped,
+    }
     (out / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
-    write_report(summary, rows, out, common)
+    write_report(payload, rows, out)
+    if excluded or skipped:
+        print(
+            f"icl-eval: {len(excluded)} tasks not evaluated (too few images outside one patient for k = {k_max}), "
+            f"{len(skipped)} items skipped while loading; both listed in {out / 'report.md'}"
+        )
     return out

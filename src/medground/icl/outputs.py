@@ -12,7 +12,7 @@ from medground.icl.segmenter import InContextSegmenter, support_from_volume
 from medground.io import read_image, write_png
 from medground.viz import fill_masks
 
-__all__ = ["is_nifti", "parse_support", "segment_files", "stem", "to_uint8_rgb"]
+__all__ = ["is_nifti", "output_stems", "parse_support", "segment_files", "stem", "to_uint8_rgb"]
 
 _NIFTI = (".nii", ".nii.gz")
 
@@ -28,6 +28,27 @@ def stem(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
+
+
+def output_stems(queries: Sequence[Path]) -> list[str]:
+    """One distinct output stem per query: its file stem, or, where several queries share a stem
+    (a/scan.png, b/scan.png, c/scan.nii.gz), the stem plus "__" and as many trailing parent folder names
+    as tell them apart ("scan__a", "scan__b"); queries that are the same file repeated keep a counter."""
+    stems = [stem(q) for q in queries]
+    out = list(stems)
+    for name in set(stems):
+        group = [i for i, s in enumerate(stems) if s == name]
+        if len(group) == 1:
+            continue
+        parents = [Path(queries[i]).resolve().parent.parts for i in group]
+        depth = max(len(p) for p in parents)
+        for level in range(1, depth + 1):
+            tails = ["_".join(p[-level:]) for p in parents]
+            if len(set(tails)) == len(tails):
+                break
+        for n, (i, tail) in enumerate(zip(group, tails, strict=True)):
+            out[i] = f"{name}__{tail}" if len(set(tails)) == len(tails) else f"{name}__{n + 1}"
+    return out
 
 
 def parse_support(spec: str) -> tuple[Path, Path]:
@@ -59,7 +80,8 @@ def segment_files(
     modality: str = "mr",
 ) -> list[Path]:
     """Segment each query file; write ``out/<stem>.png`` + ``out/<stem>_overlay.png`` (2D) or
-    ``out/<stem>.nii.gz`` (NIfTI query, slice by slice, affine and header kept). Returns written paths."""
+    ``out/<stem>.nii.gz`` (NIfTI query, slice by slice, affine and header kept), with stems made distinct
+    by :func:`output_stems` when queries share one. Returns written paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seg = InContextSegmenter.from_pretrained(model)
@@ -68,15 +90,15 @@ def segment_files(
         pairs += support_from_volume(*support_volume, modality=modality)
     ctx = seg.encode_support(pairs, text)
     written: list[Path] = []
-    for query in map(Path, queries):
+    for query, name in zip(map(Path, queries), output_stems(queries), strict=True):
         if is_nifti(query):
-            target = out / f"{stem(query)}.nii.gz"
+            target = out / f"{name}.nii.gz"
             seg.segment_volume(query, context=ctx, out=target, threshold=threshold, modality=modality)
             written.append(target)
             continue
         image = read_image(query)
         mask = seg.segment(image, context=ctx) >= threshold
-        write_png(out / f"{stem(query)}.png", mask)
-        write_png(out / f"{stem(query)}_overlay.png", fill_masks(to_uint8_rgb(image), [mask], alpha=0.45))
-        written += [out / f"{stem(query)}.png", out / f"{stem(query)}_overlay.png"]
+        write_png(out / f"{name}.png", mask)
+        write_png(out / f"{name}_overlay.png", fill_masks(to_uint8_rgb(image), [mask], alpha=0.45))
+        written += [out / f"{name}.png", out / f"{name}_overlay.png"]
     return written

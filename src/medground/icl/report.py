@@ -1,4 +1,4 @@
-"""Human-readable outputs of ``icl-eval``: report.md (tables) and dice_vs_k.png."""
+"""Human-readable outputs of ``icl-eval``: report.md (tables) and dice_vs_k.png, from summary.json's payload."""
 
 from __future__ import annotations
 
@@ -7,18 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report"]
+__all__ = ["MAIN", "TABLES", "table_rows", "write_report"]
+
+MAIN = "held-out, patients known"
+"""The table the headline numbers come from (figure included)."""
+UNSEEN = "held-out, patients known, not seen in design"
+UNKNOWN = "held-out, patients unknown (reported apart)"
+TABLES = (MAIN, UNSEEN, UNKNOWN, "in-distribution")
 
 
-def _per_source(rows: list[dict]) -> dict[tuple[str, str, int], float]:
-    """Mean Dice per (source, method, k) over all queries."""
-    acc = defaultdict(list)
-    for r in rows:
-        acc[(r["source"], r["method"], r["k"])].append(r["dice"])
-    return {key: float(np.mean(v)) for key, v in acc.items()}
-
-
-def _plot(summary: dict, path: Path) -> None:
+def _plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,71 +24,105 @@ def _plot(summary: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, by_k in sorted(summary.items()):
-        ks = sorted(by_k)
-        mean = [by_k[k]["dice"] for k in ks]
-        spread = [by_k[k]["dice_std_draws"] for k in ks]
-        ax.errorbar(ks, mean, yerr=spread, marker="o", capsize=3, label=method)
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel("k (support examples)")
-    ax.set_ylabel("mean Dice (held-out tasks)")
+        ks = sorted(k for k in by_k if k > 0)
+        if not ks:
+            continue
+        mean = np.array([by_k[k]["dice"] for k in ks])
+        lo, hi = np.array([by_k[k]["lo"] for k in ks]), np.array([by_k[k]["hi"] for k in ks])
+        ax.plot(ks, mean, marker="o", label=method)
+        ax.fill_between(ks, lo, hi, alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (support examples, other patients)")
+    ax.set_ylabel("mean Dice at the query's resolution")
+    ax.set_title(title, fontsize=9)
     ax.set_ylim(0, 1)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _table(summary: dict, ks: list[int]) -> list[str]:
+def _table(summary: dict) -> list[str]:
+    ks = sorted({k for by_k in summary.values() for k in by_k})
     lines = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for m in sorted(summary):
-        cells = []
-        for k in ks:
-            s = summary[m].get(k)
-            cells.append(
-                f"{s['dice']:.3f} ± {s['dice_std_draws']:.3f} (HD95 {s['hd95']:.1f}, {s['tasks']} tasks)"
-                if s
-                else "-"
-            )
+        cells = [
+            f"{s['dice']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]" if (s := summary[m].get(k)) else "-" for k in ks
+        ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
 
 
-def write_report(summary: dict, rows: list[dict], out: Path, common: dict | None = None) -> None:
-    """Write ``out/report.md`` and ``out/dice_vs_k.png`` from an evaluation summary and its rows.
+def _per_source(rows: list[dict]) -> list[str]:
+    acc = defaultdict(list)
+    for r in rows:
+        acc[(r["source"], r["method"], r["k"])].append(r["dice"])
+    ks = sorted({r["k"] for r in rows})
+    lines = ["| source | method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    for src, m in sorted({(s, m) for s, m, _ in acc}):
+        cells = [f"{np.mean(acc[(src, m, k)]):.3f}" if (src, m, k) in acc else "-" for k in ks]
+        lines.append(f"| {src} | {m} | " + " | ".join(cells) + " |")
+    return lines
 
-    ``common`` is the same summary restricted to tasks evaluated at every k (plotted when given).
-    """
-    methods = sorted(summary)
-    ks = sorted({k for by_k in summary.values() for k in by_k})
+
+def write_report(payload: dict, rows: list[dict], out: Path) -> None:
+    """Write ``out/report.md`` and ``out/dice_vs_k.png`` (the main table) from evaluate()'s payload."""
+    k_max = max(payload["config"]["ks"])
     lines = [
-        "# In-context segmentation: held-out evaluation",
+        "# In-context segmentation: evaluation",
         "",
-        "Mean Dice over tasks (spread: std over support draws, averaged over tasks); HD95 in pixels at the working size.",
-        "",
-        "## All held-out tasks evaluable at each k (a task needs more than k images)",
-        "",
-        *_table(summary, ks),
+        "Mean Dice over tasks of each task's mean over (draw, query) rows, scored at the query's own resolution;",
+        "[95% interval] from a bootstrap over query patients within each task. Supports never come from the",
+        f"query's patient. Every table holds only tasks that qualify for k = {k_max} (the same tasks at every k).",
     ]
-    if common:
+    for name, summary in payload["summaries"].items():
+        by_rows = [r for r in rows if _belongs(r, name)]
+        n_tasks = len({r["task"] for r in by_rows})
+        n_design = len({r["task"] for r in by_rows if r["design_seen"]})
         lines += [
             "",
-            "## Only the tasks evaluated at every k > 0 (like-for-like across k; plotted)",
+            f"## {name}: {n_tasks} tasks qualify for k = {k_max} ({n_design} of them seen while the model was designed)",
             "",
-            *_table(common, sorted({k for by_k in common.values() for k in by_k})),
+            *_table(summary),
         ]
-    per = _per_source(rows)
-    sources = sorted({s for s, _, _ in per})
-    lines += [
-        "",
-        "## Mean Dice per held-out source",
-        "",
-        "| source | method | " + " | ".join(f"k={k}" for k in ks) + " |",
-        "|---|---|" + "---|" * len(ks),
-    ]
-    for src in sources:
-        for m in methods:
-            cells = [f"{per[(src, m, k)]:.3f}" if (src, m, k) in per else "-" for k in ks]
-            lines.append(f"| {src} | {m} | " + " | ".join(cells) + " |")
+        checks = payload["gain_checks"].get(name, {})
+        if checks:
+            lines += ["", "Sanity check, Dice(k_max) - Dice(k_min) on the same queries:", ""]
+            for method, c in checks.items():
+                verdict = "passes" if c["passes"] else "FAILS (does not improve with k)"
+                lines.append(
+                    f"- {method}: {c['gain']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] "
+                    f"(k = {c['k_min']} -> {c['k_max']}): {verdict}"
+                )
+        lines += ["", "Per source (mean over rows):", "", *_per_source(by_rows)]
+    lines += ["", f"## Tasks not evaluated ({len(payload['excluded_tasks'])})", ""]
+    lines += [f"- {e['task']} ({e['fold']}): {e['reason']}" for e in payload["excluded_tasks"]] or ["none"]
+    lines += ["", f"## Items skipped while loading ({len(payload['skipped'])})", ""]
+    lines += [f"- {s['what']}: {s['reason']}" for s in payload["skipped"]] or ["none"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    if summary:
-        _plot(common or summary, out / "dice_vs_k.png")
+    main = payload["summaries"].get(MAIN)
+    if main:
+        n = len({r["task"] for r in rows if _belongs(r, MAIN)})
+        _plot(main, out / "dice_vs_k.png", f"{MAIN}: the same {n} tasks at every k")
+
+
+def _belongs(row: dict, table: str) -> bool:
+    """Whether a result row belongs to a table: in-distribution rows apart; held-out rows by whether
+    their task's patients are known; the last table is the main one without design-seen sources."""
+    if table == "in-distribution":
+        return row["role"] == "in-distribution"
+    if row["role"] != "held-out":
+        return False
+    if table == UNKNOWN:
+        return not row["patients_known"]
+    if table == MAIN:
+        return row["patients_known"]
+    return row["patients_known"] and not row["design_seen"]
+
+
+def table_rows(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows of each non-empty table; the design-unseen table only when it differs from the main one."""
+    out = {name: [r for r in rows if _belongs(r, name)] for name in TABLES}
+    if len(out[UNSEEN]) == len(out[MAIN]):
+        out[UNSEEN] = []
+    return {name: picked for name, picked in out.items() if picked}

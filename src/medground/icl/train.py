@@ -22,8 +22,8 @@ from medground.icl.augment import AugmentConfig
 from medground.icl.episodes import Batch, EpisodeConfig, sample_batch, step_generator
 from medground.icl.model import PoolSeg, PoolSegConfig
 from medground.icl.segmenter import save_pretrained
+from medground.icl.segtasks import SegTask, Skip, load_segtasks, split_held_out
 from medground.icl.solver import RidgeSeg, RidgeSegConfig
-from medground.icl.tasks import Task, load_tasks, split_by_source
 from medground.icl.universeg import UniverSeg, UniverSegConfig
 
 __all__ = ["ARCHITECTURES", "TrainConfig", "batch_logits", "build_model", "seg_loss", "train"]
@@ -98,7 +98,7 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + (1 - dice).mean()
 
 
-def data_fingerprint(paths: list[str], tasks: list[Task]) -> str:
+def data_fingerprint(paths: list[str], tasks: list[SegTask]) -> str:
     """sha256 over each input's manifest.json / pairs.csv bytes and the task list."""
     digest = hashlib.sha256()
     for path in sorted(map(Path, paths)):
@@ -155,7 +155,7 @@ def _plot_losses(losses: list[list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def _text_table(tasks: list[Task], text_encoder) -> dict[str, torch.Tensor]:
+def _text_table(tasks: list[SegTask], text_encoder) -> dict[str, torch.Tensor]:
     texts = sorted({t.text for t in tasks if t.text})
     if not texts or text_encoder is None:
         return {}
@@ -191,25 +191,30 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, sched, batch: Batch, dev
 
 
 def _training_tasks(
-    cfg: TrainConfig, text_encoder, tasks: list[Task] | None
-) -> tuple[list[Task], dict[str, torch.Tensor]]:
-    """The tasks not held out, and their text embeddings (not for UniverSeg, which takes no text)."""
-    all_tasks = tasks if tasks is not None else load_tasks(cfg.data, cfg.size)
-    train_tasks, _ = split_by_source(all_tasks, cfg.held_out)
+    cfg: TrainConfig, text_encoder, tasks: list[SegTask] | None
+) -> tuple[list[SegTask], dict[str, torch.Tensor], list[Skip]]:
+    """The tasks not held out (held-out names expand to their domain groups), their text embeddings
+    (not for UniverSeg, which takes no text) and what loading skipped (printed, saved in meta.json)."""
+    skipped: list[Skip] = []
+    if tasks is None:
+        loaded = load_segtasks(cfg.data, cfg.size)
+        tasks, skipped = loaded.tasks, loaded.skipped
+        print(loaded.summary())
+    train_tasks, _ = split_held_out(tasks, cfg.held_out)
     if cfg.architecture == "universeg":
-        return train_tasks, {}
+        return train_tasks, {}, skipped
     if text_encoder is None:
         from medground.icl.text import TextEncoder
 
         text_encoder = TextEncoder()
-    return train_tasks, _text_table(train_tasks, text_encoder)
+    return train_tasks, _text_table(train_tasks, text_encoder), skipped
 
 
 def train(
     cfg: TrainConfig,
     resume: bool = True,
     text_encoder=None,
-    tasks: list[Task] | None = None,
+    tasks: list[SegTask] | None = None,
     progress: bool = True,
     stop_at: int | None = None,
 ) -> Path:
@@ -224,7 +229,7 @@ def train(
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_tasks, table = _training_tasks(cfg, text_encoder, tasks)
+    train_tasks, table, skipped = _training_tasks(cfg, text_encoder, tasks)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(cfg.device)
     opt, sched = _optimizer(cfg, model)
@@ -249,17 +254,24 @@ def train(
             _save_checkpoint(ckpt, model, opt, step + 1, losses)
         if out_of_time:
             break
-    _finish(cfg, model.cpu(), out, losses, train_tasks, time.time() - start)
+    _finish(cfg, model.cpu(), out, losses, train_tasks, skipped, time.time() - start)
     return out
 
 
 def _finish(
-    cfg: TrainConfig, model: nn.Module, out: Path, losses: list, tasks: list[Task], seconds: float
+    cfg: TrainConfig,
+    model: nn.Module,
+    out: Path,
+    losses: list,
+    tasks: list[SegTask],
+    skipped: list[Skip],
+    seconds: float,
 ) -> None:
     meta = {
         "train_config": asdict(cfg),
         "data_sha256": data_fingerprint(cfg.data, tasks),
         "tasks": sorted(t.name for t in tasks),
+        "skipped": [s.as_dict() for s in skipped],
         "seconds_last_session": round(seconds, 1),
         "final_loss_mean_last_50": sum(v for _, v in losses[-50:]) / max(1, len(losses[-50:])),
     }
