@@ -60,6 +60,45 @@ def test_strict_report_json_is_strict_json(tmp_path):
     json.loads(text)
 
 
+def test_strict_reports_say_what_the_bootstrap_resampled(tmp_path):
+    # two records (images) of one patient plus one of another, 2 ROC turns each: 3 images, 2 patients
+    rows = []
+    for rec, case in (("a", "p1"), ("b", "p1"), ("c", "p2")):
+        for turn in range(2):
+            rows.append(
+                {
+                    "id": f"{rec}/{turn}",
+                    "image": f"images/{rec}.png",
+                    "modality": "ct",
+                    "task": "roc",
+                    "annotation": "liver",
+                    "response": "liver",
+                    "case": case,
+                }
+            )
+    path = _write_jsonl(tmp_path / "p.jsonl", rows)
+    result = evaluate_predictions(path, protocol="strict", out=tmp_path / "r")
+    said = "95% CI: percentile bootstrap, 1000 replicates, resampling 2 patients (6 items"
+    assert result["tasks"]["roc"]["bootstrap"]["unit"] == "patient"
+    saved = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert saved["tasks"]["roc"]["bootstrap"] == {
+        "unit": "patient",
+        "units": 2,
+        "items": 6,
+        "replicates": 1000,
+        "level": 0.95,
+    }
+    assert said in (tmp_path / "r" / "report.md").read_text()
+    for row in rows:
+        row["case"] = None
+    _write_jsonl(path, rows)
+    app = typer.Typer()
+    app.command()(eval_command)
+    out = CliRunner().invoke(app, [str(path), "--protocol", "strict"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "resampling 3 images (6 items" in " ".join(out.output.split())
+
+
 def test_command_prints_table(tmp_path):
     path = _write_jsonl(
         tmp_path / "p_RO_.jsonl",

@@ -155,3 +155,71 @@ def test_f1_is_zero_when_nothing_predicted_and_macro_counts_it():
     assert result["per_group"]["mr"]["f1@0.5"] == 0.0
     assert result["macro"]["f1@0.5"] == pytest.approx(0.5)
     assert result["micro"]["f1@0.5"] == pytest.approx(2 * 1 / (1 + 2))
+
+
+def _image_turns(outcomes, turns=8, case=None):
+    """ROC rows: image i has ``turns`` questions, all answered right (outcome 1) or all wrong (0)."""
+    rows = []
+    for i, ok in enumerate(outcomes):
+        for t in range(turns):
+            rows.append(
+                PredRow(
+                    id=f"{i}/{t}",
+                    image=f"images/img{i}.png",
+                    modality="ct",
+                    bird_modality="ct",
+                    task="roc",
+                    question="q",
+                    annotation="liver",
+                    response="the liver" if ok else "the spleen",
+                    origin="medground",
+                    line=len(rows) + 1,
+                    case=None if case is None else case(i),
+                )
+            )
+    return rows
+
+
+def _percentile_ci(values, units, replicates, seed):
+    """Independent percentile bootstrap of a mean over ``units`` equally weighted values."""
+    rng = np.random.default_rng(seed)
+    stats = np.asarray(values, float)[rng.integers(0, units, size=(replicates, units))].mean(axis=1)
+    return [np.quantile(stats, 0.025), np.quantile(stats, 0.975)]
+
+
+def test_bootstrap_resamples_images_with_all_their_turns():
+    outcomes = [1] * 12 + [0] * 8  # 20 images, 8 perfectly correlated turns each
+    config = BootstrapConfig(replicates=2000, seed=5)
+    result = strict_roc(_image_turns(outcomes), config)
+    assert result["bootstrap"] == {
+        "unit": "image",
+        "units": 20,
+        "items": 160,
+        "replicates": 2000,
+        "level": 0.95,
+    }
+    expected = _percentile_ci(outcomes, 20, 2000, 5)  # the 20 images resampled, not the 160 turns
+    assert result["ci"]["accuracy"] == pytest.approx(expected)
+    # statistical check: resampling the 160 turns as if independent would be about sqrt(8) times narrower
+    turns = np.repeat(outcomes, 8)
+    naive = _percentile_ci(turns, 160, 2000, 5)
+    width, naive_width = np.diff(result["ci"]["accuracy"])[0], np.diff(naive)[0]
+    assert 2.0 < width / naive_width < 4.0
+
+
+def test_bootstrap_resamples_patients_when_known():
+    outcomes = [1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1]  # 12 images, 2 per patient, same outcome per patient
+    rows = _image_turns(outcomes, turns=3, case=lambda i: f"p{i // 2}")
+    config = BootstrapConfig(replicates=1000, seed=1)
+    result = strict_roc(rows, config)
+    assert result["bootstrap"]["unit"] == "patient" and result["bootstrap"]["units"] == 6
+    assert result["ci"]["accuracy"] == pytest.approx(_percentile_ci(outcomes[::2], 6, 1000, 1))
+    # one row without a patient key: the others stay grouped by patient, that row goes by its image
+    mixed = rows[:-1] + [PredRow(**{**rows[-1].__dict__, "case": None})]
+    assert strict_roc(mixed, config)["bootstrap"] == {
+        "unit": "patient, else image",
+        "units": 7,
+        "items": 36,
+        "replicates": 1000,
+        "level": 0.95,
+    }

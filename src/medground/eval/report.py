@@ -80,8 +80,23 @@ def _aggregate_table(title: str, res: dict, metrics: list[str] | None = None) ->
     total = str(sum(res["n"].values()))
     table.rows.append(["micro", total, *(_fmt(res["micro"][m], 4) for m in metrics)])
     table.rows.append(["macro", "", *(_fmt(res["macro"].get(m), 4) for m in metrics)])
-    table.rows.append(["micro 95% CI", "", *(_fmt(res["ci"].get(m), 3) for m in metrics)])
+    boot = res.get("bootstrap") or {}
+    level = f"{100 * boot.get('level', 0.95):g}%"
+    table.rows.append([f"micro {level} CI", "", *(_fmt(res["ci"].get(m), 3) for m in metrics)])
+    if boot.get("replicates"):
+        table.notes.append(_bootstrap_note(boot))
     return table
+
+
+def _bootstrap_note(boot: dict) -> str:
+    """One sentence saying what the intervals resampled, e.g. over 14 images with all their turns."""
+    unit = boot["unit"]
+    plural = {"patient": "patients", "image": "images", "item": "items"}.get(unit, f"units ({unit})")
+    together = "" if unit == "item" else f" ({boot['items']} items, all items of a unit drawn together)"
+    return (
+        f"{100 * boot['level']:g}% CI: percentile bootstrap, {boot['replicates']} replicates, "
+        f"resampling {boot['units']} {plural}{together}"
+    )
 
 
 def _strict_tables(task: str, res: dict) -> list[Table]:

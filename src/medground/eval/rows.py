@@ -12,7 +12,8 @@ Three input forms are accepted, one JSON object per line:
         "width": int, "height": int,          # pixels of the saved image the boxes refer to
         "negative": bool,                     # the question asks for an absent structure
         "dialect": "qwen-vl"|"qwen2-vl"|"qwen2.5-vl"|"qwen3-vl",
-        "structure": str | null}              # optional: the class name asked about (roc)
+        "structure": str | null,              # optional: the class name asked about (roc)
+        "case": str | null}                   # optional: the patient key (records carry it; null: unknown)
 
 3. A data-engine record (``conversations`` + ``turns``) plus ``"response"``: a list with one answer
    per turn, or a string when the record has one turn. It is split into flat rows as in form 2.
@@ -81,6 +82,7 @@ class PredRow:
     BiRD key the row counts under in the bird protocol, or None when it is none of the eight.
     ``width``/``height`` are the saved image's pixels (None for BiRD rows: their boxes are on the
     [0, 1000) grid). ``origin`` is ``"bird"`` or ``"medground"``; ``line`` is 1-based in the file.
+    ``case`` is the patient key when the row states one (None: unknown, e.g. every BiRD row).
     """
 
     id: str
@@ -98,6 +100,7 @@ class PredRow:
     negative: bool | None = None
     dialect: str = "qwen-vl"
     structure: str | None = None
+    case: str | None = None
 
 
 def bird_modality_key(modality: str) -> str | None:
@@ -179,6 +182,7 @@ def _flat_row(obj: dict, line: int, task: str | None, where: str) -> PredRow:
         negative=bool(obj["negative"]) if obj.get("negative") is not None else None,
         dialect=str(obj.get("dialect") or "qwen-vl"),
         structure=obj.get("structure"),
+        case=None if obj.get("case") is None else str(obj["case"]),
     )
 
 

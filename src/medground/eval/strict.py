@@ -15,8 +15,10 @@ Rules (each differs from BiRD's on purpose):
   present"; predicted positive when the response matches :data:`ABSENCE`;
 * RC/MIA: text metrics with Java (PTB tokenizer, METEOR) and without (simple tokenizer; no METEOR);
 * scores per modality, micro (items pooled) and macro (mean over modalities); 95% percentile
-  bootstrap intervals over items for the micro scores (text: ROUGE-L and METEOR item means only,
-  corpus BLEU/CIDEr get none).
+  bootstrap intervals for the micro scores (text: ROUGE-L and METEOR item means only, corpus
+  BLEU/CIDEr get none) that resample patients when every row states its ``case``, else images (by
+  the ``image`` field; a row without one is its own unit), each with all its turns (:func:`units_of`);
+  the report names the unit.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from medground.eval.matching import iou_matrix, match_boxes, matched_iou_sum
 from medground.eval.names import class_mentioned
 from medground.eval.postprocess import strict_clean
 from medground.eval.rows import PredRow
-from medground.eval.stats import BootstrapConfig, aggregate, bootstrap_ci, safe_div
+from medground.eval.stats import BootstrapConfig, Units, aggregate, bootstrap_ci, describe_bootstrap, safe_div
 from medground.eval.text_metrics import SPICE_NOTE, CaptionScorer, java_available, tokenize
 from medground.grounding import get_dialect
 from medground.types import Box
@@ -43,6 +45,7 @@ __all__ = [
     "strict_roc",
     "strict_text",
     "strict_vg",
+    "units_of",
 ]
 
 THRESHOLDS: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -54,6 +57,26 @@ ABSENCE = re.compile(
     re.IGNORECASE,
 )
 """Phrases read as "the structure is not present"."""
+
+
+def units_of(rows: list[PredRow]) -> Units:
+    """The bootstrap's resampling unit of each row: its patient (``case``) when every row states one,
+    else its image, so that the correlated turns of one image (or patient) are drawn together.
+
+    Rows that state a patient where others do not are grouped by patient, the others by image
+    ("patient, else image"). A row with neither is its own unit.
+    """
+    known = sum(r.case is not None for r in rows)
+    name = "patient" if known == len(rows) and rows else "image" if not known else "patient, else image"
+    keys = [
+        f"patient:{r.case}"
+        if r.case is not None
+        else f"image:{r.image}"
+        if r.image
+        else f"row:{r.line}:{r.id}"
+        for r in rows
+    ]
+    return Units.of(keys, name)
 
 
 def row_boxes(row: PredRow, text: str) -> list[Box]:
@@ -87,7 +110,7 @@ def strict_vg(rows: list[PredRow], config: BootstrapConfig) -> dict:
         "iou_sum": [],
         **{f"tp{t}": [] for t in THRESHOLDS},
     }
-    groups, items, skipped = [], [], []
+    groups, items, skipped, scored = [], [], [], []
     for row in rows:
         truth = row_boxes(row, row.annotation)
         if not truth and not row.negative:
@@ -103,13 +126,15 @@ def strict_vg(rows: list[PredRow], config: BootstrapConfig) -> dict:
         for key, value in item.items():
             cols[key].append(value)
         groups.append(row.modality)
+        scored.append(row)
         items.append({"line": row.line, "id": row.id, "modality": row.modality, **item})
     metrics = {}
     for t in THRESHOLDS:
         metrics.update(_prf(str(t), f"tp{t}"))
     metrics["mean_iou"] = lambda s: safe_div(s["iou_sum"], s["targets"])
     arrays = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
-    return {"task": "vg", **aggregate(arrays, groups, metrics, config), "items": items, "skipped": skipped}
+    summary = aggregate(arrays, groups, metrics, config, units_of(scored))
+    return {"task": "vg", **summary, "items": items, "skipped": skipped}
 
 
 def strict_roc(rows: list[PredRow], config: BootstrapConfig) -> dict:
@@ -123,7 +148,8 @@ def strict_roc(rows: list[PredRow], config: BootstrapConfig) -> dict:
     ]
     cols = {"correct": np.asarray(correct, dtype=float), "items": np.ones(len(rows))}
     metrics = {"accuracy": lambda s: safe_div(s["correct"], s["items"])}
-    return {"task": "roc", **aggregate(cols, [r.modality for r in rows], metrics, config), "items": items}
+    summary = aggregate(cols, [r.modality for r in rows], metrics, config, units_of(rows))
+    return {"task": "roc", **summary, "items": items}
 
 
 def strict_absence(rows: list[PredRow], config: BootstrapConfig) -> dict:
@@ -140,7 +166,10 @@ def strict_absence(rows: list[PredRow], config: BootstrapConfig) -> dict:
     }
     metrics = _prf("absent", "tp")
     metrics = {k.replace("@absent", ""): fn for k, fn in metrics.items()}
-    return {"task": "absence", **aggregate(cols, [r.modality for r in flagged], metrics, config)}
+    return {
+        "task": "absence",
+        **aggregate(cols, [r.modality for r in flagged], metrics, config, units_of(flagged)),
+    }
 
 
 def _text_variant(rows: list[PredRow], scorer: CaptionScorer, config: BootstrapConfig) -> dict:
@@ -156,9 +185,10 @@ def _text_variant(rows: list[PredRow], scorer: CaptionScorer, config: BootstrapC
         ).scores
     names = list(pooled.scores)
     macro = {m: float(np.mean([s[m] for s in per_group.values()])) for m in names}
+    units = units_of(rows)
     ci = {
         m: bootstrap_ci(
-            {"v": np.asarray(v), "n": np.ones(len(v))}, lambda s: safe_div(s["v"], s["n"]), config
+            {"v": np.asarray(v), "n": np.ones(len(v))}, lambda s: safe_div(s["v"], s["n"]), config, units
         )
         for m, v in pooled.per_item.items()
     }
@@ -168,6 +198,7 @@ def _text_variant(rows: list[PredRow], scorer: CaptionScorer, config: BootstrapC
         "micro": pooled.scores,
         "macro": macro,
         "ci": ci,
+        "bootstrap": describe_bootstrap(config, units, len(rows)),
         "not_computed": pooled.skipped,
         "n": {g: sum(r.modality == g for r in rows) for g in per_group},
     }
