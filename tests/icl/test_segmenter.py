@@ -1,4 +1,4 @@
-"""InContextSegmenter facade: sizes, errors, save/load, NIfTI round trip."""
+"""InContextSegmenter facade: sizes, errors, save/load, NIfTI round trip, output names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from icl_helpers import FakeTextEncoder, disc
+from icl_helpers import FakeTextEncoder, disc, tiny_ridgeseg
 from PIL import Image
 
 from medground.icl.outputs import segment_files
@@ -73,21 +73,57 @@ def test_save_and_load_give_the_same_masks(segmenter: InContextSegmenter, tmp_pa
         load_pretrained(tmp_path / "missing")
 
 
-def test_nifti_round_trip_keeps_affine_and_spacing(segmenter: InContextSegmenter, tmp_path: Path) -> None:
-    volume = np.stack([_pair(24, 20)[0].astype(np.int16) * (z + 1) for z in range(5)], axis=2)  # (24, 20, 5)
+def test_nifti_round_trip_puts_an_asymmetric_shape_back_where_it_was(tmp_path: Path) -> None:
+    """An L-shaped bright structure off-centre in voxel space (24 x 20 x 5, permuted, non-RAS affine): the
+    mask written back must cover exactly those voxels, so a flip or transpose of the display round trip
+    fails (an L has no mirror or transpose symmetry, and it sits in one corner)."""
+    shape = np.zeros((24, 20), bool)
+    shape[2:12, 2:6] = True  # the L's long bar along the first voxel axis
+    shape[9:12, 6:14] = True  # its foot along the second axis
+    volume = np.stack([np.where(shape, 200, 20).astype(np.int16) for _ in range(5)], axis=2)
     affine = np.array([[0.0, -0.8, 0, 12.5], [0.9, 0, 0, -3.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
     src = nib.Nifti1Image(volume, affine)
     src.header.set_zooms((0.9, 0.8, 2.5))
     nib.save(src, tmp_path / "ct.nii.gz")
-    support = [(volume[:, :, 0], _pair(24, 20)[1])]
+    # the support is an unrelated 2D image whose bright disc is the structure: the untrained ridge
+    # solver then marks bright voxels, wherever the display put them
+    segmenter = InContextSegmenter(tiny_ridgeseg(), text_encoder=FakeTextEncoder())
+    support = [(np.where(disc(30, 30, 12, 17, 7), 200, 20).astype(np.uint8), disc(30, 30, 12, 17, 7))]
     mask = segmenter.segment_volume(tmp_path / "ct.nii.gz", support=support, out=tmp_path / "seg.nii.gz")
     back = nib.load(tmp_path / "seg.nii.gz")
     assert mask.shape == (24, 20, 5) and back.shape == (24, 20, 5)
     np.testing.assert_allclose(back.affine, affine, atol=1e-5)
     np.testing.assert_allclose(back.header.get_zooms(), (0.9, 0.8, 2.5), atol=1e-5)
     assert back.get_data_dtype() == np.uint8
-    np.testing.assert_array_equal(np.asarray(back.dataobj), mask)
-    assert set(np.unique(mask)) <= {0, 1}
+    written = np.asarray(back.dataobj).astype(bool)
+    np.testing.assert_array_equal(written, mask.astype(bool))
+    for z in range(5):
+        got = written[:, :, z]
+        dice = 2 * (got & shape).sum() / (got.sum() + shape.sum())
+        assert dice > 0.9, (z, dice)
+        for wrong in (shape[::-1], shape[:, ::-1]):  # a flipped answer would score low
+            assert 2 * (got & wrong).sum() / (got.sum() + wrong.sum()) < 0.5
+
+
+def test_queries_with_the_same_file_stem_get_distinct_outputs(
+    segmenter: InContextSegmenter, tmp_path: Path
+) -> None:
+    save_pretrained(segmenter.model, tmp_path / "m")
+    img, msk = _pair(40, 60)
+    Image.fromarray(img).save(tmp_path / "s.png")
+    Image.fromarray(msk).save(tmp_path / "s_mask.png")
+    for folder, (h, w) in (("a", (30, 44)), ("b", (52, 36))):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(_pair(h, w)[0]).save(tmp_path / folder / "scan.png")
+    written = segment_files(
+        [tmp_path / "a/scan.png", tmp_path / "b/scan.png"],
+        tmp_path / "out",
+        [(tmp_path / "s.png", tmp_path / "s_mask.png")],
+        model=tmp_path / "m",
+    )
+    assert len(set(written)) == 4 and all(p.is_file() for p in written)
+    assert np.asarray(Image.open(tmp_path / "out/scan__a.png")).shape == (30, 44)
+    assert np.asarray(Image.open(tmp_path / "out/scan__b.png")).shape == (52, 36)
 
 
 def test_segment_files_writes_png_and_overlay_at_query_size(
