@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medground.data.sources.base import Item, Source, SourceError, case_key
+from medground.data.sources.coco import CocoSource
 from medground.data.sources.dicom import DicomSource
 from medground.data.sources.folder import FolderSource
 from medground.data.sources.medseg import MedsegSource
@@ -37,6 +38,7 @@ REGISTRY: tuple[type[Source], ...] = (
     MedsegSource,
     NiftiSource,
     SaMed2dSource,
+    CocoSource,
     FolderSource,
     DicomSource,  # last: its detection walks the folder tree
 )
