@@ -9,6 +9,7 @@ import typer
 
 from medground import __version__
 from medground.eval.command import eval_command
+from medground.grounding import DIALECTS
 from medground.icl.commands import icl_eval_command, icl_train_command, segment_command
 from medground.mllm.commands import ask_command, predict_command, train_command
 
@@ -62,9 +63,7 @@ def build(
         bool, typer.Option(help="Continue an interrupted build in OUT (finished shards are kept).")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete a previous build in OUT first.")] = False,
-    dialect: Annotated[
-        str, typer.Option(help="Box dialect: qwen-vl, qwen2-vl, qwen2.5-vl, qwen3-vl.")
-    ] = "qwen-vl",
+    dialect: Annotated[str, typer.Option(help=f"Box dialect: {', '.join(DIALECTS)}.")] = "qwen-vl",
     max_side: Annotated[
         int | None, typer.Option(help="Resize saved images so the longer side is at most this many pixels.")
     ] = None,
@@ -169,12 +168,20 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="llava, sharegpt, llamafactory or swift.")],
     dest: Annotated[Path | None, typer.Option(help="Where to write (default: OUT_DIR/export/...).")] = None,
     split: Annotated[str | None, typer.Option(help="Only this split (train, val, test).")] = None,
+    dialect: Annotated[
+        str | None,
+        typer.Option(help=f"Write boxes in this dialect ({', '.join(DIALECTS)}; default: the build's)."),
+    ] = None,
+    max_pixels: Annotated[
+        int,
+        typer.Option(help="Pixel budget of images saved for qwen2.5-vl (default: LLaMA-Factory's 768*768)."),
+    ] = 768 * 768,
 ) -> None:
     """Write a build's records in the format of a trainer (LLaVA, ShareGPT, LLaMA-Factory, ms-swift)."""
     from medground.data.export import export as export_records
 
     try:
-        typer.echo(export_records(out_dir, fmt, dest, split))
+        typer.echo(export_records(out_dir, fmt, dest, split, dialect, max_pixels))
     except (ValueError, KeyError, FileNotFoundError) as error:
         _fail(str(error))
 

@@ -81,7 +81,7 @@ def test_llamafactory(tmp_path):
         }
     }
     items = _jsonl(path)
-    assert items[0]["images"] == ["../out/images/demo_ct/a.png"]  # relative to dataset_dir (= media_dir)
+    assert items[0]["images"] == ["images/demo_ct/a.png"]  # inside dataset_dir (= media_dir), relative to it
     assert (dest / items[0]["images"][0]).exists()
     assert items[0]["messages"][0] == {"role": "user", "content": Q_A}
     export(root, "llamafactory", dest=dest, split="train")  # a second entry is added, the first kept
@@ -90,7 +90,7 @@ def test_llamafactory(tmp_path):
     assert info["medground_train"]["file_name"] == "medground_train.jsonl"
 
 
-def test_swift_absolute_paths_and_placeholder(tmp_path):
+def test_swift_relative_paths_and_placeholder(tmp_path):
     root = build_output(tmp_path / "out")
     shard = root / "records" / "shard-00001.jsonl"
     rec = json.loads(shard.read_text())
@@ -98,8 +98,9 @@ def test_swift_absolute_paths_and_placeholder(tmp_path):
     rec["conversations"][1]["value"] = "An <image> of the eye."  # stray placeholder outside turn 0
     shard.write_text(json.dumps(rec) + "\n")
     items = _jsonl(export(root, "swift"))
-    assert items[0]["images"] == [str((root / "images/demo_ct/a.png").resolve())]
-    assert os.path.isabs(items[2]["images"][0]) and Path(items[2]["images"][0]).exists()
+    folder = root / "export"
+    assert items[0]["images"] == ["images/demo_ct/a.png"]  # relative to the export file's folder
+    assert not os.path.isabs(items[2]["images"][0]) and (folder / items[2]["images"][0]).exists()
     assert items[2]["messages"][0]["content"] == "<image>\nDescribe this image."
     assert items[2]["messages"][1]["content"] == "An  of the eye."
     assert sum(m["content"].count("<image>") for it in items for m in it["messages"]) == 3

@@ -108,3 +108,77 @@ def test_quantise_is_what_the_text_gives_back(name):
             dialect.quantise(box, width, height)
             == dialect.parse(dialect.box(box, width, height), width, height)[0].box
         )
+
+
+# InternVL's own definition (docs/en/get_started/chat_data_format.md of OpenGVLab's InternVL docs, "Grounding /
+# Detection Data", and internvl_chat/eval/refcoco/evaluate_grounding.py at commit 0355722a): boxes are
+# normalised as round(x / width * 1000) on the box's pixel edges, and a predicted box is read back as
+# value / 1000 * width. Re-implemented here from that text, independently of medground's code.
+def _internvl_normalise(box, width, height):
+    x1, y1, x2, y2 = box
+    return [
+        round((x1 / width) * 1000),
+        round((y1 / height) * 1000),
+        round((x2 / width) * 1000),
+        round((y2 / height) * 1000),
+    ]
+
+
+def _internvl_denormalise(values, width, height):
+    return [
+        values[0] / 1000 * width,
+        values[1] / 1000 * height,
+        values[2] / 1000 * width,
+        values[3] / 1000 * height,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("box", "size"),
+    [
+        ((0, 0, 427, 640), (427, 640)),  # full image -> 1000 on both ends
+        ((104, 300, 238, 477), (427, 640)),  # a RefCOCO-sized image
+        ((10, 8, 30, 20), (64, 48)),
+        ((1001, 5, 2002, 1430), (2943, 1435)),  # a large dental radiograph
+        ((0, 0, 1, 1), (3000, 3000)),  # a one-pixel box in a large image keeps a pixel
+    ],
+)
+def test_internvl_follows_internvls_own_formula(box, size):
+    d = get_dialect("internvl")
+    w, h = size
+    numbers = _internvl_normalise(box, w, h)
+    assert d.ground("liver", [Box(*box)], w, h) == f"<ref>liver</ref><box>[{numbers}]</box>"
+    edges = _internvl_denormalise(numbers, w, h)
+    got = d.parse(d.box(Box(*box), w, h), w, h)[0].box
+    expected = [round(v) for v in edges]
+    if expected[2] <= expected[0]:
+        expected[2] = expected[0] + 1  # a box keeps at least one pixel
+    if expected[3] <= expected[1]:
+        expected[3] = expected[1] + 1
+    assert got.as_list() == expected
+    if max(w, h) <= 1000:
+        assert got == Box(*box)  # exact where a scale step is at most one pixel
+
+
+def test_internvl_groups_boxes_in_one_tag_and_reads_internvls_example():
+    d = get_dialect("internvl")
+    text = d.ground("hip", [Box(0, 0, 10, 10), Box(50, 50, 100, 100)], 100, 100)
+    assert text == "<ref>hip</ref><box>[[0, 0, 100, 100], [500, 500, 1000, 1000]]</box>"
+    # InternVL's docs example (RefCOCO, 427 x 640): [[243, 469, 558, 746]]
+    parsed = d.parse("<ref>the lady with the blue shirt</ref><box>[[243, 469, 558, 746]]</box>", 427, 640)
+    assert parsed[0].label == "the lady with the blue shirt"
+    assert parsed[0].box == Box(round(243 * 0.427), round(469 * 0.64), round(558 * 0.427), round(746 * 0.64))
+    assert d.has_box("at [[1, 2, 3, 4]]") and not d.has_box("no box")
+
+
+def test_a_new_tag_syntax_works_through_every_consumer_by_construction():
+    from medground.grounding import TagDialect, reground_text
+    from medground.mllm.data import convert_text
+
+    custom = TagDialect("custom", "<obj>", "</obj>", "<bb>", "</bb>")
+    text = "The " + custom.ground("liver", [Box(20, 10, 60, 50)], 200, 100) + " is here."
+    assert text == "The <obj>liver</obj><bb>(100,100),(295,490)</bb> is here."
+    assert custom.has_box(text) and [m.group(0) for m in custom.span_pattern.finditer(text)] == [text[4:-9]]
+    expected = 'The {"bbox_2d": [100, 100, 295, 490], "label": "liver"} is here.'
+    assert reground_text(text, custom, get_dialect("qwen3-vl"), 200, 100) == expected
+    assert convert_text(text, custom, get_dialect("qwen3-vl"), 200, 100) == expected

@@ -1,15 +1,26 @@
-"""Export the data engine's records to the training formats of common fine-tuning tools.
+"""Export the data engine's records to the training formats of common fine-tuning tools, in any dialect.
 
-| format       | file                     | item                                                                    | image path            |
-|--------------|--------------------------|-------------------------------------------------------------------------|-----------------------|
-| llava        | JSON list                | ``{"id", "image", "conversations": [{"from": "human"/"gpt", "value"}]}`` | relative to the dataset root (LLaVA ``image_folder``) |
-| sharegpt     | JSONL                    | ``{"messages": [{"role": "user"/"assistant", "content"}], "images": [path]}`` | relative to the dataset root |
-| llamafactory | JSONL + dataset_info.json | as sharegpt, plus an entry ``medground[_<split>]`` in ``dataset_info.json`` | relative to the export folder (LLaMA-Factory ``dataset_dir``/``media_dir``) |
-| swift        | JSONL                    | ``{"messages": [...], "images": [path]}`` (ms-swift standard format)     | absolute              |
+| format       | file                      | item                                                                          |
+|--------------|---------------------------|-------------------------------------------------------------------------------|
+| llava        | JSON list                 | ``{"id", "image", "conversations": [{"from": "human"/"gpt", "value"}]}``      |
+| sharegpt     | JSONL                     | ``{"messages": [{"role": "user"/"assistant", "content"}], "images": [path]}`` |
+| llamafactory | JSONL + dataset_info.json | as sharegpt, plus an entry ``medground[_<split>]`` in ``dataset_info.json``   |
+| swift        | JSONL                     | ``{"messages": [...], "images": [path]}`` (ms-swift standard format)          |
 
-Every format keeps exactly one ``<image>`` placeholder in the first user turn (added in front when a
-record lacks it). Box strings stay in the record's dialect. Records are streamed, files are written
-under a temporary name and renamed. ``load_hf_dataset`` loads the records themselves with HF datasets.
+Every image path is relative to the export file's folder and the image lies inside that folder (hard
+linked from the build when possible, else copied), so the folder can be moved: LLaVA's ``image_folder``,
+LLaMA-Factory's ``dataset_dir``/``media_dir`` (its default) and ms-swift's working directory or
+``ROOT_IMAGE_DIR`` are that folder. Every format keeps exactly one ``<image>`` placeholder, in the first
+user turn (added in front when a record lacks it).
+
+Boxes are re-rendered from the records' canonical boxes in the chosen dialect (default: the record's):
+each box span of the record's dialect is parsed, snapped to its region's canonical box and written in the
+target dialect, so LLM-rewritten turns convert too. For a pixel-frame dialect (qwen2.5-vl) each image is
+saved at the dialect's ``fixed_size`` within ``max_pixels`` (default 768 x 768, LLaMA-Factory's default
+``image_max_pixels``; below ms-swift's common ``MAX_PIXELS=1003520`` and Qwen's own 12,845,056), so
+neither the trainer's resize nor the model's changes it and the box numbers are pixels of the fed image.
+Records are streamed, files are written under a temporary name and renamed. ``load_hf_dataset`` loads the
+records themselves with HF datasets.
 """
 
 from __future__ import annotations
@@ -17,16 +28,37 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["EXPORTERS", "export", "iter_records", "load_hf_dataset", "record_features", "shard_paths"]
+from PIL import Image
+
+from medground.grounding import Dialect, get_dialect, reground_text, scale_box
+from medground.types import Box
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "EXPORTERS",
+    "export",
+    "iter_records",
+    "load_hf_dataset",
+    "record_features",
+    "shard_paths",
+]
 
 IMAGE_TOKEN = "<image>"
 ROLES = {"human": "user", "gpt": "assistant"}
+DEFAULT_MAX_PIXELS = 768 * 768  # LLaMA-Factory's default image_max_pixels (hparams/model_args.py)
+QWEN_VL_WARNING = (
+    "exporting boxes in the qwen-vl dialect (<ref>/<box> tags): right for Qwen-VL (BiRD), but Qwen2-VL, "
+    "Qwen2.5-VL and Qwen3-VL templates read these tags as plain characters; pass --dialect qwen2-vl, "
+    "qwen2.5-vl or qwen3-vl for those models"
+)
 
 
 def shard_paths(out_dir: Path) -> list[Path]:
@@ -69,34 +101,108 @@ def _conversation(record: dict) -> list[dict]:
     return conv
 
 
-def _messages(record: dict) -> list[dict[str, str]]:
-    return [{"role": ROLES[t["from"]], "content": t["value"]} for t in _conversation(record)]
+def _messages(conv: list[dict]) -> list[dict[str, str]]:
+    return [{"role": ROLES[t["from"]], "content": t["value"]} for t in conv]
 
 
-def _llava(record: dict, root: Path, dest: Path) -> dict:
-    return {"id": record["id"], "image": record["image"], "conversations": _conversation(record)}
+def _llava(record: dict, image: str, conv: list[dict]) -> dict:
+    return {"id": record["id"], "image": image, "conversations": conv}
 
 
-def _sharegpt(record: dict, root: Path, dest: Path) -> dict:
-    return {"messages": _messages(record), "images": [record["image"]]}
+def _chat(record: dict, image: str, conv: list[dict]) -> dict:
+    return {"messages": _messages(conv), "images": [image]}
 
 
-def _llamafactory(record: dict, root: Path, dest: Path) -> dict:
-    image = os.path.relpath(root / record["image"], dest.parent)
-    return {"messages": _messages(record), "images": [Path(image).as_posix()]}
-
-
-def _swift(record: dict, root: Path, dest: Path) -> dict:
-    return {"messages": _messages(record), "images": [str((root / record["image"]).resolve())]}
-
-
-# name -> (item builder(record, dataset root, destination file), file suffix)
-EXPORTERS: dict[str, tuple[Callable[[dict, Path, Path], dict], str]] = {
+# name -> (item builder(record, image path relative to the export file's folder, conversation), file suffix)
+EXPORTERS: dict[str, tuple[Callable[[dict, str, list[dict]], dict], str]] = {
     "llava": (_llava, ".json"),
-    "sharegpt": (_sharegpt, ".jsonl"),
-    "llamafactory": (_llamafactory, ".jsonl"),
-    "swift": (_swift, ".jsonl"),
+    "sharegpt": (_chat, ".jsonl"),
+    "llamafactory": (_chat, ".jsonl"),
+    "swift": (_chat, ".jsonl"),
 }
+
+
+def _regrounded(
+    conv: list[dict], record: dict, source: Dialect, target: Dialect, size: tuple[int, int]
+) -> None:
+    """Rewrite every turn's boxes (in place) from the record's dialect to ``target`` for an image of ``size``.
+
+    Each turn's boxes snap first to the regions that turn names, then to any region of the record.
+    """
+    width, height = int(record["width"]), int(record["height"])
+    regions = [Box.from_list(r["box"]) for r in record.get("regions") or []]
+    turns = record.get("turns") or []
+    sx, sy = size[0] / width, size[1] / height
+
+    def move(box: Box) -> Box:
+        return scale_box(box, sx, sy, size[0], size[1])
+
+    resized = size != (width, height)
+    for i, turn in enumerate(conv):
+        named = turns[i // 2].get("regions", []) if i // 2 < len(turns) else []
+        exact = [regions[j] for j in named if 0 <= j < len(regions)] + regions
+        turn["value"] = reground_text(
+            turn["value"],
+            source,
+            target,
+            width,
+            height,
+            exact,
+            move if resized else None,
+            size if resized else None,
+        )
+
+
+def _place_image(src: Path, dst: Path, size: tuple[int, int]) -> None:
+    """Put the build's image ``src`` at ``dst``: a hard link (else a copy) when ``size`` is its own, else resized.
+
+    ``size`` is (width, height); a resized image is written as PNG (lossless) under a temporary name first.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and dst.samefile(src):
+        return
+    with Image.open(src) as image:
+        own = image.size == size
+        rgb = image if own or image.mode in ("L", "RGB") else image.convert("RGB")
+        resized = None if own else rgb.resize(size, Image.Resampling.LANCZOS)
+    if resized is None:
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".png", dir=dst.parent)
+    os.close(fd)
+    try:
+        resized.save(tmp, format="PNG")
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _item_inputs(
+    record: dict, root: Path, folder: Path, target_name: str | None, max_pixels: int, warned: list[str]
+) -> tuple[str, list[dict]]:
+    """(image path relative to ``folder``, conversation in the target dialect) of one record; places the image."""
+    source = get_dialect(record.get("dialect") or "qwen-vl")
+    target = get_dialect(target_name) if target_name else source
+    if target.name == "qwen-vl" and not warned:
+        warnings.warn(QWEN_VL_WARNING, stacklevel=4)
+        warned.append(target.name)
+    width, height = int(record["width"]), int(record["height"])
+    size = target.fixed_size(width, height, max_pixels)
+    rel = Path(record["image"])
+    if size != (width, height):
+        rel = Path(f"images_{target.name}_{max_pixels}px", *rel.parts[1:]).with_suffix(".png")
+    src = root / record["image"]
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: image of record {record.get('id')!r} is missing; rebuild {root}")
+    _place_image(src, folder / rel, size)
+    conv = _conversation(record)
+    _regrounded(conv, record, source, target, size)
+    return rel.as_posix(), conv
 
 
 @contextmanager
@@ -113,7 +219,7 @@ def _atomic(path: Path) -> Iterator[IO[str]]:
         raise
 
 
-def _get_exporter(fmt: str) -> tuple[Callable[[dict, Path, Path], dict], str]:
+def _get_exporter(fmt: str) -> tuple[Callable[[dict, str, list[dict]], dict], str]:
     if fmt in EXPORTERS:
         return EXPORTERS[fmt]
     close = difflib.get_close_matches(fmt, list(EXPORTERS), n=1)
@@ -169,19 +275,39 @@ def _write_dataset_info(data_file: Path, split: str | None) -> Path:
     return info_path
 
 
-def export(out_dir: Path, fmt: str, dest: Path | None = None, split: str | None = None) -> Path:
+def export(
+    out_dir: Path,
+    fmt: str,
+    dest: Path | None = None,
+    split: str | None = None,
+    dialect: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Path:
     """Write the records of build folder ``out_dir`` in format ``fmt`` (a key of EXPORTERS); return the data file.
 
     ``dest``: a file, or a folder that gets the default name (``<fmt>[_<split>].json(l)``; llamafactory:
     ``medground[_<split>].jsonl`` beside its ``dataset_info.json``). Default: ``out_dir/export/`` (llamafactory:
-    ``out_dir/export/llamafactory/``, pass that folder as LLaMA-Factory's ``dataset_dir``).
-    ``split``: only records of that split. Raises KeyError for an unknown format, ValueError when no record matches.
+    ``out_dir/export/llamafactory/``, pass that folder as LLaMA-Factory's ``dataset_dir``). Images go into
+    the data file's folder. ``split``: only records of that split. ``dialect``: write boxes in this dialect
+    (default: each record's own); ``max_pixels``: the pixel budget of images saved for a pixel-frame
+    dialect. Warns when boxes are written in ``qwen-vl`` tags. Raises KeyError for an unknown format or
+    dialect, ValueError when no record matches or ``max_pixels`` is too small, FileNotFoundError for a
+    missing image.
     """
     builder, suffix = _get_exporter(fmt)
+    if dialect is not None:
+        get_dialect(dialect)
+    if max_pixels < 28 * 28 * 4:
+        raise ValueError(f"max_pixels must be at least {28 * 28 * 4} (a 56 x 56 image), got {max_pixels}")
     root = Path(out_dir)
     path = _destination(root, fmt, dest, split, suffix)
+    folder = path.parent
+    warned: list[str] = []
     with _atomic(path) as f:
-        items = (builder(rec, root, path) for rec in iter_records(root, split))
+        items = (
+            builder(rec, *_item_inputs(rec, root, folder, dialect, max_pixels, warned))
+            for rec in iter_records(root, split)
+        )
         count = _write_items(items, f, as_list=(fmt == "llava"))
         if count == 0:
             raise ValueError(f"no records with split {split!r} in {root / 'records'}; check the split name")
