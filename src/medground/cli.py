@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from medground import __version__
+from medground.data.sources import SOURCES, describe_layouts
 from medground.eval.command import eval_command
 from medground.grounding import DIALECTS
 from medground.icl.commands import icl_eval_command, icl_train_command, segment_command
@@ -42,12 +43,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+@app.command(epilog="Layouts: " + describe_layouts("\n\n"))
 def build(
     sources: Annotated[
         list[str],
         typer.Argument(
-            help="Dataset folders or index files; KIND:PATH names the layout (medseg, sa-med2d, nifti, folder)."
+            help=f"Dataset folders or files; the layout is detected, or named as KIND:PATH "
+            f"(KIND: {', '.join(SOURCES)}; layouts below)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
