@@ -5,8 +5,8 @@ segmentation task, :class:`SegTask`.) Two readers build the same task list, alre
 working size S:
 - :func:`segtasks_from_engine` reads a data-engine output folder (``records/*.jsonl`` + ``images/`` +
   ``masks/``): regions are grouped by (source, key) and the instances of a key are united per image;
-- :func:`segtasks_from_source` reads a dataset in any layout the data engine reads (medseg ``pairs.csv``,
-  SA-Med2D index, NIfTI or DICOM volumes, images/ + masks/) through the engine's own sources, so the
+- :func:`segtasks_from_source` reads a dataset in any layout the data engine reads (the kinds of
+  ``medground.data.sources.REGISTRY``) through the engine's own sources, so the
   model never parses a dataset layout itself; masks are foreground where value > 0 (instances united).
 
 Nothing is dropped silently: every rejected item, empty mask and too-small task is listed in
@@ -242,9 +242,8 @@ def _segtasks_from_folder_of_datasets(
             out.skipped.append(Skip(str(sub), f"not a dataset the data engine reads: {error}"))
     if not found:
         raise FileNotFoundError(
-            f"{path}: neither a data-engine output (records/), nor a dataset the data engine reads (pairs.csv, "
-            f"SA-Med2D index, imagesTr/+labelsTr/, images/+masks/, DICOM series), nor a folder of such datasets "
-            f"({reason})"
+            f"{path}: neither a data-engine output (records/), nor a dataset the data engine reads, nor a folder "
+            f"of such datasets ({reason})"  # an unknown layout's reason lists the registry's layouts
         )
     return out
 
