@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from medground.data.export import EXPORTERS, export, load_hf_dataset
+from medground.types import Box
 
 try:
     from _records_fixture import RECORD_IDS, build_output
@@ -130,3 +136,179 @@ def test_load_hf_dataset(tmp_path):
     (root / "records" / "shard-00002.jsonl").write_text(json.dumps(extra) + "\n")
     ds = load_hf_dataset(root, cache_dir=tmp_path / "cache2")
     assert ds.num_rows == 4 and ds[3]["spacing"] == [0.5, 0.5] and ds[0]["spacing"] is None
+
+
+# --- exports that train as-is -------------------------------------------------------------------------------
+# The consumers' code paths, re-implemented from their sources (they would replace torch here, so they are
+# not installed):
+# - LLaMA-Factory ff6d4d12 (hiyouga/LLaMA-Factory): hparams/model_args.py image_max_pixels = 768 * 768,
+#   image_min_pixels = 32 * 32; data/mm_plugin.py BasePlugin._preprocess_image (shrinks by
+#   sqrt(max / (w * h)) with int() when w * h > max), Qwen2VLPlugin._preprocess_image (sides below 28 grow),
+#   BasePlugin._validate_messages (count of "<image>" == number of images); data/converter.py
+#   _find_medias (os.path.join(media_dir, path) must be a file; media_dir defaults to dataset_dir) and
+#   SharegptDatasetConverter (user/assistant alternate, even count).
+# - ms-swift 3602360a (modelscope/ms-swift): template/vision_utils.py _check_path (a relative path is
+#   looked up from the working directory, or under ROOT_IMAGE_DIR); model/models/qwen.py MAX_PIXELS
+#   (examples use 1003520), passed to qwen_vl_utils' smart_resize.
+
+LF_MAX, LF_MIN, SWIFT_MAX = 768 * 768, 32 * 32, 1003520
+
+
+def _llamafactory_fed_size(width: int, height: int) -> tuple[int, int]:
+    """Size of the image LLaMA-Factory's Qwen2-VL plugin hands to the processor, with its defaults."""
+    if width * height > LF_MAX:
+        factor = math.sqrt(LF_MAX / (width * height))
+        width, height = int(width * factor), int(height * factor)
+    if width * height < LF_MIN:
+        factor = math.sqrt(LF_MIN / (width * height))
+        width, height = int(width * factor), int(height * factor)
+    return max(width, 28), max(height, 28)
+
+
+def _big_build(root: Path) -> tuple[Path, list[np.ndarray]]:
+    """A one-record build of a 1348 x 1070 image (a Kvasir frame's size) with two regions and a rewritten turn."""
+    from medground.grounding import get_dialect
+
+    w, h = 1348, 1070
+    rng = np.random.default_rng(0)
+    (root / "images/kvasir").mkdir(parents=True)
+    (root / "records").mkdir()
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images/kvasir/k1.png")
+    yy, xx = np.mgrid[:h, :w]
+    masks = [
+        ((xx - 400) ** 2 / 150**2 + (yy - 300) ** 2 / 90**2 <= 1),  # an ellipse
+        (xx >= 1001) & (xx < 1347) & (yy >= 613) & (yy < 1070),  # touches the right and bottom edges
+    ]
+    regions = []
+    for i, mask in enumerate(masks):
+        ys, xs = np.nonzero(mask)
+        box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        rel = f"masks/kvasir/k1/polyp_{i:03d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / rel)
+        regions.append(
+            {"name": "polyp", "key": "polyp", "box": box, "mask": rel, "instance": i, "area": int(mask.sum())}
+        )
+    qwen_vl = get_dialect("qwen-vl")
+    boxes = [Box.from_list(r["box"]) for r in regions]
+    record = {
+        "id": "kvasir/k1#0",
+        "image": "images/kvasir/k1.png",
+        "width": w,
+        "height": h,
+        "dialect": "qwen-vl",
+        "split": "train",
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhere are the polyps?"},
+            {"from": "gpt", "value": f"The {qwen_vl.ground('polyp', boxes, w, h)} are here."},
+            {"from": "human", "value": f"What is at {qwen_vl.box(boxes[1], w, h)}?"},
+            # an LLM-rewritten answer: other words, the box string copied verbatim
+            {
+                "from": "gpt",
+                "value": f"You can see a polyp there, {qwen_vl.ground('polyp', boxes[1:], w, h)}.",
+            },
+        ],
+        "turns": [
+            {"task": "rec", "structure": "polyp", "regions": [0, 1], "negative": False},
+            {"task": "roc", "structure": "polyp", "regions": [1], "negative": False},
+        ],
+        "regions": regions,
+    }
+    (root / "records/shard-00000.jsonl").write_text(json.dumps(record) + "\n")
+    return root, masks
+
+
+def _tight_box(mask: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def test_qwen25_export_boxes_match_the_masks_in_the_image_the_trainer_feeds(tmp_path):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize
+
+    root, masks = _big_build(tmp_path / "build")
+    dest = tmp_path / "lf"
+    path = export(root, "llamafactory", dest=dest, dialect="qwen2.5-vl")
+    item = _jsonl(path)[0]
+
+    # LLaMA-Factory's converter: media path joined to media_dir (= dataset_dir, the export folder) is a file
+    info = json.loads((dest / "dataset_info.json").read_text())["medground"]
+    assert (dest / info["file_name"]).is_file()
+    image_path = os.path.join(dest, item["images"][0])
+    assert os.path.isfile(image_path)
+    roles = [m["role"] for m in item["messages"]]
+    assert roles == ["user", "assistant"] * 2  # alternation and even count
+    assert sum(m["content"].count("<image>") for m in item["messages"]) == len(
+        item["images"]
+    )  # _validate_messages
+
+    # the fed image: LLaMA-Factory's resize, then the Qwen2.5-VL processor's smart_resize (default 12845056
+    # max pixels; ms-swift users' MAX_PIXELS=1003520): neither may change the exported image
+    with Image.open(image_path) as image:
+        w, h = image.size
+    assert _llamafactory_fed_size(w, h) == (w, h)
+    for max_pixels in (12845056, SWIFT_MAX):
+        assert hf_smart_resize(h, w, factor=28, min_pixels=56 * 56, max_pixels=max_pixels) == (h, w)
+    assert w * h <= LF_MAX and w % 28 == 0 and h % 28 == 0
+
+    # every box in the text (read with json, not with medground) equals its mask's box in the fed image
+    fed_masks = [
+        np.array(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)) > 0
+        for m in masks
+    ]
+    answers = [
+        json.loads(m["content"].split("The ", 1)[-1].rsplit(" are", 1)[0]) for m in item["messages"][1:2]
+    ]
+    boxes = [a["bbox_2d"] for a in answers[0]]
+    roc_question = json.loads(item["messages"][2]["content"].split(" at ", 1)[1].rstrip("?"))["bbox_2d"]
+    rewritten = json.loads(item["messages"][3]["content"].split("there, ", 1)[1].rstrip("."))["bbox_2d"]
+    for got, mask in [
+        (boxes[0], fed_masks[0]),
+        (boxes[1], fed_masks[1]),
+        (roc_question, fed_masks[1]),
+        (rewritten, fed_masks[1]),
+    ]:
+        assert max(abs(a - b) for a, b in zip(got, _tight_box(mask), strict=True)) <= 1, (
+            got,
+            _tight_box(mask),
+        )
+
+    # the folder survives a move: every path still resolves from the export file's folder
+    moved = tmp_path / "elsewhere" / "lf"
+    shutil.move(dest, moved)
+    assert os.path.isfile(os.path.join(moved, _jsonl(moved / "medground.jsonl")[0]["images"][0]))
+
+
+def test_every_format_and_dialect_loads_through_the_consumers_path(tmp_path, monkeypatch):
+    from datasets import load_dataset
+
+    from medground.grounding import DIALECTS
+
+    root, _ = _big_build(tmp_path / "build")
+    for dialect in DIALECTS:
+        for fmt in EXPORTERS:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                path = export(root, fmt, dest=tmp_path / dialect / fmt, dialect=dialect)
+            assert any("plain characters" in str(w.message) for w in caught) == (dialect == "qwen-vl")
+            folder = path.parent
+            if fmt == "llava":
+                item = json.loads(path.read_text())[0]
+                image, texts = item["image"], [t["value"] for t in item["conversations"]]
+            else:
+                item = _jsonl(path)[0]
+                (image,), texts = item["images"], [m["content"] for m in item["messages"]]
+                rows = load_dataset(
+                    "json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf")
+                )
+                assert rows.num_rows == 1 and rows[0]["images"] == [image]
+            assert not os.path.isabs(image) and (folder / image).is_file()
+            # ms-swift's _check_path: relative to the working directory (run from the export folder)
+            monkeypatch.chdir(folder)
+            assert os.path.exists(image)
+            # each turn's boxes are the target dialect's, and they parse back to the regions' boxes
+            target = DIALECTS[dialect]
+            with Image.open(folder / image) as fed:
+                size = fed.size
+            found = [g.box for t in texts for g in target.parse(t, *size)]
+            assert len(found) == 4 and all(target.has_box(t) for t in texts[1:])
