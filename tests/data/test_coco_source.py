@@ -287,3 +287,14 @@ def test_cli_builds_a_coco_file(tmp_path):
         ("polyp", [5, 4, 35, 14]),
     ]
     assert a["case"] == "P7" and a["modality"] == "endoscopy"
+
+
+def test_readme_layout_table_lists_every_registered_kind():
+    from medground.data.sources import REGISTRY, Source
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| kind | layout |", 1)[1].split("\n\n", 1)[0]
+    kinds = [line.split("`")[1] for line in table.splitlines() if line.startswith("| `")]
+    assert sorted(kinds) == sorted(cls.kind for cls in REGISTRY)
+    # every registered kind describes and detects itself
+    assert all(cls.layout and cls.detect.__func__ is not Source.detect.__func__ for cls in REGISTRY)
