@@ -3,7 +3,9 @@
 import pytest
 
 from medground.eval.bird import bird_box_iou, bird_roc, bird_vg
-from medground.eval.rows import PredRow
+from medground.eval.report import markdown
+from medground.eval.rows import PredRow, bird_modality_key
+from medground.modalities import medgrit_modality
 
 EPS = 1e-8  # BiRD divides by (count + 1e-8)
 
@@ -57,8 +59,9 @@ def test_vg_recall_per_modality_and_eight_modality_mean():
         row("mr_4.png", box(0, 0, 100, 100), "<box>(0,0),(abc,10)</box>" + box(0, 0, 100, 100), line=4),
         # x: a five-number box is a parse error: 0 of 1
         row("x_5.png", box(0, 0, 10, 10), "<box>(0,0),(1,2,3)</box>", line=5),
-        # skipped: annotation without a box; modality outside the eight
+        # skipped: annotation without a box
         row("ct_6.png", "There is no liver.", box(0, 0, 10, 10), line=6),
+        # a modality outside the eight: counted as "other", not in the mean
         row("histo_7.png", box(0, 0, 10, 10), box(0, 0, 10, 10), line=7),
     ]
     result = bird_vg(rows)
@@ -67,7 +70,12 @@ def test_vg_recall_per_modality_and_eight_modality_mean():
         assert score == pytest.approx(expected.get(modality, 0.0), abs=0, rel=1e-15)
     assert result["mean"] == pytest.approx((3 / (3 + EPS) + 1 / (2 + EPS)) / 8, rel=1e-15)
     assert result["counts"]["ct"] == {"found": 3, "targets": 3}
-    assert sorted(s["line"] for s in result["skipped"]) == [6, 7]
+    assert [s["line"] for s in result["skipped"]] == [6]
+    assert result["other"] == {
+        "modalities": {"histo": 1},
+        "score": 1 / (1 + EPS),
+        "counts": {"found": 1, "targets": 1},
+    }
 
 
 def test_vg_regularization_applies_before_parsing():
@@ -107,3 +115,59 @@ def test_roc_token_substring_rule():
 def test_bad_target_box_raises_with_row():
     with pytest.raises(ValueError, match="line 9"):
         bird_vg([row("ct_1.png", "<box>(a,b),(c,d)</box>", box(0, 0, 1, 1), line=9)])
+
+
+def flat(modality, annotation, response, task, line):
+    """A medground row of any modality, mapped to BiRD's keys as the row reader maps it."""
+    return PredRow(
+        id=str(line),
+        image=f"img{line}.png",
+        modality=modality,
+        bird_modality=bird_modality_key(modality),
+        task=task,
+        question="q",
+        annotation=annotation,
+        response=response,
+        origin="medground",
+        line=line,
+    )
+
+
+def test_modalities_outside_the_eight_count_as_other():
+    assert [medgrit_modality(m) for m in ("x", "X-ray", "mammography", "oct", "photography", "MR")] == [
+        "x-ray",
+        "x-ray",
+        "x-ray",
+        "other",
+        "other",
+        "mr",
+    ]
+    assert [bird_modality_key(m) for m in ("x-ray", "mammography", "oct")] == ["x", "x", None]
+
+
+@pytest.mark.parametrize("scorer", ["vg", "roc"])
+def test_other_rows_leave_the_eight_modality_mean_unchanged(scorer):
+    if scorer == "vg":
+        fn, right, wrong = bird_vg, (box(0, 0, 10, 10), box(0, 0, 10, 10)), (box(0, 0, 10, 10), "nothing")
+    else:
+        fn, right, wrong = bird_roc, ("liver", "the liver"), ("liver", "the spleen")
+    eight = [flat("ct", *right, scorer, 1), flat("fundus", *wrong, scorer, 2)]
+    others = [
+        flat("photography", *right, scorer, 3),
+        flat("oct", *right, scorer, 4),
+        flat("oct", *wrong, scorer, 5),
+    ]
+    alone, mixed = fn(eight), fn(eight + others)
+    # by hand: ct 1/1, fundus 0/1, six empty modalities 0: mean = (1 / (1 + 1e-8)) / 8
+    assert mixed["mean"] == alone["mean"] == pytest.approx((1 / (1 + EPS)) / 8, rel=1e-15)
+    assert mixed["per_modality"] == alone["per_modality"] and set(mixed["per_modality"]) == set(
+        ("ct", "mr", "x", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound")
+    )
+    assert alone["other"] is None
+    assert mixed["other"]["modalities"] == {"oct": 2, "photography": 1}
+    assert mixed["other"]["score"] == pytest.approx(2 / (3 + EPS), rel=1e-15)  # 2 of the 3 other rows right
+    assert [i["modality"] for i in mixed["items"]][2:] == ["other", "other", "other"]
+    assert not mixed["skipped"]
+    text = markdown({"protocol": "bird", "tasks": {scorer: mixed}})
+    assert "| other (not in the mean) | 0.666667 | 2 | 3 |" in text
+    assert "counted as 'other': oct (2 rows), photography (1 rows)" in text

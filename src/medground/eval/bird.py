@@ -13,8 +13,10 @@ Sources (ShawnHuang497/BiRD, tests/models/BiRD/): ``regularization.py`` (respons
   rounded again; numbers are fractions (not x100), as the scripts print them.
 
 Where the scripts would crash we go on and say so in ``notes``/``skipped``: rows of a modality that
-is none of the eight are left out (KeyError there), an RC/MIA modality without items is left out of
-the mean (IndexError in pycocotools there), and item ids need not be integers (``int(id)`` there).
+is none of the eight (photography, OCT, ... :func:`medground.modalities.medgrit_modality`) are counted
+under ``"other"``, scored and reported beside the eight but never in the 8-modality mean (KeyError
+there); an RC/MIA modality without items is left out of the mean (IndexError in pycocotools there),
+and item ids need not be integers (``int(id)`` there).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from medground.eval.postprocess import bird_regularize
 from medground.eval.rows import BIRD_MODALITIES, PredRow
 from medground.eval.text_metrics import SPICE_NOTE, TEXT_METRICS, CaptionScorer, tokenize
 from medground.grounding import get_dialect
+from medground.modalities import OTHER
 
 __all__ = ["bird_box_iou", "bird_roc", "bird_text", "bird_vg", "evaluate_bird"]
 
@@ -73,14 +76,43 @@ def _modality_scores(counts: dict[str, list[int]]) -> tuple[dict[str, float], fl
     return scores, sum(scores.values()) / len(scores)
 
 
-def _unknown(row: PredRow) -> dict:
-    return _skip(row, f"modality {row.modality!r} is none of BiRD's {list(BIRD_MODALITIES)}")
+def _group(row: PredRow) -> str:
+    """The BiRD key a row counts under, or "other"."""
+    return row.bird_modality or OTHER
+
+
+def _other_modalities(rows: list[PredRow]) -> dict[str, int]:
+    """Modality name -> rows, for the rows outside BiRD's eight."""
+    names = sorted({r.modality for r in rows if r.bird_modality is None})
+    return {m: sum(r.modality == m and r.bird_modality is None for r in rows) for m in names}
+
+
+def _other(rows: list[PredRow], hits: int, count: int, names: tuple[str, str]) -> dict | None:
+    """The "other" bucket of VG/ROC: its modalities (rows each), hits, count and score; None if empty."""
+    modalities = _other_modalities(rows)
+    if not modalities:
+        return None
+    return {
+        "modalities": modalities,
+        "score": hits / (count + _EPS),
+        "counts": {names[0]: hits, names[1]: count},
+    }
+
+
+def _other_note(other: dict | None) -> list[str]:
+    if not other:
+        return []
+    listed = ", ".join(f"{m} ({n} rows)" for m, n in other["modalities"].items())
+    return [
+        f"modalities outside BiRD's eight counted as 'other': {listed}; reported apart, not in the "
+        "8-modality mean (BiRD's scripts would stop with a KeyError)"
+    ]
 
 
 def bird_vg(rows: list[PredRow]) -> dict:
     """VG recall@0.5 per BiRD modality and their 8-modality mean (eval_VG_score_modality.py)."""
-    counts = {m: [0, 0] for m in BIRD_MODALITIES}
-    skipped, items = [], []
+    counts = {m: [0, 0] for m in (*BIRD_MODALITIES, OTHER)}
+    skipped, items, scored = [], [], []
     for row in rows:
         response = bird_regularize(row.response)
         targets = _QWEN_VL.box_contents(row.annotation)
@@ -91,9 +123,6 @@ def bird_vg(rows: list[PredRow]) -> dict:
         if not targets:
             skipped.append(_skip(row, "annotation has no <box>"))
             continue
-        if row.bird_modality is None:
-            skipped.append(_unknown(row))
-            continue
         try:
             found = sum(any(bird_box_iou(p, t) > 0.5 for p in predicted) for t in targets)
         except ValueError as error:
@@ -101,13 +130,14 @@ def bird_vg(rows: list[PredRow]) -> dict:
                 f"line {row.line} (id {row.id!r}): annotation box is not numbers ({error}); "
                 "fix the annotation, BiRD's script stops here too"
             ) from None
-        counts[row.bird_modality][0] += found
-        counts[row.bird_modality][1] += len(targets)
+        counts[_group(row)][0] += found
+        counts[_group(row)][1] += len(targets)
+        scored.append(row)
         items.append(
             {
                 "line": row.line,
                 "id": row.id,
-                "modality": row.bird_modality,
+                "modality": _group(row),
                 "targets": len(targets),
                 "predicted": len(predicted),
                 "found": found,
@@ -115,15 +145,17 @@ def bird_vg(rows: list[PredRow]) -> dict:
             }
         )
     scores, mean = _modality_scores(counts)
-    other = sorted({r.dialect for r in rows if r.dialect != "qwen-vl"})
-    notes = [f"BiRD's protocol reads qwen-vl <box> text only; some rows use {other}"] if other else []
+    other = _other(scored, *counts[OTHER], ("found", "targets"))
+    dialects = sorted({r.dialect for r in rows if r.dialect != "qwen-vl"})
+    notes = [f"BiRD's protocol reads qwen-vl <box> text only; some rows use {dialects}"] if dialects else []
     return {
         "task": "vg",
-        "notes": notes,
+        "notes": notes + _other_note(other),
         "metric": "recall@0.5",
         "per_modality": scores,
         "mean": mean,
-        "counts": {m: {"found": c[0], "targets": c[1]} for m, c in counts.items()},
+        "counts": {m: {"found": counts[m][0], "targets": counts[m][1]} for m in BIRD_MODALITIES},
+        "other": other,
         "items": items,
         "skipped": skipped,
     }
@@ -135,26 +167,26 @@ def bird_roc(rows: list[PredRow]) -> dict:
     Correct when every token of ``annotation.lower().split(" ")`` is a substring of the lower-cased
     response (split on single spaces, so a double space makes an empty token, which always matches).
     """
-    counts = {m: [0, 0] for m in BIRD_MODALITIES}
-    skipped, items = [], []
+    counts = {m: [0, 0] for m in (*BIRD_MODALITIES, OTHER)}
+    items = []
     for row in rows:
-        if row.bird_modality is None:
-            skipped.append(_unknown(row))
-            continue
         response = bird_regularize(row.response).lower()
         correct = all(token in response for token in row.annotation.lower().split(" "))
-        counts[row.bird_modality][0] += int(correct)
-        counts[row.bird_modality][1] += 1
-        items.append({"line": row.line, "id": row.id, "modality": row.bird_modality, "correct": correct})
+        counts[_group(row)][0] += int(correct)
+        counts[_group(row)][1] += 1
+        items.append({"line": row.line, "id": row.id, "modality": _group(row), "correct": correct})
     scores, mean = _modality_scores(counts)
+    other = _other(rows, *counts[OTHER], ("correct", "items"))
     return {
         "task": "roc",
+        "notes": _other_note(other),
         "metric": "accuracy",
         "per_modality": scores,
         "mean": mean,
-        "counts": {m: {"correct": c[0], "items": c[1]} for m, c in counts.items()},
+        "counts": {m: {"correct": counts[m][0], "items": counts[m][1]} for m in BIRD_MODALITIES},
+        "other": other,
         "items": items,
-        "skipped": skipped,
+        "skipped": [],
     }
 
 
@@ -171,8 +203,8 @@ def _bird_tokens(rows: list[PredRow]) -> tuple[list[str], list[str]]:
         tokens = tokenize(refs + cands, "ptb")
         return tokens[: len(rows)], tokens[len(rows) :]
     out_refs, out_cands = [""] * len(rows), [""] * len(rows)
-    for modality in BIRD_MODALITIES:
-        idx = [i for i, r in enumerate(rows) if r.bird_modality == modality]
+    for modality in (*BIRD_MODALITIES, OTHER):
+        idx = [i for i, r in enumerate(rows) if _group(r) == modality]
         if idx:
             for target, source in ((out_refs, refs), (out_cands, cands)):
                 for i, token in zip(idx, tokenize([source[i] for i in idx], "ptb"), strict=True):
@@ -181,28 +213,36 @@ def _bird_tokens(rows: list[PredRow]) -> tuple[list[str], list[str]]:
 
 
 def bird_text(rows: list[PredRow], task: str) -> dict:
-    """RC or MIA caption metrics per BiRD modality, PTB tokenizer, one reference per item."""
-    skipped = [_unknown(r) for r in rows if r.bird_modality is None]
+    """RC or MIA caption metrics per BiRD modality, PTB tokenizer, one reference per item.
+
+    Rows outside the eight are scored together as ``other`` (reported, not in the mean).
+    """
     per_modality: dict[str, dict[str, float]] = {}
+    other_scores: dict[str, float] = {}
     missing, not_computed = [], {}
-    known = [r for r in rows if r.bird_modality is not None]
     with CaptionScorer("ptb", meteor=True) as scorer:
         # without Java the scorer reports every metric as skipped and never reads the texts
-        refs, cands = _bird_tokens(known) if scorer.java else ([r.annotation for r in known],) * 2
-        for modality in BIRD_MODALITIES:
-            idx = [i for i, r in enumerate(known) if r.bird_modality == modality]
+        refs, cands = _bird_tokens(rows) if scorer.java else ([r.annotation for r in rows],) * 2
+        for modality in (*BIRD_MODALITIES, OTHER):
+            idx = [i for i, r in enumerate(rows) if _group(r) == modality]
             if not idx:
-                missing.append(modality)
+                missing += [] if modality == OTHER else [modality]
                 continue
             result = scorer.score([refs[i] for i in idx], [cands[i] for i in idx], pretokenized=True)
-            per_modality[modality] = {m: round(v, 6) for m, v in result.scores.items()}
+            scores = {m: round(v, 6) for m, v in result.scores.items()}
+            if modality == OTHER:
+                other_scores = scores
+            else:
+                per_modality[modality] = scores
             not_computed.update(result.skipped)
     mean = {
         m: round(sum(s[m] for s in per_modality.values()) / len(per_modality), 6)
         for m in TEXT_METRICS
         if per_modality and all(m in s for s in per_modality.values())
     }
-    notes = [SPICE_NOTE]
+    modalities = _other_modalities(rows)
+    other = {"modalities": modalities, "scores": other_scores} if modalities else None
+    notes = [SPICE_NOTE, *_other_note(other)]
     if missing:
         notes.append(
             f"no items for {missing}: mean over the {len(per_modality)} modalities present "
@@ -214,9 +254,10 @@ def bird_text(rows: list[PredRow], task: str) -> dict:
         "per_modality": per_modality,
         "mean": mean,
         "counts": {m: sum(r.bird_modality == m for r in rows) for m in BIRD_MODALITIES},
+        "other": other,
         "not_computed": not_computed,
         "notes": notes,
-        "skipped": skipped,
+        "skipped": [],
     }
 
 

@@ -38,6 +38,9 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
+_OTHER_ROW = "other (not in the mean)"
+
+
 def _fmt(value: object, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -56,6 +59,11 @@ def _bird_table(task: str, res: dict) -> Table:
             scores = res["per_modality"].get(m, {})
             table.rows.append([m, str(n), *(_fmt(scores.get(k), 6) for k in metrics)])
         table.rows.append(["mean", "", *(_fmt(res["mean"].get(k), 6) for k in metrics)])
+        other = res.get("other")
+        if other:
+            n = str(sum(other["modalities"].values()))
+            scores = other["scores"]
+            table.rows.append([_OTHER_ROW, n, *(_fmt(scores.get(k), 6) for k in metrics)])
         table.notes += res.get("notes", []) + [
             f"{k} not computed: {v}" for k, v in res["not_computed"].items()
         ]
@@ -65,6 +73,10 @@ def _bird_table(task: str, res: dict) -> Table:
             hits, count = list(res["counts"][m].values())
             table.rows.append([m, _fmt(score, 6), str(hits), str(count)])
         table.rows.append(["mean (8 modalities)", _fmt(res["mean"], 6), "", ""])
+        other = res.get("other")
+        if other:
+            hits, count = (str(v) for v in other["counts"].values())
+            table.rows.append([_OTHER_ROW, _fmt(other["score"], 6), hits, count])
     if res.get("skipped"):
         table.notes.append(f"{len(res['skipped'])} rows skipped (reasons in report.json)")
     if res["metric"] != "caption":

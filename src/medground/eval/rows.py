@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medground.grounding import DIALECTS, get_dialect
+from medground.modalities import BIRD_FILE_PREFIX, MEDGRIT_MODALITIES, OTHER, medgrit_modality
 
 __all__ = [
     "BIRD_MODALITIES",
@@ -40,8 +41,8 @@ __all__ = [
     "normalise_task",
 ]
 
-BIRD_MODALITIES: tuple[str, ...] = ("ct", "mr", "x", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound")
-"""BiRD's eight modality keys, in the order of its scripts' dictionaries."""
+BIRD_MODALITIES: tuple[str, ...] = tuple(BIRD_FILE_PREFIX[m] for m in MEDGRIT_MODALITIES)
+"""BiRD's eight modality keys (``ct``, ``mr``, ``x``, ...), in the order of its scripts' dictionaries."""
 
 TASKS: tuple[str, ...] = ("vg", "roc", "rc", "mia")
 _TASK_ALIASES = {
@@ -55,17 +56,6 @@ _TASK_ALIASES = {
     "mia": "mia",
     "mii": "mia",
 }
-_BIRD_TO_CANON = {"x": "x-ray", "mri": "mr"}
-_CANON_TO_BIRD = {
-    "ct": "ct",
-    "mr": "mr",
-    "x-ray": "x",
-    "pet": "pet",
-    "endoscopy": "endoscopy",
-    "dermoscopy": "dermoscopy",
-    "fundus": "fundus",
-    "ultrasound": "ultrasound",
-}
 _QWEN_VL = get_dialect("qwen-vl")  # BiRD's rows are written in it
 
 
@@ -78,8 +68,9 @@ def _has_box(text: str) -> bool:
 class PredRow:
     """One question, its reference answer and the model's response.
 
-    ``modality`` is medground's canonical name (``x-ray``, not BiRD's ``x``); ``bird_modality`` is the
-    BiRD key the row counts under in the bird protocol, or None when it is none of the eight.
+    ``modality`` is medground's canonical name (``x-ray``, not BiRD's ``x``; any name, the vocabulary is
+    open); ``bird_modality`` is the BiRD key the row counts under in the bird protocol, or None when
+    it is none of the eight (counted as "other" there).
     ``width``/``height`` are the saved image's pixels (None for BiRD rows: their boxes are on the
     [0, 1000) grid). ``origin`` is ``"bird"`` or ``"medground"``; ``line`` is 1-based in the file.
     ``case`` is the patient key when the row states one (None: unknown, e.g. every BiRD row).
@@ -104,11 +95,10 @@ class PredRow:
 
 
 def bird_modality_key(modality: str) -> str | None:
-    """medground or BiRD modality name -> one of :data:`BIRD_MODALITIES`, or None."""
-    name = modality.strip().lower()
-    if name in BIRD_MODALITIES:
-        return name
-    return _CANON_TO_BIRD.get(_BIRD_TO_CANON.get(name, name))
+    """Any modality name -> the BiRD key it counts under (:data:`BIRD_MODALITIES`), or None for one
+    outside the eight (BiRD's protocol then counts it as "other"); the map is
+    :func:`medground.modalities.medgrit_modality`."""
+    return BIRD_FILE_PREFIX.get(medgrit_modality(modality))
 
 
 def normalise_task(task: str, where: str) -> str:
@@ -152,8 +142,8 @@ def _bird_row(obj: dict, line: int, task: str | None) -> PredRow:
     return PredRow(
         id=str(obj["id"]),
         image=image,
-        modality=_BIRD_TO_CANON.get(prefix, prefix),
-        bird_modality=prefix if prefix in BIRD_MODALITIES else None,
+        modality=prefix if medgrit_modality(prefix) == OTHER else medgrit_modality(prefix),
+        bird_modality=bird_modality_key(prefix),
         task=task or auto_task(question, annotation),
         question=question,
         annotation=annotation,
