@@ -100,8 +100,8 @@ class Sample:
 
     image: (H, W) or (H, W, 3) uint8, display-ready (windowed/normalised); or an object with that
     ``shape`` that ``np.asarray`` decodes (``medground.io.StoredImage``: a checked PNG the build copies
-    without decoding). ``case`` is the key that
-    splits are made by (patient, volume or case: never a slice). ``spacing`` is (row, column) mm.
+    without decoding). ``case`` is the patient key that
+    splits are made by (never a slice), or None when the patient is unknown (such images go to train). ``spacing`` is (row, column) mm.
     ``display`` is "radiological" when the image's left is known to be the patient's right (slices
     medground cut from volumes, or a dataset whose meta.json says so), else None: unknown.
     """
@@ -110,7 +110,7 @@ class Sample:
     image: np.ndarray
     modality: str
     source: str
-    case: str
+    case: str | None
     structures: list[StructureMask]
     plane: str | None = None
     body_region: str | None = None

@@ -27,12 +27,14 @@ MEDSEG = [
 @pytest.mark.parametrize(
     ("stem", "case"),
     [
-        ("ct_00--AbdomenCT1K--Case_00220--x_0359", "ct_00--AbdomenCT1K--Case_00220"),
+        # SA-Med2D: dataset and case, without the modality prefix (one subject's sequences = one patient)
+        ("ct_00--AbdomenCT1K--Case_00220--x_0359", "AbdomenCT1K--Case_00220"),
+        ("mr_flair--BraTS2021--BraTS2021_00218--z_0141", "BraTS2021--BraTS2021_00218"),
         ("BraTS2021_01646_z042", "BraTS2021_01646"),
         ("amos_0004_75", "amos_0004"),
         ("CHNCXR_0001_0", "CHNCXR_0001"),
-        ("img_001", "img_001"),  # a plain numbering: nothing left with a digit, so not a slice index
-        ("IMD002", "IMD002"),
+        ("img_001", None),  # a plain numbering: nothing left with a digit, so not a slice index: unknown
+        ("IMD002", None),
     ],
 )
 def test_case_keys(stem, case):
@@ -83,7 +85,7 @@ def test_sa_med2d_modality_from_file_prefix(tmp_path):
     source = open_source(tmp_path / "image2label_train.json")
     item = next(source.items())
     sample = next(source.load(item))
-    assert sample.modality == "mr" and sample.case == "mr_t1--BraTS--Case_001"
+    assert sample.modality == "mr" and sample.case == "BraTS--Case_001"
     assert [(s.name, s.instance) for s in sample.structures] == [("brain_tumor", 0)]
 
 
@@ -147,10 +149,8 @@ def test_nifti_pairs_with_per_file_label_groups(shared_data):
     source = open_source(shared_data / "medvol" / "openkbp_headneck_ct", options=VolumeOptions(slice_step=8))
     assert source.kind == "nifti"
     items = list(source.items())
-    assert len({i.key for i in items}) == 2 and {i.case for i in items} == {
-        "openkbp_pt_22_oars",
-        "openkbp_pt_22_targets",
-    }
+    # two label volumes of one CT are one patient, named after the image volume (issue 9: they were two)
+    assert len({i.key for i in items}) == 2 and {i.case for i in items} == {"openkbp_pt_22_ct"}
     oars = next(i for i in items if "oars" in i.key)
     samples = [s for s in source.load(oars) if isinstance(s, Sample)]
     names = {s.name for sample in samples for s in sample.structures}
@@ -170,7 +170,8 @@ def test_nifti_pairs_with_per_file_label_groups(shared_data):
 def test_nifti_channels_of_one_case_share_the_split_key(shared_data):
     source = open_source(shared_data / "medvol" / "brats2015_deepmedic_mr")
     cases = {i.case for i in source.items()}
-    assert cases == {"brats_2013_pat0006_1_OTMultiClass"}
+    # two sequences sharing one label volume: one case, named after the first image volume in file order
+    assert cases == {"brats_2013_pat0006_1_Flair_subtrMeanDivStd"}
     assert set(source.vocabulary()) == {"necrosis", "edema", "non-enhancing", "enhancing"}
 
 
@@ -223,7 +224,8 @@ def test_dicom_series_with_a_mask_series(shared_data):
     source = open_source(root)
     assert source.kind == "dicom" and source.vocabulary() == ["tumor"]
     (item,) = [i for i in source.items() if isinstance(i, Item)]
-    assert item.case == "PGBM-001_1992-04-02" and item.payload["modality"] == "mr"
+    # the patient key is the DICOM PatientID, not the study folder's name
+    assert item.case == "PGBM-001" and item.payload["modality"] == "mr"
     samples = [s for s in source.load(item) if isinstance(s, Sample)]
     # MANIFEST: the tumor covers 8 slices and 6,809 voxels
     assert len(samples) == 8

@@ -1,7 +1,7 @@
 """The build: sources -> shards of work items -> records, run locally or on a Dask cluster.
 
 Work is cut into shards of consecutive items (stable order), so a shard's output depends only on its
-items, the vocabularies and the config. Each shard writes its images and masks, then its records file
+items, the sources' protocol label sets and the config. Each shard writes its images and masks, then its records file
 ``records/shard-NNNNN.jsonl`` (atomically), then ``parts/shard-NNNNN.json`` (its counts, rejections and
 the records file's sha256). The part file is the commit mark: ``--resume`` skips shards whose part
 matches the config and whose records file still has the recorded hash, and redoes any other shard
@@ -18,6 +18,7 @@ import concurrent.futures
 import hashlib
 import json
 import shutil
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -81,12 +82,14 @@ def _count(counts: Counter, record: dict) -> None:
         counts["turns"] += 1
         counts[f"task:{turn['task']}"] += 1
         counts["negatives"] += int(turn["negative"])
+        if turn["negative"]:
+            counts[f"negative_rule:{record['negative_rule']}"] += 1
 
 
 def _load_item(
     item: Item,
     source: Source,
-    vocabulary: list[str],
+    protocols: dict[str, list[str]],
     config: RecordConfig,
     out: Path,
     lines: list[str],
@@ -99,6 +102,8 @@ def _load_item(
             skipped.append(result.as_dict())
             continue
         sample = resize_sample(result, config.max_side)
+        protocol = sample.meta.get("protocol")
+        vocabulary = protocols.get(protocol) if protocol is not None else None
         records, regions, rejected = make_records(sample, vocabulary, config)
         skipped.extend(r.as_dict() for r in rejected)
         if not records:
@@ -106,6 +111,8 @@ def _load_item(
         save_sample(out, sample, regions)
         counts["images"] += 1
         counts["regions"] += len(regions)
+        if sample.case is None:
+            counts[f"unknown_patient:{sample.source}"] += 1
         for record in records:
             if rewriter is not None:
                 record, reasons = rewrite_record(record, rewriter)
@@ -117,13 +124,15 @@ def _load_item(
 def process_shard(
     spec: ShardSpec,
     sources: dict[str, Source],
-    vocabularies: dict[str, list[str]],
+    protocols: dict[str, dict[str, list[str]]],
     config: RecordConfig,
     out_dir: str,
     fingerprint: str,
     rewriter: Rewriter | None = None,
 ) -> dict:
-    """Build one shard (runs in a worker); returns its part (also written to ``parts/``)."""
+    """Build one shard (runs in a worker); returns its part (also written to ``parts/``).
+
+    ``protocols``: per source, protocol id -> the structures it labels exhaustively (negatives)."""
     out = Path(out_dir)
     lines: list[str] = []
     skipped: list[dict] = []
@@ -134,7 +143,7 @@ def process_shard(
             _load_item(
                 item,
                 sources[item.source],
-                vocabularies[item.source],
+                protocols[item.source],
                 config,
                 out,
                 lines,
@@ -260,8 +269,23 @@ def build(
     _prepare(out, resume, overwrite)
     fingerprint = _fingerprint(sources, config, shard_size, rewriter)
     by_name = {s.name: s for s in sources}
-    vocabularies = {s.name: s.vocabulary() for s in sources}
-    total = sum(1 for s in sources for i in s.items() if isinstance(i, Item))
+    protocols = {s.name: s.protocols() for s in sources}
+    total, unknown = 0, Counter()
+    for source in sources:
+        for item in source.items():
+            if isinstance(item, Item):
+                total += 1
+                unknown[source.name] += item.case is None
+    unknown = +unknown  # sources with unknown patients only
+    notes = [w for s in sources for w in s.warnings]
+    notes += [
+        f"{name}: the patients of {n} of its items are unknown (no case column, no patient key in the names, "
+        'or meta.json "cases": "unknown"); they all go to train. Add a case column, or "cases": "image" '
+        "if each image is its own patient, to split them"
+        for name, n in sorted(unknown.items())
+    ]
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     parts: dict[int, dict] = {}
     plan_rejections: list[dict] = []
     with progress_bar(total, "building", enabled=progress) as advance:
@@ -281,7 +305,7 @@ def build(
             advance(part["items"])
 
         def job(spec: ShardSpec) -> tuple:
-            return spec, by_name, vocabularies, config, str(out), fingerprint, rewriter
+            return spec, by_name, protocols, config, str(out), fingerprint, rewriter
 
         specs = plan_shards(sources, shard_size)
         if scheduler is not None:
@@ -293,7 +317,11 @@ def build(
         else:
             with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
                 _run_bounded(pool.submit, concurrent.futures.wait, specs, 2 * workers, job, on_done, on_skip)
-    return _finalize(out, sources, config, fingerprint, [parts[i] for i in sorted(parts)], plan_rejections)
+    manifest = _finalize(
+        out, sources, config, fingerprint, [parts[i] for i in sorted(parts)], plan_rejections, notes
+    )
+    # --- split check (H2) ---
+    return manifest
 
 
 def _run_dask(
@@ -318,6 +346,7 @@ def _finalize(
     fingerprint: str,
     parts: list[dict],
     plan_rejections: list[dict],
+    notes: list[str],
 ) -> dict:
     totals: Counter = Counter()
     skipped = list(plan_rejections)
@@ -346,6 +375,8 @@ def _finalize(
             "regions": totals["regions"],
             "turns": totals["turns"],
             "negatives": totals["negatives"],
+            "negatives_by_rule": group("negative_rule"),
+            "unknown_patient_images": group("unknown_patient"),
             "skipped": len(skipped),
             "llm_turns_kept_original": totals["llm_kept_original"],
             "tasks": group("task"),
@@ -354,6 +385,7 @@ def _finalize(
             "sources": group("source"),
             "items": group("items"),
         },
+        "warnings": notes,
         "shards": [
             {
                 "file": f"records/{p['shard']}.jsonl",

@@ -2,8 +2,12 @@
 
 ``knowledge/anatomy.json`` maps a normalised key (:func:`medground.data.names.name_key`) to an entry
 with the display ``name``, ``body_region`` (one of :data:`BODY_REGIONS`), ``system``, ``kind``
-("anatomy", "lesion" or "target": a radiotherapy planning volume), a one-sentence ``description`` and
-optional ``aliases`` (other raw names of the same structure). It covers every structure of the
+("anatomy", "lesion" or "target": a radiotherapy planning volume), a one-sentence ``description``,
+optional ``aliases`` (other raw names of the same structure) and an optional ``parent``: the key of
+the structure it is part of (left lower lobe of the lung > left lung > both lungs; enhancing tumor >
+tumor core > whole tumor), which need not be an entry itself ("rib"). Laterality is derived, not
+written: "left X" is always part of "X" (left kidney > kidney). :func:`lineage` and :func:`related`
+read the hierarchy, so that no negative says "no kidney" beside a left kidney. It covers every structure of the
 shared test data and the label sets SA-Med2D-20M is built from (TotalSegmentator, AMOS, BraTS,
 KiTS, LiTS, MSD, ACDC, HaN organs at risk, ISIC, Kvasir, DRIVE, REFUGE, HC18 ...).
 """
@@ -25,8 +29,10 @@ __all__ = [
     "canonical_body_region",
     "describe",
     "distant_structures",
+    "lineage",
     "load_table",
     "lookup",
+    "related",
     "related_structures",
 ]
 
@@ -111,6 +117,7 @@ class Entry:
     kind: str
     description: str
     aliases: tuple[str, ...] = ()
+    parent: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -127,6 +134,7 @@ def load_table() -> dict[str, Entry]:
             e["kind"],
             e["description"],
             tuple(e.get("aliases", ())),
+            e.get("parent"),
         )
         for key, e in raw.items()
     }
@@ -159,6 +167,52 @@ def describe(name: str) -> str:
     """The one-line description of a structure, or "" when the table does not know it."""
     entry = lookup(name)
     return entry.description if entry else ""
+
+
+def _canonical_key(name: str) -> str | None:
+    """The table key of a name or alias, else its own :func:`name_key` (None for an empty name)."""
+    entry = lookup(name)
+    if entry is not None:
+        return entry.key
+    try:
+        return name_key(name)
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def lineage(name: str) -> frozenset[str]:
+    """Keys of a structure and of everything it is part of, by the table's parents and by laterality.
+
+    "lung_lower_lobe_left" -> {"left lower lobe of the lung", "lower lobe of the lung", "left lung",
+    "lung"'s entry "both lungs"}; a name the table does not know still gets its side-free form
+    ("left widget" -> {"left widget", "widget"}). Empty for an empty name.
+    """
+    start = _canonical_key(name)
+    if start is None:
+        return frozenset()
+    found, stack = {start}, [start]
+    while stack:
+        key = stack.pop()
+        entry = load_table().get(key)
+        ups = [entry.parent] if entry and entry.parent else []
+        side, _, rest = key.partition(" ")
+        if side in ("left", "right") and rest:
+            ups.append(rest)
+        for up in ups:
+            canonical = _canonical_key(up)
+            if canonical is not None and canonical not in found:
+                found.add(canonical)
+                stack.append(canonical)
+    return frozenset(found)
+
+
+def related(a: str, b: str) -> bool:
+    """Whether one structure is the other, part of it, or contains it ("kidney" and "left kidney")."""
+    key_a, key_b = _canonical_key(a), _canonical_key(b)
+    if key_a is None or key_b is None:
+        return False
+    return key_a in lineage(b) or key_b in lineage(a)
 
 
 def canonical_body_region(region: str) -> str:

@@ -1,8 +1,15 @@
 """One sample -> conversation records and the files they point at (the per-image step of a build).
 
 Nothing here touches shards or workers: :func:`make_records` is a pure function of the sample, the
-structure vocabulary of its source and the build config (randomness is seeded by the sample id), and
-:func:`save_sample` writes the image and one 0/255 mask PNG per region instance.
+label set of the protocol that labelled it and the build config (randomness is seeded by the sample
+id), and :func:`save_sample` writes the image and one 0/255 mask PNG per region instance.
+
+Two truths are decided here. The split is a seeded hash of the patient key alone (:func:`split_of`),
+so one patient reaching a build through two sources lands in one split, and images of unknown
+patients all go to train. A structure is called absent (:func:`absent_names`) only where that is
+known: the image's labelling protocol labels it exhaustively, it has no pixel in this image (specks
+included), it is not labelled in neighbouring slices of the case, and nothing it is part of or that
+is part of it is present; otherwise only anatomy of distant body regions is called absent.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medground.data.knowledge import distant_structures
+from medground.data.knowledge import distant_structures, related
 from medground.data.names import clean_name
 from medground.data.regions import RegionConfig, extract_regions
 from medground.data.tasks import ImageContext, TaskConfig, Turn, make_conversation
@@ -27,7 +34,20 @@ from medground.grounding import Dialect, get_dialect
 from medground.io import write_mask_png, write_png
 from medground.types import Box, Region, Rejected, Sample, StructureMask
 
-__all__ = ["RecordConfig", "make_records", "resize_sample", "save_sample", "split_of", "verify_turn"]
+__all__ = [
+    "NEGATIVE_RULES",
+    "RecordConfig",
+    "absent_names",
+    "make_records",
+    "resize_sample",
+    "save_sample",
+    "split_of",
+    "verify_turn",
+]
+
+NEGATIVE_RULES: tuple[str, ...] = ("protocol", "distant")
+"""Why a structure may be called absent: the image's labelling protocol labels it exhaustively and
+it is not there ("protocol"), or it belongs to a body region far from the image's ("distant")."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +78,13 @@ class RecordConfig:
             )
 
 
-def split_of(source: str, case: str, seed: int, ratios: tuple[float, float, float]) -> str:
-    """train/val/test for a case: a seeded hash of (source, case), so every slice of a case goes together."""
-    digest = hashlib.sha256(f"{seed}\x00{source}\x00{case}".encode()).digest()
+def split_of(case: str | None, seed: int, ratios: tuple[float, float, float]) -> str:
+    """train/val/test for a patient: a seeded hash of the patient key alone (not of the source), so
+    every image of a patient goes together, whichever source it comes through. An unknown patient
+    (None) is never split by image: it goes to train."""
+    if case is None:
+        return "train"
+    digest = hashlib.sha256(f"{seed}\x00{case}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     return "train" if u < ratios[0] else "val" if u < ratios[0] + ratios[1] else "test"
 
@@ -137,21 +161,39 @@ def verify_turn(turn: Turn, regions: list[Region], dialect: Dialect, width: int,
     return None
 
 
-def absent_names(sample: Sample, vocabulary: list[str]) -> list[str]:
-    """Structures a negative question may ask about: those its dataset annotates elsewhere but not here
-    (hard negatives; each dataset is taken to annotate its label set exhaustively), else anatomy of
-    distant body regions (easy but true negatives: no liver in a brain MRI)."""
-    present = {clean_name(s.name) for s in sample.structures}
-    absent = sorted({clean_name(k) for k in vocabulary} - present)
-    if absent or not sample.body_region:
-        return absent
-    return sorted(set(distant_structures(sample.body_region, kind="anatomy")) - present)
+def absent_names(sample: Sample, vocabulary: list[str] | None) -> tuple[list[str], str | None]:
+    """Structures a negative question may ask about, and the rule that chose them (or None: none).
+
+    ``vocabulary`` is the label set of the protocol that labelled this image (None: unknown). A
+    structure of it is absent ("protocol") unless it has any pixel in this image (specks included:
+    too small to ask about is not absent), is labelled in a neighbouring slice of the case
+    (``meta["nearby"]``), or is part of / contains a structure present or nearby (no "no kidney" beside
+    "left kidney"). When that leaves nothing, anatomy of distant body regions is absent ("distant":
+    no liver in a brain MRI), with the same part-of check.
+    """
+    present = {s.name for s in sample.structures if s.mask.any()} | set(sample.meta.get("nearby", ()))
+    present_names = {clean_name(p) for p in present}
+
+    def allowed(names: set[str]) -> list[str]:
+        return sorted(n for n in names - present_names if not any(related(n, p) for p in present_names))
+
+    hard = allowed({clean_name(k) for k in vocabulary or ()})
+    if hard:
+        return hard, "protocol"
+    if not sample.body_region:
+        return [], None
+    distant = allowed(set(distant_structures(sample.body_region, kind="anatomy")))
+    return distant, "distant" if distant else None
 
 
 def make_records(
-    sample: Sample, vocabulary: list[str], config: RecordConfig
+    sample: Sample, vocabulary: list[str] | None, config: RecordConfig
 ) -> tuple[list[dict], list[Region], list[Rejected]]:
-    """Conversation records of one sample, its regions, and rejections (speck-only or unverifiable)."""
+    """Conversation records of one sample, its regions, and rejections (speck-only or unverifiable).
+
+    ``vocabulary``: raw keys that the protocol which labelled this sample labels exhaustively (None when
+    that protocol is unknown: only distant-anatomy negatives).
+    """
     names = {s.name: clean_name(s.name) for s in sample.structures}
     regions, dropped = extract_regions(
         sample.structures, names, sample.display == "radiological", config.regions
@@ -162,12 +204,12 @@ def make_records(
     ]
     if not regions:
         return [], [], [*rejected, Rejected(sample.id, "no region left after speck removal", sample.source)]
-    absent = absent_names(sample, vocabulary)
+    absent, rule = absent_names(sample, vocabulary)
     dialect = get_dialect(config.dialect)
     context = ImageContext(
         sample.width, sample.height, sample.modality, sample.plane, sample.body_region, sample.source
     )
-    split = split_of(sample.source, sample.case, config.seed, config.split_ratios)
+    split = split_of(sample.case, config.seed, config.split_ratios)
     region_rows = [
         {
             "name": r.name,
@@ -190,12 +232,19 @@ def make_records(
                 Rejected(sample.id, f"conversation {index} failed verification: {problems[0]}", sample.source)
             )
             continue
-        records.append(_record(sample, index, split, config.dialect, turns, region_rows))
+        negative_rule = rule if any(t.negative for t in turns) else None
+        records.append(_record(sample, index, split, config.dialect, turns, region_rows, negative_rule))
     return records, regions, rejected
 
 
 def _record(
-    sample: Sample, index: int, split: str, dialect: str, turns: list[Turn], regions: list[dict]
+    sample: Sample,
+    index: int,
+    split: str,
+    dialect: str,
+    turns: list[Turn],
+    regions: list[dict],
+    negative_rule: str | None,
 ) -> dict:
     conversations = []
     for number, turn in enumerate(turns):
@@ -221,6 +270,7 @@ def _record(
             for t in turns
         ],
         "regions": regions,
+        "negative_rule": negative_rule,
     }
 
 

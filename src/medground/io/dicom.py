@@ -231,7 +231,7 @@ def _slice_pixels(path: Path) -> np.ndarray:
 
 
 def dicom_series_info(folder: str | Path) -> dict[str, str] | None:
-    """``{"modality", "description", "series_uid"}`` of the first DICOM image file directly in
+    """``{"modality", "description", "series_uid", "patient_id"}`` of the first DICOM image file directly in
     ``folder`` (header only), or None when it holds none. Cheap enough for planning a build."""
     for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
         try:
@@ -245,6 +245,7 @@ def dicom_series_info(folder: str | Path) -> dict[str, str] | None:
                 "modality": str(ds.get("Modality", "")),
                 "description": str(ds.get("SeriesDescription", "")),
                 "series_uid": str(ds.SeriesInstanceUID),
+                "patient_id": str(ds.get("PatientID", "") or "").strip(),
             }
     return None
 

@@ -1,46 +1,168 @@
 """What every source provides: a cheap list of work items and a loader that turns one into samples.
 
-An :class:`Item` is a small, picklable description of one image (or one volume) with the key its split
-is drawn by. Planning lists items without decoding pixels; workers (local processes or a Dask
-cluster) call :meth:`Source.load`, which yields :class:`~medground.types.Sample` objects for what it
-could use and :class:`~medground.types.Rejected` entries, with reasons, for what it could not.
+An :class:`Item` is a small, picklable description of one image (or one volume) with the patient key
+its split is drawn by. Planning lists items without decoding pixels; workers (local processes or a
+Dask cluster) call :meth:`Source.load`, which yields :class:`~medground.types.Sample` objects for what
+it could use and :class:`~medground.types.Rejected` entries, with reasons, for what it could not.
+
+Three truths every source states once, here by shared helpers:
+
+- **who the patient is** (:meth:`Source.patient`): the layout's own key (a ``case`` column, a DICOM
+  PatientID, an SA-Med2D name, a volume's name, a 2D slice name's suffix: :func:`case_key`), under the
+  dataset's ``meta.json`` ``"cases"`` (``"image"``: each image its own patient; ``"unknown"``: nobody
+  knows) and ``"case_namespace"`` (a prefix for ids that two datasets reuse for different patients);
+  ``None`` when unknown;
+- **which protocol labelled an image** (:meth:`Source.protocols`, ``Sample.meta["protocol"]``), so a
+  structure is called absent only where that protocol labels it exhaustively, and which structures are
+  labelled in its neighbouring slices (``Sample.meta["nearby"]``);
+- **its modality** (:meth:`Source.modality_of`): what the dataset states wins; ``--modality`` only fills
+  in where it states none, and a conflict or an unknown name is a warning in :attr:`Source.warnings`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from medground.data.modalities import is_known_modality, normalise_modality
 from medground.types import Rejected, Sample
 
-__all__ = ["Item", "LoadResult", "Source", "SourceError", "case_key", "resolve"]
+__all__ = [
+    "NEARBY_SLICES",
+    "Item",
+    "LoadResult",
+    "Source",
+    "SourceError",
+    "case_key",
+    "labelled",
+    "nearby_names",
+    "protocol_of",
+    "read_protocols",
+    "resolve",
+    "slice_position",
+]
 
 LoadResult = Sample | Rejected
 
-_SLICE_SUFFIX = re.compile(r"[_-](?:z|x|y|slice)?\d+$")
+NEARBY_SLICES = 3  # a structure labelled this many slices away or nearer is not called absent
+
+_SLICE_SUFFIX = re.compile(r"[_-](?:z|x|y|slice)?_?(\d+)$")
+_CASES = ("image", "unknown")
 
 
 class SourceError(ValueError):
     """A source cannot be opened at all (missing index file, unknown layout); names path and fix."""
 
 
-def case_key(stem: str) -> str:
-    """The patient/volume key of an image file stem, so that splits never cut through a case.
+def _sa_med2d_parts(stem: str) -> list[str] | None:
+    parts = stem.split("--")
+    return parts if len(parts) >= 4 else None
 
-    ``AbdomenCT1K--Case_00220--x_0359`` -> ``AbdomenCT1K--Case_00220`` (SA-Med2D: drop the slice part);
-    ``BraTS2021_01646_z042`` -> ``BraTS2021_01646``; ``amos_0004_75`` -> ``amos_0004``. A trailing
-    number is taken for a slice index only if what remains still holds a digit, so ``img_001`` stays
-    ``img_001`` (a plain numbering of separate images, not slices of one case).
+
+def slice_position(stem: str) -> tuple[str, int] | None:
+    """(case, slice index) of a 2D slice's file stem, or None when the name carries no slice index.
+
+    ``ct_00--AbdomenCT1K--Case_00220--x_0359`` -> ("AbdomenCT1K--Case_00220--x", 359) (SA-Med2D: the
+    dataset and case without the modality prefix, and the axis, since indices along different axes are
+    not neighbours); ``BraTS2021_01646_z042`` -> ("BraTS2021_01646", 42); ``amos_0004_75`` ->
+    ("amos_0004", 75). A trailing number counts as a slice index only if what remains still holds a
+    digit, so ``img_001`` and ``IMD002`` carry none (a plain numbering of separate images).
     """
-    if "--" in stem:
-        return stem.rsplit("--", 1)[0]
-    stripped = _SLICE_SUFFIX.sub("", stem)
-    if stripped != stem and any(ch.isdigit() for ch in stripped):
-        return stripped
-    return stem
+    parts = _sa_med2d_parts(stem)
+    if parts is not None:
+        match = re.fullmatch(r"([xyz])_(\d+)", parts[3])
+        return (f"{parts[1]}--{parts[2]}--{match[1]}", int(match[2])) if match else None
+    match = _SLICE_SUFFIX.search(stem)
+    if match is None:
+        return None
+    rest = stem[: match.start()]
+    return (rest, int(match[1])) if any(ch.isdigit() for ch in rest) else None
+
+
+def case_key(stem: str) -> str | None:
+    """The patient key that a 2D image's file stem carries, or None when the name does not tell.
+
+    SA-Med2D-20M names give "<dataset>--<case>" without the modality prefix, so the sequences of one
+    subject are one patient (``mr_t1--BraTS2021--X--z_0042`` and ``mr_flair--BraTS2021--X--z_0042`` ->
+    ``BraTS2021--X``); slice names give the name without the slice suffix (``BraTS2021_01646_z042`` ->
+    ``BraTS2021_01646``, see :func:`slice_position`). Never use it on volume names.
+    """
+    parts = _sa_med2d_parts(stem)
+    if parts is not None:
+        return f"{parts[1]}--{parts[2]}"
+    position = slice_position(stem)
+    return position[0] if position else None
+
+
+def nearby_names(
+    position: tuple[str, int] | None, neighbours: dict[str, list[tuple[int, frozenset[str]]]]
+) -> list[str]:
+    """Raw structure keys labelled in other slices of the same case within :data:`NEARBY_SLICES`.
+
+    ``neighbours`` maps a case (see :func:`slice_position`) to (slice index, keys labelled there).
+    """
+    if position is None:
+        return []
+    case, index = position
+    found: set[str] = set()
+    for other, names in neighbours.get(case, ()):
+        if other != index and abs(other - index) <= NEARBY_SLICES:
+            found |= names
+    return sorted(found)
+
+
+def read_protocols(meta: dict, where: Path) -> dict[str, str] | None:
+    """meta.json ``"protocols"``: file-name prefix -> labelling protocol, e.g.
+    ``{"amos_": "AMOS", "s0": "TotalSegmentator"}`` for a collection that mixes sub-datasets with
+    different label sets; None when absent. Bad values name the file."""
+    raw = meta.get("protocols")
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or not raw
+        or not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in raw.items())
+    ):
+        raise SourceError(
+            f'{where}: "protocols" must map file-name prefixes to protocol names, '
+            f'e.g. {{"amos_": "AMOS", "s0": "TotalSegmentator"}}; got {raw!r}'
+        )
+    return dict(raw)
+
+
+def protocol_of(
+    stem: str, prefixes: dict[str, str] | None, sa_med2d: bool, default: str | None
+) -> str | None:
+    """The protocol that labelled an image, by its file stem, or None when it cannot be told.
+
+    With a prefix map (:func:`read_protocols`): the longest matching prefix's protocol (no match: None).
+    Else in an SA-Med2D-20M collection: the sub-dataset its name carries (``ct_00--AMOS--...`` -> "AMOS";
+    names without the convention: None, since SA-Med2D mixes sub-datasets with different label sets).
+    Else ``default`` (a dataset labelled by one protocol).
+    """
+    if prefixes is not None:
+        matches = [p for p in prefixes if stem.startswith(p)]
+        return prefixes[max(matches, key=len)] if matches else None
+    if sa_med2d:
+        parts = _sa_med2d_parts(stem)
+        return parts[1] if parts else None
+    return default
+
+
+def labelled(results: Iterable[LoadResult], payload: dict) -> Iterator[LoadResult]:
+    """The results of a planar load, each Sample told which protocol labelled it and what is nearby.
+
+    ``payload["protocol"]`` (an id of :meth:`Source.protocols`, None = unknown) and ``payload["nearby"]``
+    (raw keys labelled in neighbouring slices) go to ``Sample.meta`` for the negatives.
+    """
+    for result in results:
+        if isinstance(result, Sample):
+            result.meta["protocol"] = payload.get("protocol")
+            result.meta["nearby"] = list(payload.get("nearby", ()))
+        yield result
 
 
 @dataclass(frozen=True)
@@ -48,12 +170,13 @@ class Item:
     """One unit of work: an image with its masks, or a volume with its labels.
 
     ``key`` is unique within the source and stable across runs (it seeds everything about the item);
-    ``case`` is the split key; ``payload`` holds what the loader needs (paths as strings, options).
+    ``case`` is the patient key that the split is drawn by (None: unknown, the item goes to train);
+    ``payload`` holds what the loader needs (paths as strings, options).
     """
 
     source: str
     key: str
-    case: str
+    case: str | None
     payload: dict = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -63,7 +186,9 @@ class Source:
     kind: str = ""
     name: str = ""
     planning_only: tuple[str, ...] = ()  # attributes that only items() needs; not shipped to workers
-    layout: ClassVar[str] = ""  # one line on the files this kind reads: the CLI help, README and errors show it
+    cases: str | None = None  # meta.json "cases": "image", "unknown" or None (the layout's keys)
+    case_namespace: str | None = None  # meta.json "case_namespace": prefix of every patient key
+    layout: ClassVar[str] = ""  # the files this kind reads, one line: CLI help and errors show it
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -72,6 +197,61 @@ class Source:
         ``open_source`` asks the registered kinds in order; a kind that cannot be told apart is only
         reachable as ``KIND:PATH`` (this default)."""
         return False
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the build should tell the user about this source (modality conflicts, unknown names)."""
+        return self.__dict__.setdefault("_warnings", [])
+
+    def warn(self, message: str) -> None:
+        """Record a warning once (the engine shows each and lists them in the manifest)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def read_case_policy(self, meta: dict, where: Path) -> None:
+        """Take ``cases`` and ``case_namespace`` from a dataset's meta.json; bad values name the file."""
+        cases = meta.get("cases")
+        if cases is not None and cases not in _CASES:
+            raise SourceError(f'{where}: "cases" must be "image" or "unknown", got {cases!r}')
+        namespace = meta.get("case_namespace")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace.strip()):
+            raise SourceError(f'{where}: "case_namespace" must be a non-empty string, got {namespace!r}')
+        self.cases, self.case_namespace = cases, namespace
+
+    def patient(self, derived: str | None, image_key: str) -> str | None:
+        """The patient key of one image: ``derived`` (the layout's own key) under the meta.json policy.
+
+        ``"cases": "image"`` gives "<source>/<image_key>"; ``"cases": "unknown"`` gives None; a
+        ``case_namespace`` prefixes the key ("NS:key"). None means unknown: the image goes to train.
+        """
+        if self.cases == "unknown":
+            return None
+        key = f"{self.name}/{image_key}" if self.cases == "image" else derived
+        if key is None or not self.case_namespace:
+            return key
+        return f"{self.case_namespace}:{key}"
+
+    def modality_of(self, stated: str | None, override: str | None, where: str) -> str | None:
+        """The modality of ``where``: what the data states, else ``override`` (``--modality``), normalised.
+
+        A stated modality is never overridden: when both are given and differ, the stated one is kept
+        and a warning names both. A name outside the known vocabulary is kept, with a warning.
+        """
+        chosen = stated or override
+        if not chosen:
+            return None
+        modality = normalise_modality(chosen)
+        if stated and override and normalise_modality(override) != modality:
+            self.warn(
+                f"{self.name}: {where} states modality {stated!r} ({modality}); --modality {override!r} "
+                "is not applied (it only fills in sources that state none)"
+            )
+        if not is_known_modality(modality):
+            self.warn(
+                f"{self.name}: modality {modality!r} of {where} is not in the known vocabulary; kept as "
+                "stated (BiRD's protocol counts it as 'other')"
+            )
+        return modality
 
     def __getstate__(self) -> dict:
         """Pickled state for workers, without the (possibly huge) index that only planning reads."""
@@ -85,9 +265,17 @@ class Source:
         """Samples of one item (one for a 2D image, many for a volume) and rejections with reasons."""
         raise NotImplementedError
 
-    def vocabulary(self) -> list[str]:
-        """Raw keys of every structure this source annotates (negatives are drawn from these)."""
+    def protocols(self) -> dict[str, list[str]]:
+        """Protocol id -> raw keys of the structures that protocol labels exhaustively (run at planning).
+
+        A sample's ``meta["protocol"]`` names its protocol; only that protocol's structures may be called
+        absent from it. A sample without a known protocol gets only distant-anatomy negatives.
+        """
         raise NotImplementedError
+
+    def vocabulary(self) -> list[str]:
+        """Raw keys of every structure this source annotates, over all its protocols."""
+        return sorted({name for names in self.protocols().values() for name in names})
 
 
 def resolve(root: Path, relative: str) -> Path:

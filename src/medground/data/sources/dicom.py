@@ -4,7 +4,9 @@
 whose folder name or SeriesDescription says mask, seg, label or roi is the label series (values
 0/1/2..., same grid as the images: TCIA's ``MaskTumor``); every other series is an image series
 paired with it. Label names come from ``labels.json`` beside the cases, else from the label series'
-name with the mask word taken out ("MaskTumor" -> "tumor"). The modality is the DICOM Modality tag.
+name with the mask word taken out ("MaskTumor" -> "tumor"). The modality is the DICOM Modality tag
+(``--modality`` fills in only where it is empty). The patient key is the image series' PatientID, else
+the case folder's name; the label series is the labelling protocol of its case.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from medground.data.modalities import canonical_modality
 from medground.data.sources.base import Item, SourceError
 from medground.data.sources.medseg import clean_region, read_meta
 from medground.data.sources.volumes import VolumeOptions, VolumeSource
@@ -70,6 +71,7 @@ class DicomSource(VolumeSource):
         self.name = self.name or self.root.name
         meta = read_meta(self.root)
         self.body_region = clean_region(meta.get("body_region"))
+        self.read_case_policy(meta, self.root / "meta.json")
         labels_path = self.root / "labels.json"
         raw = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
         self.labels = {int(k): str(v) for k, v in raw.items() if str(k).isdigit() and int(k) != 0}
@@ -111,17 +113,18 @@ class DicomSource(VolumeSource):
             mask_folder, mask_info = masks[0]
             labels = self.labels or {1: _label_name(mask_folder.name, mask_info["description"])}
             for folder, info in images:
-                raw_modality = self.modality or info["modality"]
-                if not raw_modality:
+                modality = self.modality_of(info["modality"], self.modality, "the DICOM Modality tag")
+                if not modality:
                     yield Rejected(str(folder), "no Modality tag; pass --modality", self.name)
                     continue
                 payload = {
                     "image": str(folder),
                     "label": str(mask_folder),
-                    "modality": canonical_modality(raw_modality),
+                    "modality": modality,
                     "labels": labels,
                 }
-                yield Item(self.name, f"{case}__{folder.name}", case, payload)
+                key = f"{case}__{folder.name}"
+                yield Item(self.name, key, self.patient(info.get("patient_id") or case, key), payload)
 
     def read(self, item: Item) -> tuple[Volume, Volume]:
         volume = load_dicom_series(item.payload["image"])
@@ -149,9 +152,10 @@ class DicomSource(VolumeSource):
             label.header,
         )
 
-    def vocabulary(self) -> list[str]:
-        names = set(self.labels.values())
+    def protocols(self) -> dict[str, list[str]]:
+        """Each case's label series is its own protocol (the values it names are labelled exhaustively)."""
+        found: dict[str, set[str]] = {}
         for item in self.items():
             if isinstance(item, Item):
-                names.update(item.payload["labels"].values())
-        return sorted(names)
+                found.setdefault(item.payload["label"], set()).update(item.payload["labels"].values())
+        return {label: sorted(names) for label, names in sorted(found.items())}

@@ -4,6 +4,10 @@ For each image ``<stem>.<ext>``, the masks are the files of the masks folder tha
 ``mask_pattern`` with ``{stem}`` filled in (default ``{stem}*``: ``IMD002_lesion.png`` belongs to
 ``IMD002.bmp``). A mask named ``<stem>_<name>`` is structure ``<name>``; a mask named like its image
 takes ``--structure`` or, with a ``labels.json`` beside the folders, is read as a label map.
+A ``meta.json`` beside the folders may give ``modality`` (``--modality`` fills in only where it gives
+none), ``body_region``, ``plane``, ``display``, ``cases`` / ``case_namespace`` (patient keys) and
+``protocols`` (file-name prefix -> labelling protocol; else the folder is one protocol). The patient
+key is the image name's slice suffix (``case1_z012``), else unknown unless meta.json says otherwise.
 """
 
 from __future__ import annotations
@@ -15,8 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from medground.data.modalities import canonical_modality
-from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key
+from medground.data.sources.base import (
+    Item,
+    LoadResult,
+    Source,
+    SourceError,
+    case_key,
+    labelled,
+    nearby_names,
+    protocol_of,
+    read_protocols,
+    slice_position,
+)
 from medground.data.sources.medseg import clean_region, plane_from_text, read_meta
 from medground.data.sources.planar import MaskSpec, load_planar
 from medground.types import Rejected
@@ -59,10 +73,11 @@ class FolderSource(Source):
         if "{stem}" not in self.mask_pattern:
             raise SourceError(f"mask pattern {self.mask_pattern!r} must contain {{stem}}")
         meta = read_meta(self.root)
-        raw = self.modality or meta.get("modality")
-        if not raw:
+        self.modality = self.modality_of(meta.get("modality"), self.modality, "meta.json")
+        if not self.modality:
             raise SourceError(f"{self.root}: no modality; add meta.json with 'modality' or pass --modality")
-        self.modality = canonical_modality(raw)
+        self.read_case_policy(meta, self.root / "meta.json")
+        self.prefixes = read_protocols(meta, self.root / "meta.json")
         self.body_region = clean_region(meta.get("body_region"))
         self.display = meta.get("display")
         self.plane = meta.get("plane") or plane_from_text(self.body_region)
@@ -95,6 +110,14 @@ class FolderSource(Source):
             owner = self._owner(mask.stem, stems)
             if owner is not None and fnmatch.fnmatch(mask.name, self.mask_pattern.format(stem=owner)):
                 owned.setdefault(owner, []).append(mask)
+        neighbours: dict[str, list[tuple[int, frozenset[str]]]] = {}
+        for stem, masks in owned.items():
+            position = slice_position(stem)
+            if position is not None:
+                names = {self._spec(m, stem).name for m in masks}
+                if "" in names:  # a label map: any declared label may be there
+                    names |= set(self.declared.values())
+                neighbours.setdefault(position[0], []).append((position[1], frozenset(names - {""})))
         for image in images:
             masks = owned.get(image.stem, [])
             if not masks:
@@ -103,11 +126,16 @@ class FolderSource(Source):
                     str(image), f"no mask matches {pattern!r} in {self.root / self.masks_dir}", self.name
                 )
                 continue
-            specs = [self._spec(m, image.stem) for m in masks]
-            yield Item(self.name, image.stem, case_key(image.stem), {"image": str(image), "masks": specs})
+            payload = {
+                "image": str(image),
+                "masks": [self._spec(m, image.stem) for m in masks],
+                "protocol": protocol_of(image.stem, self.prefixes, False, self.name),
+                "nearby": nearby_names(slice_position(image.stem), neighbours),
+            }
+            yield Item(self.name, image.stem, self.patient(case_key(image.stem), image.stem), payload)
 
     def load(self, item: Item) -> Iterator[LoadResult]:
-        yield from load_planar(
+        results = load_planar(
             item,
             item.payload["image"],
             item.payload["masks"],
@@ -116,10 +144,14 @@ class FolderSource(Source):
             body_region=self.body_region,
             display=self.display,
         )
+        yield from labelled(results, item.payload)
 
-    def vocabulary(self) -> list[str]:
-        names = {
-            spec.name for item in self.items() if isinstance(item, Item) for spec in item.payload["masks"]
-        }
-        names.discard("")
-        return sorted(names | set(self.declared.values()))
+    def protocols(self) -> dict[str, list[str]]:
+        found: dict[str, set[str]] = {}
+        for item in self.items():
+            if isinstance(item, Item) and item.payload["protocol"] is not None:
+                names = {spec.name for spec in item.payload["masks"]}
+                if "" in names:
+                    names |= set(self.declared.values())
+                found.setdefault(item.payload["protocol"], set()).update(names - {""})
+        return {p: sorted(names) for p, names in sorted(found.items())}

@@ -2,10 +2,15 @@
 
 ``pairs.csv`` has one row per (image, mask) with at least the columns ``image`` and ``mask`` (paths
 relative to the dataset folder); optional columns: ``structure`` (the raw structure key; empty for a
-label map), ``instance`` (the dataset's own instance index), ``case`` (the split key; else derived
-from the image name), ``mask_values``. ``labels.json`` maps stored mask values to names; a key
-``"1..N"`` marks 16-bit instance maps. ``meta.json`` gives ``modality`` and optionally
-``body_region`` and ``plane``. A row whose ``image`` is a NIfTI volume is served by the NIfTI source.
+label map), ``instance`` (the dataset's own instance index), ``case`` (the patient key; else the
+image name's slice suffix or SA-Med2D case, see :func:`case_key`), ``mask_values``. ``labels.json``
+maps stored mask values to names; a key ``"1..N"`` marks 16-bit instance maps. ``meta.json`` gives
+``modality`` and optionally ``body_region``, ``plane``, ``display``, ``cases`` / ``case_namespace``
+(patient keys, see :mod:`.base`) and ``protocols`` (file-name prefix -> labelling protocol). The
+dataset is one labelling protocol unless ``protocols`` says otherwise or the folder is an SA-Med2D-20M
+collection (it holds an SA-Med2D index): then each image's protocol is the sub-dataset its name
+carries, and images whose names do not tell get only distant-anatomy negatives. A row whose
+``image`` is a NIfTI volume is served by the NIfTI source.
 """
 
 from __future__ import annotations
@@ -18,14 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from medground.data.modalities import canonical_modality
-from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key, resolve
+from medground.data.sources.base import (
+    Item,
+    LoadResult,
+    Source,
+    SourceError,
+    case_key,
+    labelled,
+    nearby_names,
+    protocol_of,
+    read_protocols,
+    resolve,
+    slice_position,
+)
 from medground.data.sources.peek import csv_header
 from medground.data.sources.planar import MaskSpec, load_planar
 from medground.types import Rejected
 
 __all__ = ["MedsegSource", "clean_region", "plane_from_text", "read_meta"]
 
+SA_MED2D_INDEX_NAMES = ("image2label_train.json", "label2image_test.json")
 _INSTANCE_KEY = re.compile(r"^\d+\s*\.\.\s*N$", re.IGNORECASE)
 
 
@@ -65,7 +82,7 @@ class MedsegSource(Source):
     name: str = ""
     modality: str | None = None
     kind: str = "medseg"
-    planning_only: tuple[str, ...] = ("rows",)
+    planning_only: tuple[str, ...] = ("rows", "_grouped")
     layout: ClassVar[str] = (
         "images/, masks/, pairs.csv (image,mask[,structure,instance,case]), labels.json "
         '(mask value -> name; "1..N" marks instance maps), meta.json (modality, body_region, plane)'
@@ -83,10 +100,12 @@ class MedsegSource(Source):
             raise SourceError(f"{self.root}: no pairs.csv; the medseg layout needs one row per (image, mask)")
         self.name = self.name or self.root.name
         meta = read_meta(self.root)
-        raw_modality = self.modality or meta.get("modality")
-        if not raw_modality:
+        self.modality = self.modality_of(meta.get("modality"), self.modality, "meta.json")
+        if not self.modality:
             raise SourceError(f"{self.root}: no modality; add it to meta.json or pass --modality")
-        self.modality = canonical_modality(raw_modality)
+        self.read_case_policy(meta, self.root / "meta.json")
+        self.prefixes = read_protocols(meta, self.root / "meta.json")
+        self.sa_med2d = any((self.root / n).exists() for n in SA_MED2D_INDEX_NAMES)
         self.plane = meta.get("plane") or plane_from_text(meta.get("body_region"))
         self.body_region = clean_region(meta.get("body_region"))
         self.display = meta.get("display")
@@ -113,26 +132,57 @@ class MedsegSource(Source):
             return MaskSpec(path, structure, values, instance=instance)
         return MaskSpec(path, "", tuple(sorted(declared.items())), instance=instance)
 
+    def _names(self, rows: list[dict]) -> frozenset[str]:
+        """Raw keys an image's rows may label: structure columns, or every declared label of a label map."""
+        names = {(r.get("structure") or "").strip() for r in rows}
+        if "" in names:
+            names |= set(_declared_values(self.labels).values())
+        return frozenset(n for n in names if n)
+
+    def _protocol(self, relative: Path) -> str | None:
+        return protocol_of(relative.stem, self.prefixes, self.sa_med2d, self.name)
+
+    def _images(self) -> tuple[dict[str, list[dict]], list[Rejected]]:
+        """Rows grouped by image (index order kept within an image), and rows without paths."""
+        if "_grouped" not in self.__dict__:
+            grouped: dict[str, list[dict]] = {}
+            bad = []
+            for line, row in enumerate(self.rows, start=2):
+                if not (row.get("image") or "").strip() or not (row.get("mask") or "").strip():
+                    bad.append(
+                        Rejected(
+                            f"{self.root / 'pairs.csv'}:{line}", "row without image or mask path", self.name
+                        )
+                    )
+                    continue
+                grouped.setdefault(row["image"], []).append(row)
+            self.__dict__["_grouped"] = (grouped, bad)
+        return self.__dict__["_grouped"]
+
     def items(self) -> Iterator[Item | Rejected]:
-        grouped: dict[str, list[dict]] = {}
-        for line, row in enumerate(self.rows, start=2):
-            if not (row.get("image") or "").strip() or not (row.get("mask") or "").strip():
-                yield Rejected(
-                    f"{self.root / 'pairs.csv'}:{line}", "row without image or mask path", self.name
-                )
-                continue
-            grouped.setdefault(row["image"], []).append(row)
+        grouped, bad = self._images()
+        yield from bad
+        neighbours: dict[str, list[tuple[int, frozenset[str]]]] = {}
+        for image, rows in grouped.items():
+            position = slice_position(Path(image).stem)
+            if position is not None:
+                neighbours.setdefault(position[0], []).append((position[1], self._names(rows)))
         for image in sorted(grouped):
             rows = grouped[image]
             relative = Path(image)
             parts = relative.with_suffix("").parts
             key = "__".join(parts[1:] if parts[0] == "images" and len(parts) > 1 else parts)
-            case = (rows[0].get("case") or "").strip() or case_key(relative.stem)
-            specs = [self._spec(r) for r in rows]
-            yield Item(self.name, key, case, {"image": str(resolve(self.root, image)), "masks": specs})
+            case = self.patient((rows[0].get("case") or "").strip() or case_key(relative.stem), key)
+            payload = {
+                "image": str(resolve(self.root, image)),
+                "masks": [self._spec(r) for r in rows],
+                "protocol": self._protocol(relative),
+                "nearby": nearby_names(slice_position(relative.stem), neighbours),
+            }
+            yield Item(self.name, key, case, payload)
 
     def load(self, item: Item) -> Iterator[LoadResult]:
-        yield from load_planar(
+        results = load_planar(
             item,
             item.payload["image"],
             item.payload["masks"],
@@ -141,8 +191,16 @@ class MedsegSource(Source):
             body_region=self.body_region,
             display=self.display,
         )
+        yield from labelled(results, item.payload)
+
+    def protocols(self) -> dict[str, list[str]]:
+        found: dict[str, set[str]] = {}
+        for image, rows in self._images()[0].items():
+            protocol = self._protocol(Path(image))
+            if protocol is not None:
+                found.setdefault(protocol, set()).update(self._names(rows))
+        return {p: sorted(names) for p, names in sorted(found.items())}
 
     def vocabulary(self) -> list[str]:
-        names = {(r.get("structure") or "").strip() for r in self.rows}
-        names.update(_declared_values(self.labels).values() if not any(names) else ())
-        return sorted(n for n in names if n)
+        """Every structure of the dataset, whatever its protocol (also images whose protocol is unknown)."""
+        return sorted(set().union(*(self._names(rows) for rows in self._images()[0].values())))

@@ -5,7 +5,14 @@ Paths in the index are relative to the folder that holds the dataset's top folde
 they are resolved against the index's folder, then its parent, then with the first component
 dropped. Mask file names are ``<image stem>_<structure>_<instance>.png``. The modality comes from the
 file-name prefix (``ct_00--AbdomenCT1K--Case_00220--x_0359.png`` -> ct); names without a modality
-prefix (the demo's ``amos_0004_75``) take the folder's ``meta.json`` modality or ``--modality``.
+prefix (the demo's ``amos_0004_75``) take the folder's ``meta.json`` modality, else ``--modality``.
+
+SA-Med2D-20M mixes 31 sub-datasets with different label sets, so each image's labelling protocol is
+the sub-dataset its name carries (``AbdomenCT1K``): only structures that sub-dataset labels may be
+called absent. The patient is "<dataset>--<case>" without the modality prefix (the sequences of one
+subject are one patient). Slices of one case (``--x_0359``) know which structures their neighbours
+within a few slices label. Names without the convention take the ``protocols`` prefix map of the
+folder's ``meta.json``, else their protocol is unknown (distant-anatomy negatives only).
 """
 
 from __future__ import annotations
@@ -17,12 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from medground.data.modalities import (
-    canonical_modality,
-    modality_from_sa_med2d_name,
-    plane_from_sa_med2d_name,
+from medground.data.modalities import modality_from_sa_med2d_name, plane_from_sa_med2d_name
+from medground.data.sources.base import (
+    Item,
+    LoadResult,
+    Source,
+    SourceError,
+    case_key,
+    labelled,
+    nearby_names,
+    protocol_of,
+    read_protocols,
+    slice_position,
 )
-from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key
 from medground.data.sources.medseg import clean_region, read_meta
 from medground.data.sources.peek import json_first_entry
 from medground.data.sources.planar import MaskSpec, load_planar
@@ -82,8 +96,10 @@ class SaMed2dSource(Source):
         self.base = files[0].parent
         meta = read_meta(self.base)
         self.name = self.name or meta.get("name") or self.base.name
-        fallback = self.modality or meta.get("modality")
-        self.default_modality = canonical_modality(fallback) if fallback else None
+        self.stated_modality = meta.get("modality")
+        self.default_modality = self.modality_of(self.stated_modality, self.modality, "meta.json")
+        self.read_case_policy(meta, self.base / "meta.json")
+        self.prefixes = read_protocols(meta, self.base / "meta.json")
         self.body_region = clean_region(meta.get("body_region"))
         self.display = meta.get("display")
         self.index: dict[str, list[str]] = {}
@@ -104,10 +120,23 @@ class SaMed2dSource(Source):
         ]
         return next((c for c in candidates if c.exists()), candidates[-1])
 
+    def _structures_of(self, image: str) -> frozenset[str]:
+        stem = Path(image).stem
+        return frozenset(_structure(Path(m).stem, stem)[0] for m in self.index[image])
+
     def items(self) -> Iterator[Item | Rejected]:
+        neighbours: dict[str, list[tuple[int, frozenset[str]]]] = {}
+        for image in self.index:
+            position = slice_position(Path(image).stem)
+            if position is not None:
+                neighbours.setdefault(position[0], []).append((position[1], self._structures_of(image)))
         for image in sorted(self.index):
             stem = Path(image).stem
-            modality = modality_from_sa_med2d_name(Path(image).name) or self.default_modality
+            named = modality_from_sa_med2d_name(Path(image).name)
+            if named is None:
+                modality = self.default_modality
+            else:
+                modality = self.modality_of(named, self.modality, "its file names")
             if modality is None:
                 yield Rejected(
                     image, "no modality in the file name and none in meta.json; pass --modality", self.name
@@ -122,11 +151,13 @@ class SaMed2dSource(Source):
                 "masks": specs,
                 "modality": modality,
                 "plane": plane_from_sa_med2d_name(Path(image).name),
+                "protocol": protocol_of(stem, self.prefixes, True, None),
+                "nearby": nearby_names(slice_position(stem), neighbours),
             }
-            yield Item(self.name, stem, case_key(stem), payload)
+            yield Item(self.name, stem, self.patient(case_key(stem), stem), payload)
 
     def load(self, item: Item) -> Iterator[LoadResult]:
-        yield from load_planar(
+        results = load_planar(
             item,
             item.payload["image"],
             item.payload["masks"],
@@ -135,9 +166,16 @@ class SaMed2dSource(Source):
             body_region=self.body_region,
             display=self.display,
         )
+        yield from labelled(results, item.payload)
+
+    def protocols(self) -> dict[str, list[str]]:
+        found: dict[str, set[str]] = {}
+        for image in self.index:
+            protocol = protocol_of(Path(image).stem, self.prefixes, True, None)
+            if protocol is not None:
+                found.setdefault(protocol, set()).update(self._structures_of(image))
+        return {p: sorted(names) for p, names in sorted(found.items())}
 
     def vocabulary(self) -> list[str]:
-        names = set()
-        for image, masks in self.index.items():
-            names.update(_structure(Path(m).stem, Path(image).stem)[0] for m in masks)
-        return sorted(names)
+        """Every structure of the index, whatever its protocol (also images whose protocol is unknown)."""
+        return sorted({name for image in self.index for name in self._structures_of(image)})

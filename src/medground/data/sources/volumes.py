@@ -6,7 +6,14 @@ layout (``pairs.csv`` with ``image``, ``label`` and optional ``modality`` column
 RAS+ orientation, sliced along the chosen planes in radiological display, and made display-ready: CT
 by a window preset (soft-tissue level 40 / width 400 by default, as SA-Med2D and MedSAM), MR and
 the rest by the 0.5-99.5 percentiles of the volume's non-zero voxels. Only slices with a labelled
-voxel become samples. The split key is the label volume's name, so all channels of a case share it.
+voxel become samples.
+
+The patient key is the pairs.csv ``case`` column, else the image volume's own name (never a slice rule
+on volume names): pairs that share an image volume (several label volumes of one CT) or a label volume
+(several sequences registered to one label) are one case, named after the first image in file order.
+Several sequences of one subject with labels of their own need the ``case`` column. A slice's label
+volume is its labelling protocol (its named values are labelled exhaustively), and each slice knows
+the structures labelled within a few slices of it, so neither is ever called absent wrongly.
 """
 
 from __future__ import annotations
@@ -20,8 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medground.data.modalities import canonical_modality
-from medground.data.sources.base import Item, LoadResult, Source, SourceError, case_key, resolve
+from medground.data.sources.base import NEARBY_SLICES, Item, LoadResult, Source, SourceError, resolve
 from medground.data.sources.medseg import clean_region, read_meta
 from medground.data.sources.peek import csv_header
 from medground.io import (
@@ -100,14 +106,30 @@ def _labels_for(labels: dict, label_path: str, row_values: str | None) -> dict[i
     return _named_values(labels)
 
 
-def _modality_of(raw: str | None) -> str | None:
-    """Canonical modality of a free-text column such as "MR FLAIR (z-scored)" (its first word)."""
-    if not raw:
-        return None
-    try:
-        return canonical_modality(raw)
-    except ValueError:
-        return canonical_modality(raw.replace("(", " ").split()[0])
+def _shared_cases(pairs: list[dict]) -> list[str]:
+    """One case name per pair: pairs linked by a shared image or label volume form one case, named
+    after the stem of its first image volume in ``pairs`` order (union-find over the file paths)."""
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    for pair in pairs:
+        a, b = root("i:" + pair["image"]), root("l:" + pair["label"])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    names: dict[str, str] = {}
+    for pair in pairs:
+        names.setdefault(root("i:" + pair["image"]), nifti_stem(pair["image"]))
+    return [names[root("i:" + pair["image"])] for pair in pairs]
+
+
+def _nearby(present: list[set[int]], index: int) -> set[int]:
+    """Label values present in the slices within NEARBY_SLICES of ``index`` (itself excluded)."""
+    low, high = max(0, index - NEARBY_SLICES), min(len(present), index + NEARBY_SLICES + 1)
+    return set().union(*(present[i] for i in range(low, high) if i != index))
 
 
 class VolumeSource(Source):
@@ -158,9 +180,10 @@ class VolumeSource(Source):
         spacing: tuple[float, float],
     ) -> Iterator[Sample]:
         kept = 0
-        for index in range(axis_length(labels.shape, plane)):
-            label_slice = slice_volume(labels, plane, index)
-            values = [v for v in known if (label_slice == v).any()]
+        slices = [slice_volume(labels, plane, i) for i in range(axis_length(labels.shape, plane))]
+        present = [{v for v in known if (s == v).any()} for s in slices]
+        for index, label_slice in enumerate(slices):
+            values = [v for v in known if v in present[index]]
             if not values:
                 continue
             kept += 1
@@ -178,7 +201,12 @@ class VolumeSource(Source):
                 body_region=self.body_region,
                 spacing=spacing,
                 display=None if plane == "sagittal" else "radiological",
-                meta={"volume": item.key, "slice": index},
+                meta={
+                    "volume": item.key,
+                    "slice": index,
+                    "protocol": item.payload["label"],
+                    "nearby": sorted(known[v] for v in _nearby(present, index) - set(values)),
+                },
             )
 
 
@@ -210,6 +238,7 @@ class NiftiSource(VolumeSource):
         self.name = self.name or self.root.name
         meta = read_meta(self.root)
         self.body_region = clean_region(meta.get("body_region"))
+        self.read_case_policy(meta, self.root / "meta.json")
         self.pairs = self._pairs(meta, _labels_file(self.root))
         if not any(p["labels"] for p in self.pairs):
             raise SourceError(
@@ -218,7 +247,6 @@ class NiftiSource(VolumeSource):
 
     def _pairs(self, meta: dict, labels: dict) -> list[dict]:
         """One dict per (image, label) pair: paths, modality and label names."""
-        default = self.modality or meta.get("modality")
         if (self.root / "pairs.csv").exists():
             with open(self.root / "pairs.csv", newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
@@ -236,30 +264,36 @@ class NiftiSource(VolumeSource):
         pairs = []
         for row in rows:
             image, label = str(resolve(self.root, row["image"])), str(resolve(self.root, row["label"]))
+            where = f"pairs.csv ({Path(image).name})" if row.get("modality") else "meta.json"
             pairs.append(
                 {
                     "image": image,
                     "label": label,
-                    "modality": _modality_of(self.modality or row.get("modality") or default),
+                    "modality": self.modality_of(
+                        row.get("modality") or meta.get("modality"), self.modality, where
+                    ),
                     "labels": _labels_for(labels, label, row.get("label_values")),
+                    "case": (row.get("case") or "").strip() or None,
                 }
             )
         return sorted(pairs, key=lambda p: (p["image"], p["label"]))
 
     def items(self) -> Iterator[Item | Rejected]:
         stems = [nifti_stem(p["image"]) for p in self.pairs]
-        for pair, stem in zip(self.pairs, stems, strict=True):
+        shared = _shared_cases(self.pairs)
+        for pair, stem, volume_case in zip(self.pairs, stems, shared, strict=True):
             if not pair["modality"]:
                 yield Rejected(
                     pair["image"], "no modality (pairs.csv column, meta.json or --modality)", self.name
                 )
                 continue
             key = stem if stems.count(stem) == 1 else f"{stem}__{nifti_stem(pair['label'])}"
-            yield Item(self.name, key, case_key(nifti_stem(pair["label"])), dict(pair))
+            yield Item(self.name, key, self.patient(pair["case"] or volume_case, key), dict(pair))
 
     def read(self, item: Item) -> tuple[Volume, Volume]:
         volume = load_volume(item.payload["image"])
         return volume, load_label_volume(item.payload["label"], like=volume)
 
-    def vocabulary(self) -> list[str]:
-        return sorted({name for pair in self.pairs for name in pair["labels"].values()})
+    def protocols(self) -> dict[str, list[str]]:
+        """Each label volume is its own protocol: the values it names are labelled exhaustively in it."""
+        return {pair["label"]: sorted(set(pair["labels"].values())) for pair in self.pairs}
