@@ -30,7 +30,7 @@ import json
 import math
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from medground.grounding.resize import smart_resize
 from medground.types import Box
@@ -153,6 +153,11 @@ class Dialect(ABC):
                 parts.append(self.ground(label, boxes, width, height))
             i = j
         return " ".join(parts)
+
+    def for_processor(self, factor: int, min_pixels: int, max_pixels: int) -> Dialect:
+        """This dialect as a model whose processor resizes by ``smart_resize(factor, min_pixels, max_pixels)``
+        writes it. Grid dialects do not depend on the resize: the same dialect."""
+        return self
 
     def fixed_size(self, width: int, height: int, max_pixels: int) -> tuple[int, int]:
         """(width, height) to save an image at so that this dialect's numbers hold in the fed image.
@@ -324,6 +329,11 @@ class JsonDialect(Dialect):
             except (ValueError, TypeError, KeyError, OverflowError):
                 continue
         return found
+
+    def for_processor(self, factor: int, min_pixels: int, max_pixels: int) -> Dialect:
+        if not self.absolute:
+            return self
+        return replace(self, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
 
     def fixed_size(self, width: int, height: int, max_pixels: int) -> tuple[int, int]:
         """For pixel-frame numbers: the ``smart_resize`` of the image within ``max_pixels`` (and the model's).

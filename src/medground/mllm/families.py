@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from medground.grounding import Dialect, JsonDialect, get_dialect
+from medground.grounding import Dialect, get_dialect
 
 __all__ = ["FAMILIES", "Family", "family_for_model_type", "get_family"]
 
@@ -60,12 +60,7 @@ class Family:
         Qwen2.5-VL writes absolute pixels of the resized input, so its dialect must resize exactly as
         the processor does; the grid dialects do not depend on the resize.
         """
-        base = get_dialect(self.name)
-        if isinstance(base, JsonDialect) and base.absolute:
-            return JsonDialect(
-                self.name, absolute=True, factor=self.factor, min_pixels=min_pixels, max_pixels=max_pixels
-            )
-        return base
+        return get_dialect(self.name).for_processor(self.factor, min_pixels, max_pixels)
 
 
 FAMILIES: dict[str, Family] = {
