@@ -11,11 +11,13 @@ from medground.data.knowledge import (
     canonical_body_region,
     describe,
     distant_structures,
+    lineage,
     load_table,
     lookup,
+    related,
     related_structures,
 )
-from medground.data.names import name_key
+from medground.names import name_key
 
 # TotalSegmentator v1's 104 classes, written out by hand (independent of the table's generator).
 TOTALSEGMENTATOR = (
@@ -126,7 +128,8 @@ def test_every_shared_structure_resolves(shared_data):
     names = set()
     for pairs in sorted((shared_data / "medseg").glob("*/pairs.csv")):
         with pairs.open(newline="") as handle:
-            names.update(row["structure"] for row in csv.DictReader(handle))
+            # a label map's row may list its classes ("nerve; blood vessel"): each is a structure
+            names.update(n.strip() for row in csv.DictReader(handle) for n in row["structure"].split(";"))
     for path in sorted((shared_data / "medvol").glob("*/labels.json")):
         data = json.loads(path.read_text())
         for table in [data[k] for k in ("oars", "targets") if k in data] or [data]:
@@ -207,3 +210,49 @@ def test_distant_structures_are_safe_negatives():
     assert "polyp" in distant_structures(
         "eye", kind="lesion"
     ) and "retinal vessels" not in distant_structures("eye")
+
+
+@pytest.mark.parametrize(
+    ("child", "parent"),
+    [
+        ("kidney_left", "kidney"),  # laterality, derived
+        ("lung_lower_lobe_left", "left lung"),  # the table's parent
+        ("lung_lower_lobe_left", "lungs"),  # ... and its parent in turn, by alias
+        ("heart_atrium_left", "heart"),
+        ("enhancing tumor", "tumor core"),
+        ("enhancing tumor", "whole tumor"),
+        ("vertebrae_T9", "vertebra"),
+        ("rib_left_9", "rib"),  # a parent that is no entry itself
+        ("left widget", "widget"),  # unknown to the table: laterality still holds
+    ],
+)
+def test_hierarchy_knows_what_is_part_of_what(child, parent):
+    assert name_key(parent) in lineage(child) or lookup(parent).key in lineage(child)
+    assert related(child, parent) and related(parent, child)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("kidney_left", "kidney_right"),
+        ("liver", "spleen"),
+        ("heart_atrium_left", "heart_myocardium"),
+        ("", "liver"),
+    ],
+)
+def test_siblings_and_strangers_are_not_related(a, b):
+    assert not related(a, b)
+
+
+def test_shared_multiclass_label_map_gives_one_structure_per_value(shared_data):
+    from medground.data.sources import Item, open_source
+    from medground.types import Sample
+
+    source = open_source(shared_data / "medseg" / "usgra_nerve_vessel_ultrasound")
+    item = next(i for i in source.items() if isinstance(i, Item) and i.key == "0000")
+    sample = next(s for s in source.load(item) if isinstance(s, Sample))
+    # pairs.csv summarises the map as "nerve; blood vessel"; labels.json names value 1 and value 2
+    assert sorted(s.name for s in sample.structures) == [
+        "blood vessel (artery or vein)",
+        "nerve (peripheral nerve / plexus)",
+    ]

@@ -127,6 +127,8 @@ class MedsegSource(Source):
         declared = _declared_values(self.labels)
         if instance_map:
             return MaskSpec(path, structure or "instance", instance_map=True)
+        if len(declared) > 1:  # a multi-class label map: each value its own structure, named by labels.json
+            return MaskSpec(path, "", tuple(sorted(declared.items())), instance=instance)
         if structure:
             values = tuple((v, structure) for v in sorted(declared)) if declared else None
             return MaskSpec(path, structure, values, instance=instance)
@@ -134,9 +136,12 @@ class MedsegSource(Source):
 
     def _names(self, rows: list[dict]) -> frozenset[str]:
         """Raw keys an image's rows may label: structure columns, or every declared label of a label map."""
+        declared = set(_declared_values(self.labels).values())
+        if len(declared) > 1:  # a multi-class label map: the structure column only summarises it
+            return frozenset(declared)
         names = {(r.get("structure") or "").strip() for r in rows}
         if "" in names:
-            names |= set(_declared_values(self.labels).values())
+            names |= declared
         return frozenset(n for n in names if n)
 
     def _protocol(self, relative: Path) -> str | None:
