@@ -59,16 +59,19 @@ class _NoSpice:
         return "SPICE"
 
 
-@pytest.mark.slow
 @needs_java
 def test_bird_text_matches_cocoevalcap_per_modality(tmp_path, monkeypatch):
-    """Parity: our RC numbers equal pycocotools + COCOEvalCap run as BiRD's script runs them."""
+    """Parity: our RC numbers equal pycocotools + COCOEvalCap run as BiRD's script runs them.
+
+    Both sides use the one METEOR process of conftest.py (its start-up is most of the cost), so this
+    runs in the default test run.
+    """
     from pycocoevalcap import eval as coco_eval_module
     from pycocotools.coco import COCO
 
     from medground.eval.bird import bird_text
     from medground.eval.postprocess import bird_regularize
-    from medground.eval.rows import PredRow
+    from medground.eval.rows import PredRow, bird_modality_key
 
     items = [
         ("ct_1.png", "The liver is enlarged with a lesion.", "The liver is normal.<|im_end|>"),
@@ -79,13 +82,14 @@ def test_bird_text_matches_cocoevalcap_per_modality(tmp_path, monkeypatch):
         ),  # \r shifts PTB lines
         ("ct_3.png", "Fluid near the liver.", "Sure\nFluid near liver\nthanks"),
         ("mr_4.png", "Brain tumor in the frontal lobe.", "Tumor of the brain."),
+        ("oct_5.png", "Fluid under the retina.", "Retinal fluid."),  # outside BiRD's eight: "other"
     ]
     rows = [
         PredRow(
             id=str(i),
             image=img,
-            modality=img[:2],
-            bird_modality=img[:2],
+            modality=img.split("_")[0],
+            bird_modality=bird_modality_key(img.split("_")[0]),
             task="rc",
             question="q",
             annotation=a,
@@ -95,9 +99,9 @@ def test_bird_text_matches_cocoevalcap_per_modality(tmp_path, monkeypatch):
         )
         for i, (img, a, r) in enumerate(items, 1)
     ]
-    ours = bird_text(rows, "rc")
     monkeypatch.setattr(coco_eval_module, "Spice", _NoSpice)
-    for modality in ("ct",):  # one modality keeps the Java start-ups few; mr rows must not leak into ct
+    ours = bird_text(rows, "rc")
+    for modality in ("ct",):  # one modality keeps the Java start-ups few; mr/oct rows must not leak into ct
         subset = [(i, img, a, r) for i, (img, a, r) in enumerate(items, 1) if img.startswith(modality)]
         anno = {
             "annotations": [{"image_id": i, "id": i, "caption": a} for i, _, a, _ in subset],
@@ -109,9 +113,13 @@ def test_bird_text_matches_cocoevalcap_per_modality(tmp_path, monkeypatch):
         coco = COCO(str(tmp_path / "anno.json"))
         evaluator = coco_eval_module.COCOEvalCap(coco, coco.loadRes(str(tmp_path / "res.json")))
         evaluator.evaluate()
+        assert set(ours["per_modality"][modality]) == set(evaluator.eval) - {"SPICE"}
         for metric, value in ours["per_modality"][modality].items():
             assert value == round(evaluator.eval[metric], 6), (modality, metric)
     expected_mean = round((ours["per_modality"]["ct"]["CIDEr"] + ours["per_modality"]["mr"]["CIDEr"]) / 2, 6)
-    assert ours["mean"]["CIDEr"] == expected_mean
+    assert ours["mean"]["CIDEr"] == expected_mean  # the "other" row is not in the mean
     # mr by hand: "tumor of the brain" vs 6 reference words: 3 of 4 unigrams, BP = exp(1 - 6/4)
     assert ours["per_modality"]["mr"]["Bleu_1"] == pytest.approx(0.75 * math.exp(1 - 6 / 4), abs=2e-6)
+    # other by hand: "retinal fluid" vs "fluid under the retina": 1 of 2 unigrams, BP = exp(1 - 4/2)
+    assert ours["other"]["modalities"] == {"oct": 1}
+    assert ours["other"]["scores"]["Bleu_1"] == pytest.approx(0.5 * math.exp(1 - 4 / 2), abs=2e-6)
