@@ -12,12 +12,6 @@ from typer.testing import CliRunner
 
 from medground.icl.commands import app
 from medground.icl.segmenter import save_pretrained
-from medground.icl.text import clean_structure_name
-
-
-def test_clean_structure_name() -> None:
-    assert clean_structure_name("hip_left") == "hip left"
-    assert clean_structure_name("  Vertebrae-T9 ") == "vertebrae t9"
 
 
 def test_minilm_embeddings_are_unit_384d_and_meaningful() -> None:

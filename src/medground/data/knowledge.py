@@ -1,6 +1,6 @@
 """The shipped anatomical knowledge table: one neutral, textbook-style line per structure.
 
-``knowledge/anatomy.json`` maps a normalised key (:func:`medground.data.names.name_key`) to an entry
+``knowledge/anatomy.json`` maps a normalised key (:func:`medground.names.name_key`) to an entry
 with the display ``name``, ``body_region`` (one of :data:`BODY_REGIONS`), ``system``, ``kind``
 ("anatomy", "lesion" or "target": a radiotherapy planning volume), a one-sentence ``description``,
 optional ``aliases`` (other raw names of the same structure) and an optional ``parent``: the key of
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from medground.data.names import name_key
+from medground.names import name_key
 
 __all__ = [
     "BODY_REGIONS",
@@ -259,7 +259,8 @@ def distant_structures(body_region: str | None, kind: str | None = None) -> list
     """Display names of structures that cannot appear in an image of ``body_region``: safe negatives.
 
     Structures of the same or a neighbouring region are left out (they may be visible but not
-    annotated, so "not present" could be false), as are "whole body" ones. The region may be free
+    annotated, so "not present" could be false), as are "whole body" ones and "tissue" ones (cells,
+    nuclei and glands are in every organ: a colon biopsy has nuclei whatever its region says). The region may be free
     text ("abdomen, thorax and pelvis"); an unknown or missing region gives [] (nothing is safe).
     """
     return list(_distant(body_region, kind))
@@ -272,7 +273,7 @@ def _distant(body_region: str | None, kind: str | None) -> tuple[str, ...]:
         return ()
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
-    near = regions.union(*(_NEIGHBOURS[r] for r in regions)) | {"whole body"}
+    near = regions.union(*(_NEIGHBOURS[r] for r in regions)) | {"whole body", "tissue"}
     return tuple(
         sorted(
             e.name

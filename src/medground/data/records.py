@@ -27,11 +27,11 @@ import numpy as np
 from PIL import Image
 
 from medground.data.knowledge import distant_structures, related
-from medground.data.names import clean_name
 from medground.data.regions import RegionConfig, extract_regions
 from medground.data.tasks import ImageContext, TaskConfig, Turn, make_conversation
 from medground.grounding import Dialect, get_dialect
 from medground.io import write_mask_png, write_png
+from medground.names import clean_name
 from medground.types import Box, Region, Rejected, Sample, StructureMask
 
 __all__ = [
@@ -44,6 +44,10 @@ __all__ = [
     "split_of",
     "verify_turn",
 ]
+
+MICROSCOPIC: frozenset[str] = frozenset({"histopathology", "microscopy"})
+"""Modalities whose images show tissue, not anatomy: a kidney biopsy tile *is* kidney, so no organ is
+called absent from them by the distant-anatomy rule."""
 
 NEGATIVE_RULES: tuple[str, ...] = ("protocol", "distant")
 """Why a structure may be called absent: the image's labelling protocol labels it exhaustively and
@@ -169,7 +173,7 @@ def absent_names(sample: Sample, vocabulary: list[str] | None) -> tuple[list[str
     too small to ask about is not absent), is labelled in a neighbouring slice of the case
     (``meta["nearby"]``), or is part of / contains a structure present or nearby (no "no kidney" beside
     "left kidney"). When that leaves nothing, anatomy of distant body regions is absent ("distant":
-    no liver in a brain MRI), with the same part-of check.
+    no liver in a brain MRI), with the same part-of check; never in histopathology or microscopy.
     """
     present = {s.name for s in sample.structures if s.mask.any()} | set(sample.meta.get("nearby", ()))
     present_names = {clean_name(p) for p in present}
@@ -180,7 +184,7 @@ def absent_names(sample: Sample, vocabulary: list[str] | None) -> tuple[list[str
     hard = allowed({clean_name(k) for k in vocabulary or ()})
     if hard:
         return hard, "protocol"
-    if not sample.body_region:
+    if not sample.body_region or sample.modality in MICROSCOPIC:
         return [], None
     distant = allowed(set(distant_structures(sample.body_region, kind="anatomy")))
     return distant, "distant" if distant else None

@@ -10,7 +10,7 @@ Rules (each differs from BiRD's on purpose):
   A negative question (structure absent) has no ground-truth box: any predicted box there is a
   false positive;
 * ROC: the class name (``structure`` field, else the annotation) must appear as whole words in the
-  response, up to :mod:`medground.eval.names` canonical spelling and synonyms;
+  response, up to :mod:`medground.names` canonical spelling and synonyms;
 * absence detection over rows that carry a ``negative`` flag: positive = "the structure is not
   present"; predicted positive when the response matches :data:`ABSENCE`;
 * RC/MIA: text metrics with Java (PTB tokenizer, METEOR) and without (simple tokenizer; no METEOR);
@@ -28,12 +28,12 @@ import re
 import numpy as np
 
 from medground.eval.matching import iou_matrix, match_boxes, matched_iou_sum
-from medground.eval.names import class_mentioned
 from medground.eval.postprocess import strict_clean
 from medground.eval.rows import PredRow
 from medground.eval.stats import BootstrapConfig, Units, aggregate, bootstrap_ci, describe_bootstrap, safe_div
 from medground.eval.text_metrics import SPICE_NOTE, CaptionScorer, java_available, tokenize
 from medground.grounding import get_dialect
+from medground.names import class_mentioned
 from medground.types import Box
 
 __all__ = [

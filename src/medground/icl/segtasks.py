@@ -29,8 +29,8 @@ import torch
 from medground.data.sources import Item, SourceError, open_source
 from medground.icl.preprocess import prepare_image, prepare_mask
 from medground.icl.protocol import expand_held_out
-from medground.icl.text import clean_structure_name
 from medground.io import read_image, read_mask
+from medground.names import embedding_text
 from medground.types import Rejected, Sample
 
 __all__ = [
@@ -191,7 +191,7 @@ def segtasks_from_engine(
                 image = str(folder / rec["image"])
                 example = groups[key].setdefault(image, _Example(rec.get("case") or None))
                 example.masks.append(read_mask(folder / region["mask"]))
-                names.setdefault(key, clean_structure_name(region.get("name") or region["key"]))
+                names.setdefault(key, embedding_text(region.get("name") or region["key"]))
     return _build(groups, names, size, min_examples, keep_full)
 
 
@@ -220,7 +220,7 @@ def segtasks_from_source(
                 key = (source.name, name.replace(" ", "_"))
                 example = groups[key].setdefault(sample.id, _Example(sample.case or None))
                 example.masks.append(structure.mask)
-                names.setdefault(key, clean_structure_name(name))
+                names.setdefault(key, embedding_text(name))
     out = _build(groups, names, size, min_examples, keep_full, images.__getitem__)
     out.skipped = skipped + out.skipped
     return out

@@ -13,14 +13,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TEXT_DIM", "TextEncoder", "clean_structure_name", "text_model_path"]
+__all__ = ["TEXT_DIM", "TextEncoder", "text_model_path"]
 
 TEXT_DIM = 384
-
-
-def clean_structure_name(name: str) -> str:
-    """Normalise a raw structure key for embedding: "hip_left" -> "hip left", trimmed, lower case."""
-    return " ".join(name.replace("_", " ").replace("-", " ").split()).lower()
 
 
 def text_model_path() -> Path:

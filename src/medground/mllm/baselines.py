@@ -7,20 +7,21 @@ Rules (same for the model and the baselines):
 - Prior box: the mean of all training boxes of the asked structure, each normalised by its image's
   width/height, scaled to the test image (the mean over all structures when the structure is unseen).
 - ROC accuracy: over non-negative ``roc`` turns; the predicted name is the known structure name
-  (training + test vocabulary) that occurs first in the response (the longest at one position);
-  it must equal the turn's structure.
+  (training + test vocabulary) that occurs first in the response as whole words (the longest at one
+  position), both spelled by :func:`medground.names.canonical_name` (case, punctuation and plurals
+  do not matter: "the Kidneys" names "kidney"); it must name the turn's structure in that spelling.
 - Majority class: always answer the most frequent structure of the training ``roc`` turns.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from medground.grounding import get_dialect
+from medground.names import canonical_name, mention_words
 from medground.types import Box
 
 __all__ = [
@@ -89,14 +90,17 @@ def majority_class(train_records: list[dict[str, Any]]) -> str:
 
 
 def roc_label(response: str, vocabulary: list[str]) -> str | None:
-    """The vocabulary name occurring first in ``response`` (case-insensitive, whole words; longest on ties)."""
-    text = response.lower()
-    best: tuple[int, int, str] | None = None
-    for name in vocabulary:
-        match = re.search(rf"(?<![a-z]){re.escape(name.lower())}(?![a-z])", text)
-        if match and (best is None or (match.start(), -len(name)) < (best[0], best[1])):
-            best = (match.start(), -len(name), name)
-    return best[2] if best else None
+    """The vocabulary name whose canonical spelling occurs first in ``response`` as a run of whole
+    words (the one of most words on ties, then the first in ``vocabulary``); None when none occurs."""
+    words = mention_words(response)
+    best: tuple[int, int, int, str] | None = None
+    for rank, name in enumerate(vocabulary):
+        form = canonical_name(name).split()
+        starts = (i for i in range(len(words) - len(form) + 1) if form and words[i : i + len(form)] == form)
+        start = next(starts, None)
+        if start is not None and (best is None or (start, -len(form), rank) < best[:3]):
+            best = (start, -len(form), rank, name)
+    return best[3] if best else None
 
 
 def _gt_boxes(record: dict[str, Any], turn: dict[str, Any]) -> list[Box]:
@@ -132,8 +136,10 @@ def evaluate_predictions(
             tally["rec_prior"] += any(prior.iou(g) >= 0.5 for g in gt)
         elif turn["task"] == "roc":
             tally["roc"] += 1
-            tally["roc_model"] += roc_label(row["response"], vocabulary) == turn["structure"]
-            tally["roc_majority"] += majority == turn["structure"]
+            asked = canonical_name(turn["structure"])
+            predicted = roc_label(row["response"], vocabulary)
+            tally["roc_model"] += predicted is not None and canonical_name(predicted) == asked
+            tally["roc_majority"] += canonical_name(majority) == asked
 
     def rate(hits: str, total: str) -> float | None:
         return tally[hits] / tally[total] if tally[total] else None

@@ -24,6 +24,7 @@ from medground.data.sources.base import Item, SourceError
 from medground.data.sources.medseg import clean_region, read_meta
 from medground.data.sources.volumes import VolumeOptions, VolumeSource
 from medground.io import ReadError, Volume, dicom_series_info, load_dicom_series
+from medground.names import clean_name
 from medground.types import Rejected
 
 __all__ = ["DicomSource", "is_label_series"]
@@ -38,9 +39,10 @@ def is_label_series(folder_name: str, description: str) -> bool:
 
 def _label_name(folder_name: str, description: str) -> str:
     for text in (description, folder_name):
-        words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", _LABEL_WORDS.sub(" ", text)).replace("_", " ").split()
-        if words:
-            return " ".join(words).lower()
+        try:
+            return clean_name(_LABEL_WORDS.sub(" ", text))
+        except ValueError:  # nothing left once the mask word is taken out
+            continue
     return "structure"
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-from medground.data.names import is_plural, name_key, the_name
 from medground.grounding import Dialect
+from medground.names import is_plural, name_key, the_name
 from medground.types import Region
 
 __all__ = [

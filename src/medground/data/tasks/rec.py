@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 
-from medground.data.names import clean_name, name_key
 from medground.data.tasks.base import (
     TaskState,
     Turn,
@@ -20,6 +19,7 @@ from medground.data.tasks.base import (
     name_words,
     structure_groups,
 )
+from medground.names import clean_name, name_key
 
 __all__ = ["absent_candidates", "negative_turn", "rec_turn"]
 
