@@ -30,7 +30,7 @@ Metric = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 @dataclass(frozen=True)
 class BootstrapConfig:
-    """Percentile bootstrap over items."""
+    """Percentile bootstrap over resampling units (images or patients, see :class:`Units`)."""
 
     replicates: int = 1000
     """number of resamples; 0 turns intervals off"""
