@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -194,6 +195,48 @@ def report(out_dir: Annotated[Path, typer.Argument(help="A build's output folder
     from medground.data.report import write_report
 
     typer.echo(write_report(out_dir))
+
+
+@app.command("check-splits")
+def check_splits(
+    builds: Annotated[
+        list[Path], typer.Argument(help="Build folders (`medground build --out`), checked together.")
+    ],
+    near_duplicates: Annotated[
+        bool,
+        typer.Option(
+            help="Also compare the saved images across splits: a perceptual hash plus a pixel check finds copies, "
+            "JPEG re-encodes, resizes and crops of up to ~10% per side (slower: every image is read)."
+        ),
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the findings as JSON instead of tables.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Check that no patient and no picture sits in two splits, within and across builds.
+
+    Each patient key (the records' `case`) must sit in one split over all BUILDS.
+
+    Images of unknown patient (`case` null, all in train) are covered by the near-duplicate check only.
+
+    Exit status: 0 clean, 1 a leak was found, 2 unreadable input.
+    """
+    from rich.console import Console
+
+    from medground.data.splits import check_splits as run_check
+    from medground.data.splits import print_report
+
+    try:
+        report = run_check(builds, near_duplicates=near_duplicates, progress=progress and not as_json)
+    except ValueError as error:
+        _fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report, Console())
+    if not report.clean:
+        raise typer.Exit(1)
 
 
 @app.command()
