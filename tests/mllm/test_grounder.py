@@ -112,6 +112,7 @@ def test_predict_writes_parseable_rows_in_the_model_dialect(overfit, family, tmp
         assert [b["box"] for b in row["boxes"]] == [LIVER[int(row["image"][-5])]]
     records = {r["id"]: r for r in read_records(overfit["data"], "train")}
     assert all(r["record"] in records and r["annotation"] for r in rows)
+    assert {r["case"] for r in rows} == {"c0", "c2"}  # the patient keys of the two train images
     # Resume keeps finished rows (a marked one stays marked) and answers only the missing turns.
     out.write_text(json.dumps(dict(rows[0], response="KEPT")) + "\n")
     seen = []

@@ -201,6 +201,7 @@ def _row(grounder: Grounder, record: dict[str, Any], i: int, turn: Any, answer: 
         "negative": turn.negative,
         "dialect": grounder.dialect.name,
         "structure": turn.structure,
+        "case": record.get("case"),
         "boxes": answer.as_dict()["boxes"],
     }
 
@@ -217,7 +218,8 @@ def predict(
     """Answer every turn of ``split``'s records and write one JSON row per turn to ``out``; returns the row count.
 
     Row: ``{"id", "record", "turn", "image", "modality", "task", "question", "annotation", "response",
-    "width", "height", "negative", "dialect", "structure", "boxes"}``; question, annotation and
+    "width", "height", "negative", "dialect", "structure", "case", "boxes"}``; ``case`` is the record's
+    patient key (the strict protocol resamples patients by it); question, annotation and
     response are in ``dialect`` (the model's); ``boxes`` are the response's parsed boxes
     (``[{"label", "box": [x0, y0, x1, y1]}]``) in pixels of the saved width x height image.
     ``resume``: keep the rows of an existing ``out`` and answer only the missing turns.
