@@ -36,3 +36,56 @@ def test_iou_by_hand():
     assert a.iou(b) == pytest.approx(4 / 28)
     assert a.iou(a) == 1.0
     assert a.iou(Box(10, 10, 11, 11)) == 0.0
+
+
+def test_one_turn_type_from_the_engine_to_training():
+    """The engine writes Turns and training reads the same Turn type back, fields intact (mia: no structure)."""
+    from medground.data.records import RecordConfig, make_records
+    from medground.data.tasks import TaskConfig
+    from medground.data.tasks import Turn as TaskTurn
+    from medground.grounding import get_dialect
+    from medground.mllm.data import record_turns
+    from medground.types import Sample, StructureMask, Turn
+
+    assert TaskTurn is Turn
+    liver = np.zeros((60, 80), bool)
+    liver[5:30, 10:50] = True
+    spleen = np.zeros((60, 80), bool)
+    spleen[35:55, 55:75] = True
+    sample = Sample(
+        "s1",
+        np.full((60, 80), 90, np.uint8),
+        "ct",
+        "demo",
+        "p1",
+        [StructureMask("liver", liver), StructureMask("spleen", spleen)],
+        plane="axial",
+        body_region="abdomen",
+    )
+    config = RecordConfig(conversations_per_image=4, tasks=TaskConfig(mia_rate=1.0))
+    records, _, rejected = make_records(sample, ["liver", "spleen"], config)
+    assert records and not rejected
+    seen_mia = False
+    for record in records:
+        turns = record_turns(record, get_dialect(record["dialect"]))
+        convs = record["conversations"]
+        expected = [
+            Turn(
+                meta["task"],
+                convs[2 * i]["value"].removeprefix("<image>\n"),
+                convs[2 * i + 1]["value"],
+                meta["regions"],
+                meta["structure"],
+                meta["negative"],
+            )
+            for i, meta in enumerate(record["turns"])
+        ]
+        assert turns == expected
+        assert all(isinstance(t, Turn) for t in turns)
+        for turn in turns:
+            if turn.task == "mia":
+                seen_mia = True
+                assert turn.structure is None and turn.regions == [0, 1]
+            else:
+                assert turn.structure in ("liver", "spleen") or turn.negative
+    assert seen_mia

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Box", "Region", "Rejected", "Sample", "StructureMask", "tight_box"]
+__all__ = ["Box", "Region", "Rejected", "Sample", "StructureMask", "Turn", "tight_box"]
 
 _INTEGER_TYPES = (int, np.integer)
 
@@ -163,3 +163,22 @@ class Rejected:
 
     def as_dict(self) -> dict[str, str]:
         return {"input": self.input, "reason": self.reason, "source": self.source}
+
+
+@dataclass
+class Turn:
+    """One question/answer pair of a conversation: what the data engine writes and what training reads.
+
+    ``task`` is a task name ("rec", "roc", "reg", "mia"; "" where a record does not say); ``question``
+    and ``answer`` are texts in one box dialect, the question without the ``<image>`` placeholder;
+    ``regions`` index the record's region list (the regions the turn names); ``structure`` is the
+    clean name asked about (None for a turn about no one structure, such as ``mia``); ``negative``
+    marks a question about a structure that is not in the image.
+    """
+
+    task: str
+    question: str
+    answer: str
+    regions: list[int] = field(default_factory=list)
+    structure: str | None = None
+    negative: bool = False

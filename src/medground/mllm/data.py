@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,10 @@ from PIL import Image
 from medground.grounding import Dialect, get_dialect, reground_text
 from medground.io import read_image
 from medground.mllm.processor import IMAGE_PAD, IMAGE_PLACEHOLDER, SYSTEM_PROMPT, VISION_END, VISION_START
-from medground.types import Box
+from medground.types import Box, Turn
 
 __all__ = [
     "IGNORE_INDEX",
-    "Turn",
     "convert_text",
     "encode_prompt",
     "encode_record",
@@ -38,17 +36,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One question/answer pair of a record, both in the target dialect."""
-
-    question: str
-    answer: str
-    task: str
-    negative: bool
-    structure: str
 
 
 def read_records(data_dir: str | Path, split: str | None = None) -> list[dict[str, Any]]:
@@ -181,11 +168,12 @@ def record_turns(
         info = meta[i // 2] if i // 2 < len(meta) else {}
         turns.append(
             Turn(
+                task=str(info.get("task", "")),
                 question=convert_text(question, source, target, width, height, exact, crop, pad),
                 answer=convert_text(convs[i + 1]["value"], source, target, width, height, exact, crop, pad),
-                task=str(info.get("task", "")),
+                regions=[int(r) for r in info.get("regions", [])],
+                structure=info.get("structure"),
                 negative=bool(info.get("negative", False)),
-                structure=str(info.get("structure", "")),
             )
         )
     return turns

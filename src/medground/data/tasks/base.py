@@ -16,7 +16,7 @@ from importlib import resources
 
 from medground.grounding import Dialect
 from medground.names import is_plural, name_key, the_name
-from medground.types import Region
+from medground.types import Region, Turn
 
 __all__ = [
     "KNOWN_TASKS",
@@ -79,18 +79,6 @@ class ImageContext:
     plane: str | None
     body_region: str | None
     source: str
-
-
-@dataclass
-class Turn:
-    """One question/answer pair; ``regions`` index the image's region list (see conversation rules)."""
-
-    task: str  # "rec" | "roc" | "reg" | "mia"
-    question: str  # no "<image>" prefix: the engine adds it to the first turn
-    answer: str
-    regions: list[int]  # indices into the regions list given
-    structure: str | None
-    negative: bool = False
 
 
 @dataclass
