@@ -84,3 +84,12 @@ def test_evaluate_scores_model_and_baselines_on_the_same_turns():
         result["rec_turns"] == 1 and result["rec_acc50_model"] == 1.0 and result["rec_acc50_prior_box"] == 1.0
     )
     assert result["roc_turns"] == 1 and result["roc_acc_model"] == 1.0 and result["roc_acc_majority"] == 0.0
+
+
+def test_roc_label_reads_names_as_the_strict_protocol_spells_them():
+    vocab = ["kidney", "left kidney", "cell nuclei", "dental caries"]
+    assert roc_label("These are the Left Kidneys.", vocab) == "left kidney"  # longest at the first position
+    assert roc_label("One cell nucleus.", vocab) == "cell nuclei"  # nuclei -> nucleus on both sides
+    assert roc_label("dental caries", vocab) == "dental caries"
+    assert roc_label("a kidney-shaped dental caries", vocab) == "kidney"  # the first one wins
+    assert roc_label("kidneystone", vocab) is None
