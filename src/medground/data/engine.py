@@ -29,6 +29,7 @@ from medground import __version__
 from medground.data.records import RecordConfig, make_records, resize_sample, save_sample
 from medground.data.rewrite import Rewriter, rewrite_record
 from medground.data.sources import Item, Source
+from medground.data.splits import require_one_split_per_patient
 from medground.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_path
 from medground.progress import progress_bar
 from medground.types import Rejected
@@ -317,10 +318,14 @@ def build(
         else:
             with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
                 _run_bounded(pool.submit, concurrent.futures.wait, specs, 2 * workers, job, on_done, on_skip)
+    # The build checks its own splits (medground.data.splits): a patient key in two splits raises
+    # SplitLeakError naming it, before any manifest is written.
+    require_one_split_per_patient(
+        out, [out / "records" / f"{parts[i]['shard']}.jsonl" for i in sorted(parts)]
+    )
     manifest = _finalize(
         out, sources, config, fingerprint, [parts[i] for i in sorted(parts)], plan_rejections, notes
     )
-    # --- split check (H2) ---
     return manifest
 
 

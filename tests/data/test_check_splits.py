@@ -1,0 +1,268 @@
+"""`medground check-splits`: patient keys and near duplicates across splits, on build folders written by hand.
+
+Each build folder here is made the way `medground build` lays it out (records/shard-*.jsonl with `image`,
+`source`, `case`, `split`; images under images/<source>/), and the expected leaks are known by construction.
+"""
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from medground.cli import app
+from medground.data import records as records_module
+from medground.data.api import build_dataset
+from medground.data.records import RecordConfig
+from medground.data.splits import (
+    SplitLeakError,
+    check_splits,
+    require_one_split_per_patient,
+)
+
+runner = CliRunner()
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "medground" / "sample" / "medseg"
+HC18 = SAMPLE / "hc18_fetal_ultrasound" / "images"
+KVASIR = SAMPLE / "kvasir_seg_endoscopy" / "images"
+
+
+def _write_build(
+    root: Path, rows: list[tuple[str, str, str | None, str]], images: dict[str, Path | bytes]
+) -> Path:
+    """A build folder: one record per row ``(image name, source, case, split)``; ``images`` gives each
+    saved image's source file (copied byte for byte) or its encoded bytes."""
+    lines = []
+    for index, (name, source, case, split) in enumerate(rows):
+        image = f"images/{source}/{name}"
+        target = root / image
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            content = images[name]
+            target.write_bytes(content if isinstance(content, bytes) else content.read_bytes())
+        record = {
+            "id": f"{source}/{name}#{index}",
+            "image": image,
+            "source": source,
+            "case": case,
+            "split": split,
+        }
+        lines.append(json.dumps(record) + "\n")
+    (root / "records").mkdir(parents=True)
+    (root / "records" / "shard-00000.jsonl").write_text("".join(lines))
+    return root
+
+
+def _jpeg_resized(path: Path, factor: float, crop: float = 0.0) -> bytes:
+    """The picture at ``path``, cut by ``crop`` of its size on every side, resized by ``factor``, saved as JPEG q80."""
+    picture = Image.open(path).convert("RGB")
+    width, height = picture.size
+    picture = picture.crop(
+        (round(crop * width), round(crop * height), round((1 - crop) * width), round((1 - crop) * height))
+    )
+    picture = picture.resize(
+        (round(picture.width * factor), round(picture.height * factor)), Image.Resampling.LANCZOS
+    )
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def test_a_patient_in_two_splits_fails_with_its_key_named(tmp_path):
+    build = _write_build(
+        tmp_path / "build",
+        [
+            ("000_HC.png", "hc18", "hc18/p1", "train"),
+            ("003_HC.png", "hc18", "hc18/p1", "test"),  # the leak: p1 also in test
+            ("006_HC.png", "hc18", "hc18/p2", "val"),
+            ("009_HC.png", "hc18", None, "train"),
+        ],
+        {n: HC18 / n for n in ("000_HC.png", "003_HC.png", "006_HC.png", "009_HC.png")},
+    )
+    result = runner.invoke(app, ["check-splits", str(build), "--no-near-duplicates", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "hc18/p1" in result.output and "hc18/p2" not in result.output
+    assert "LEAK" in result.output
+
+    result = runner.invoke(app, ["check-splits", str(build), "--json", "--no-near-duplicates"])
+    assert result.exit_code == 1
+    found = json.loads(result.output)
+    assert found["clean"] is False and found["unknown_patient_images"] == 1
+    assert [(leak["kind"], leak["key"], sorted(leak["where"])) for leak in found["patient_leaks"]] == [
+        ("patient", "hc18/p1", ["test", "train"])
+    ]
+
+
+def test_a_clean_build_exits_zero(tmp_path):
+    build = _write_build(
+        tmp_path / "build",
+        [
+            ("000_HC.png", "hc18", "a", "train"),
+            ("000_HC.png", "hc18", "a", "train"),
+            ("003_HC.png", "hc18", "b", "test"),
+        ],
+        {n: HC18 / n for n in ("000_HC.png", "003_HC.png")},
+    )
+    result = runner.invoke(app, ["check-splits", str(build), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "clean: 2 images, 3 records" in " ".join(result.output.split())
+
+
+def test_copied_and_resaved_images_under_other_names_are_flagged(tmp_path):
+    original, other = HC18 / "000_HC.png", KVASIR / "cju0qkwl35piu0993l0dewei2.jpg"
+    build = _write_build(
+        tmp_path / "build",
+        [
+            ("000_HC.png", "hc18", "p1", "train"),
+            ("cju0qkwl35piu0993l0dewei2.jpg", "kvasir", None, "train"),
+            ("copy_of_it.png", "hc18", "p7", "test"),  # byte copy, another name, another patient key
+            ("resaved.jpg", "hc18", "p8", "val"),  # JPEG q80 of a 0.6x resize
+            ("cropped.jpg", "hc18", "p9", "test"),  # 8% cut from each side, 0.8x, JPEG q80
+            ("colon_resaved.jpg", "kvasir", "k2", "test"),  # the kvasir frame resized 0.5x
+            ("003_HC.png", "hc18", "p3", "test"),  # a different ultrasound of the same kind: no leak
+        ],
+        {
+            "000_HC.png": original,
+            "cju0qkwl35piu0993l0dewei2.jpg": other,
+            "copy_of_it.png": original,
+            "resaved.jpg": _jpeg_resized(original, 0.6),
+            "cropped.jpg": _jpeg_resized(original, 0.8, crop=0.08),
+            "colon_resaved.jpg": _jpeg_resized(other, 0.5),
+            "003_HC.png": HC18 / "003_HC.png",
+        },
+    )
+    report = check_splits([build], progress=False)
+    assert not report.patient_leaks
+    pairs = {frozenset((Path(d.first).name, Path(d.second).name)) for d in report.duplicate_leaks}
+    # Same-split pairs (resaved vs cropped are val/test: they count) are listed once each.
+    original_family = ["000_HC.png", "copy_of_it.png", "resaved.jpg", "cropped.jpg"]
+    split = {"000_HC.png": "train", "copy_of_it.png": "test", "resaved.jpg": "val", "cropped.jpg": "test"}
+    expected = {
+        frozenset((a, b))
+        for i, a in enumerate(original_family)
+        for b in original_family[i + 1 :]
+        if split[a] != split[b]
+    }
+    expected.add(frozenset(("cju0qkwl35piu0993l0dewei2.jpg", "colon_resaved.jpg")))
+    assert pairs == expected
+
+    result = runner.invoke(app, ["check-splits", str(build), "--no-progress"])
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())
+    assert "One picture in two splits" in said and "6 near-duplicate pairs" in said
+
+
+def test_pairs_within_one_split_are_not_leaks(tmp_path):
+    original = HC18 / "000_HC.png"
+    build = _write_build(
+        tmp_path / "build",
+        [
+            ("000_HC.png", "hc18", "p1", "train"),
+            ("again.png", "hc18", "p2", "train"),
+            ("003_HC.png", "hc18", "p3", "test"),
+        ],
+        {"000_HC.png": original, "again.png": original, "003_HC.png": HC18 / "003_HC.png"},
+    )
+    assert check_splits([build], progress=False).clean
+
+
+def test_distinct_real_images_of_two_datasets_are_not_flagged(tmp_path, shared_data):
+    # The closest cross-dataset pair of the shared collection by hash (6 bits of 64): two colour fundus
+    # photographs of the same eye side from different datasets, so different patients and pictures.
+    drive = shared_data / "medseg" / "drive_fundus" / "images" / "25_training.tif"
+    fives = shared_data / "medseg" / "fives_fundus_vessels" / "images" / "27_A.jpg"
+    build = _write_build(
+        tmp_path / "build",
+        [("25_training.tif", "drive", "d25", "train"), ("27_A.jpg", "fives", "f27", "test")],
+        {"25_training.tif": drive, "27_A.jpg": fives},
+    )
+    report = check_splits([build], progress=False)
+    assert report.clean and report.duplicate_leaks == []
+
+
+def test_leaks_across_two_builds(tmp_path):
+    original = HC18 / "000_HC.png"
+    first = _write_build(
+        tmp_path / "first",
+        [("000_HC.png", "hc18", "hc18/p1", "train"), ("003_HC.png", "hc18", "hc18/p3", "train")],
+        {"000_HC.png": original, "003_HC.png": HC18 / "003_HC.png"},
+    )
+    second = _write_build(
+        tmp_path / "second",
+        [("006_HC.png", "hc18b", "hc18/p1", "test"), ("renamed.jpg", "other", None, "test")],
+        {"006_HC.png": HC18 / "006_HC.png", "renamed.jpg": _jpeg_resized(HC18 / "003_HC.png", 0.7)},
+    )
+    assert check_splits([first], progress=False).clean and check_splits([second], progress=False).clean
+    report = check_splits([first, second], progress=False)
+    assert [leak.key for leak in report.patient_leaks] == ["hc18/p1"]
+    assert set(report.patient_leaks[0].where) == {"train", "test"}
+    assert [(Path(d.first).name, Path(d.second).name) for d in report.duplicate_leaks] == [
+        ("003_HC.png", "renamed.jpg")
+    ]
+    result = runner.invoke(app, ["check-splits", str(first), str(second), "--no-progress"])
+    assert result.exit_code == 1 and "hc18/p1" in result.output
+
+
+def test_an_image_with_records_in_two_splits_is_a_leak(tmp_path):
+    build = _write_build(
+        tmp_path / "build",
+        [("000_HC.png", "hc18", None, "train"), ("000_HC.png", "hc18", None, "val")],
+        {"000_HC.png": HC18 / "000_HC.png"},
+    )
+    report = check_splits([build], near_duplicates=False, progress=False)
+    assert [(leak.kind, Path(leak.key).name) for leak in report.patient_leaks] == [("image", "000_HC.png")]
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["check-splits", str(tmp_path)])
+    assert (
+        result.exit_code == 2 and "records/shard-*.jsonl" in result.output and str(tmp_path) in result.output
+    )
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "shard-00000.jsonl").write_text('{"image": "a.png", "source": "s"}\n{oops\n')
+    result = runner.invoke(app, ["check-splits", str(tmp_path)])
+    assert result.exit_code == 2 and "shard-00000.jsonl" in result.output and "line 1" in result.output
+    (tmp_path / "records" / "shard-00000.jsonl").write_text(
+        '{"image": "images/s/a.png", "source": "s", "case": "x", "split": "train"}\n'
+        '{"image": "images/s/b.png", "source": "s", "case": "y", "split": "test"}\n'
+    )
+    result = runner.invoke(app, ["check-splits", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2 and "a.png" in result.output and "not found" in result.output
+
+
+def test_require_one_split_per_patient_names_the_key(tmp_path):
+    build = _write_build(
+        tmp_path / "build",
+        [("000_HC.png", "hc18", "k1", "train"), ("003_HC.png", "hc18", "k1", "val")],
+        {n: HC18 / n for n in ("000_HC.png", "003_HC.png")},
+    )
+    with pytest.raises(SplitLeakError, match="'k1'"):
+        require_one_split_per_patient(build, [build / "records" / "shard-00000.jsonl"])
+
+
+def test_the_build_fails_before_its_manifest_when_a_patient_crosses_splits(tmp_path, monkeypatch):
+    source = tmp_path / "hc18_fetal_ultrasound"
+    shutil.copytree(SAMPLE / "hc18_fetal_ultrasound", source)
+    with open(source / "pairs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(source / "pairs.csv", "w", newline="") as handle:  # all six scans of one mother
+        writer = csv.DictWriter(handle, [*rows[0], "case"])
+        writer.writeheader()
+        writer.writerows({**row, "case": "mother1"} for row in rows)
+    out = tmp_path / "out"
+    build_dataset([source], out, RecordConfig(seed=0), report=False, progress=False)
+    assert check_splits(
+        [out], near_duplicates=False, progress=False
+    ).clean  # the real rule: one split per key
+
+    # A split rule broken on purpose: alternate splits image by image.
+    calls = iter(range(1000))
+    monkeypatch.setattr(
+        records_module, "split_of", lambda case, seed, ratios: ("train", "test")[next(calls) % 2]
+    )
+    with pytest.raises(SplitLeakError, match="mother1"):
+        build_dataset([source], tmp_path / "broken", RecordConfig(seed=0), report=False, progress=False)
+    assert not (tmp_path / "broken" / "manifest.json").exists()
