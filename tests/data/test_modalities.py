@@ -107,6 +107,7 @@ def test_medgrit_and_bird_prefixes():
         "ultrasound",
     ]
     assert bird_prefix("xray") == "x"
+    assert bird_prefix("mammography") == "x"  # as medground.modalities.medgrit_modality counts it
     with pytest.raises(ValueError, match="Med-GRIT"):
         bird_prefix("histopathology")
 

@@ -289,13 +289,15 @@ def image_phrase(modality: str, plane: str | None = None) -> str:
 
 
 def bird_prefix(modality: str) -> str:
-    """BiRD's file prefix of one of the eight Med-GRIT modalities ("x-ray" -> "x"); else ValueError."""
+    """BiRD's file prefix of the Med-GRIT modality a name counts under (:func:`medgrit_modality`:
+    "x-ray" and "mammography" -> "x"); ValueError for a modality outside the eight."""
     canon = canonical_modality(modality)
-    if canon not in BIRD_FILE_PREFIX:
+    group = medgrit_modality(canon)
+    if group not in BIRD_FILE_PREFIX:
         raise ValueError(
             f"modality {modality!r} ({canon}) is not one of Med-GRIT's {', '.join(MEDGRIT_MODALITIES)}"
         )
-    return BIRD_FILE_PREFIX[canon]
+    return BIRD_FILE_PREFIX[group]
 
 
 def _sa_med2d_fields(filename: str) -> list[str] | None:
