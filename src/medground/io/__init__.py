@@ -1,4 +1,10 @@
-"""Readers and writers: the only place medground reads or writes image, mask and volume files.
+"""Readers and writers of image, mask and volume files.
+
+Every image, mask, volume or DICOM file medground is given (datasets, queries, supports, predictions) is
+read here, and the images, masks and volumes it produces (build outputs, segmentations) are written
+here, or byte-copied from an input file read and checked here. Two kinds of image file are handled
+where they are made instead: figures that reports and plots draw and save (PNG through matplotlib or
+PIL), and the export's resized copies of images the build already wrote (:mod:`medground.data.export`).
 
 Every reader raises :class:`ReadError` (a ValueError with ``path`` and ``reason``) for missing,
 unreadable, corrupt or truncated files. Frames: 2D arrays are row-major as stored; volumes are canonical
