@@ -10,6 +10,7 @@ from medground.names import (
     class_mentioned,
     clean_name,
     embedding_text,
+    icl_key,
     is_plural,
     mention_words,
     name_key,
@@ -303,6 +304,12 @@ SHIPPED_TEXTS = {
 def test_embedding_text_is_what_the_old_icl_normaliser_gave():
     assert embedding_text("hip_left") == "hip left"
     assert embedding_text("  Vertebrae-T9 ") == "vertebrae t9"
+    # the ICL source loader cut a raw name at its first parenthesis before embedding it
+    assert (
+        embedding_text("peritumoral edema (BraTS label ED, as extracted by SAM-Med3D)") == "peritumoral edema"
+    )
+    assert icl_key("cell nuclei (instance label map)") == "cell_nuclei"
+    assert icl_key("vertebrae_T9") == "vertebrae_T9"
 
 
 def test_embedding_text_of_every_shipped_training_task():
@@ -311,7 +318,8 @@ def test_embedding_text_of_every_shipped_training_task():
     tasks = json.loads((DEFAULT_WEIGHTS / "meta.json").read_text())["tasks"]
     assert sorted(tasks) == sorted(SHIPPED_TEXTS)
     for task, text in SHIPPED_TEXTS.items():
-        assert embedding_text(task.split("/", 1)[1]) == text, task
+        key = task.split("/", 1)[1]
+        assert icl_key(key) == key and embedding_text(key) == text, task
 
 
 def test_icl_loader_gives_the_shipped_training_texts(shared_data):

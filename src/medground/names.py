@@ -12,8 +12,8 @@ Four things live here, each once:
   singular words ending in s) behind both singularising a word and verb agreement of a name.
 - :data:`SYNONYM_GROUPS`: canonical names that denote one class under the strict protocol.
 
-:func:`embedding_text` is a compatibility path, not a normaliser to reuse: it reproduces exactly the
-text the shipped in-context segmentation weights were trained on.
+:func:`embedding_text` and :func:`icl_key` are a compatibility path, not normalisers to reuse: they
+reproduce exactly the text and task keys the shipped in-context segmentation weights were trained on.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "class_mentioned",
     "clean_name",
     "embedding_text",
+    "icl_key",
     "is_plural",
     "name_forms",
     "name_key",
@@ -317,12 +318,26 @@ def class_mentioned(reference: str, response: str) -> bool:
 # ---- compatibility -------------------------------------------------------------------------------
 
 
+def _before_note(raw: str) -> str:
+    """A raw name up to its first parenthesis, trimmed: "cell nuclei (instance label map)" -> "cell nuclei"."""
+    return raw.split("(")[0].strip()
+
+
+def icl_key(raw: str) -> str:
+    """The in-context segmenter's key of a dataset structure: "cell nuclei (instance label map)" -> "cell_nuclei".
+
+    The raw name up to its first parenthesis, spaces as underscores; the shipped weights' task list
+    (``medground/icl/weights/meta.json``) is spelled ``source/key`` in these keys.
+    """
+    return _before_note(raw).replace(" ", "_")
+
+
 def embedding_text(name: str) -> str:
     """The text the in-context segmenter embeds for a structure name: "hip_left" -> "hip left".
 
-    Lower case, ``_`` and ``-`` as spaces, whitespace collapsed, nothing else. The shipped RidgeSeg
-    weights (``medground/icl/weights``) were trained on exactly these strings, so this stays as it is
-    even where :func:`clean_name` would say it better ("vertebrae t9", not "T9 vertebra"); changing it
-    means retraining those weights.
+    Up to the first parenthesis, lower case, ``_`` and ``-`` as spaces, whitespace collapsed, nothing
+    else. The shipped RidgeSeg weights (``medground/icl/weights``) were trained on exactly these
+    strings, so this stays as it is even where :func:`clean_name` would say it better ("vertebrae t9",
+    not "T9 vertebra"); changing it means retraining those weights.
     """
-    return " ".join(name.replace("_", " ").replace("-", " ").split()).lower()
+    return " ".join(_before_note(name).replace("_", " ").replace("-", " ").split()).lower()

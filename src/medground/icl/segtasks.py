@@ -30,7 +30,7 @@ from medground.data.sources import Item, SourceError, open_source
 from medground.icl.preprocess import prepare_image, prepare_mask
 from medground.icl.protocol import expand_held_out
 from medground.io import read_image, read_mask
-from medground.names import embedding_text
+from medground.names import embedding_text, icl_key
 from medground.types import Rejected, Sample
 
 __all__ = [
@@ -216,11 +216,10 @@ def segtasks_from_source(
                 continue
             images[sample.id] = np.asarray(sample.image)
             for structure in sample.structures:
-                name = structure.name.split("(")[0].strip()
-                key = (source.name, name.replace(" ", "_"))
+                key = (source.name, icl_key(structure.name))
                 example = groups[key].setdefault(sample.id, _Example(sample.case or None))
                 example.masks.append(structure.mask)
-                names.setdefault(key, embedding_text(name))
+                names.setdefault(key, embedding_text(structure.name))
     out = _build(groups, names, size, min_examples, keep_full, images.__getitem__)
     out.skipped = skipped + out.skipped
     return out
