@@ -14,6 +14,7 @@ from medground.eval.command import eval_command
 from medground.grounding import DIALECTS
 from medground.icl.commands import icl_eval_command, icl_train_command, segment_command
 from medground.mllm.commands import ask_command, predict_command, train_command
+from medground.tasks import TASKS
 
 app = typer.Typer(
     name="medground",
@@ -74,8 +75,13 @@ def build(
     conversations: Annotated[int, typer.Option(help="Conversation records per image.")] = 1,
     turns: Annotated[int, typer.Option(help="Maximum question-answer turns per conversation.")] = 4,
     tasks: Annotated[
-        str, typer.Option(help="Comma-separated tasks: rec, roc, reg, mia.")
-    ] = "rec,roc,reg,mia",
+        str,
+        typer.Option(
+            help="Comma-separated tasks mixed in each conversation: "
+            + "; ".join(f"{s.name}: {s.summary}" for s in TASKS.values())
+            + "."
+        ),
+    ] = ",".join(TASKS),
     negative_rate: Annotated[
         float, typer.Option(help="Share of REC turns that ask about an absent structure.")
     ] = 0.15,

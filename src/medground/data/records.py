@@ -32,6 +32,7 @@ from medground.data.tasks import ImageContext, TaskConfig, Turn, make_conversati
 from medground.grounding import Dialect, get_dialect
 from medground.io import write_mask_png, write_png
 from medground.names import clean_name
+from medground.tasks import TASKS, unknown_tasks_message
 from medground.types import Box, Region, Rejected, Sample, StructureMask
 
 __all__ = [
@@ -151,17 +152,24 @@ def mask_paths(sample: Sample, regions: list[Region]) -> list[str]:
 
 
 def verify_turn(turn: Turn, regions: list[Region], dialect: Dialect, width: int, height: int) -> str | None:
-    """Why a turn is wrong, or None: the boxes in its text must be exactly the boxes of its regions.
+    """Why a turn is wrong, or None: the boxes in a turn of a boxing task (:attr:`TaskSpec.boxes` in
+    :data:`medground.tasks.TASKS`: REC, ROC, REG) must be exactly the boxes of its regions; a negative
+    turn and a turn of a task without boxes (MIA) must hold none.
 
     Boxes are compared after the dialect's quantisation (:meth:`Dialect.quantise` of the expected box).
     """
+    spec = TASKS.get(turn.task)
+    if spec is None:
+        return unknown_tasks_message([turn.task])
     found = dialect.parse(turn.question, width, height) + dialect.parse(turn.answer, width, height)
-    expected = {dialect.quantise(regions[i].box, width, height) for i in turn.regions}
     got: set[Box] = {g.box for g in found}
-    if turn.task in ("rec", "roc", "reg") and not turn.negative and got != expected:
+    if turn.negative:
+        return "negative turn mentions a box" if got else None
+    if not spec.boxes:
+        return f"{turn.task} turn mentions a box but its task holds none" if got else None
+    expected = {dialect.quantise(regions[i].box, width, height) for i in turn.regions}
+    if got != expected:
         return f"{turn.task} turn boxes {sorted(b.as_list() for b in got)} != region boxes {sorted(b.as_list() for b in expected)}"
-    if turn.negative and got:
-        return "negative turn mentions a box"
     return None
 
 

@@ -16,10 +16,9 @@ from medground.eval.seg_metrics import EmptyRule
 from medground.eval.stats import BootstrapConfig
 from medground.eval.strict import evaluate_strict
 from medground.eval.text_metrics import java_available
+from medground.tasks import PROTOCOLS, eval_specs
 
 __all__ = ["PROTOCOLS", "evaluate_predictions", "evaluate_segmentation"]
-
-PROTOCOLS: tuple[str, ...] = ("bird", "strict")
 
 
 def evaluate_predictions(
@@ -31,7 +30,8 @@ def evaluate_predictions(
 ) -> dict:
     """Score a predictions JSONL (BiRD rows, medground flat rows or records + responses).
 
-    task: ``auto`` or one of vg/roc/rc/mia (rec/reg accepted). protocol: ``bird`` (BiRD's scripts,
+    task: ``auto`` or a task of :data:`medground.tasks.TASKS` (vg/roc/rc/mia; rec/reg and aliases
+    accepted). protocol: ``bird`` (BiRD's scripts,
     quirks included) or ``strict``. bootstrap: intervals of the strict protocol.
     Returns ``{"kind", "protocol", "source", "rows", "tasks": {task: result}, "java", "notes"}``.
     """
@@ -52,7 +52,7 @@ def evaluate_predictions(
             "install a Java runtime (e.g. default-jre-headless) to compute them"
         ]
     )
-    counts = {t: sum(r.task == t for r in rows) for t in ("vg", "roc", "rc", "mia")}
+    counts = {t: sum(r.task == t for r in rows) for t in eval_specs()}
     result = {
         "kind": "predictions",
         "protocol": protocol,

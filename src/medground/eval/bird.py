@@ -22,7 +22,6 @@ and item ids need not be integers (``int(id)`` there).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from medground.eval.rows import BIRD_MODALITIES, PredRow
 from medground.eval.text_metrics import SPICE_NOTE, TEXT_METRICS, CaptionScorer, tokenize
 from medground.grounding import get_dialect
 from medground.modalities import OTHER
+from medground.tasks import scorers
 
 __all__ = ["bird_box_iou", "bird_roc", "bird_text", "bird_vg", "evaluate_bird"]
 
@@ -109,7 +109,7 @@ def _other_note(other: dict | None) -> list[str]:
     ]
 
 
-def bird_vg(rows: list[PredRow]) -> dict:
+def bird_vg(rows: list[PredRow], task: str = "vg") -> dict:
     """VG recall@0.5 per BiRD modality and their 8-modality mean (eval_VG_score_modality.py)."""
     counts = {m: [0, 0] for m in (*BIRD_MODALITIES, OTHER)}
     skipped, items, scored = [], [], []
@@ -149,7 +149,7 @@ def bird_vg(rows: list[PredRow]) -> dict:
     dialects = sorted({r.dialect for r in rows if r.dialect != "qwen-vl"})
     notes = [f"BiRD's protocol reads qwen-vl <box> text only; some rows use {dialects}"] if dialects else []
     return {
-        "task": "vg",
+        "task": task,
         "notes": notes + _other_note(other),
         "metric": "recall@0.5",
         "per_modality": scores,
@@ -161,7 +161,7 @@ def bird_vg(rows: list[PredRow]) -> dict:
     }
 
 
-def bird_roc(rows: list[PredRow]) -> dict:
+def bird_roc(rows: list[PredRow], task: str = "roc") -> dict:
     """ROC accuracy per BiRD modality and the 8-modality mean (eval_RO_score_modality.py).
 
     Correct when every token of ``annotation.lower().split(" ")`` is a substring of the lower-cased
@@ -178,7 +178,7 @@ def bird_roc(rows: list[PredRow]) -> dict:
     scores, mean = _modality_scores(counts)
     other = _other(rows, *counts[OTHER], ("correct", "items"))
     return {
-        "task": "roc",
+        "task": task,
         "notes": _other_note(other),
         "metric": "accuracy",
         "per_modality": scores,
@@ -261,18 +261,10 @@ def bird_text(rows: list[PredRow], task: str) -> dict:
     }
 
 
-_TASKS: dict[str, Callable[[list[PredRow]], dict]] = {
-    "vg": bird_vg,
-    "roc": bird_roc,
-    "rc": lambda rows: bird_text(rows, "rc"),
-    "mia": lambda rows: bird_text(rows, "mia"),
-}
-
-
 def evaluate_bird(rows: list[PredRow]) -> dict[str, dict]:
-    """Run BiRD's protocol for every task present in ``rows``: {task: result}."""
+    """Run BiRD's protocol for every task present in ``rows``: {task: result}, each task by its
+    ``bird`` scorer in :data:`medground.tasks.TASKS`."""
     return {
-        task: fn([r for r in rows if r.task == task])
-        for task, fn in _TASKS.items()
-        if any(r.task == task for r in rows)
+        task: fn([r for r in rows if r.task == task], task=task)
+        for task, fn in scorers("bird", {r.task for r in rows})
     }

@@ -12,6 +12,7 @@ import typer
 
 from medground.eval.seg_metrics import EmptyRule
 from medground.eval.stats import BootstrapConfig
+from medground.tasks import PROTOCOLS, eval_specs
 
 __all__ = ["eval_command"]
 
@@ -34,14 +35,25 @@ def _labels(text: str | None) -> list[int] | None:
         raise typer.BadParameter(f"labels {text!r} is not a comma-separated list of integers") from None
 
 
+def _task_help() -> str:
+    """``vg (= rec) | roc | rc (= reg) | mia | auto: ...``, from the task registry."""
+    names = [n if n == s.name else f"{n} (= {s.name})" for n, s in eval_specs().items()]
+    return (
+        " | ".join([*names, "auto"]) + ": one task for every row, or auto (per row; see medground.eval.rows)."
+    )
+
+
 def eval_command(
     pred: Annotated[
         Path | None, typer.Argument(help="Predictions JSONL: BiRD inference rows or medground rows.")
     ] = None,
     task: Annotated[
-        str, typer.Option(help="vg | roc | rc | mia | auto (per row; see medground.eval.rows).")
+        str,
+        typer.Option(help=_task_help()),
     ] = "auto",
-    protocol: Annotated[str, typer.Option(help="bird (BiRD's scripts, exactly) | strict.")] = "bird",
+    protocol: Annotated[
+        str, typer.Option(help=f"{' | '.join(PROTOCOLS)} (bird: BiRD's scripts, exactly).")
+    ] = "bird",
     out: Annotated[Path | None, typer.Option(help="Folder for report.json, report.md and plots.")] = None,
     bootstrap: Annotated[
         int, typer.Option(help="Bootstrap resamples for strict intervals (0: none).")

@@ -78,7 +78,7 @@ def plot_result(result: dict, out: Path) -> list[Path]:
     """Write the plots for a prediction or segmentation result into ``out``; returns their paths."""
     if result.get("kind") == "segmentation":
         return _plot_segmentation(result, out)
-    from medground.eval.report import MAIN_METRIC
+    from medground.eval.report import main_metric
 
     paths, overall = [], {}
     protocol = result["protocol"]
@@ -89,7 +89,7 @@ def plot_result(result: dict, out: Path) -> list[Path]:
             paths.append(
                 _bars(out / f"{protocol}_{task}_per_modality.png", f"{protocol} / {task}", groups, values)
             )
-        metric = MAIN_METRIC.get((protocol, task))
+        metric = main_metric(protocol, task)
         overall[f"{task} {metric}"] = _headline(protocol, res, metric)
     if overall:
         paths.append(

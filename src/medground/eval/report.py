@@ -13,19 +13,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Table", "markdown", "print_report", "tables", "write_report"]
+from medground.tasks import eval_specs
 
-MAIN_METRIC = {
-    ("bird", "vg"): "recall@0.5",
-    ("bird", "roc"): "accuracy",
-    ("strict", "vg"): "f1@0.5",
-    ("strict", "roc"): "accuracy",
-    ("strict", "absence"): "f1",
-    ("bird", "rc"): "CIDEr",
-    ("bird", "mia"): "CIDEr",
-    ("strict", "rc"): "CIDEr",
-    ("strict", "mia"): "CIDEr",
-}
+__all__ = ["Table", "main_metric", "markdown", "print_report", "tables", "write_report"]
+
+_ANALYSES = {("strict", "absence"): "f1"}  # results that are no task: the strict protocol's absence detection
+
+
+def main_metric(protocol: str, task: str) -> str | None:
+    """The headline metric of a result section: the task's ``main_metric`` in :data:`medground.tasks.TASKS`
+    (``vg`` -> recall@0.5 in bird, f1@0.5 in strict), ``f1`` for strict's absence detection."""
+    spec = eval_specs().get(task)
+    return spec.main_metric.get(protocol) if spec else _ANALYSES.get((protocol, task))
 
 
 @dataclass

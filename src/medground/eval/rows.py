@@ -7,7 +7,8 @@ Three input forms are accepted, one JSON object per line:
    scripts split the whole ``image`` string, which is the same for the bare names they write).
 2. medground's flat prediction rows, one per turn (what ``medground predict`` writes)::
 
-       {"id": str, "image": str, "modality": str, "task": "rec"|"roc"|"reg"|"mia" (or vg/rc),
+       {"id": str, "image": str, "modality": str, "task": "rec"|"roc"|"reg"|"mia" (or vg/rc, any name
+        or alias of medground.tasks.TASKS),
         "question": str, "annotation": str, "response": str,
         "width": int, "height": int,          # pixels of the saved image the boxes refer to
         "negative": bool,                     # the question asks for an absent structure
@@ -18,7 +19,8 @@ Three input forms are accepted, one JSON object per line:
 3. A data-engine record (``conversations`` + ``turns``) plus ``"response"``: a list with one answer
    per turn, or a string when the record has one turn. It is split into flat rows as in form 2.
 
-Task names are normalised to BiRD's: ``rec`` -> ``vg``, ``reg`` -> ``rc``; ``roc`` and ``mia`` stay.
+Task names are normalised to their evaluation names in :data:`medground.tasks.TASKS` (BiRD's:
+``rec`` -> ``vg``, ``reg`` -> ``rc``; ``roc`` and ``mia`` stay), where their aliases are listed too.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from pathlib import Path
 
 from medground.grounding import DIALECTS, get_dialect
 from medground.modalities import BIRD_FILE_PREFIX, MEDGRIT_MODALITIES, OTHER, medgrit_modality
+from medground.tasks import TASKS, RowShape, eval_spec
 
 __all__ = [
     "BIRD_MODALITIES",
-    "TASKS",
     "PredRow",
     "auto_task",
     "bird_modality_key",
@@ -44,18 +46,6 @@ __all__ = [
 BIRD_MODALITIES: tuple[str, ...] = tuple(BIRD_FILE_PREFIX[m] for m in MEDGRIT_MODALITIES)
 """BiRD's eight modality keys (``ct``, ``mr``, ``x``, ...), in the order of its scripts' dictionaries."""
 
-TASKS: tuple[str, ...] = ("vg", "roc", "rc", "mia")
-_TASK_ALIASES = {
-    "rec": "vg",
-    "vg": "vg",
-    "roc": "roc",
-    "ro": "roc",
-    "reg": "rc",
-    "rc": "rc",
-    "gc": "rc",
-    "mia": "mia",
-    "mii": "mia",
-}
 _QWEN_VL = get_dialect("qwen-vl")  # BiRD's rows are written in it
 
 
@@ -102,37 +92,46 @@ def bird_modality_key(modality: str) -> str | None:
 
 
 def normalise_task(task: str, where: str) -> str:
-    """A task name or alias -> one of :data:`TASKS`; unknown names raise naming ``where``."""
-    key = str(task).strip().lower()
-    if key not in _TASK_ALIASES:
-        raise ValueError(f"{where}: unknown task {task!r}; expected one of {sorted(_TASK_ALIASES)}")
-    return _TASK_ALIASES[key]
+    """A task name or alias -> its evaluation name (``rec`` -> ``vg``); unknown names raise naming ``where``."""
+    return eval_spec(task, where).eval_name
 
 
 def file_task_hint(path: Path) -> str | None:
-    """Task from a BiRD file name (``..._VG_...``, ``_RO_``, ``_GC_``, ``_MII_``, as in its eval_all.sh)."""
-    for tag, task in (("_VG_", "vg"), ("_RO_", "roc"), ("_GC_", "rc"), ("_MII_", "mia")):
-        if tag in f"_{path.name}_":
-            return task
+    """Task from a BiRD file name (``..._VG_...``, ``_RO_``, ``_GC_``, ``_MII_``, as in its eval_all.sh;
+    the tags are the registry's ``bird_file_tag``)."""
+    for spec in TASKS.values():
+        if spec.bird_file_tag and f"_{spec.bird_file_tag}_" in f"_{path.name}_":
+            return spec.eval_name
     return None
 
 
-def auto_task(question: str, annotation: str) -> str:
-    """Guess a BiRD row's task from its text (used only when neither ``--task`` nor the file name says).
+def _fits(shape: RowShape, question: str, annotation: str) -> bool:
+    """Whether a question/answer pair looks like rows of a task of this shape (:class:`RowShape`)."""
+    if _has_box(question) != shape.question_box:
+        return False
+    boxed = bool(_QWEN_VL.box_contents(annotation))
+    if shape.answer_box is True and not boxed:
+        return False
+    if shape.answer_box is False and _has_box(annotation):
+        return False
+    text = _QWEN_VL.protected_pattern.sub(" ", annotation) if boxed else annotation
+    return shape.max_words is None or len(text.split()) <= shape.max_words
 
-    Rule: a question that points at a box is ``roc`` when the reference answer has at most 5 words
-    and no box, else ``rc``; a question without a box whose answer has a box and at most 10 words
-    beside its ``<ref>``/``<box>`` tags is ``vg``; everything else is ``mia``.
+
+def auto_task(question: str, annotation: str) -> str:
+    """Guess a BiRD row's task from its text (used only when neither ``--task`` nor the file name says):
+    the first task of the registry whose :class:`RowShape` the row fits.
+
+    For the shipped tasks: a question that points at a box is ``roc`` when the reference answer has at
+    most 5 words and no box, else ``rc``; a question without a box whose answer has a box and at most
+    10 words beside its ``<ref>``/``<box>`` tags is ``vg``; everything else is ``mia``.
     """
-    if _has_box(question):
-        short = len(annotation.split()) <= 5 and not _has_box(annotation)
-        return "roc" if short else "rc"
-    if (
-        _QWEN_VL.box_contents(annotation)
-        and len(_QWEN_VL.protected_pattern.sub(" ", annotation).split()) <= 10
-    ):
-        return "vg"
-    return "mia"
+    for spec in TASKS.values():
+        if spec.shape is not None and _fits(spec.shape, question, annotation):
+            return spec.eval_name
+    raise ValueError(
+        f"no task of the registry fits the question {question[:60]!r}; name the task with --task"
+    )
 
 
 def _bird_row(obj: dict, line: int, task: str | None) -> PredRow:

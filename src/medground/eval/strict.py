@@ -34,6 +34,7 @@ from medground.eval.stats import BootstrapConfig, Units, aggregate, bootstrap_ci
 from medground.eval.text_metrics import SPICE_NOTE, CaptionScorer, java_available, tokenize
 from medground.grounding import get_dialect
 from medground.names import class_mentioned
+from medground.tasks import scorers
 from medground.types import Box
 
 __all__ = [
@@ -102,7 +103,7 @@ def _prf(prefix: str, key: str) -> dict:
     return {f"precision@{prefix}": precision, f"recall@{prefix}": recall, f"f1@{prefix}": f1}
 
 
-def strict_vg(rows: list[PredRow], config: BootstrapConfig) -> dict:
+def strict_vg(rows: list[PredRow], config: BootstrapConfig, task: str = "vg") -> dict:
     """One-to-one VG scores; per item: targets, predicted, tp@t, IoU sum."""
     cols: dict[str, list[float]] = {
         "targets": [],
@@ -134,10 +135,10 @@ def strict_vg(rows: list[PredRow], config: BootstrapConfig) -> dict:
     metrics["mean_iou"] = lambda s: safe_div(s["iou_sum"], s["targets"])
     arrays = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
     summary = aggregate(arrays, groups, metrics, config, units_of(scored))
-    return {"task": "vg", **summary, "items": items, "skipped": skipped}
+    return {"task": task, **summary, "items": items, "skipped": skipped}
 
 
-def strict_roc(rows: list[PredRow], config: BootstrapConfig) -> dict:
+def strict_roc(rows: list[PredRow], config: BootstrapConfig, task: str = "roc") -> dict:
     """Whole-word class accuracy with canonical names and synonyms."""
     correct = [
         class_mentioned(r.structure or strict_clean(r.annotation), strict_clean(r.response)) for r in rows
@@ -149,7 +150,7 @@ def strict_roc(rows: list[PredRow], config: BootstrapConfig) -> dict:
     cols = {"correct": np.asarray(correct, dtype=float), "items": np.ones(len(rows))}
     metrics = {"accuracy": lambda s: safe_div(s["correct"], s["items"])}
     summary = aggregate(cols, [r.modality for r in rows], metrics, config, units_of(rows))
-    return {"task": "roc", **summary, "items": items}
+    return {"task": task, **summary, "items": items}
 
 
 def strict_absence(rows: list[PredRow], config: BootstrapConfig) -> dict:
@@ -218,17 +219,13 @@ def strict_text(rows: list[PredRow], task: str, config: BootstrapConfig) -> dict
 
 
 def evaluate_strict(rows: list[PredRow], config: BootstrapConfig | None = None) -> dict[str, dict]:
-    """Strict protocol for every task present, plus ``absence`` when rows carry negative flags."""
+    """Strict protocol for every task present (each by its ``strict`` scorer in
+    :data:`medground.tasks.TASKS`), plus ``absence`` when rows carry negative flags."""
     config = config or BootstrapConfig()
-    out: dict[str, dict] = {}
-    by_task = {t: [r for r in rows if r.task == t] for t in ("vg", "roc", "rc", "mia")}
-    if by_task["vg"]:
-        out["vg"] = strict_vg(by_task["vg"], config)
-    if by_task["roc"]:
-        out["roc"] = strict_roc(by_task["roc"], config)
-    for task in ("rc", "mia"):
-        if by_task[task]:
-            out[task] = strict_text(by_task[task], task, config)
+    out: dict[str, dict] = {
+        task: fn([r for r in rows if r.task == task], task=task, config=config)
+        for task, fn in scorers("strict", {r.task for r in rows})
+    }
     absence = strict_absence(rows, config)
     if "not_computed" not in absence:
         out["absence"] = absence

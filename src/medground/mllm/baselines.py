@@ -22,6 +22,7 @@ from typing import Any
 
 from medground.grounding import get_dialect
 from medground.names import canonical_name, mention_words
+from medground.tasks import task_spec
 from medground.types import Box
 
 __all__ = [
@@ -32,6 +33,11 @@ __all__ = [
     "read_jsonl",
     "roc_label",
 ]
+
+
+# the tasks the baselines answer (prior box: REC, majority class: ROC), looked up in the task registry
+# so that renaming a task there fails here at import instead of silently scoring no turn
+_BOX_TASK, _CLASS_TASK = task_spec("rec").name, task_spec("roc").name
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -81,7 +87,7 @@ def majority_class(train_records: list[dict[str, Any]]) -> str:
         t.get("structure", "")
         for r in train_records
         for t in r.get("turns", [])
-        if t.get("task") == "roc" and not t.get("negative")
+        if t.get("task") == _CLASS_TASK and not t.get("negative")
     )
     if not counts:
         return ""
@@ -127,14 +133,14 @@ def evaluate_predictions(
         turn = record["turns"][row["turn"]]
         if turn.get("negative"):
             continue
-        if turn["task"] == "rec":
+        if turn["task"] == _BOX_TASK:
             gt = _gt_boxes(record, turn)
             pred = _pred_boxes(row)
             prior = prior_box_for(priors, turn["structure"], record["width"], record["height"])
             tally["rec"] += 1
             tally["rec_model"] += bool(pred) and any(pred[0].iou(g) >= 0.5 for g in gt)
             tally["rec_prior"] += any(prior.iou(g) >= 0.5 for g in gt)
-        elif turn["task"] == "roc":
+        elif turn["task"] == _CLASS_TASK:
             tally["roc"] += 1
             asked = canonical_name(turn["structure"])
             predicted = roc_label(row["response"], vocabulary)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from medground.data.tasks import (
-    TASKS,
     ImageContext,
     TaskConfig,
     TaskState,
@@ -17,6 +16,7 @@ from medground.data.tasks import (
     reg_turn,
 )
 from medground.grounding import DIALECTS, get_dialect
+from medground.tasks import TASKS
 from medground.types import Box, Region
 
 W, H = 258, 181

@@ -1,18 +1,18 @@
 """Task generators (REC, ROC, REG, MIA, negatives) and the multi-turn conversation builder.
 
-Phrasings live in ``phrases.json`` (package data); grounding strings come only from the dialect.
+What each task is (its generator, whether it boxes its regions, its evaluation) is registered once in
+:data:`medground.tasks.TASKS`. Phrasings live in ``phrases.json`` (package data); grounding strings come
+only from the dialect.
 """
 
-from medground.data.tasks.base import KNOWN_TASKS, ImageContext, TaskConfig, TaskState, Turn, load_phrases
-from medground.data.tasks.conversation import TASKS, get_task, make_conversation, plan_tasks
+from medground.data.tasks.base import ImageContext, TaskConfig, TaskState, Turn, load_phrases
+from medground.data.tasks.conversation import get_task, make_conversation, plan_tasks
 from medground.data.tasks.mia import mia_turn
 from medground.data.tasks.rec import negative_turn, rec_turn
 from medground.data.tasks.reg import reg_turn
 from medground.data.tasks.roc import roc_turn
 
 __all__ = [
-    "KNOWN_TASKS",
-    "TASKS",
     "ImageContext",
     "TaskConfig",
     "TaskState",

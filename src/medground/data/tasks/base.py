@@ -6,7 +6,6 @@ phrasing templates of ``phrases.json`` around it.
 
 from __future__ import annotations
 
-import difflib
 import json
 import random
 import re
@@ -16,10 +15,10 @@ from importlib import resources
 
 from medground.grounding import Dialect
 from medground.names import is_plural, name_key, the_name
+from medground.tasks import TASKS, task_names, unknown_tasks_message
 from medground.types import Region, Turn
 
 __all__ = [
-    "KNOWN_TASKS",
     "ImageContext",
     "TaskConfig",
     "TaskState",
@@ -32,32 +31,25 @@ __all__ = [
     "structure_groups",
 ]
 
-KNOWN_TASKS: tuple[str, ...] = ("rec", "roc", "reg", "mia")
-
-
-def _unknown_tasks_message(names: list[str]) -> str:
-    close = [difflib.get_close_matches(n, KNOWN_TASKS, n=1) for n in names]
-    hints = "; ".join(f"{n!r} -> did you mean {c[0]!r}?" for n, c in zip(names, close, strict=True) if c)
-    return f"unknown task(s) {', '.join(map(repr, names))}; known: {', '.join(KNOWN_TASKS)}." + (
-        f" {hints}" if hints else ""
-    )
-
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Which tasks a conversation mixes and how (Med-GRIT trains on multi-turn mixed conversations)."""
+    """Which tasks a conversation mixes and how (Med-GRIT trains on multi-turn mixed conversations).
 
-    tasks: tuple[str, ...] = ("rec", "roc", "reg", "mia")  # which tasks may appear
+    Task names are keys of :data:`medground.tasks.TASKS`; the default is all of them, in its order.
+    """
+
+    tasks: tuple[str, ...] = field(default_factory=task_names)  # which tasks may appear
     max_turns: int = 4  # turns per conversation (fewer when the image offers fewer distinct questions)
-    negative_rate: float = 0.15  # share of REC turns that ask about an absent structure
-    mia_rate: float = 0.5  # chance that a conversation contains one MIA turn
+    negative_rate: float = 0.15  # share of REC turns (a task with negatives) about an absent structure
+    mia_rate: float = 0.5  # chance that a conversation contains one whole-image (MIA) turn
     max_boxes: int = 20  # REC only asks for structures with at most this many instances (others: ROC/REG)
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.tasks if t not in KNOWN_TASKS]
+        unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise ValueError(
-                _unknown_tasks_message(unknown) if unknown else f"tasks is empty; pick from {KNOWN_TASKS}"
+                unknown_tasks_message(unknown) if unknown else f"tasks is empty; pick from {task_names()}"
             )
         if self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")

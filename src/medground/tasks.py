@@ -1,0 +1,218 @@
+"""The task registry: every refer-and-ground task described once, for the engine, the CLI and eval.
+
+A task (``rec``, ``roc``, ``reg``, ``mia``) is one :class:`TaskSpec` in :data:`TASKS`: its name in
+records, its name in evaluation (BiRD's ``vg``/``roc``/``rc``/``mia``) and aliases, whether its turns
+box the regions they name (what :func:`medground.data.records.verify_turn` checks), how the
+conversation builder schedules it, its generator, its scorer and main metric per evaluation
+protocol, and how its rows look when a file does not say which task they are.
+
+Dependencies stay one way (``medground.tasks`` is ground floor and imports nothing of ours):
+generators and scorers are named as ``"module:function"`` strings and resolved lazily with
+:func:`load` by the room that calls them, so ``medground.data`` imports the generators and
+``medground.eval`` the scorers, and eval never imports data. Call conventions:
+
+* generator: ``fn(state: TaskState, rng: random.Random) -> Turn | None`` (None: nothing left to ask);
+* negative generator (a task that can ask about an absent structure): same signature;
+* scorer of protocol ``bird``: ``fn(rows: list[PredRow], task=eval_name) -> dict``;
+* scorer of protocol ``strict``: ``fn(rows, task=eval_name, config=BootstrapConfig) -> dict``.
+
+Adding a task is one generator module (plus its scorer, unless an existing one fits) and one line
+here. The order of :data:`TASKS` is the default task mix of a build and the order the conversation
+planner draws from, so appending keeps existing builds byte-identical; reordering does not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+__all__ = [
+    "PROTOCOLS",
+    "TASKS",
+    "RowShape",
+    "TaskSpec",
+    "eval_spec",
+    "eval_specs",
+    "load",
+    "scorers",
+    "task_names",
+    "task_spec",
+    "unknown_tasks_message",
+]
+
+PROTOCOLS: tuple[str, ...] = ("bird", "strict")
+"""The evaluation protocols: BiRD's scripts reproduced, and medground's strict one."""
+
+
+@dataclass(frozen=True)
+class RowShape:
+    """How a task's question/answer look, to guess the task of a BiRD row whose file does not say.
+
+    ``question_box``: the question points at a box (any dialect). ``answer_box``: the answer holds a
+    qwen-vl box (True), none of any dialect (False), or either (None). ``max_words``: at most this many
+    words in the answer, its qwen-vl reference/box tags removed when it holds a box (None: any length).
+    """
+
+    question_box: bool
+    answer_box: bool | None = None
+    max_words: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task, described once; see the module docstring for the call conventions of the strings."""
+
+    name: str  # in records' "tasks"/"turns" and in ``build --tasks`` ("rec")
+    eval_name: str  # in evaluation rows and reports: BiRD's name ("vg")
+    summary: str  # one line for help texts: what is asked and answered
+    generator: str  # "module:function" of the turn generator
+    boxes: bool  # True: its text boxes exactly the regions it names; False: its text holds no box
+    scorers: Mapping[str, str]  # protocol -> "module:function" of the scorer
+    main_metric: Mapping[str, str]  # protocol -> the headline metric (the report's per-task plot)
+    aliases: tuple[str, ...] = ()  # more names evaluation accepts ("ro", BiRD's file tag)
+    bird_file_tag: str | None = None  # BiRD result files named ``*_TAG_*`` hold this task ("VG")
+    negative: str | None = None  # "module:function" of its absent-structure form (REC's negatives)
+    whole_image: bool = False  # about the whole image: one turn at most, drawn with TaskConfig.mia_rate
+    shape: RowShape | None = None  # for guessing the task of unlabelled rows; None: never guessed
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name evaluation accepts for this task (lower case)."""
+        return tuple(dict.fromkeys(n.lower() for n in (self.eval_name, self.name, *self.aliases)))
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            name="rec",
+            eval_name="vg",
+            summary="'Where is X?' -> the boxes of every X (grounding)",
+            generator="medground.data.tasks.rec:rec_turn",
+            negative="medground.data.tasks.rec:negative_turn",
+            boxes=True,
+            scorers={"bird": "medground.eval.bird:bird_vg", "strict": "medground.eval.strict:strict_vg"},
+            main_metric={"bird": "recall@0.5", "strict": "f1@0.5"},
+            bird_file_tag="VG",
+            shape=RowShape(question_box=False, answer_box=True, max_words=10),
+        ),
+        TaskSpec(
+            name="roc",
+            eval_name="roc",
+            summary="'What structure is at <box>?' -> its name",
+            generator="medground.data.tasks.roc:roc_turn",
+            boxes=True,
+            scorers={"bird": "medground.eval.bird:bird_roc", "strict": "medground.eval.strict:strict_roc"},
+            main_metric={"bird": "accuracy", "strict": "accuracy"},
+            aliases=("ro",),
+            bird_file_tag="RO",
+            shape=RowShape(question_box=True, answer_box=False, max_words=5),
+        ),
+        TaskSpec(
+            name="reg",
+            eval_name="rc",
+            summary="'Describe the region <box>.' -> name, position, neighbour, anatomy",
+            generator="medground.data.tasks.reg:reg_turn",
+            boxes=True,
+            scorers={"bird": "medground.eval.bird:bird_text", "strict": "medground.eval.strict:strict_text"},
+            main_metric={"bird": "CIDEr", "strict": "CIDEr"},
+            aliases=("gc",),
+            bird_file_tag="GC",
+            shape=RowShape(question_box=True),
+        ),
+        TaskSpec(
+            name="mia",
+            eval_name="mia",
+            summary="'Analyse this image.' -> modality, plane, body region, structures",
+            generator="medground.data.tasks.mia:mia_turn",
+            boxes=False,
+            whole_image=True,
+            scorers={"bird": "medground.eval.bird:bird_text", "strict": "medground.eval.strict:strict_text"},
+            main_metric={"bird": "CIDEr", "strict": "CIDEr"},
+            aliases=("mii",),
+            bird_file_tag="MII",
+            shape=RowShape(question_box=False),
+        ),
+    )
+}
+"""Task name -> spec, in the order the engine mixes them (append new tasks; see the module docstring)."""
+
+
+def task_names() -> tuple[str, ...]:
+    """The engine's task names in registry order (the default mix of a build)."""
+    return tuple(TASKS)
+
+
+def unknown_tasks_message(names: list[str], known: tuple[str, ...] | None = None) -> str:
+    """``unknown task(s) 'rek'; known: rec, roc, reg, mia. 'rek' -> did you mean 'rec'?``"""
+    known = task_names() if known is None else known
+    close = [difflib.get_close_matches(n, known, n=1) for n in names]
+    hints = "; ".join(f"{n!r} -> did you mean {c[0]!r}?" for n, c in zip(names, close, strict=True) if c)
+    return f"unknown task(s) {', '.join(map(repr, names))}; known: {', '.join(known)}." + (
+        f" {hints}" if hints else ""
+    )
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The spec of an engine task name; an unknown name raises KeyError with the closest known one."""
+    if name in TASKS:
+        return TASKS[name]
+    close = difflib.get_close_matches(name, list(TASKS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}.{hint}")
+
+
+def eval_specs() -> dict[str, TaskSpec]:
+    """Evaluation name -> spec, in registry order (the order of report sections)."""
+    return {spec.eval_name: spec for spec in TASKS.values()}
+
+
+def eval_spec(name: str, where: str) -> TaskSpec:
+    """The spec that evaluation name, engine name or alias ``name`` (any case) denotes.
+
+    Unknown names raise ValueError starting with ``where`` (a file and line, or an option name).
+    """
+    key = str(name).strip().lower()
+    for spec in TASKS.values():
+        if key in spec.names:
+            return spec
+    accepted = sorted(n for spec in TASKS.values() for n in spec.names)
+    raise ValueError(f"{where}: unknown task {name!r}; expected one of {accepted}")
+
+
+def scorers(protocol: str, present: set[str]) -> list[tuple[str, Callable[..., Any]]]:
+    """(evaluation name, scorer) of each task in ``present`` (evaluation names), in registry order.
+
+    A present task without a scorer for ``protocol`` raises ValueError naming both, so that no row
+    is dropped without a word.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    specs = [spec for spec in TASKS.values() if spec.eval_name in present]
+    missing = [spec.eval_name for spec in specs if protocol not in spec.scorers]
+    if missing:
+        raise ValueError(
+            f"task(s) {missing} have no scorer in the {protocol} protocol; score them with "
+            f"--protocol {' or '.join(p for p in PROTOCOLS if p != protocol)}, or leave their rows out"
+        )
+    return [(spec.eval_name, load(spec.scorers[protocol])) for spec in specs]
+
+
+@cache
+def load(ref: str) -> Callable[..., Any]:
+    """The function a ``"package.module:function"`` string names (imported on first use)."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"task registry entry {ref!r} is not 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ImportError(f"task registry entry {ref!r}: cannot import {module_name!r} ({error})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise AttributeError(f"task registry entry {ref!r}: {module_name} has no {attr!r}") from None
