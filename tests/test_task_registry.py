@@ -22,9 +22,10 @@ from medground.data.records import RecordConfig, verify_turn
 from medground.data.tasks import ImageContext, TaskConfig, TaskState, make_conversation
 from medground.data.tasks.base import choose_structure, structure_groups
 from medground.eval.api import evaluate_predictions
-from medground.eval.report import main_metric
+from medground.eval.report import main_metric, tables
 from medground.eval.rows import PredRow, auto_task, file_task_hint, normalise_task
 from medground.eval.stats import BootstrapConfig, aggregate, safe_div
+from medground.eval.strict import evaluate_strict
 from medground.grounding import get_dialect
 from medground.tasks import PROTOCOLS, TASKS, RowShape, TaskSpec, load, task_names
 from medground.types import Box, Region, Turn
@@ -120,6 +121,19 @@ def test_eval_names_aliases_tags_and_metrics_come_from_the_registry():
     assert file_task_hint(Path("run_GC_x.jsonl")) == "rc"
     assert main_metric("bird", "vg") == "recall@0.5" and main_metric("strict", "vg") == "f1@0.5"
     assert main_metric("strict", "absence") == "f1" and main_metric("bird", "absence") is None
+
+
+def test_strict_vg_tables_lead_with_the_registry_main_metric():
+    row = PredRow(
+        "1", "ct_1.png", "ct", "ct", "vg", "q", "<box>(0,0),(9,9)</box>", "<box>(0,0),(9,9)</box>", "bird", 1
+    )
+    result = {"protocol": "strict", "tasks": evaluate_strict([row], BootstrapConfig(replicates=0))}
+    shown = [(t.title, t.header[2:]) for t in tables(result)]
+    assert shown == [
+        ("strict / vg / IoU >= 0.5", ["precision@0.5", "recall@0.5", "f1@0.5", "mean_iou"]),
+        ("strict / vg / IoU >= 0.25", ["precision@0.25", "recall@0.25", "f1@0.25"]),
+        ("strict / vg / IoU >= 0.75", ["precision@0.75", "recall@0.75", "f1@0.75"]),
+    ]
 
 
 def test_cli_help_lists_the_registry():

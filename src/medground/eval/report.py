@@ -111,13 +111,17 @@ def _bootstrap_note(boot: dict) -> str:
 
 
 def _strict_tables(task: str, res: dict) -> list[Table]:
-    """One table per IoU threshold for VG (12 columns do not fit a terminal), else one table."""
-    if task != "vg":
+    """One table per IoU threshold when the result has per-threshold scores (VG: 12 columns do not fit
+    a terminal), the main metric's threshold first and with mean IoU; else one table."""
+    thresholds = [k.partition("@")[2] for k in res["micro"] if k.startswith("f1@")]
+    if not thresholds:
         return [_aggregate_table(f"strict / {task}", res)]
+    main = (main_metric("strict", task) or "").partition("@")[2]
+    thresholds.sort(key=lambda t: t != main)  # stable: the main one, then the result's order
     out = []
-    for t in ("0.5", "0.25", "0.75"):
-        metrics = [f"precision@{t}", f"recall@{t}", f"f1@{t}"] + (["mean_iou"] if t == "0.5" else [])
-        out.append(_aggregate_table(f"strict / vg / IoU >= {t}", res, metrics))
+    for t in thresholds:
+        metrics = [f"precision@{t}", f"recall@{t}", f"f1@{t}"] + (["mean_iou"] if t == main else [])
+        out.append(_aggregate_table(f"strict / {task} / IoU >= {t}", res, metrics))
     if res.get("skipped"):
         out[-1].notes.append(f"{len(res['skipped'])} rows skipped (reasons in report.json)")
     return out
