@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from medground.data.api import build_dataset
-from medground.data.names import clean_name
+from medground.names import clean_name
 from medground.data.records import RecordConfig, absent_names, make_records, split_of
 from medground.data.sources import Item, open_source
 from medground.data.tasks import TaskConfig
@@ -262,3 +262,13 @@ def test_unknown_modality_is_kept_described_and_warned(tmp_path):
     assert manifest["counts"]["modalities"] == {"thermography": len(records)} and records
     answers = [c["value"] for r in records for c in r["conversations"] if c["from"] == "gpt"]
     assert all("thermography image" in a for a in answers)
+
+
+def test_tissue_tiles_get_no_distant_negatives_and_no_image_gets_cell_negatives():
+    big = _box_mask(100, (10, 10, 40, 40)).astype(bool)
+    tile = _sample({"gland": big}, body_region="colon")
+    tile.modality = "histopathology"
+    assert absent_names(tile, None) == ([], None)  # a colon biopsy tile is colon: no organ is "absent"
+    ct = _sample({"liver": big}, body_region="abdomen")
+    absent, _ = absent_names(ct, None)
+    assert not {"cell", "cell nuclei", "mitochondria", "gland"} & set(absent)  # cells are in every organ
