@@ -202,6 +202,20 @@ def test_case_column_and_namespace(tmp_path):
     assert items == {"a1": "siteA:P1", "a2": "siteA:P1", "b1": "siteA:P2"}
 
 
+@pytest.mark.parametrize("cases", ["image", "unknown"])
+def test_a_stated_case_column_wins_over_the_meta_policy(tmp_path, cases):
+    """meta.json "cases" speaks for images whose patient nobody stated; a case column is a statement."""
+    root = _medseg(
+        tmp_path / f"stated_{cases}",
+        ["a1", "a2", "b1"],
+        {"modality": "ct", "cases": cases},
+        {"a1": "P1", "a2": "P1", "b1": ""},
+    )
+    items = {i.key: i.case for i in open_source(root).items() if isinstance(i, Item)}
+    own = f"stated_{cases}/b1" if cases == "image" else None
+    assert items == {"a1": "P1", "a2": "P1", "b1": own}
+
+
 def test_sa_med2d_sequences_of_one_subject_are_one_patient(tmp_path):
     root = _sa_med2d(
         tmp_path / "seq",

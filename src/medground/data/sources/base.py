@@ -218,15 +218,20 @@ class Source:
             raise SourceError(f'{where}: "case_namespace" must be a non-empty string, got {namespace!r}')
         self.cases, self.case_namespace = cases, namespace
 
-    def patient(self, derived: str | None, image_key: str) -> str | None:
-        """The patient key of one image: ``derived`` (the layout's own key) under the meta.json policy.
+    def patient(self, derived: str | None, image_key: str, stated: str | None = None) -> str | None:
+        """The patient key of one image: ``stated`` (a ``case`` column, a DICOM PatientID, a COCO image's
+        ``patient_id``) wins; else ``derived`` (from the names) under the meta.json policy.
 
-        ``"cases": "image"`` gives "<source>/<image_key>"; ``"cases": "unknown"`` gives None; a
-        ``case_namespace`` prefixes the key ("NS:key"). None means unknown: the image goes to train.
+        ``"cases": "image"`` gives "<source>/<image_key>"; ``"cases": "unknown"`` gives None; both apply
+        only to images whose patient nobody stated. A ``case_namespace`` prefixes the key ("NS:key").
+        None means unknown: the image goes to train.
         """
-        if self.cases == "unknown":
+        if stated:
+            key: str | None = stated
+        elif self.cases == "unknown":
             return None
-        key = f"{self.name}/{image_key}" if self.cases == "image" else derived
+        else:
+            key = f"{self.name}/{image_key}" if self.cases == "image" else derived
         if key is None or not self.case_namespace:
             return key
         return f"{self.case_namespace}:{key}"

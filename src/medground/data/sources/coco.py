@@ -289,7 +289,6 @@ class CocoSource(Source):
             keys.add(key)
             stem = Path(file_name).stem
             stated = image.get("patient_id", image.get("case"))
-            derived = str(stated) if stated not in (None, "") else case_key(stem)
             payload = {
                 "image": str(path),
                 "height": image["height"],
@@ -306,7 +305,12 @@ class CocoSource(Source):
                 "protocol": protocol_of(stem, self.prefixes, False, self.name),
                 "nearby": nearby_names(slice_position(stem), neighbours),
             }
-            yield Item(self.name, key, self.patient(derived, key), payload)
+            yield Item(
+                self.name,
+                key,
+                self.patient(case_key(stem), key, "" if stated is None else str(stated)),
+                payload,
+            )
 
     def load(self, item: Item) -> Iterator[LoadResult]:
         height, width = item.payload["height"], item.payload["width"]

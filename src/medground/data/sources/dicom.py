@@ -126,7 +126,7 @@ class DicomSource(VolumeSource):
                     "labels": labels,
                 }
                 key = f"{case}__{folder.name}"
-                yield Item(self.name, key, self.patient(info.get("patient_id") or case, key), payload)
+                yield Item(self.name, key, self.patient(case, key, info.get("patient_id")), payload)
 
     def read(self, item: Item) -> tuple[Volume, Volume]:
         volume = load_dicom_series(item.payload["image"])

@@ -177,7 +177,7 @@ class MedsegSource(Source):
             relative = Path(image)
             parts = relative.with_suffix("").parts
             key = "__".join(parts[1:] if parts[0] == "images" and len(parts) > 1 else parts)
-            case = self.patient((rows[0].get("case") or "").strip() or case_key(relative.stem), key)
+            case = self.patient(case_key(relative.stem), key, (rows[0].get("case") or "").strip())
             payload = {
                 "image": str(resolve(self.root, image)),
                 "masks": [self._spec(r) for r in rows],

@@ -288,7 +288,7 @@ class NiftiSource(VolumeSource):
                 )
                 continue
             key = stem if stems.count(stem) == 1 else f"{stem}__{nifti_stem(pair['label'])}"
-            yield Item(self.name, key, self.patient(pair["case"] or volume_case, key), dict(pair))
+            yield Item(self.name, key, self.patient(volume_case, key, pair["case"]), dict(pair))
 
     def read(self, item: Item) -> tuple[Volume, Volume]:
         volume = load_volume(item.payload["image"])
