@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +46,19 @@ def main(
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+@contextmanager
+def _shown_warnings() -> Iterator[None]:
+    """The library's warnings (unknown patients, modality conflicts, dialect mismatches) as plain
+    ``warning: ...`` lines on stderr, once each, instead of Python's file:line form."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for text in dict.fromkeys(str(w.message) for w in caught):
+                typer.secho(f"warning: {text}", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command(epilog="Layouts: " + describe_layouts("\n\n"))
@@ -138,22 +154,23 @@ def build(
         volumes = VolumeOptions(
             planes=tuple(p.strip() for p in planes.split(",")), slice_step=slice_step, ct_window=ct_window
         )
-        manifest = build_dataset(
-            sources,
-            out,
-            config,
-            volume_options=volumes,
-            source_options={"modality": modality, "mask_pattern": mask_pattern, "structure": structure},
-            workers=workers,
-            scheduler=scheduler,
-            shard_size=shard_size,
-            resume=resume,
-            overwrite=overwrite,
-            report=report,
-            progress=progress,
-            llm_url=llm_url,
-            llm_model=llm_model,
-        )
+        with _shown_warnings():
+            manifest = build_dataset(
+                sources,
+                out,
+                config,
+                volume_options=volumes,
+                source_options={"modality": modality, "mask_pattern": mask_pattern, "structure": structure},
+                workers=workers,
+                scheduler=scheduler,
+                shard_size=shard_size,
+                resume=resume,
+                overwrite=overwrite,
+                report=report,
+                progress=progress,
+                llm_url=llm_url,
+                llm_model=llm_model,
+            )
     except (ValueError, RuntimeError, KeyError) as error:
         _fail(str(error))
     counts = manifest["counts"]
@@ -190,7 +207,9 @@ def export(
     from medground.data.export import export as export_records
 
     try:
-        typer.echo(export_records(out_dir, fmt, dest, split, dialect, max_pixels))
+        with _shown_warnings():
+            written = export_records(out_dir, fmt, dest, split, dialect, max_pixels)
+        typer.echo(written)
     except (ValueError, KeyError, FileNotFoundError) as error:
         _fail(str(error))
 
