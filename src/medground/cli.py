@@ -272,7 +272,8 @@ def demo(
     """The main job: build records from the bundled sample data and show the shipped models answering."""
     from medground.demo import run_demo
 
-    run_demo(out, say=typer.echo, progress=progress)
+    with _shown_warnings():
+        run_demo(out, say=typer.echo, progress=progress)
 
 
 app.command("eval")(eval_command)
