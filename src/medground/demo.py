@@ -23,9 +23,10 @@ from medground.viz import draw_boxes, fill_masks
 __all__ = ["SAMPLE_ROOT", "run_demo"]
 
 SAMPLE_ROOT = Path(__file__).resolve().parent / "sample" / "medseg"
-# a chest X-ray of the held-out test split of bird-nano's training data (never seen in training)
-ASK_SAMPLE = "shenzhen_cxr_lung_xray/CHNCXR_0001_0"
-ASK_IMAGE = SAMPLE_ROOT / "shenzhen_cxr_lung_xray" / "images" / "CHNCXR_0001_0.png"
+# a chest X-ray of the held-out test split of bird-nano's training data (its patient never seen in training;
+# tests/mllm/test_shipped_split.py checks the split)
+ASK_SAMPLE = "shenzhen_cxr_lung_xray/CHNCXR_0008_0"
+ASK_IMAGE = SAMPLE_ROOT / "shenzhen_cxr_lung_xray" / "images" / "CHNCXR_0008_0.png"
 ASK_QUESTION = "Where are both lungs?"
 HC18 = SAMPLE_ROOT / "hc18_fetal_ultrasound"
 HC18_PAIRS = [
