@@ -1,8 +1,10 @@
 """Benchmark: the near-duplicate check of `medground check-splits` on the shared collection.
 
-False pairs: every pair of images from two different datasets of the shared collection (distinct
-pictures by construction) goes through the same test as check-splits (:func:`medground.io.phash.compare`);
-a pair called "same picture" is a false pair. Detection: from every ``--stride``-th image we make
+False pairs: every pair of images from two different datasets of the shared collection, and every pair
+of one dataset whose two patients are known to differ (meta.json ``"cases": "image"`` or distinct ``case``
+values in pairs.csv: two chest X-rays of two patients look much alike), distinct pictures by
+construction, goes through the same test as check-splits (:func:`medground.io.phash.compare`); a pair
+called "same picture" is a false pair. Detection: from every ``--stride``-th image we make
 copies the way a leak happens (byte copy, JPEG re-encodes, resizes, crops of up to 10% per side, and
 all at once) and count how many the same test finds. Prints both with counts, the hash-distance and
 score margins, and the time per image.
@@ -13,7 +15,9 @@ score margins, and the time per image.
 from __future__ import annotations
 
 import argparse
+import csv
 import io
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -62,6 +66,23 @@ def variants(array: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarra
     }
 
 
+def patient_keys(files: list[Path]) -> list[str | None]:
+    """Each image's patient where its dataset says (``cases: image``, or a ``case`` column), else None."""
+    keys: list[str | None] = []
+    for path in files:
+        root = path.parents[1]
+        meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").exists() else {}
+        with open(root / "pairs.csv", newline="") as handle:
+            cases = {Path(r["image"]).name: (r.get("case") or "").strip() for r in csv.DictReader(handle)}
+        if cases.get(path.name):
+            keys.append(f"{root.name}/{cases[path.name]}")
+        elif meta.get("cases") == "image":
+            keys.append(f"{root.name}/{path.stem}")
+        else:
+            keys.append(None)
+    return keys
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data" / "medseg")
@@ -79,25 +100,34 @@ def main() -> None:
         f"{len(files)} images from {len(set(datasets))} datasets; read + hashed in {per_image * 1000:.0f} ms/image"
     )
 
-    # False pairs over all cross-dataset pairs.
+    # False pairs over all cross-dataset pairs and all within-dataset pairs of two known, different patients.
     full_to_windows = hamming(hashes[:, None, 0:1], hashes[None, :, :]).min(axis=2)
     bits = np.minimum(full_to_windows, full_to_windows.T)
-    upper = np.triu(datasets[:, None] != datasets[None, :], 1)
-    pairs = int(upper.sum())
-    candidates = np.argwhere(upper & (bits <= CANDIDATE_BITS))
-    scores, false_pairs = [], []
-    for i, j in candidates:
-        same, _, score = compare(arrays[i], hashes[i], arrays[j], hashes[j])
-        scores.append(score)
-        if same:
-            false_pairs.append((files[i], files[j], score))
-    print(
-        f"false pairs: {len(false_pairs)} of {pairs} cross-dataset pairs "
-        f"({len(candidates)} hash candidates at <= {CANDIDATE_BITS} bits, min distance {int(bits[upper].min())}; "
-        f"highest verified score {max(scores, default=float('nan')):.3f}, threshold {MATCH_SCORE})"
+    keys = np.array(patient_keys(files), dtype=object)
+    known = np.array([k is not None for k in keys])
+    cross = np.triu(datasets[:, None] != datasets[None, :], 1)
+    within = np.triu(
+        (datasets[:, None] == datasets[None, :])
+        & known[:, None]
+        & known[None, :]
+        & (keys[:, None] != keys[None, :]),
+        1,
     )
-    for a, b, score in false_pairs:
-        print(f"  FALSE PAIR {a} ~ {b} (score {score:.3f})")
+    for label, upper in (("cross-dataset", cross), ("within-dataset, two known patients", within)):
+        candidates = np.argwhere(upper & (bits <= CANDIDATE_BITS))
+        scores, false_pairs = [], []
+        for i, j in candidates:
+            same, _, score = compare(arrays[i], hashes[i], arrays[j], hashes[j])
+            scores.append(score)
+            if same:
+                false_pairs.append((files[i], files[j], score))
+        print(
+            f"false pairs: {len(false_pairs)} of {int(upper.sum())} {label} pairs "
+            f"({len(candidates)} hash candidates at <= {CANDIDATE_BITS} bits, min distance {int(bits[upper].min())}; "
+            f"highest verified score {max(scores, default=float('nan')):.3f}, threshold {MATCH_SCORE})"
+        )
+        for a, b, score in false_pairs:
+            print(f"  FALSE PAIR {a} ~ {b} (score {score:.3f})")
 
     # Detection of made copies.
     rng = np.random.default_rng(args.seed)

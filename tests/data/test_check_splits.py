@@ -183,6 +183,19 @@ def test_distinct_real_images_of_two_datasets_are_not_flagged(tmp_path, shared_d
     assert report.clean and report.duplicate_leaks == []
 
 
+def test_two_patients_chest_x_rays_are_not_flagged(tmp_path, shared_data):
+    # Two Shenzhen chest X-rays of two patients (each image is its own patient there): same anatomy and
+    # positioning, 6 bits apart, a global high-pass correlation of 0.63; still two pictures.
+    root = shared_data / "medseg" / "shenzhen_cxr_lung_xray" / "images"
+    build = _write_build(
+        tmp_path / "build",
+        [("CHNCXR_0001_0.png", "shenzhen", "s1", "train"), ("CHNCXR_0002_0.png", "shenzhen", "s2", "test")],
+        {"CHNCXR_0001_0.png": root / "CHNCXR_0001_0.png", "CHNCXR_0002_0.png": root / "CHNCXR_0002_0.png"},
+    )
+    report = check_splits([build], progress=False)
+    assert report.clean and report.duplicate_leaks == []
+
+
 def test_leaks_across_two_builds(tmp_path):
     original = HC18 / "000_HC.png"
     first = _write_build(
