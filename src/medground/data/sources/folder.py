@@ -21,18 +21,15 @@ from typing import ClassVar
 
 from medground.data.sources.base import (
     Item,
-    LoadResult,
-    Source,
     SourceError,
     case_key,
-    labelled,
     nearby_names,
     protocol_of,
     read_protocols,
     slice_position,
 )
 from medground.data.sources.medseg import clean_region, plane_from_text, read_meta
-from medground.data.sources.planar import MaskSpec, load_planar
+from medground.data.sources.planar import MaskSpec, PlanarSource
 from medground.types import Rejected
 
 __all__ = ["FolderSource", "IMAGE_SUFFIXES"]
@@ -41,7 +38,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
-class FolderSource(Source):
+class FolderSource(PlanarSource):
     """Images and masks in two folders, paired by name."""
 
     root: Path
@@ -133,18 +130,6 @@ class FolderSource(Source):
                 "nearby": nearby_names(slice_position(image.stem), neighbours),
             }
             yield Item(self.name, image.stem, self.patient(case_key(image.stem), image.stem), payload)
-
-    def load(self, item: Item) -> Iterator[LoadResult]:
-        results = load_planar(
-            item,
-            item.payload["image"],
-            item.payload["masks"],
-            modality=self.modality,
-            plane=self.plane,
-            body_region=self.body_region,
-            display=self.display,
-        )
-        yield from labelled(results, item.payload)
 
     def protocols(self) -> dict[str, list[str]]:
         found: dict[str, set[str]] = {}

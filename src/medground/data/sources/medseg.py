@@ -25,11 +25,8 @@ from typing import ClassVar
 
 from medground.data.sources.base import (
     Item,
-    LoadResult,
-    Source,
     SourceError,
     case_key,
-    labelled,
     nearby_names,
     protocol_of,
     read_protocols,
@@ -37,7 +34,7 @@ from medground.data.sources.base import (
     slice_position,
 )
 from medground.data.sources.peek import csv_header
-from medground.data.sources.planar import MaskSpec, load_planar
+from medground.data.sources.planar import MaskSpec, PlanarSource
 from medground.types import Rejected
 
 __all__ = ["MedsegSource", "clean_region", "plane_from_text", "read_meta"]
@@ -75,7 +72,7 @@ def _declared_values(labels: dict) -> dict[int, str]:
 
 
 @dataclass
-class MedsegSource(Source):
+class MedsegSource(PlanarSource):
     """A dataset folder in the medseg layout."""
 
     root: Path
@@ -185,18 +182,6 @@ class MedsegSource(Source):
                 "nearby": nearby_names(slice_position(relative.stem), neighbours),
             }
             yield Item(self.name, key, case, payload)
-
-    def load(self, item: Item) -> Iterator[LoadResult]:
-        results = load_planar(
-            item,
-            item.payload["image"],
-            item.payload["masks"],
-            modality=self.modality,
-            plane=self.plane,
-            body_region=self.body_region,
-            display=self.display,
-        )
-        yield from labelled(results, item.payload)
 
     def protocols(self) -> dict[str, list[str]]:
         found: dict[str, set[str]] = {}

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medground.data.sources.base import Item, LoadResult
+from medground.data.sources.base import Item, LoadResult, Source, labelled
 from medground.io import ReadError, read_image_as_stored, read_mask
 from medground.types import Rejected, Sample, StructureMask
 
-__all__ = ["MaskSpec", "load_planar"]
+__all__ = ["MaskSpec", "PlanarSource", "load_planar"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +105,30 @@ def load_planar(
         meta=meta,
         **sample_fields,
     )
+
+
+class PlanarSource(Source):
+    """What the 2D file sources share: an item is one image file with its masks (``payload["image"]``,
+    ``payload["masks"]``), loaded by :func:`load_planar` and told its labelling protocol.
+
+    Sample fields come from the source (``modality``, ``plane``, ``body_region``, ``display``: its
+    meta.json), except where the item states its own (SA-Med2D reads modality and plane per file name).
+    """
+
+    modality: str | None
+    plane: str | None = None
+    body_region: str | None
+    display: str | None
+
+    def load(self, item: Item) -> Iterator[LoadResult]:
+        payload = item.payload
+        results = load_planar(
+            item,
+            payload["image"],
+            payload["masks"],
+            modality=payload.get("modality", self.modality),
+            plane=payload.get("plane", self.plane),
+            body_region=self.body_region,
+            display=self.display,
+        )
+        yield from labelled(results, payload)

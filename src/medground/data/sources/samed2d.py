@@ -27,11 +27,8 @@ from typing import ClassVar
 from medground.data.modalities import modality_from_sa_med2d_name, plane_from_sa_med2d_name
 from medground.data.sources.base import (
     Item,
-    LoadResult,
-    Source,
     SourceError,
     case_key,
-    labelled,
     nearby_names,
     protocol_of,
     read_protocols,
@@ -39,7 +36,7 @@ from medground.data.sources.base import (
 )
 from medground.data.sources.medseg import clean_region, read_meta
 from medground.data.sources.peek import json_first_entry
-from medground.data.sources.planar import MaskSpec, load_planar
+from medground.data.sources.planar import MaskSpec, PlanarSource
 from medground.io import IMAGE_SUFFIXES
 from medground.types import Rejected
 
@@ -56,7 +53,7 @@ def _structure(mask_stem: str, image_stem: str) -> tuple[str, int | None]:
 
 
 @dataclass
-class SaMed2dSource(Source):
+class SaMed2dSource(PlanarSource):
     """One or both SA-Med2D-20M index files (a folder holding them, or a file)."""
 
     path: Path
@@ -155,18 +152,6 @@ class SaMed2dSource(Source):
                 "nearby": nearby_names(slice_position(stem), neighbours),
             }
             yield Item(self.name, stem, self.patient(case_key(stem), stem), payload)
-
-    def load(self, item: Item) -> Iterator[LoadResult]:
-        results = load_planar(
-            item,
-            item.payload["image"],
-            item.payload["masks"],
-            modality=item.payload["modality"],
-            plane=item.payload["plane"],
-            body_region=self.body_region,
-            display=self.display,
-        )
-        yield from labelled(results, item.payload)
 
     def protocols(self) -> dict[str, list[str]]:
         found: dict[str, set[str]] = {}
