@@ -10,8 +10,6 @@ from typing import Annotated
 
 import typer
 
-from medground.eval.seg_metrics import EmptyRule
-from medground.eval.stats import BootstrapConfig
 from medground.tasks import PROTOCOLS, eval_specs
 
 __all__ = ["eval_command"]
@@ -81,6 +79,8 @@ def eval_command(
     """Score refer-and-ground predictions (BiRD or strict protocol) or segmentation masks."""
     from medground.eval.api import evaluate_predictions, evaluate_segmentation
     from medground.eval.report import print_report
+    from medground.eval.seg_metrics import EmptyRule
+    from medground.eval.stats import BootstrapConfig
 
     if seg is not None or pairs is not None:
         try:

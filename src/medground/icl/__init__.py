@@ -6,10 +6,16 @@ features); :class:`PoolSeg` (``model.py``) is our earlier network, :class:`Unive
 the baseline.
 """
 
-from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
-from medground.icl.segmenter import InContextSegmenter, load_pretrained, save_pretrained
-from medground.icl.solver import RidgeContext, RidgeSeg, RidgeSegConfig
-from medground.icl.universeg import UniverSeg, UniverSegConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
+    from medground.icl.segmenter import InContextSegmenter, load_pretrained, save_pretrained
+    from medground.icl.solver import RidgeContext, RidgeSeg, RidgeSegConfig
+    from medground.icl.universeg import UniverSeg, UniverSegConfig
 
 __all__ = [
     "InContextSegmenter",
@@ -24,3 +30,24 @@ __all__ = [
     "load_pretrained",
     "save_pretrained",
 ]
+
+_WHERE = {
+    "PoolSeg": "medground.icl.model",
+    "PoolSegConfig": "medground.icl.model",
+    "SupportContext": "medground.icl.model",
+    "InContextSegmenter": "medground.icl.segmenter",
+    "load_pretrained": "medground.icl.segmenter",
+    "save_pretrained": "medground.icl.segmenter",
+    "RidgeContext": "medground.icl.solver",
+    "RidgeSeg": "medground.icl.solver",
+    "RidgeSegConfig": "medground.icl.solver",
+    "UniverSeg": "medground.icl.universeg",
+    "UniverSegConfig": "medground.icl.universeg",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use, so ``medground.icl.commands`` (the CLI) never imports torch."""
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'medground.icl' has no attribute {name!r}")

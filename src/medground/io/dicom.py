@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
 from medground.io.errors import ReadError, require_file
 from medground.io.nifti import Volume, canonical_volume
+
+if TYPE_CHECKING:  # pydicom is imported where a file is read: it costs ~0.2 s at start-up
+    import pydicom
 
 __all__ = ["dicom_series_info", "load_dicom_seg", "load_dicom_series"]
 
@@ -60,6 +62,9 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int) -> np.ndarray | None:
 
 def _header(path: Path) -> _Slice | None:
     """Header of an image DICOM file; None for a non-DICOM file or a DICOM object without pixels."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
@@ -182,6 +187,8 @@ def _affine_lps(folder: Path, ordered: list[_Slice], along: np.ndarray | None) -
 
 
 def _read_dataset(path: Path) -> pydicom.Dataset:
+    import pydicom
+
     try:
         return pydicom.dcmread(path)
     except Exception as exc:
@@ -233,6 +240,9 @@ def _slice_pixels(path: Path) -> np.ndarray:
 def dicom_series_info(folder: str | Path) -> dict[str, str] | None:
     """``{"modality", "description", "series_uid", "patient_id"}`` of the first DICOM image file directly in
     ``folder`` (header only), or None when it holds none. Cheap enough for planning a build."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 
 from medground.io.atomic import atomic_output
@@ -30,6 +30,9 @@ from medground.io.display import (  # noqa: F401
     window_ct,
 )
 from medground.io.errors import ReadError, require_file
+
+if TYPE_CHECKING:  # nibabel is imported where a volume is read or written: it costs ~0.2 s at start-up
+    import nibabel as nib
 
 __all__ = [
     "Volume",
@@ -74,6 +77,8 @@ class Volume:
 
 
 def _load_image(path: str | Path) -> tuple[Path, nib.spatialimages.SpatialImage]:
+    import nibabel as nib
+
     p = require_file(path)
     try:
         image = nib.load(p)
@@ -96,6 +101,8 @@ def _load_image(path: str | Path) -> tuple[Path, nib.spatialimages.SpatialImage]
 
 
 def _nifti_header(image: nib.spatialimages.SpatialImage) -> nib.Nifti1Header | None:
+    import nibabel as nib
+
     return image.header if isinstance(image.header, nib.Nifti1Header) else None
 
 
@@ -122,6 +129,8 @@ def canonical_volume(
     Same result as ``nibabel.as_closest_canonical``; shared by the NIfTI and DICOM readers so both give
     the same frame. ``affine``: 4x4 voxel -> RAS+ mm of ``array``'s own order.
     """
+    import nibabel as nib
+
     original_affine = np.asarray(affine, dtype=np.float64)
     ornt = nib.orientations.io_orientation(original_affine)
     canonical = nib.orientations.apply_orientation(array, ornt)
@@ -212,6 +221,8 @@ def _check_same_grid(label: Volume, image: Volume) -> None:
 
 def to_original_order(array: np.ndarray, like: Volume) -> np.ndarray:
     """Undo the canonical reorientation: canonical (X, Y, Z) -> the file's own voxel order."""
+    import nibabel as nib
+
     file_ornt = nib.orientations.io_orientation(like.original_affine)
     ras_ornt = nib.orientations.axcodes2ornt(("R", "A", "S"))
     back = nib.orientations.ornt_transform(ras_ornt, file_ornt)
@@ -219,6 +230,8 @@ def to_original_order(array: np.ndarray, like: Volume) -> np.ndarray:
 
 
 def _label_image(array: np.ndarray, like: Volume) -> nib.Nifti1Image:
+    import nibabel as nib
+
     image = nib.Nifti1Image(array, like.original_affine)
     if like.header is not None:  # keep the source's qform/sform (and their codes) so affines round-trip
         qform, qcode = like.header.get_qform(coded=True)
@@ -251,6 +264,8 @@ def write_nifti_like(path: str | Path, mask_array_canonical: np.ndarray, like: V
         raise ValueError(f"mask dtype {mask.dtype} is not integer/bool; threshold or round it first")
     if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 255):
         raise ValueError(f"mask values {int(mask.min())}..{int(mask.max())} do not fit uint8 (0..255)")
+    import nibabel as nib
+
     image = _label_image(to_original_order(mask.astype(np.uint8), like), like)
     with atomic_output(target) as tmp:
         nib.save(image, tmp)

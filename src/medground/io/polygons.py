@@ -10,7 +10,6 @@ exactly on an edge may go either way). Readers whose coordinates put pixel (i, j
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.path import Path as _MplPath
 
 __all__ = ["fill_polygon"]
 
@@ -21,6 +20,8 @@ def fill_polygon(shape: tuple[int, int], vertices: np.ndarray) -> np.ndarray:
     ``vertices``: (N, 2) float, (axis 0, axis 1) index coordinates, N >= 3; the polygon is closed
     implicitly; parts outside the plane are clipped. Raises ValueError for a malformed array.
     """
+    from matplotlib.path import Path as _MplPath  # here, not at the top: matplotlib costs ~0.2 s to import
+
     polygon = np.asarray(vertices, dtype=np.float64)
     if polygon.ndim != 2 or polygon.shape[1] != 2 or polygon.shape[0] < 3:
         raise ValueError(f"a polygon needs an (N, 2) array of N >= 3 vertices, got shape {polygon.shape}")

@@ -11,13 +11,16 @@ POINT/OPEN contours, and closed ones of fewer than three points, are skipped.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 
 from medground.io.errors import ReadError, require_file
 from medground.io.nifti import Volume
 from medground.io.polygons import fill_polygon
+
+if TYPE_CHECKING:  # pydicom is imported where a file is read: it costs ~0.2 s at start-up
+    import pydicom
 
 __all__ = ["rasterize_rtstruct"]
 
@@ -25,6 +28,8 @@ _PLANE_TOL = 0.05  # voxels: how far a contour may sit from a slice centre
 
 
 def _read_rtstruct(path: Path) -> pydicom.Dataset:
+    import pydicom
+
     try:
         ds = pydicom.dcmread(path, force=True)  # some RTSTRUCT files lack the 128-byte preamble
     except Exception as exc:

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pycocotools import mask as coco_mask
 
 from medground.data.sources.base import (
     Item,
@@ -120,6 +119,8 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     size = segmentation["size"]
     if not (isinstance(size, list) and len(size) == 2 and [int(v) for v in size] == [height, width]):
         raise ValueError(f"RLE size {size} is not the image's [height, width] = [{height}, {width}]")
+    from pycocotools import mask as coco_mask  # here, not at the top: keeps `medground --help` fast
+
     counts = segmentation["counts"]
     if isinstance(counts, str):
         _check_counts(_compressed_counts(counts), height, width)
