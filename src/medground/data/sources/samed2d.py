@@ -13,23 +13,36 @@ called absent. The patient is "<dataset>--<case>" without the modality prefix (t
 subject are one patient). Slices of one case (``--x_0359``) know which structures their neighbours
 within a few slices label. Names without the convention take the ``protocols`` prefix map of the
 folder's ``meta.json``, else their protocol is unknown (distant-anatomy negatives only).
+
+The full index files are several GB of JSON (4.6 M images, 19.7 M masks), so they are never held in
+memory: opening the source streams them (``ijson``) into a private temporary SQLite database on disk
+and sorts there (``label2image`` is keyed by mask, so an image's masks can sit anywhere in the file).
+Planning then reads images in sorted key order with their sorted, de-duplicated masks (the same order
+as reading the whole index would give), and neighbouring slices come from one sorted pass per case.
+Memory stays bounded by SQLite's page cache, one image's masks, one case's slices and the structure
+vocabulary.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import ijson
+
 from medground.data.modalities import modality_from_sa_med2d_name, plane_from_sa_med2d_name
 from medground.data.sources.base import (
+    NEARBY_SLICES,
     Item,
     SourceError,
     case_key,
-    nearby_names,
     protocol_of,
     read_protocols,
     slice_position,
@@ -44,12 +57,56 @@ __all__ = ["SaMed2dSource", "INDEX_NAMES"]
 
 INDEX_NAMES = ("image2label_train.json", "label2image_test.json")
 _INSTANCE = re.compile(r"^(?P<name>.+?)_(?P<instance>\d{3})$")
+_CACHE_KIB = 65536  # SQLite page cache of the index database (KiB); the rest of it stays on disk
+_BATCH = 10000  # rows per insert batch
 
 
 def _structure(mask_stem: str, image_stem: str) -> tuple[str, int | None]:
     rest = mask_stem[len(image_stem) + 1 :] if mask_stem.startswith(image_stem + "_") else mask_stem
     match = _INSTANCE.match(rest)
     return (match["name"], int(match["instance"])) if match else (rest, None)
+
+
+def _stem(path: str) -> str:
+    """``Path(path).stem`` without building a Path (called once per mask: 19.7 M times at full size)."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _pairs(file: Path) -> Iterator[tuple[str, str | None]]:
+    """(image, mask) rows of one index file, streamed; an image listed with no masks gives (image, None).
+
+    ``label2image*`` files map a mask to its image; any other index maps an image to a list of masks.
+    Malformed files raise :class:`SourceError` naming the file, the entry and the reason.
+    """
+    mask_keyed = file.name.startswith("label2image")
+    with open(file, "rb") as handle:
+        head = handle.read(4096).lstrip()
+        if not head.startswith(b"{"):
+            raise SourceError(f"{file}: an SA-Med2D index must be one JSON object ({{image: [masks]}}")
+        handle.seek(0)
+        try:
+            for key, value in ijson.kvitems(handle, ""):
+                if mask_keyed:
+                    if not isinstance(value, str):
+                        raise SourceError(
+                            f"{file}: mask {key!r} maps to {value!r}; label2image maps each mask to one image path"
+                        )
+                    yield value, key
+                elif isinstance(value, list) and all(isinstance(m, str) for m in value):
+                    yield from ((key, m) for m in value) if value else ((key, None),)
+                else:
+                    raise SourceError(
+                        f"{file}: image {key!r} maps to {value!r}, not a list of mask paths; an index of "
+                        "{mask: image} must be named label2image*.json"
+                    )
+        except ijson.JSONError as error:
+            raise SourceError(f"{file}: not valid JSON ({error})") from error
+
+
+def _batched(rows: Iterable[tuple], size: int = _BATCH) -> Iterator[list[tuple]]:
+    iterator = iter(rows)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 @dataclass
@@ -60,7 +117,7 @@ class SaMed2dSource(PlanarSource):
     name: str = ""
     modality: str | None = None
     kind: str = "sa-med2d"
-    planning_only: tuple[str, ...] = ("index",)
+    planning_only: tuple[str, ...] = ("_db", "_dirs", "_protocols", "_vocabulary")
     layout: ClassVar[str] = (
         "SA-Med2D-20M image2label_train.json / label2image_test.json (the file, another JSON of that "
         "shape, or a folder holding them); masks <image>_<structure>_<instance>.png"
@@ -99,15 +156,57 @@ class SaMed2dSource(PlanarSource):
         self.prefixes = read_protocols(meta, self.base / "meta.json")
         self.body_region = clean_region(meta.get("body_region"))
         self.display = meta.get("display")
-        self.index: dict[str, list[str]] = {}
+        self._dirs: dict[Path, bool] = {}
+        self._protocols: dict[str, set[str]] = {}
+        self._vocabulary: set[str] = set()
+        self._db = self._index(files)
+
+    def _index(self, files: list[Path]) -> sqlite3.Connection:
+        """Stream the index files into a private on-disk database (deleted when closed) and sort it:
+        ``images`` (id = rank in sorted key order, image, its sorted masks, slice case and index, the
+        structures labelled there) and ``nearby`` (id -> structures labelled in neighbouring slices)."""
+        db = sqlite3.connect("")  # "": a temporary database on disk, removed when the connection closes
+        db.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("CREATE TABLE pairs (image TEXT NOT NULL, mask TEXT)")
         for file in files:
-            data = json.loads(file.read_text(encoding="utf-8"))
-            if file.name.startswith("label2image"):
-                for mask, image in data.items():
-                    self.index.setdefault(image, []).append(mask)
-            else:
-                for image, masks in data.items():
-                    self.index.setdefault(image, []).extend(masks)
+            for batch in _batched(_pairs(file)):
+                db.executemany("INSERT INTO pairs VALUES (?, ?)", batch)
+        db.execute(
+            "CREATE TABLE images (id INTEGER PRIMARY KEY, image TEXT, masks TEXT, slice_case TEXT, "
+            "slice INTEGER, names TEXT)"
+        )
+        # SQLite compares TEXT as UTF-8 bytes, which is code-point order: Python's sorted() order.
+        rows = db.execute("SELECT image, mask FROM pairs ORDER BY image, mask")
+        grouped = itertools.groupby(rows, key=lambda row: row[0])
+        for batch in _batched(
+            self._image_rows(rank, image, group) for rank, (image, group) in enumerate(grouped)
+        ):
+            db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)", batch)
+        db.execute("DROP TABLE pairs")
+        db.execute("CREATE TABLE nearby (id INTEGER PRIMARY KEY, names TEXT)")
+        slices = db.execute(
+            "SELECT id, slice_case, slice, names FROM images WHERE slice_case IS NOT NULL "
+            "ORDER BY slice_case, slice"
+        )
+        for _, case in itertools.groupby(slices, key=lambda row: row[1]):
+            db.executemany("INSERT INTO nearby VALUES (?, ?)", _nearby(list(case)))
+        db.commit()
+        return db
+
+    def _image_rows(self, rank: int, image: str, group: Iterable[tuple[str, str | None]]) -> tuple:
+        """One ``images`` row; also adds the image's structures to its protocol's and the vocabulary."""
+        masks = sorted({mask for _, mask in group if mask is not None})
+        stem = _stem(image)
+        names = sorted({_structure(_stem(m), stem)[0] for m in masks})
+        self._vocabulary.update(names)
+        protocol = protocol_of(stem, self.prefixes, True, None)
+        if protocol is not None:
+            self._protocols.setdefault(protocol, set()).update(names)
+        position = slice_position(stem)
+        case, index = position if position is not None else (None, None)
+        return rank, image, json.dumps(masks), case, index, json.dumps(names)
 
     def _resolve(self, relative: str) -> Path:
         candidates = [
@@ -115,20 +214,20 @@ class SaMed2dSource(PlanarSource):
             self.base.parent / relative,
             self.base / Path(*Path(relative).parts[1:]),
         ]
-        return next((c for c in candidates if c.exists()), candidates[-1])
-
-    def _structures_of(self, image: str) -> frozenset[str]:
-        stem = Path(image).stem
-        return frozenset(_structure(Path(m).stem, stem)[0] for m in self.index[image])
+        for candidate in candidates:  # a file can only exist where its folder does: one stat per folder
+            folder = self._dirs.get(candidate.parent)
+            if folder is None:
+                folder = self._dirs[candidate.parent] = candidate.parent.is_dir()
+            if folder and candidate.exists():
+                return candidate
+        return candidates[-1]
 
     def items(self) -> Iterator[Item | Rejected]:
-        neighbours: dict[str, list[tuple[int, frozenset[str]]]] = {}
-        for image in self.index:
-            position = slice_position(Path(image).stem)
-            if position is not None:
-                neighbours.setdefault(position[0], []).append((position[1], self._structures_of(image)))
-        for image in sorted(self.index):
-            stem = Path(image).stem
+        rows = self._db.execute(
+            "SELECT i.image, i.masks, n.names FROM images i LEFT JOIN nearby n ON n.id = i.id ORDER BY i.id"
+        )
+        for image, masks, nearby in rows:
+            stem = _stem(image)
             named = modality_from_sa_med2d_name(Path(image).name)
             if named is None:
                 modality = self.default_modality
@@ -140,8 +239,8 @@ class SaMed2dSource(PlanarSource):
                 )
                 continue
             specs = []
-            for mask in sorted(set(self.index[image])):
-                structure, instance = _structure(Path(mask).stem, stem)
+            for mask in json.loads(masks):
+                structure, instance = _structure(_stem(mask), stem)
                 specs.append(MaskSpec(str(self._resolve(mask)), structure, instance=instance))
             payload = {
                 "image": str(self._resolve(image)),
@@ -149,18 +248,29 @@ class SaMed2dSource(PlanarSource):
                 "modality": modality,
                 "plane": plane_from_sa_med2d_name(Path(image).name),
                 "protocol": protocol_of(stem, self.prefixes, True, None),
-                "nearby": nearby_names(slice_position(stem), neighbours),
+                "nearby": json.loads(nearby) if nearby else [],
             }
             yield Item(self.name, stem, self.patient(case_key(stem), stem), payload)
 
     def protocols(self) -> dict[str, list[str]]:
-        found: dict[str, set[str]] = {}
-        for image in self.index:
-            protocol = protocol_of(Path(image).stem, self.prefixes, True, None)
-            if protocol is not None:
-                found.setdefault(protocol, set()).update(self._structures_of(image))
-        return {p: sorted(names) for p, names in sorted(found.items())}
+        return {p: sorted(names) for p, names in sorted(self._protocols.items())}
 
     def vocabulary(self) -> list[str]:
         """Every structure of the index, whatever its protocol (also images whose protocol is unknown)."""
-        return sorted({name for image in self.index for name in self._structures_of(image)})
+        return sorted(self._vocabulary)
+
+
+def _nearby(case: list[tuple[int, str, int, str]]) -> Iterator[tuple[int, str]]:
+    """(id, structures labelled within :data:`NEARBY_SLICES` other slices) for the ``images`` rows of one
+    case, sorted by slice; images with nothing nearby are left out (the same sets as
+    :func:`~medground.data.sources.base.nearby_names`, in one pass instead of one per image)."""
+    at: dict[int, set[str]] = {}
+    for _, _, index, names in case:
+        at.setdefault(index, set()).update(json.loads(names))
+    for row_id, _, index, _ in case:
+        found: set[str] = set()
+        for other in range(index - NEARBY_SLICES, index + NEARBY_SLICES + 1):
+            if other != index:
+                found |= at.get(other, set())
+        if found:
+            yield row_id, json.dumps(sorted(found))
