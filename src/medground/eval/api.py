@@ -7,16 +7,20 @@ Both return one plain dict (JSON-ready apart from NaN, which reports write as nu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medground.eval.bird import evaluate_bird
 from medground.eval.report import write_report
 from medground.eval.rows import load_rows
-from medground.eval.seg_eval import evaluate_pairs, pairs_from_csv, pairs_from_dirs
-from medground.eval.seg_metrics import EmptyRule
 from medground.eval.stats import BootstrapConfig
-from medground.eval.strict import evaluate_strict
 from medground.eval.text_metrics import java_available
 from medground.tasks import PROTOCOLS, eval_specs
+
+if TYPE_CHECKING:
+    from medground.eval.seg_metrics import EmptyRule
+
+# The strict protocol (box matching) and the mask metrics import scipy (~0.3 s): each is imported by the
+# function that needs it, so `medground eval` of a BiRD predictions file starts without them.
 
 __all__ = ["PROTOCOLS", "evaluate_predictions", "evaluate_segmentation"]
 
@@ -43,6 +47,8 @@ def evaluate_predictions(
     if protocol == "bird":
         tasks = evaluate_bird(rows)
     else:
+        from medground.eval.strict import evaluate_strict
+
         tasks = evaluate_strict(rows, bootstrap or BootstrapConfig())
     notes = (
         []
@@ -84,6 +90,8 @@ def evaluate_segmentation(
     optional spacing and group). spacing: mm per array axis for every case, else from the CSV or the
     NIfTI headers, else voxel units. rule: empty-mask conventions (:class:`EmptyRule`).
     """
+    from medground.eval.seg_eval import evaluate_pairs, pairs_from_csv, pairs_from_dirs
+
     if pairs_csv is not None:
         pairs, unmatched = pairs_from_csv(Path(pairs_csv)), []
     elif pred_dir is not None and gt_dir is not None:

@@ -79,10 +79,11 @@ def eval_command(
     """Score refer-and-ground predictions (BiRD or strict protocol) or segmentation masks."""
     from medground.eval.api import evaluate_predictions, evaluate_segmentation
     from medground.eval.report import print_report
-    from medground.eval.seg_metrics import EmptyRule
     from medground.eval.stats import BootstrapConfig
 
     if seg is not None or pairs is not None:
+        from medground.eval.seg_metrics import EmptyRule  # scipy: only the mask mode needs it
+
         try:
             rule = EmptyRule(both_empty=empty_both, one_empty_hd=empty_one_hd)
         except ValueError as error:
