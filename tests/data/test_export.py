@@ -114,7 +114,10 @@ def test_swift_relative_paths_and_placeholder(tmp_path):
 
 def test_unknown_format(tmp_path):
     root = build_output(tmp_path / "out")
-    with pytest.raises(KeyError, match="known: llava, sharegpt, llamafactory, swift. Did you mean 'swift'"):
+    with pytest.raises(
+        KeyError,
+        match="known: llava, sharegpt, llamafactory, swift, parquet, webdataset. Did you mean 'swift'",
+    ):
         export(root, "swfit")
     assert sorted(EXPORTERS) == ["llamafactory", "llava", "sharegpt", "swift"]
     with pytest.raises(FileNotFoundError, match="medground build"):

@@ -6,6 +6,8 @@
 | sharegpt     | JSONL                     | ``{"messages": [{"role": "user"/"assistant", "content"}], "images": [path]}`` |
 | llamafactory | JSONL + dataset_info.json | as sharegpt, plus an entry ``medground[_<split>]`` in ``dataset_info.json``   |
 | swift        | JSONL                     | ``{"messages": [...], "images": [path]}`` (ms-swift standard format)          |
+| parquet      | ``shard-NNNNNN.parquet``  | a row per record: its sample (below), image bytes in an HF ``Image`` column   |
+| webdataset   | ``shard-NNNNNN.tar``      | ``KEY.png`` (or ``.jpg``: the image's bytes) + ``KEY.json`` (its sample)      |
 
 Every image path is relative to the export file's folder and the image lies inside that folder (hard
 linked from the build when possible, else copied), so the folder can be moved: LLaVA's ``image_folder``,
@@ -21,14 +23,27 @@ saved at the dialect's ``fixed_size`` within ``max_pixels`` (default 768 x 768, 
 neither the trainer's resize nor the model's changes it and the box numbers are pixels of the fed image.
 Records are streamed, files are written under a temporary name and renamed. ``load_hf_dataset`` loads the
 records themselves with HF datasets.
+
+The sharded formats carry the images inside the shards, for training at scale (streamed from object
+stores, no small files). A sample is ``{"key", "id", "split", "dialect", "width", "height", "image",
+"conversations", "record"}``: ``key`` is its index in the export (``%06d``), ``width`` x ``height`` the
+size of the image bytes it carries (the build's own bytes, or a PNG resized as above), ``image`` that
+image's path as the one-file formats would write it, ``conversations`` the LLaVA turns in the target
+dialect and ``record`` the build's record unchanged (a JSON string in Parquet). Memory is bounded by one
+record, its image and (Parquet) one row group: records are streamed, each shard is written as its samples
+arrive (a tar member or a row group of at most ``PARQUET_ROW_GROUP_ROWS`` rows / ``PARQUET_ROW_GROUP_BYTES``
+bytes at a time), and only the shard count is kept.
 """
 
 from __future__ import annotations
 
 import difflib
+import io
+import itertools
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -43,10 +58,13 @@ from medground.types import Box
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_SHARD_SIZE",
     "EXPORTERS",
+    "SHARDED_FORMATS",
     "export",
     "iter_records",
     "load_hf_dataset",
+    "parquet_features",
     "record_features",
     "shard_paths",
 ]
@@ -54,6 +72,12 @@ __all__ = [
 IMAGE_TOKEN = "<image>"
 ROLES = {"human": "user", "gpt": "assistant"}
 DEFAULT_MAX_PIXELS = 768 * 768  # LLaMA-Factory's default image_max_pixels (hparams/model_args.py)
+SHARDED_FORMATS = {"parquet": ".parquet", "webdataset": ".tar"}  # name -> shard suffix
+DEFAULT_SHARD_SIZE = 10_000  # samples per shard
+# HF datasets writes image datasets in row groups of 100 rows (config.PARQUET_ROW_GROUP_SIZE_FOR_IMAGE_DATASETS);
+# the byte cap keeps a row group of large images small too
+PARQUET_ROW_GROUP_ROWS = 100
+PARQUET_ROW_GROUP_BYTES = 64 * 2**20
 QWEN_VL_WARNING = (
     "exporting boxes in the qwen-vl dialect (<ref>/<box> tags): right for Qwen-VL (BiRD), but Qwen2-VL, "
     "Qwen2.5-VL and Qwen3-VL templates read these tags as plain characters; pass --dialect qwen2-vl, "
@@ -153,6 +177,15 @@ def _regrounded(
         )
 
 
+def _resized(src: Path, size: tuple[int, int]) -> Image.Image | None:
+    """The build's image ``src`` resized to ``size`` (width, height; Lanczos), or None when that is its size."""
+    with Image.open(src) as image:
+        if image.size == size:
+            return None
+        rgb = image if image.mode in ("L", "RGB") else image.convert("RGB")
+        return rgb.resize(size, Image.Resampling.LANCZOS)
+
+
 def _place_image(src: Path, dst: Path, size: tuple[int, int]) -> None:
     """Put the build's image ``src`` at ``dst``: a hard link (else a copy) when ``size`` is its own, else resized.
 
@@ -161,10 +194,7 @@ def _place_image(src: Path, dst: Path, size: tuple[int, int]) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() and dst.samefile(src):
         return
-    with Image.open(src) as image:
-        own = image.size == size
-        rgb = image if own or image.mode in ("L", "RGB") else image.convert("RGB")
-        resized = None if own else rgb.resize(size, Image.Resampling.LANCZOS)
+    resized = _resized(src, size)
     if resized is None:
         dst.unlink(missing_ok=True)
         try:
@@ -182,10 +212,11 @@ def _place_image(src: Path, dst: Path, size: tuple[int, int]) -> None:
         raise
 
 
-def _item_inputs(
-    record: dict, root: Path, folder: Path, target_name: str | None, max_pixels: int, warned: list[str]
-) -> tuple[str, list[dict]]:
-    """(image path relative to ``folder``, conversation in the target dialect) of one record; places the image."""
+def _rendered(
+    record: dict, root: Path, target_name: str | None, max_pixels: int, warned: list[str]
+) -> tuple[Path, Path, tuple[int, int], list[dict], Dialect]:
+    """One record in the target dialect: (build image, its path relative to an export folder, the
+    (width, height) to save it at, the conversation, the target dialect)."""
     source = get_dialect(record.get("dialect") or "qwen-vl")
     target = get_dialect(target_name) if target_name else source
     if target.name == "qwen-vl" and not warned:
@@ -199,9 +230,17 @@ def _item_inputs(
     src = root / record["image"]
     if not src.is_file():
         raise FileNotFoundError(f"{src}: image of record {record.get('id')!r} is missing; rebuild {root}")
-    _place_image(src, folder / rel, size)
     conv = _conversation(record)
     _regrounded(conv, record, source, target, size)
+    return src, rel, size, conv, target
+
+
+def _item_inputs(
+    record: dict, root: Path, folder: Path, target_name: str | None, max_pixels: int, warned: list[str]
+) -> tuple[str, list[dict]]:
+    """(image path relative to ``folder``, conversation in the target dialect) of one record; places the image."""
+    src, rel, size, conv, _ = _rendered(record, root, target_name, max_pixels, warned)
+    _place_image(src, folder / rel, size)
     return rel.as_posix(), conv
 
 
@@ -219,12 +258,13 @@ def _atomic(path: Path) -> Iterator[IO[str]]:
         raise
 
 
-def _get_exporter(fmt: str) -> tuple[Callable[[dict, str, list[dict]], dict], str]:
-    if fmt in EXPORTERS:
-        return EXPORTERS[fmt]
-    close = difflib.get_close_matches(fmt, list(EXPORTERS), n=1)
+def _check_format(fmt: str) -> None:
+    known = [*EXPORTERS, *SHARDED_FORMATS]
+    if fmt in known:
+        return
+    close = difflib.get_close_matches(fmt, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise KeyError(f"unknown export format {fmt!r}; known: {', '.join(EXPORTERS)}.{hint}")
+    raise KeyError(f"unknown export format {fmt!r}; known: {', '.join(known)}.{hint}")
 
 
 def _destination(out_dir: Path, fmt: str, dest: Path | None, split: str | None, suffix: str) -> Path:
@@ -282,24 +322,39 @@ def export(
     split: str | None = None,
     dialect: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    shard_size: int | None = None,
 ) -> Path:
-    """Write the records of build folder ``out_dir`` in format ``fmt`` (a key of EXPORTERS); return the data file.
+    """Write the records of build folder ``out_dir`` in format ``fmt``; return the data file (or shard folder).
 
     ``dest``: a file, or a folder that gets the default name (``<fmt>[_<split>].json(l)``; llamafactory:
     ``medground[_<split>].jsonl`` beside its ``dataset_info.json``). Default: ``out_dir/export/`` (llamafactory:
     ``out_dir/export/llamafactory/``, pass that folder as LLaMA-Factory's ``dataset_dir``). Images go into
     the data file's folder. ``split``: only records of that split. ``dialect``: write boxes in this dialect
     (default: each record's own); ``max_pixels``: the pixel budget of images saved for a pixel-frame
-    dialect. Warns when boxes are written in ``qwen-vl`` tags. Raises KeyError for an unknown format or
-    dialect, ValueError when no record matches or ``max_pixels`` is too small, FileNotFoundError for a
+    dialect. Warns when boxes are written in ``qwen-vl`` tags.
+
+    A sharded format (a key of SHARDED_FORMATS) writes ``shard-NNNNNN.parquet`` / ``.tar`` files of
+    ``shard_size`` samples (default DEFAULT_SHARD_SIZE) into ``dest`` (a folder; default
+    ``out_dir/export/<fmt>[_<split>]/``), replacing the shards there only once all are written.
+
+    Raises KeyError for an unknown format or dialect, ValueError when no record matches, ``max_pixels``
+    is too small or ``shard_size`` is given for a one-file format or is below 1, FileNotFoundError for a
     missing image.
     """
-    builder, suffix = _get_exporter(fmt)
+    _check_format(fmt)
     if dialect is not None:
         get_dialect(dialect)
     if max_pixels < 28 * 28 * 4:
         raise ValueError(f"max_pixels must be at least {28 * 28 * 4} (a 56 x 56 image), got {max_pixels}")
     root = Path(out_dir)
+    if fmt in SHARDED_FORMATS:
+        size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+        if size < 1:
+            raise ValueError(f"shard_size must be at least 1 sample, got {size}")
+        return _export_shards(root, fmt, dest, split, dialect, max_pixels, size)
+    if shard_size is not None:
+        raise ValueError(f"shard_size applies to {' and '.join(SHARDED_FORMATS)} only, not to {fmt!r}")
+    builder, suffix = EXPORTERS[fmt]
     path = _destination(root, fmt, dest, split, suffix)
     folder = path.parent
     warned: list[str] = []
@@ -314,6 +369,142 @@ def export(
     if fmt == "llamafactory":
         _write_dataset_info(path, split)
     return path
+
+
+def _samples(
+    root: Path, split: str | None, dialect: str | None, max_pixels: int
+) -> Iterator[tuple[dict, bytes, str]]:
+    """Stream (sample, image bytes, image suffix) per record of ``root``: the build's own bytes, or a PNG
+    of the image resized for a pixel-frame dialect."""
+    warned: list[str] = []
+    for index, record in enumerate(iter_records(root, split)):
+        src, rel, size, conv, target = _rendered(record, root, dialect, max_pixels, warned)
+        resized = _resized(src, size)
+        if resized is None:
+            data = src.read_bytes()
+        else:
+            buffer = io.BytesIO()
+            resized.save(buffer, format="PNG")
+            data = buffer.getvalue()
+        sample = {
+            "key": f"{index:06d}",
+            "id": record["id"],
+            "split": record.get("split"),
+            "dialect": target.name,
+            "width": size[0],
+            "height": size[1],
+            "image": rel.as_posix(),
+            "conversations": conv,
+            "record": record,
+        }
+        yield sample, data, rel.suffix.lower()
+
+
+def parquet_features() -> Any:
+    """HF datasets Features of a Parquet export's rows (``image`` decodes to a PIL image; ``record`` is JSON)."""
+    from datasets import Features, Image, List, Value
+
+    text = Value("string")
+    return Features(
+        {
+            "key": text,
+            "id": text,
+            "split": text,
+            "dialect": text,
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "image": Image(),
+            "conversations": List({"from": text, "value": text}),
+            "record": text,
+        }
+    )
+
+
+@contextmanager
+def _parquet_shard(path: Path) -> Iterator[Callable[[dict, bytes, str], None]]:
+    """A writer of one Parquet shard through HF datasets' ParquetWriter (its ``huggingface`` schema metadata
+    makes ``load_dataset("parquet")`` decode the image column), flushing row groups as they fill."""
+    from datasets.arrow_writer import ParquetWriter
+
+    features = parquet_features()
+    writer = ParquetWriter(features=features, path=str(path), writer_batch_size=PARQUET_ROW_GROUP_ROWS)
+    buffered = 0
+
+    def write(sample: dict, data: bytes, suffix: str) -> None:
+        nonlocal buffered
+        row = {**sample, "image": {"bytes": data, "path": sample["image"]}}
+        row["record"] = json.dumps(sample["record"], ensure_ascii=False)
+        writer.write(features.encode_example(row))
+        buffered += len(data)
+        if buffered >= PARQUET_ROW_GROUP_BYTES:
+            writer.write_examples_on_file()
+            buffered = 0
+        elif not writer.current_examples:  # the writer flushed a full row group itself
+            buffered = 0
+
+    try:
+        yield write
+    except BaseException:
+        writer.stream.close()
+        raise
+    writer.finalize()
+
+
+@contextmanager
+def _tar_shard(path: Path) -> Iterator[Callable[[dict, bytes, str], None]]:
+    """A writer of one WebDataset tar shard: ``KEY<suffix>`` (the image bytes) then ``KEY.json`` (the sample);
+    members carry a fixed mtime, owner and mode so that the same export gives the same bytes."""
+
+    def member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+
+        def write(sample: dict, data: bytes, suffix: str) -> None:
+            member(tar, sample["key"] + suffix, data)
+            member(tar, sample["key"] + ".json", json.dumps(sample, ensure_ascii=False).encode("utf-8"))
+
+        yield write
+
+
+def _export_shards(
+    root: Path,
+    fmt: str,
+    dest: Path | None,
+    split: str | None,
+    dialect: str | None,
+    max_pixels: int,
+    shard_size: int,
+) -> Path:
+    """Write ``shard-NNNNNN<suffix>`` files of ``shard_size`` samples into a staging folder beside the
+    destination, then swap them in for its old shards; return the destination folder."""
+    suffix = SHARDED_FORMATS[fmt]
+    shard = _parquet_shard if fmt == "parquet" else _tar_shard
+    folder = Path(dest) if dest is not None else root / "export" / f"{fmt}{'_' + split if split else ''}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        samples = _samples(root, split, dialect, max_pixels)
+        for index in itertools.count():
+            first = list(itertools.islice(samples, 1))  # the shard's first sample, if any is left
+            if not first:
+                break
+            with shard(staging / f"shard-{index:06d}{suffix}") as write:
+                for sample in itertools.chain(first, itertools.islice(samples, shard_size - 1)):
+                    write(*sample)
+        written = sorted(staging.iterdir())
+        if not written:
+            raise ValueError(f"no records with split {split!r} in {root / 'records'}; check the split name")
+        folder.mkdir(exist_ok=True)
+        for old in folder.glob(f"shard-*{suffix}"):
+            old.unlink()
+        for new in written:
+            os.replace(new, folder / new.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def record_features() -> Any:
