@@ -70,7 +70,9 @@ def build(
             f"(KIND: {', '.join(SOURCES)}; layouts below)."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (required unless --plan-only).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of phrasing, task choice and splits.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
     scheduler: Annotated[
@@ -132,6 +134,13 @@ def build(
     llm_model: Annotated[str | None, typer.Option(help="Model name for --llm-url.")] = None,
     report: Annotated[bool, typer.Option(help="Write report/ with plots and overlays.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    plan_only: Annotated[
+        bool,
+        typer.Option(
+            help="List what would be built (items per source and split, unknown patients, rejected index "
+            "rows) from the indexes alone, without reading a pixel or writing a file, and exit."
+        ),
+    ] = False,
 ) -> None:
     """Turn segmentation collections into refer-and-ground conversation records."""
     from medground.data.api import build_dataset
@@ -140,6 +149,8 @@ def build(
     from medground.data.sources import VolumeOptions
     from medground.data.tasks import TaskConfig
 
+    if out is None and not plan_only:
+        _fail("--out is required (or pass --plan-only)")
     try:
         config = RecordConfig(
             seed=seed,
@@ -154,13 +165,19 @@ def build(
         volumes = VolumeOptions(
             planes=tuple(p.strip() for p in planes.split(",")), slice_step=slice_step, ct_window=ct_window
         )
+        options = {"modality": modality, "mask_pattern": mask_pattern, "structure": structure}
+        if plan_only:
+            from medground.data.api import plan_dataset
+
+            _print_plan(plan_dataset(sources, config, volume_options=volumes, source_options=options))
+            return
         with _shown_warnings():
             manifest = build_dataset(
                 sources,
                 out,
                 config,
                 volume_options=volumes,
-                source_options={"modality": modality, "mask_pattern": mask_pattern, "structure": structure},
+                source_options=options,
                 workers=workers,
                 scheduler=scheduler,
                 shard_size=shard_size,
@@ -186,6 +203,27 @@ def build(
         f"{counts['records']} records from {counts['images']} images ({counts['regions']} regions, "
         f"{counts['turns']} turns) in {out}; {counts['skipped']} inputs skipped, reasons in {out / 'skipped.jsonl'}"
     )
+
+
+def _print_plan(planned: dict) -> None:
+    """The plan as a table: one row per source and a total row; the sources' warnings on stderr."""
+    for text in planned["warnings"]:
+        typer.secho(f"warning: {text}", fg=typer.colors.YELLOW, err=True)
+    header = ("source", "kind", "items", "train", "val", "test", "unknown patient", "rejected")
+    rows = [
+        (r["name"], r["kind"], r["items"], *r["splits"].values(), r["unknown_patient"], r["rejected"])
+        for r in planned["sources"]
+    ]
+    rows.append(("total", "", *(sum(r[i] for r in rows) for i in range(2, len(header)))))
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo(
+            "  ".join(
+                str(v).ljust(w) if i < 2 else str(v).rjust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    typer.echo("plan only: no pixel read, nothing written")
 
 
 @app.command()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medground.data.engine import build
+from medground.data.engine import build, plan
 from medground.data.records import RecordConfig
-from medground.data.sources import VolumeOptions, open_source
+from medground.data.sources import Source, VolumeOptions, open_source
 
-__all__ = ["build_dataset"]
+__all__ = ["build_dataset", "plan_dataset"]
 
 
 def build_dataset(
@@ -41,8 +41,7 @@ def build_dataset(
         from medground.data.rewrite import Rewriter
 
         rewriter = Rewriter(llm_url, llm_model, Path(out) / "llm_cache")
-    options = dict(source_options or {})
-    opened = [open_source(spec, options=volume_options or VolumeOptions(), **options) for spec in sources]
+    opened = _open(sources, volume_options, source_options)
     manifest = build(
         opened,
         out,
@@ -60,3 +59,22 @@ def build_dataset(
 
         write_report(Path(out))
     return manifest
+
+
+def plan_dataset(
+    sources: list[str | Path],
+    config: RecordConfig | None = None,
+    *,
+    volume_options: VolumeOptions | None = None,
+    source_options: dict[str, Any] | None = None,
+) -> dict:
+    """What ``build_dataset`` would build from ``sources``, without reading a pixel or writing a file:
+    items per source and per split, unknown-patient items and rejected index rows (see :func:`plan`)."""
+    return plan(_open(sources, volume_options, source_options), config or RecordConfig())
+
+
+def _open(
+    sources: list[str | Path], volume_options: VolumeOptions | None, source_options: dict[str, Any] | None
+) -> list[Source]:
+    options = dict(source_options or {})
+    return [open_source(spec, options=volume_options or VolumeOptions(), **options) for spec in sources]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medground import __version__
-from medground.data.records import RecordConfig, make_records, resize_sample, save_sample
+from medground.data.records import RecordConfig, make_records, resize_sample, save_sample, split_of
 from medground.data.rewrite import Rewriter, rewrite_record
 from medground.data.sources import Item, Source
 from medground.data.splits import require_one_split_per_patient
@@ -34,7 +34,9 @@ from medground.io import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from medground.progress import progress_bar
 from medground.types import Rejected
 
-__all__ = ["BuildError", "ShardSpec", "build", "plan_shards", "process_shard"]
+__all__ = ["SPLITS", "BuildError", "ShardSpec", "build", "plan", "plan_shards", "process_shard"]
+
+SPLITS = ("train", "val", "test")
 
 
 # Errors that mean a bug in medground rather than a bad input file: they stop the build.
@@ -72,6 +74,36 @@ def plan_shards(sources: list[Source], shard_size: int) -> Iterator[ShardSpec | 
                 index, buffer = index + 1, []
     if buffer:
         yield ShardSpec(index, tuple(buffer))
+
+
+def plan(sources: list[Source], config: RecordConfig) -> dict:
+    """What a build of ``sources`` would hold, from their items alone (no pixel is read, nothing written).
+
+    Per source: ``items`` (images or volumes), ``splits`` (items per split, drawn from the patient key
+    as the records will be), ``unknown_patient`` (items whose patient is unknown: all in train) and
+    ``rejected`` (index rows refused at planning); ``warnings``: what the sources said while planning.
+    """
+    rows = []
+    for source in sources:
+        splits: Counter = Counter()
+        unknown = rejected = 0
+        for item in source.items():
+            if isinstance(item, Rejected):
+                rejected += 1
+                continue
+            splits[split_of(item.case, config.seed, config.split_ratios)] += 1
+            unknown += item.case is None
+        rows.append(
+            {
+                "name": source.name,
+                "kind": source.kind,
+                "items": sum(splits.values()),
+                "splits": {split: splits[split] for split in SPLITS},
+                "unknown_patient": unknown,
+                "rejected": rejected,
+            }
+        )
+    return {"sources": rows, "warnings": [w for s in sources for w in s.warnings]}
 
 
 def _count(counts: Counter, record: dict) -> None:
@@ -271,14 +303,10 @@ def build(
     fingerprint = _fingerprint(sources, config, shard_size, rewriter)
     by_name = {s.name: s for s in sources}
     protocols = {s.name: s.protocols() for s in sources}
-    total, unknown = 0, Counter()
-    for source in sources:
-        for item in source.items():
-            if isinstance(item, Item):
-                total += 1
-                unknown[source.name] += item.case is None
-    unknown = +unknown  # sources with unknown patients only
-    notes = [w for s in sources for w in s.warnings]
+    planned = plan(sources, config)
+    total = sum(row["items"] for row in planned["sources"])
+    unknown = {row["name"]: row["unknown_patient"] for row in planned["sources"] if row["unknown_patient"]}
+    notes = list(planned["warnings"])
     notes += [
         f"{name}: the patients of {n} of its items are unknown (no case column, no patient key in the names, "
         'or meta.json "cases": "unknown"); they all go to train. Add a case column, or "cases": "image" '
