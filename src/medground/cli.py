@@ -229,7 +229,12 @@ def _print_plan(planned: dict) -> None:
 @app.command()
 def export(
     out_dir: Annotated[Path, typer.Argument(help="A build's output folder.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="llava, sharegpt, llamafactory or swift.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="llava, sharegpt, llamafactory, swift, or sharded: parquet, webdataset."
+        ),
+    ],
     dest: Annotated[Path | None, typer.Option(help="Where to write (default: OUT_DIR/export/...).")] = None,
     split: Annotated[str | None, typer.Option(help="Only this split (train, val, test).")] = None,
     dialect: Annotated[
@@ -240,13 +245,18 @@ def export(
         int,
         typer.Option(help="Pixel budget of images saved for qwen2.5-vl (default: LLaMA-Factory's 768*768)."),
     ] = 768 * 768,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(help="Samples per shard of parquet and webdataset exports (default 10000)."),
+    ] = None,
 ) -> None:
-    """Write a build's records in the format of a trainer (LLaVA, ShareGPT, LLaMA-Factory, ms-swift)."""
+    """Write a build's records in the format of a trainer (LLaVA, ShareGPT, LLaMA-Factory, ms-swift), or as
+    Parquet / WebDataset shards that carry the images, streamed with bounded memory."""
     from medground.data.export import export as export_records
 
     try:
         with _shown_warnings():
-            written = export_records(out_dir, fmt, dest, split, dialect, max_pixels)
+            written = export_records(out_dir, fmt, dest, split, dialect, max_pixels, shard_size)
         typer.echo(written)
     except (ValueError, KeyError, FileNotFoundError) as error:
         _fail(str(error))
