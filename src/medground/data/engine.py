@@ -372,6 +372,18 @@ def _run_dask(
             client.close()
 
 
+def _remove_dead_writers_temporaries(out: Path) -> None:
+    """Delete the temporary files (``.shard-NNNNN.jsonl.XXXXXXXX.tmp.jsonl``, see ``medground.io.atomic``)
+    that a writer killed between creating and renaming them left in ``records/`` and ``parts/``.
+
+    A SIGKILLed Dask worker or a power cut leaves one behind; its shard is redone elsewhere, but the
+    leftover would be read as one more (torn) shard by everything that globs ``records/*.jsonl``. Called
+    once every shard is done, when no writer of this build is alive."""
+    for folder in ("records", "parts"):
+        for leftover in (out / folder).glob(".shard-*.tmp*"):
+            leftover.unlink(missing_ok=True)
+
+
 def _finalize(
     out: Path,
     sources: list[Source],
@@ -381,6 +393,7 @@ def _finalize(
     plan_rejections: list[dict],
     notes: list[str],
 ) -> dict:
+    _remove_dead_writers_temporaries(out)
     totals: Counter = Counter()
     skipped = list(plan_rejections)
     for part in parts:
