@@ -154,6 +154,9 @@ def _regrounded(
     Each turn's boxes snap first to the regions that turn names, then to any region of the record.
     """
     width, height = int(record["width"]), int(record["height"])
+    resized = size != (width, height)
+    if source == target and not resized:
+        return  # reground_text would return every turn unchanged; skip parsing the regions' boxes
     regions = [Box.from_list(r["box"]) for r in record.get("regions") or []]
     turns = record.get("turns") or []
     sx, sy = size[0] / width, size[1] / height
@@ -161,7 +164,6 @@ def _regrounded(
     def move(box: Box) -> Box:
         return scale_box(box, sx, sy, size[0], size[1])
 
-    resized = size != (width, height)
     for i, turn in enumerate(conv):
         named = turns[i // 2].get("regions", []) if i // 2 < len(turns) else []
         exact = [regions[j] for j in named if 0 <= j < len(regions)] + regions
@@ -379,7 +381,8 @@ def _samples(
     warned: list[str] = []
     for index, record in enumerate(iter_records(root, split)):
         src, rel, size, conv, target = _rendered(record, root, dialect, max_pixels, warned)
-        resized = _resized(src, size)
+        # the record's width x height is its image's (as for the path ``_rendered`` chose): no need to open it
+        resized = None if size == (record["width"], record["height"]) else _resized(src, size)
         if resized is None:
             data = src.read_bytes()
         else:
