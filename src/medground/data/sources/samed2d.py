@@ -58,7 +58,7 @@ __all__ = ["SaMed2dSource", "INDEX_NAMES"]
 INDEX_NAMES = ("image2label_train.json", "label2image_test.json")
 _INSTANCE = re.compile(r"^(?P<name>.+?)_(?P<instance>\d{3})$")
 _CACHE_KIB = 65536  # SQLite page cache of the index database (KiB); the rest of it stays on disk
-_BATCH = 10000  # rows per insert batch
+_BATCH = 500  # rows per insert batch (the Python objects held at once)
 
 
 def _structure(mask_stem: str, image_stem: str) -> tuple[str, int | None]:
@@ -231,8 +231,8 @@ class SaMed2dSource(PlanarSource):
             "SELECT i.image, i.masks, n.names FROM images i LEFT JOIN nearby n ON n.id = i.id ORDER BY i.id"
         )
         for image, masks, nearby in rows:
-            stem = _stem(image)
-            named = modality_from_sa_med2d_name(Path(image).name)
+            stem, name = _stem(image), image[image.rfind("/") + 1 :]  # no Path: 3.11 interns its parts
+            named = modality_from_sa_med2d_name(name)
             if named is None:
                 modality = self.default_modality
             else:
@@ -250,7 +250,7 @@ class SaMed2dSource(PlanarSource):
                 "image": self._resolve(image),
                 "masks": specs,
                 "modality": modality,
-                "plane": plane_from_sa_med2d_name(Path(image).name),
+                "plane": plane_from_sa_med2d_name(name),
                 "protocol": protocol_of(stem, self.prefixes, True, None),
                 "nearby": json.loads(nearby) if nearby else [],
             }
