@@ -154,9 +154,10 @@ print(sum(len(sorted(set(index[image]))) for image in sorted(index)))
 """
 
 
-def run_child(command: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MiB, stdout) of one child process, reaped here with ``wait4`` so the
-    peak is this child's (with any children it waited for), not the maximum over earlier runs."""
+def run_child(command: list[str]) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, stdout) of one child process, reaped here with
+    ``wait4`` so the peak is this child's (with any children it waited for), not the maximum over
+    earlier runs. CPU time (user + system) is the steadier number on a shared machine."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
@@ -167,7 +168,7 @@ def run_child(command: list[str]) -> tuple[float, float, str]:
         err.seek(0)
         if process.returncode:
             raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{err.read()[-2000:]}")
-        return wall, usage.ru_maxrss / 1024, out.read()
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read()
 
 
 def main() -> None:
@@ -184,12 +185,18 @@ def main() -> None:
             f"({made['masks'] / max(made['images'], 1):.2f} per image), index {gib:.2f} GiB "
             f"({', '.join(f'{k} {v / 2**20:.0f} MiB' for k, v in made['bytes'].items())}); written in {written:.0f} s"
         )
-        wall, peak, out = run_child([medground, "build", f"sa-med2d:{folder}", "--plan-only"])
+        wall, cpu, peak, out = run_child([medground, "build", f"sa-med2d:{folder}", "--plan-only"])
         total = out.splitlines()[-2].split()
-        print(f"  plan-only (CLI): {wall:.1f} s, peak RSS {peak:.0f} MiB; total row: {' '.join(total)}")
+        print(
+            f"  plan-only (CLI): {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MiB; "
+            f"total row: {' '.join(total)}"
+        )
         if ARGS.baseline:
-            wall, peak, out = run_child([sys.executable, "-c", BASELINE, str(folder)])
-            print(f"  baseline json.loads + in-memory invert/sort: {wall:.1f} s, peak RSS {peak:.0f} MiB")
+            wall, cpu, peak, out = run_child([sys.executable, "-c", BASELINE, str(folder)])
+            print(
+                f"  baseline json.loads + in-memory invert/sort: {wall:.1f} s wall, {cpu:.1f} s CPU, "
+                f"peak RSS {peak:.0f} MiB"
+            )
         if not ARGS.keep:
             shutil.rmtree(folder)
 
