@@ -32,7 +32,8 @@ image's path as the one-file formats would write it, ``conversations`` the LLaVA
 dialect and ``record`` the build's record unchanged (a JSON string in Parquet). Memory is bounded by one
 record, its image and (Parquet) one row group: records are streamed, each shard is written as its samples
 arrive (a tar member or a row group of at most ``PARQUET_ROW_GROUP_ROWS`` rows / ``PARQUET_ROW_GROUP_BYTES``
-bytes at a time), and only the shard count is kept.
+bytes at a time), and only the shard count is kept; tarfile also keeps each member's header of the open
+shard (about 7 MB per 10,000 samples, measured), freed when the shard closes.
 """
 
 from __future__ import annotations
