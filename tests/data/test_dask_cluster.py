@@ -52,17 +52,31 @@ def local_tree(tmp_path_factory) -> dict[str, str]:
 @dataclass
 class Cluster:
     address: str
+    scheduler_file: Path
     client: Client  # the test's own client, to ask the scheduler who holds what
     workers: dict[str, subprocess.Popen]  # by worker name
-    logs: Path
+    root: Path
+
+    def add_worker(self, name: str) -> None:
+        """A ``dask worker`` (a nanny and its worker process): one process, one thread, as on a node."""
+        command = [str(BIN / "dask"), "worker", "--scheduler-file", str(self.scheduler_file), "--name", name]
+        command += ["--nworkers", "1", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
+        command += ["--local-directory", str(self.root / name)]
+        self.workers[name] = _start(command, self.root / f"worker-{name}.log", self.root)
 
     def worker_address(self, name: str) -> str:
         found = [a for a, w in self.client.scheduler_info()["workers"].items() if w["name"] == name]
         assert len(found) == 1, f"worker {name!r} not registered: {found}"
         return found[0]
 
+    def tasks_in_flight(self) -> int:
+        """Tasks the scheduler holds that are not finished yet (waiting, queued or running)."""
+        return self.client.run_on_scheduler(
+            lambda dask_scheduler: sum(t.state != "memory" for t in dask_scheduler.tasks.values())
+        )
+
     def log_tails(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.glob("*.log")))
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
 
 
 def _start(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
@@ -85,58 +99,64 @@ def _stop(process: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def _cluster(root: Path) -> Iterator[Cluster]:
-    """A scheduler on a free port of 127.0.0.1 (port 0: the OS picks) and workers "a" and "b" (one process,
-    one thread each); every process is stopped on the way out, also when the test fails."""
+    """A scheduler on a free port of 127.0.0.1 (port 0: the OS picks) and no workers yet; the scheduler and
+    every worker added are stopped on the way out, also when the test fails."""
     root.mkdir()
     scheduler_file = root / "scheduler.json"
-    processes: list[subprocess.Popen] = []
-    client = None
+    command = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+    scheduler = _start([*command, "--scheduler-file", str(scheduler_file)], root / "scheduler.log", root)
+    cluster = None
     try:
-        processes.append(
-            _start(
-                [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
-                + ["--scheduler-file", str(scheduler_file)],
-                root / "scheduler.log",
-                root,
-            )
-        )
-        workers = {
-            name: _start(
-                [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file), "--name", name]
-                + ["--nworkers", "1", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
-                + ["--local-directory", str(root / name)],
-                root / f"worker-{name}.log",
-                root,
-            )
-            for name in ("a", "b")
-        }  # they wait for the scheduler file themselves
-        processes.extend(workers.values())
         deadline = time.monotonic() + 60
         address = None
         while address is None:
-            assert processes[0].poll() is None, (root / "scheduler.log").read_text()
+            assert scheduler.poll() is None, (root / "scheduler.log").read_text()
             assert time.monotonic() < deadline, "the scheduler did not write its address in 60 s"
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
                 address = json.loads(scheduler_file.read_text())["address"]
             time.sleep(0.05)
-        client = Client(address, timeout=30)
-        client.wait_for_workers(2, timeout=60)
-        yield Cluster(address, client, workers, root)
+        cluster = Cluster(address, scheduler_file, Client(address, timeout=30), {}, root)
+        yield cluster
     finally:
-        if client is not None:
-            client.close()
-        for process in reversed(processes):
-            _stop(process)
+        if cluster is not None:
+            cluster.client.close()
+            for worker in cluster.workers.values():
+                _stop(worker)
+        _stop(scheduler)
 
 
-def test_two_worker_processes_build_the_same_bytes_as_one_local_process(tmp_path, local_tree):
+def test_workers_joining_a_running_build_give_the_bytes_of_one_local_process(tmp_path, local_tree):
+    """The build starts before any worker, as when SLURM jobs or pods start late: once two workers have
+    joined, four shards (two per worker thread) are in flight, not the two of an empty cluster."""
     with _cluster(tmp_path / "cluster") as cluster:
         assert cluster.address.startswith("tcp://127.0.0.1:")
-        assert sorted(cluster.client.nthreads().values()) == [1, 1]
-        built = subprocess.run(
-            _build_command(tmp_path / "out", cluster.address), capture_output=True, text=True, timeout=120
+        build = subprocess.Popen(
+            _build_command(tmp_path / "out", cluster.address),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        assert built.returncode == 0, built.stderr + cluster.log_tails()
+        try:
+            deadline = time.monotonic() + 60
+            while cluster.tasks_in_flight() < 2:  # the build has submitted what it may with no worker
+                assert build.poll() is None and time.monotonic() < deadline, cluster.log_tails()
+                time.sleep(0.02)
+            cluster.add_worker("a")
+            cluster.add_worker("b")
+            cluster.client.wait_for_workers(2, timeout=60)
+            assert sorted(cluster.client.nthreads().values()) == [1, 1]
+            most = 0
+            while build.poll() is None:
+                most = max(most, cluster.tasks_in_flight())
+                time.sleep(0.005)
+            stdout, stderr = build.communicate(timeout=60)
+        finally:
+            if build.poll() is None:
+                build.kill()
+                build.wait()
+        assert build.returncode == 0, stderr + cluster.log_tails()
+        assert most == 4
+    assert f"{SHARDS} records from {SHARDS} images" in stdout
     tree = _tree(tmp_path / "out")
     assert sum(name.startswith("records/shard-") for name in tree) == SHARDS
     assert tree == local_tree
@@ -145,6 +165,9 @@ def test_two_worker_processes_build_the_same_bytes_as_one_local_process(tmp_path
 def test_a_worker_killed_mid_build_leaves_the_output_of_an_uninterrupted_build(tmp_path, local_tree):
     out = tmp_path / "out"
     with _cluster(tmp_path / "cluster") as cluster:
+        cluster.add_worker("a")
+        cluster.add_worker("b")
+        cluster.client.wait_for_workers(2, timeout=60)
         victim, survivor = cluster.worker_address("a"), cluster.worker_address("b")
         build = subprocess.Popen(
             _build_command(out, cluster.address), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -168,7 +191,7 @@ def test_a_worker_killed_mid_build_leaves_the_output_of_an_uninterrupted_build(t
         assert build.returncode == 0, stderr + cluster.log_tails()
         assert committed_at_kill < SHARDS  # the kill came in the middle of the build
         assert list(cluster.client.nthreads()) == [survivor]  # the rest ran on worker b alone
-        assert "Remove worker" in (cluster.logs / "scheduler.log").read_text()
+        assert "Remove worker" in (cluster.root / "scheduler.log").read_text()
     assert f"{SHARDS} records from {SHARDS} images" in stdout
     assert _tree(out) == local_tree
 

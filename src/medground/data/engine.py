@@ -254,18 +254,19 @@ def _run_bounded(
     submit: Submit,
     wait: Callable,
     specs: Iterator[ShardSpec | Rejected],
-    limit: int,
+    limit: Callable[[], int],
     job: Callable[[ShardSpec], tuple],
     on_done: Callable[[dict], None],
     on_skip: Callable[[ShardSpec | Rejected], bool],
 ) -> None:
-    """Submit shards with at most ``limit`` in flight; ``on_skip`` takes plan rejections and finished shards."""
+    """Submit shards with at most ``limit()`` in flight (asked again before each shard: cluster workers
+    come and go); ``on_skip`` takes plan rejections and finished shards."""
     pending: set = set()
     for spec in specs:
         if on_skip(spec):
             continue
         pending.add(submit(process_shard, *job(spec)))
-        if len(pending) >= limit:
+        while len(pending) >= limit():  # a loop: the limit shrinks when workers leave
             done, pending = wait(pending, return_when="FIRST_COMPLETED")
             pending = set(pending)
             for future in done:
@@ -345,7 +346,9 @@ def build(
                     on_done(process_shard(*job(spec)))
         else:
             with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-                _run_bounded(pool.submit, concurrent.futures.wait, specs, 2 * workers, job, on_done, on_skip)
+                _run_bounded(
+                    pool.submit, concurrent.futures.wait, specs, lambda: 2 * workers, job, on_done, on_skip
+                )
     # The build checks its own splits (medground.data.splits): a patient key in two splits raises
     # SplitLeakError naming it, before any manifest is written.
     require_one_split_per_patient(
@@ -364,7 +367,9 @@ def _run_dask(
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
-        limit = 2 * max(1, sum(client.nthreads().values()))
+        # Two shards per worker thread that is there now: on SLURM or Kubernetes workers join as their jobs
+        # start, often after the build, and leave; one scheduler round trip per shard.
+        limit = lambda: 2 * max(1, sum(client.nthreads().values()))  # noqa: E731
         submit = lambda fn, *args: client.submit(fn, *args, pure=False)  # noqa: E731
         _run_bounded(submit, wait, specs, limit, job, on_done, on_skip)
     finally:
