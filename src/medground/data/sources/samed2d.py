@@ -84,28 +84,37 @@ def _pairs(file: Path) -> Iterator[tuple[str, str | None]]:
     with open(file, "rb") as handle:
         head = handle.read(4096).lstrip()
         if not head.startswith(b"{"):
-            raise SourceError(f"{file}: an SA-Med2D index must be one JSON object ({{image: [masks]}}")
+            raise SourceError(
+                f"{file}: an SA-Med2D index must be one JSON object, {{image: [masks]}} "
+                "(or {mask: image} in label2image*.json)"
+            )
         handle.seek(0)
         try:
             for key, value in ijson.kvitems(handle, ""):
                 if mask_keyed:
                     if not isinstance(value, str):
                         raise SourceError(
-                            f"{file}: mask {key!r} maps to {value!r}; label2image maps each mask to one image path"
+                            f"{file}: mask {key!r} maps to {_short(value)}; label2image maps each mask to one image path"
                         )
                     yield value, key
                 elif isinstance(value, list) and all(isinstance(m, str) for m in value):
                     yield from ((key, m) for m in value) if value else ((key, None),)
                 else:
                     raise SourceError(
-                        f"{file}: image {key!r} maps to {value!r}, not a list of mask paths; an index of "
+                        f"{file}: image {key!r} maps to {_short(value)}, not a list of mask paths; an index of "
                         "{mask: image} must be named label2image*.json"
                     )
         except ijson.JSONError as error:
             raise SourceError(f"{file}: not valid JSON ({error})") from error
 
 
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _batched(rows: Iterable[tuple], size: int = _BATCH) -> Iterator[list[tuple]]:
+    """Lists of ``size`` rows (the last one shorter), for ``executemany`` without holding every row."""
     iterator = iter(rows)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
