@@ -155,7 +155,7 @@ def test_workers_joining_a_running_build_give_the_bytes_of_one_local_process(tmp
                 build.kill()
                 build.wait()
         assert build.returncode == 0, stderr + cluster.log_tails()
-        assert most == 4
+        assert most == 4, f"at most {most} shards were in flight on two one-thread workers"
     assert f"{SHARDS} records from {SHARDS} images" in stdout
     tree = _tree(tmp_path / "out")
     assert sum(name.startswith("records/shard-") for name in tree) == SHARDS
