@@ -79,11 +79,16 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
 
 
-def _start(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+def _start(command: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A process in its own session, so killing its group takes the nanny, the worker and their helpers."""
     with open(log, "wb") as handle:
         return subprocess.Popen(
-            command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
 
 
@@ -98,13 +103,19 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def _cluster(root: Path) -> Iterator[Cluster]:
+def _cluster(root: Path, allowed_failures: int | None = None) -> Iterator[Cluster]:
     """A scheduler on a free port of 127.0.0.1 (port 0: the OS picks) and no workers yet; the scheduler and
-    every worker added are stopped on the way out, also when the test fails."""
+    every worker added are stopped on the way out, also when the test fails. ``allowed_failures``: how many
+    workers may die running one task before the scheduler gives up on it (Dask's default when None)."""
     root.mkdir()
     scheduler_file = root / "scheduler.json"
     command = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
-    scheduler = _start([*command, "--scheduler-file", str(scheduler_file)], root / "scheduler.log", root)
+    env = (
+        None
+        if allowed_failures is None
+        else {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(allowed_failures)}
+    )
+    scheduler = _start([*command, "--scheduler-file", str(scheduler_file)], root / "scheduler.log", root, env)
     cluster = None
     try:
         deadline = time.monotonic() + 60
@@ -162,37 +173,59 @@ def test_workers_joining_a_running_build_give_the_bytes_of_one_local_process(tmp
     assert tree == local_tree
 
 
+def _build_killing_worker_a(cluster: Cluster, out: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """Run the build on workers a and b; once a shard is committed and worker a holds a task, SIGKILL a's
+    process group (its node goes down at once). Returns the finished build and the shards committed then."""
+    cluster.add_worker("a")
+    cluster.add_worker("b")
+    cluster.client.wait_for_workers(2, timeout=60)
+    victim = cluster.worker_address("a")
+    command = _build_command(out, cluster.address)
+    build = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (any((out / "parts").glob("shard-*.json")) and cluster.client.processing(victim)[victim]):
+            assert build.poll() is None, "the build ended before worker a was seen at work"
+            assert time.monotonic() < deadline, cluster.log_tails()
+            time.sleep(0.005)
+        os.killpg(cluster.workers["a"].pid, signal.SIGKILL)
+        committed_at_kill = len(list((out / "parts").glob("shard-*.json")))
+        stdout, stderr = build.communicate(timeout=120)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    return subprocess.CompletedProcess(command, build.returncode, stdout, stderr), committed_at_kill
+
+
 def test_a_worker_killed_mid_build_leaves_the_output_of_an_uninterrupted_build(tmp_path, local_tree):
     out = tmp_path / "out"
     with _cluster(tmp_path / "cluster") as cluster:
-        cluster.add_worker("a")
-        cluster.add_worker("b")
-        cluster.client.wait_for_workers(2, timeout=60)
-        victim, survivor = cluster.worker_address("a"), cluster.worker_address("b")
-        build = subprocess.Popen(
-            _build_command(out, cluster.address), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
-            # Wait until a shard is committed and worker a holds a task, then take its node down at once.
-            deadline = time.monotonic() + 60
-            while not (
-                any((out / "parts").glob("shard-*.json")) and cluster.client.processing(victim)[victim]
-            ):
-                assert build.poll() is None, "the build ended before worker a was seen at work"
-                assert time.monotonic() < deadline, cluster.log_tails()
-                time.sleep(0.005)
-            os.killpg(cluster.workers["a"].pid, signal.SIGKILL)
-            committed_at_kill = len(list((out / "parts").glob("shard-*.json")))
-            stdout, stderr = build.communicate(timeout=120)
-        finally:
-            if build.poll() is None:
-                build.kill()
-                build.wait()
-        assert build.returncode == 0, stderr + cluster.log_tails()
+        built, committed_at_kill = _build_killing_worker_a(cluster, out)
+        assert built.returncode == 0, built.stderr + cluster.log_tails()
         assert committed_at_kill < SHARDS  # the kill came in the middle of the build
-        assert list(cluster.client.nthreads()) == [survivor]  # the rest ran on worker b alone
+        # the rest ran on worker b alone
+        assert list(cluster.client.nthreads()) == [cluster.worker_address("b")]
         assert "Remove worker" in (cluster.root / "scheduler.log").read_text()
-    assert f"{SHARDS} records from {SHARDS} images" in stdout
+    assert f"{SHARDS} records from {SHARDS} images" in built.stdout
+    assert _tree(out) == local_tree
+
+
+def test_a_shard_the_scheduler_gives_up_on_fails_the_build_cleanly_and_resume_ends_it(tmp_path, local_tree):
+    """With ``distributed.scheduler.allowed-failures`` 0 (default 3: a shard that kills three workers, e.g.
+    out of memory) the scheduler gives up on the shards the killed worker was running: the build stops
+    with one error line, not a traceback, and ``--resume`` on the cluster finishes it."""
+    out = tmp_path / "out"
+    with _cluster(tmp_path / "cluster", allowed_failures=0) as cluster:
+        built, committed_at_kill = _build_killing_worker_a(cluster, out)
+        assert built.returncode == 2, built.stderr + cluster.log_tails()
+        error = built.stderr.splitlines()[-1]  # after the usual warnings about the sample's sources
+        assert error.startswith("error: Attempted to run task") and error.endswith("the worker logs say why)")
+        assert "Traceback" not in built.stderr and not (out / "manifest.json").exists()
+        resumed = subprocess.run(
+            [*_build_command(out, cluster.address), "--resume"], capture_output=True, text=True, timeout=120
+        )
+        assert resumed.returncode == 0, resumed.stderr + cluster.log_tails()
     assert _tree(out) == local_tree
 
 

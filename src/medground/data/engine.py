@@ -363,7 +363,7 @@ def build(
 def _run_dask(
     scheduler: str | Any, specs: Iterator, job: Callable, on_done: Callable, on_skip: Callable
 ) -> None:
-    from distributed import Client, wait
+    from distributed import Client, KilledWorker, wait
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
@@ -372,6 +372,11 @@ def _run_dask(
         limit = lambda: 2 * max(1, sum(client.nthreads().values()))  # noqa: E731
         submit = lambda fn, *args: client.submit(fn, *args, pure=False)  # noqa: E731
         _run_bounded(submit, wait, specs, limit, job, on_done, on_skip)
+    except KilledWorker as error:  # the scheduler gave up on a shard after the workers it ran on died
+        raise BuildError(
+            f"{error}. The shards finished so far are kept: rerun with --resume (if this shard kills every "
+            "worker it runs on, e.g. out of memory, the worker logs say why)"
+        ) from error
     finally:
         if client is not scheduler:
             client.close()
