@@ -20,7 +20,8 @@ and sorts there (``label2image`` is keyed by mask, so an image's masks can sit a
 Planning then reads images in sorted key order with their sorted, de-duplicated masks (the same order
 as reading the whole index would give), and neighbouring slices come from one sorted pass per case.
 Memory stays bounded by SQLite's page cache, one image's masks, one case's slices and the structure
-vocabulary.
+vocabulary. The database takes about 2.5x the index files' size on disk (a 10% synthetic index: 215
+MiB of JSON, 504 MiB of database) in SQLite's temporary folder (``SQLITE_TMPDIR``, else ``TMPDIR``).
 """
 
 from __future__ import annotations
