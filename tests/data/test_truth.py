@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from medground.data.api import build_dataset
-from medground.names import clean_name
 from medground.data.records import RecordConfig, absent_names, make_records, split_of
 from medground.data.sources import Item, open_source
 from medground.data.tasks import TaskConfig
+from medground.names import clean_name
 from medground.types import Sample, StructureMask
 
 # Every REC turn that can be negative is; many phrasings per image, so every absent name gets asked.
