@@ -12,7 +12,7 @@ $(BIN)/medground: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[model,dev]"
+	$(BIN)/pip install -q -e ".[model,serve,dev]"
 	touch $(BIN)/medground
 
 # The main job on the bundled sample data.

@@ -324,6 +324,46 @@ def demo(
         run_demo(out, say=typer.echo, progress=progress)
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        str | None, typer.Option(help="Grounding model folder or hub id (default: the shipped bird-nano).")
+    ] = None,
+    icl_model: Annotated[
+        Path | None, typer.Option(help="In-context model folder (default: the shipped weights).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; beyond loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token: Annotated[
+        str | None, typer.Option(envvar="MEDGROUND_TOKEN", help="Bearer token every request must carry.")
+    ] = None,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MiB.")] = 32.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest image (width x height) decoded.")] = 4096 * 4096,
+) -> None:
+    """Serve the models over HTTP: OpenAI-compatible /v1/chat/completions, /v1/ground, /v1/segment."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        loopback = False
+    if not loopback and not token:
+        _fail(f"binding to {host} exposes the server beyond this machine: give --token (or MEDGROUND_TOKEN)")
+    import uvicorn
+
+    from medground.serve.app import ServeSettings, build_app
+
+    settings = ServeSettings(
+        token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels
+    )
+    try:
+        application = build_app(model, icl_model, settings)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    typer.echo(f"medground serving on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1)")
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
 app.command("eval")(eval_command)
 app.command("train")(train_command)
 app.command("ask")(ask_command)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +257,13 @@ def encode_record(
     }
 
 
-def encode_prompt(processor: Any, image: Image.Image, question: str) -> dict[str, Any]:
+def encode_prompt(
+    processor: Any, image: Image.Image, question: str, history: Sequence[tuple[str, str]] = ()
+) -> dict[str, Any]:
     """Model inputs (batch of one) asking ``question`` about ``image``, ending at the assistant's turn.
+
+    ``history``: earlier (question, answer) turns of the conversation, in the model's dialect; they are
+    rendered as in training (:func:`encode_record`), the image in the first user turn.
 
     ``input_ids`` / ``attention_mask`` / ``mm_token_type_ids``: (1, L) int64; ``pixel_values``:
     (patches, C*T*P*P) float32; ``image_grid_thw``: (1, 3) int64. Same layout as :func:`encode_record`.
@@ -268,10 +273,12 @@ def encode_prompt(processor: Any, image: Image.Image, question: str) -> dict[str
     vision = processor.image_processor(images=[image], return_tensors="pt")
     n_pad = int(vision["image_grid_thw"].prod()) // processor.image_processor.merge_size**2
     tok = processor.tokenizer
-    text = (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
-        f"{VISION_START}{IMAGE_PAD * n_pad}{VISION_END}{question}<|im_end|>\n<|im_start|>assistant\n"
-    )
+    vision_text = f"{VISION_START}{IMAGE_PAD * n_pad}{VISION_END}"
+    text = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
+    for i, (asked, answered) in enumerate([*history, (question, None)]):
+        text += f"<|im_start|>user\n{vision_text if i == 0 else ''}{asked}<|im_end|>\n<|im_start|>assistant\n"
+        if answered is not None:
+            text += f"{answered}<|im_end|>\n"
     ids = torch.tensor([_ids(tok, text)], dtype=torch.long)
     image_id = tok.convert_tokens_to_ids(IMAGE_PAD)
     return {

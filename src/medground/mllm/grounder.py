@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,15 +158,17 @@ class Grounder:
         image: str | Path | np.ndarray | Image.Image,
         question: str,
         box: Box | list[int] | tuple[int, ...] | None = None,
+        history: Sequence[tuple[str, str]] = (),
     ) -> Answer:
         """Answer ``question`` about ``image`` (path, PIL, (H, W) or (H, W, 3) uint8), greedy decoding.
 
         ``box``: an optional region [x0, y0, x1, y1) in original-image pixels. Returned boxes are in
-        the same frame.
+        the same frame. ``history``: earlier (question, answer) turns about the same image, in the
+        model's dialect (boxes already written with :meth:`prompt`).
         """
         picture = self._load(image)
         width, height = picture.size
-        inputs = encode_prompt(self.processor, picture, self.prompt(question, box, width, height))
+        inputs = encode_prompt(self.processor, picture, self.prompt(question, box, width, height), history)
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

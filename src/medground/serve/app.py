@@ -1,0 +1,401 @@
+"""The FastAPI app of ``medground serve``: thin routes over ``Grounder`` and ``InContextSegmenter``.
+
+Images arrive inside the JSON body (data URLs or base64), are decoded in memory and never written to
+disk or logs; the server never fetches a URL or opens a path a client names. Both models keep state
+that is not thread-safe (the grounder caches its last image), and FastAPI runs these sync routes in a
+thread pool, so every model call holds one lock: requests are answered one at a time, in full.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import io
+import re
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from PIL import Image
+
+from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
+from medground.mllm.grounder import DEFAULT_MODEL, Grounder
+from medground.serve.schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatMessage,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    CocoRLE,
+    Delta,
+    Grounding,
+    GroundRequest,
+    GroundResponse,
+    Health,
+    LabelledBox,
+    ModelCard,
+    ModelList,
+    SegmentRequest,
+    SegmentResponse,
+)
+from medground.viz import fill_masks
+
+__all__ = ["ServeSettings", "build_app", "create_app", "decode_image"]
+
+_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,(?P<data>.*)", re.DOTALL)
+_REMOTE = re.compile(r"(https?|ftp|file)://|/|\.{0,2}[\\/]|[a-zA-Z]:\\", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and access: ``token`` (bearer; None = no check), request bodies up to ``max_body_bytes``,
+    decoded images up to ``max_pixels`` (width x height, checked from the header before decoding)."""
+
+    token: str | None = None
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+
+
+class BodyTooLargeError(Exception):
+    """A request body passed ``ServeSettings.max_body_bytes`` while it was being read."""
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a declared Content-Length over the limit, and stops a chunked body at it."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await _error(413, f"request body of {int(length)} bytes is over the {self.limit}-byte limit")(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLargeError(f"request body is over the {self.limit}-byte limit")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """An OpenAI-style error body ``{"error": {"message", "type", "code"}}``."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "code": status}}, status_code=status, headers=headers
+    )
+
+
+def decode_image(text: str, what: str, max_pixels: int) -> Image.Image:
+    """A PIL image from a ``data:image/...;base64,`` URL or bare base64, decoded in memory.
+
+    Raises HTTPException 400 for URLs, paths or undecodable data (naming ``what``), 413 for more than
+    ``max_pixels`` pixels (read from the header, before the pixels are inflated).
+    """
+    head = text[:300].strip()
+    match = _DATA_URL.fullmatch(text.strip())
+    if match is None and _REMOTE.match(head):
+        raise HTTPException(
+            400,
+            f"{what}: only data URLs (data:image/png;base64,...) or base64 are accepted; the server "
+            "never fetches URLs or opens files",
+        )
+    try:
+        raw = base64.b64decode(match["data"] if match else text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise HTTPException(400, f"{what}: not valid base64 ({error})") from error
+    try:
+        image = Image.open(io.BytesIO(raw))
+    except Exception as error:
+        raise HTTPException(400, f"{what}: not a readable image ({type(error).__name__})") from error
+    width, height = image.size
+    if width * height > max_pixels:
+        raise HTTPException(413, f"{what}: {width}x{height} is over the {max_pixels}-pixel limit")
+    try:
+        image.load()
+    except Exception as error:
+        raise HTTPException(400, f"{what}: the image data is truncated or corrupt ({error})") from error
+    return image
+
+
+def _array(image: Image.Image) -> np.ndarray:
+    """(H, W) uint8 for gray images, (H, W, 3) uint8 for colour ones."""
+    gray = image.mode in ("1", "L", "LA", "I", "I;16", "F") or (
+        image.mode == "P" and image.palette is not None and image.palette.mode == "L"
+    )
+    if image.mode in ("I", "I;16", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        span = values.max() - values.min()
+        return np.rint(255 * (values - values.min()) / (span if span else 1)).astype(np.uint8)
+    return np.asarray(image.convert("L" if gray else "RGB"))
+
+
+def _png(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _model_id(path: str | Path | None, default: Path, name: str) -> str:
+    return name if path is None or Path(path).resolve() == default.resolve() else Path(path).name
+
+
+def _text(message: ChatMessage, grounder: Grounder, size: tuple[int, int] | None) -> str:
+    """A message's text in the model's dialect: text parts as they are, box parts written as box text."""
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    pieces = []
+    for part in message.content:
+        if part.type == "text":
+            pieces.append(part.text)
+        elif part.type == "box":
+            if size is None:
+                raise HTTPException(400, "a box part needs the conversation's image (an image_url part)")
+            try:
+                pieces.append(grounder.prompt("{box}", part.box, *size))
+            except ValueError as error:
+                raise HTTPException(400, str(error)) from error
+    return " ".join(p.strip() for p in pieces if p.strip())
+
+
+def _conversation(
+    messages: list[ChatMessage], grounder: Grounder, max_pixels: int
+) -> tuple[Image.Image, list[tuple[str, str]], str]:
+    """(image, earlier (question, answer) turns, last question) of a chat; 400 for what the model cannot take.
+
+    System messages are not passed on: the model answers under the system prompt it was trained with.
+    """
+    turns = [m for m in messages if m.role in ("user", "assistant")]
+    images = [
+        (i, part.image_url.url)
+        for i, m in enumerate(turns)
+        if isinstance(m.content, list)
+        for part in m.content
+        if part.type == "image_url"
+    ]
+    if len(images) != 1 or turns[images[0][0]].role != "user":
+        raise HTTPException(
+            400, f"a conversation needs exactly one image, in a user message (got {len(images)})"
+        )
+    picture = decode_image(images[0][1], "image_url", max_pixels).convert("RGB")
+    roles = [m.role for m in turns]
+    if not roles or roles[-1] != "user" or any(r == roles[i + 1] for i, r in enumerate(roles[:-1])):
+        raise HTTPException(400, "messages must alternate user and assistant and end with a user message")
+    if roles[0] != "user":
+        raise HTTPException(400, "the conversation must start with a user message")
+    texts = [_text(m, grounder, picture.size) for m in turns]
+    history = list(zip(texts[:-1:2], texts[1:-1:2], strict=True))
+    return picture, history, texts[-1]
+
+
+class _Metrics:
+    """Request counts by (route, method, status) and latency sums by route, as Prometheus text."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, str, int], int] = defaultdict(int)
+        self.seconds: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+
+    def add(self, route: str, method: str, status: int, seconds: float) -> None:
+        with self.lock:
+            self.counts[route, method, status] += 1
+            self.seconds[route][0] += seconds
+            self.seconds[route][1] += 1
+
+    def text(self) -> str:
+        lines = [
+            "# HELP medground_requests_total Requests answered, by route, method and status.",
+            "# TYPE medground_requests_total counter",
+        ]
+        with self.lock:
+            for (route, method, status), n in sorted(self.counts.items()):
+                lines.append(
+                    f'medground_requests_total{{route="{route}",method="{method}",status="{status}"}} {n}'
+                )
+            lines += [
+                "# HELP medground_request_seconds Time to the response's start, by route.",
+                "# TYPE medground_request_seconds summary",
+            ]
+            for route, (total, n) in sorted(self.seconds.items()):
+                lines.append(f'medground_request_seconds_sum{{route="{route}"}} {total:.6f}')
+                lines.append(f'medground_request_seconds_count{{route="{route}"}} {int(n)}')
+        return "\n".join(lines) + "\n"
+
+
+def create_app(
+    grounder: Grounder,
+    segmenter: InContextSegmenter,
+    settings: ServeSettings | None = None,
+    model_ids: tuple[str, str] = ("bird-nano", "medground-icl"),
+) -> FastAPI:
+    """The app over loaded models; ``model_ids``: the names /v1/models lists (grounding, in-context)."""
+    settings = settings or ServeSettings()
+    ground_id, icl_id = model_ids
+    lock = threading.Lock()
+    metrics = _Metrics()
+    started = int(time.time())
+    app = FastAPI(title="medground", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    routes: set[str] = set()
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+    @app.exception_handler(BodyTooLargeError)
+    async def _too_large(_: Request, error: BodyTooLargeError) -> JSONResponse:
+        return _error(413, str(error))
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        path = request.url.path
+        route = path if path in routes else "other"
+        if settings.token is not None and path != "/health":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+                response: Response = _error(
+                    401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+                )
+                metrics.add(route, request.method, 401, time.perf_counter() - start)
+                return response
+        response = await call_next(request)
+        metrics.add(route, request.method, response.status_code, time.perf_counter() - start)
+        return response
+
+    def _ask(
+        picture: Image.Image, question: str, box: list[int] | None, history: list[tuple[str, str]]
+    ) -> tuple[str, Grounding]:
+        try:
+            with lock:
+                answer = grounder.ask(picture, question, box, history)
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from error
+        boxes = [LabelledBox(label=g.label, box=g.box.as_list()) for g in answer.boxes]
+        return answer.text, Grounding(boxes=boxes, width=picture.width, height=picture.height)
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        return Health(models=[ground_id, icl_id])
+
+    @app.get("/v1/models", response_model=ModelList)
+    def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=m, created=started) for m in (ground_id, icl_id)])
+
+    @app.post("/v1/ground", response_model=GroundResponse)
+    def ground(body: GroundRequest) -> GroundResponse:
+        picture = decode_image(body.image, "image", settings.max_pixels).convert("RGB")
+        text, found = _ask(picture, body.question, body.box, [])
+        return GroundResponse(
+            model=ground_id, answer=text, boxes=found.boxes, width=found.width, height=found.height
+        )
+
+    @app.post("/v1/chat/completions", response_model=None)
+    def chat(body: ChatRequest) -> ChatCompletion | StreamingResponse:
+        if body.model not in (None, ground_id):
+            raise HTTPException(
+                404, f"model {body.model!r} is not served here; /v1/models lists {ground_id!r}"
+            )
+        picture, history, question = _conversation(body.messages, grounder, settings.max_pixels)
+        text, found = _ask(picture, question, None, history)
+        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if not body.stream:
+            message = AssistantMessage(content=text, medground=found)
+            return ChatCompletion(
+                id=reply_id, created=created, model=ground_id, choices=[Choice(message=message)]
+            )
+
+        def events() -> Iterator[str]:
+            # the answer is decoded in full first (under the model lock), then sent in word pieces
+            deltas = [Delta(role="assistant", content="")]
+            deltas += [Delta(content=piece) for piece in re.findall(r"\s*\S+", text)]
+            for delta in deltas:
+                chunk = ChatCompletionChunk(
+                    id=reply_id, created=created, model=ground_id, choices=[ChunkChoice(delta=delta)]
+                )
+                yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+            last = ChunkChoice(delta=Delta(medground=found), finish_reason="stop")
+            chunk = ChatCompletionChunk(id=reply_id, created=created, model=ground_id, choices=[last])
+            yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\ndata: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/segment", response_model=SegmentResponse)
+    def segment(body: SegmentRequest) -> SegmentResponse:
+        from pycocotools import mask as coco_mask
+
+        query = _array(decode_image(body.query, "query", settings.max_pixels))
+        pairs = [
+            (
+                _array(decode_image(p.image, f"support[{i}].image", settings.max_pixels)),
+                np.asarray(decode_image(p.mask, f"support[{i}].mask", settings.max_pixels).convert("L")),
+            )
+            for i, p in enumerate(body.support)
+        ]
+        try:
+            with lock:
+                prob = segmenter.segment(query, support=pairs, text=body.text or None)
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from error
+        mask = (np.asarray(prob) >= body.threshold).astype(np.uint8)
+        rle = coco_mask.encode(np.asfortranarray(mask))
+        return SegmentResponse(
+            model=icl_id,
+            width=int(mask.shape[1]),
+            height=int(mask.shape[0]),
+            area=int(mask.sum()),
+            mask_png=_png(mask * 255),
+            rle=CocoRLE(size=[int(s) for s in rle["size"]], counts=rle["counts"].decode("ascii")),
+            overlay_png=_png(fill_masks(query, [mask])),
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    routes.update(r.path for r in app.routes if hasattr(r, "path"))
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)  # outermost: before anything reads the body
+    return app
+
+
+def build_app(
+    model: str | Path | None = None,
+    icl_model: str | Path | None = None,
+    settings: ServeSettings | None = None,
+) -> FastAPI:
+    """Load the grounding and in-context models (the shipped ones by default) and make the app."""
+    ids = (
+        _model_id(model, DEFAULT_MODEL, "bird-nano"),
+        _model_id(icl_model, DEFAULT_WEIGHTS, "medground-icl"),
+    )
+    return create_app(
+        Grounder.from_pretrained(model), InContextSegmenter.from_pretrained(icl_model), settings, ids
+    )
