@@ -68,12 +68,10 @@ class ServeSettings:
     max_pixels: int = 4096 * 4096
 
 
-class BodyTooLargeError(Exception):
-    """A request body passed ``ServeSettings.max_body_bytes`` while it was being read."""
-
-
 class _BodyLimit:
-    """ASGI middleware: 413 for a declared Content-Length over the limit, and stops a chunked body at it."""
+    """ASGI middleware: 413 for a body over the limit, from its Content-Length or, for a chunked body,
+    as soon as the chunks read pass it; the body read is then handed on whole (it is JSON held in memory
+    anyway)."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -84,21 +82,30 @@ class _BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await _error(413, f"request body of {int(length)} bytes is over the {self.limit}-byte limit")(
-                scope, receive, send
-            )
+            too_big = _error(413, f"request body of {int(length)} bytes is over the {self.limit}-byte limit")
+            await too_big(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            more = message.get("more_body", False)
             if seen > self.limit:
-                raise BodyTooLargeError(f"request body is over the {self.limit}-byte limit")
-            return message
+                await _error(413, f"request body is over the {self.limit}-byte limit")(scope, receive, send)
+                return
+        body, sent = b"".join(chunks), False
 
-        await self.app(scope, limited, send)
+        async def replay() -> dict:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -269,10 +276,6 @@ def create_app(
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
-
-    @app.exception_handler(BodyTooLargeError)
-    async def _too_large(_: Request, error: BodyTooLargeError) -> JSONResponse:
-        return _error(413, str(error))
 
     @app.middleware("http")
     async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
