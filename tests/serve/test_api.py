@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import openai
@@ -19,6 +22,7 @@ from medground.serve.app import ServeSettings, create_app
 from .conftest import CXR, HC18, data_url
 
 QUESTION = "Where are both lungs?"
+SAMPLE_XRAY_2 = CXR.with_name("CHNCXR_0001_0.png")
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +72,12 @@ def test_ground_with_a_box_outside_the_image_is_refused(client: TestClient) -> N
     [
         ("https://example.org/cxr.png", 400, "only data URLs"),
         ("/etc/passwd", 400, "only data URLs"),
+        ("C:\\Windows\\cxr.png", 400, "only data URLs"),
+        ("../cxr.png", 400, "only data URLs"),
         ("file:///etc/passwd", 400, "only data URLs"),
         ("data:image/png;base64,%%%", 400, "not valid base64"),
-        (base64.b64encode(b"plain text, not a picture").decode(), 400, "not a readable image"),
+        (base64.b64encode(b"plain text, not a picture").decode(), 400, "not a readable PNG/JPEG"),
+        (base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n").decode(), 400, "not a readable PNG/JPEG"),
         (base64.b64encode(CXR.read_bytes()[:2000]).decode(), 400, "truncated or corrupt"),
     ],
 )
@@ -273,3 +280,33 @@ def test_openai_client_chat_and_stream(server: str, models) -> None:
         )
     with pytest.raises(openai.NotFoundError):
         api.chat.completions.create(model="gpt-4o", messages=_openai_messages())
+
+
+def test_bare_base64_jpeg_is_accepted(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    Image.open(CXR).convert("RGB").save(buffer, format="JPEG")
+    bare = base64.b64encode(buffer.getvalue()).decode()
+    assert bare.startswith("/9j/")  # looks like a path, is base64
+    reply = client.post("/v1/ground", json={"image": bare, "question": QUESTION})
+    assert reply.status_code == 200, reply.text
+    assert (reply.json()["width"], reply.json()["height"]) == (750, 734)
+
+
+def test_concurrent_requests_get_the_answers_of_sequential_ones(server: str, models) -> None:
+    """The model lock: four clients at once on two images get exactly what one-at-a-time calls give."""
+    grounder, _ = models
+    other = SAMPLE_XRAY_2
+    expected = {path: grounder.ask(path, QUESTION).text for path in (CXR, other)}
+    jobs = [CXR, other] * 4
+
+    def ask(path):
+        body = json.dumps({"image": data_url(path), "question": QUESTION}).encode()
+        request = urllib.request.Request(
+            server + "/v1/ground", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return path, json.loads(reply.read())["answer"]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, jobs))
+    assert answers == [(path, expected[path]) for path in jobs]
