@@ -339,6 +339,8 @@ def serve(
     ] = None,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MiB.")] = 32.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image (width x height) decoded.")] = 4096 * 4096,
+    max_waiting: Annotated[int, typer.Option(help="Requests that may wait for the model (more: 503).")] = 8,
+    wait_s: Annotated[float, typer.Option(help="Longest wait for the model, in seconds (then 503).")] = 60.0,
 ) -> None:
     """Serve the models over HTTP: OpenAI-compatible /v1/chat/completions, /v1/ground, /v1/segment."""
     import ipaddress
@@ -354,7 +356,13 @@ def serve(
     from medground.serve.app import ServeSettings, build_app
 
     settings = ServeSettings(
-        token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels
+        token=token,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_pixels=max_pixels,
+        max_waiting=max_waiting,
+        wait_s=wait_s,
+        # on loopback, only loopback names: a web page cannot reach it through a rebound DNS name
+        allowed_hosts=(host, "127.0.0.1", "localhost", "::1") if loopback else None,
     )
     try:
         application = build_app(model, icl_model, settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -310,3 +311,55 @@ def test_concurrent_requests_get_the_answers_of_sequential_ones(server: str, mod
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(ask, jobs))
     assert answers == [(path, expected[path]) for path in jobs]
+
+
+def test_host_header_allow_list(models) -> None:
+    app = create_app(*models, ServeSettings(allowed_hosts=("127.0.0.1", "localhost", "::1")))
+    for base in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"):
+        assert TestClient(app, base_url=base).get("/v1/models").status_code == 200, base
+    reply = TestClient(app, base_url="http://rebound.example.com").get("/v1/models")
+    assert reply.status_code == 400
+    assert "'rebound.example.com' is not one this server answers to" in reply.json()["error"]["message"]
+
+
+class _Blocking:
+    """A grounder whose ask waits until released (a long model call)."""
+
+    def __init__(self, grounder) -> None:
+        self.grounder, self.entered, self.release = grounder, threading.Event(), threading.Event()
+
+    def prompt(self, *args):
+        return self.grounder.prompt(*args)
+
+    def ask(self, image, question, box=None, history=()):
+        self.entered.set()
+        self.release.wait(30)
+        return self.grounder.ask(image, question, box, history)
+
+
+def test_busy_model_gives_503_with_retry_after(models) -> None:
+    slow = _Blocking(models[0])
+    app = create_app(slow, models[1], ServeSettings(max_waiting=0, wait_s=0.2))
+    client = TestClient(app)
+    body = {"image": data_url(CXR), "question": QUESTION}
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.post, "/v1/ground", json=body)
+        assert slow.entered.wait(30)
+        busy = client.post("/v1/ground", json=body)  # no waiting slot
+        assert busy.status_code == 503
+        assert busy.headers["retry-after"] == "1"
+        assert "0 requests already waiting" in busy.json()["error"]["message"]
+        slow.release.set()
+        assert first.result().status_code == 200
+    waiting = create_app(slow, models[1], ServeSettings(max_waiting=1, wait_s=0.2))
+    slow.entered.clear()
+    slow.release.clear()
+    client = TestClient(waiting)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.post, "/v1/ground", json=body)
+        assert slow.entered.wait(30)
+        late = client.post("/v1/ground", json=body)  # waits 0.2 s for the model, then gives up
+        assert late.status_code == 503
+        assert "waited 0.2 s for the model" in late.json()["error"]["message"]
+        slow.release.set()
+        assert first.result().status_code == 200

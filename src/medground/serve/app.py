@@ -3,7 +3,8 @@
 Images arrive inside the JSON body (data URLs or base64), are decoded in memory and never written to
 disk or logs; the server never fetches a URL or opens a path a client names. Both models keep state
 that is not thread-safe (the grounder caches its last image), and FastAPI runs these sync routes in a
-thread pool, so every model call holds one lock: requests are answered one at a time, in full.
+thread pool, so every model call passes one gate (:class:`_ModelGate`): one call at a time, a bounded
+number waiting, each for a bounded time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,43 @@ class ServeSettings:
     token: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 4096 * 4096
+    max_waiting: int = 8
+    """Requests that may wait for the model while one runs; more get 503 with Retry-After."""
+    wait_s: float = 60.0
+    """Longest wait for the model; past it, 503 with Retry-After (a running call is not interrupted)."""
+    allowed_hosts: tuple[str, ...] | None = None
+    """Host-header names answered (a guard against DNS rebinding); None answers any."""
+
+
+class _ModelGate:
+    """One model call at a time, at most ``max_waiting`` requests waiting, each at most ``wait_s``."""
+
+    def __init__(self, max_waiting: int, wait_s: float) -> None:
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(max_waiting + 1)  # the running call + the waiting ones
+        self.max_waiting, self.wait_s = max_waiting, wait_s
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        busy = {"Retry-After": "1"}
+        if not self.slots.acquire(blocking=False):
+            raise HTTPException(503, f"server busy: {self.max_waiting} requests already waiting", busy)
+        try:
+            if not self.lock.acquire(timeout=self.wait_s):
+                raise HTTPException(503, f"server busy: waited {self.wait_s:g} s for the model", busy)
+            try:
+                yield
+            finally:
+                self.lock.release()
+        finally:
+            self.slots.release()
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port: ``[::1]:8000`` -> ``::1``, ``localhost:8000`` -> ``localhost``."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class _BodyLimit:
@@ -261,7 +300,7 @@ def create_app(
     """The app over loaded models; ``model_ids``: the names /v1/models lists (grounding, in-context)."""
     settings = settings or ServeSettings()
     ground_id, icl_id = model_ids
-    lock = threading.Lock()
+    gate = _ModelGate(settings.max_waiting, settings.wait_s)
     metrics = _Metrics()
     started = int(time.time())
     app = FastAPI(title="medground", version="1", docs_url=None, redoc_url=None, openapi_url=None)
@@ -282,6 +321,11 @@ def create_app(
         start = time.perf_counter()
         path = request.url.path
         route = path if path in routes else "other"
+        if settings.allowed_hosts is not None:
+            name = _host_name(request.headers.get("host", ""))
+            if name not in settings.allowed_hosts:
+                metrics.add(route, request.method, 400, time.perf_counter() - start)
+                return _error(400, f"Host {name!r} is not one this server answers to (DNS rebinding guard)")
         if settings.token is not None and path != "/health":
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
@@ -298,7 +342,7 @@ def create_app(
         picture: Image.Image, question: str, box: list[int] | None, history: list[tuple[str, str]]
     ) -> tuple[str, Grounding]:
         try:
-            with lock:
+            with gate():
                 answer = grounder.ask(picture, question, box, history)
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
@@ -337,7 +381,7 @@ def create_app(
             )
 
         def events() -> Iterator[str]:
-            # the answer is decoded in full first (under the model lock), then sent in word pieces
+            # the answer is decoded in full first (inside the model gate), then sent in word pieces
             deltas = [Delta(role="assistant", content="")]
             deltas += [Delta(content=piece) for piece in re.findall(r"\s*\S+", text)]
             for delta in deltas:
@@ -364,7 +408,7 @@ def create_app(
             for i, p in enumerate(body.support)
         ]
         try:
-            with lock:
+            with gate():
                 prob = segmenter.segment(query, support=pairs, text=body.text or None)
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
