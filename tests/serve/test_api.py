@@ -363,3 +363,34 @@ def test_busy_model_gives_503_with_retry_after(models) -> None:
         assert "waited 0.2 s for the model" in late.json()["error"]["message"]
         slow.release.set()
         assert first.result().status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/ground", {"image": data_url(CXR)}),
+        ("/v1/ground", {"image": 42, "question": QUESTION}),
+        ("/v1/ground", {"image": data_url(CXR), "question": QUESTION, "box": [1, 2, 3]}),
+        ("/v1/ground", {"image": data_url(CXR), "question": QUESTION, "box": [5, 5, 2, 2]}),
+        ("/v1/ground", [1, 2, 3]),
+        ("/v1/chat/completions", {"messages": []}),
+        ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "audio", "x": 1}]}]}),
+        ("/v1/segment", {"query": data_url(CXR), "support": [{"image": data_url(CXR), "mask": "@@"}]}),
+        ("/v1/segment", {"query": data_url(CXR), "text": "lung", "threshold": 2}),
+        (
+            "/v1/segment",
+            {
+                "query": data_url(CXR),
+                "support": [{"image": data_url(CXR), "mask": data_url(HC18 / "masks" / "000_HC_mask.png")}],
+            },
+        ),
+    ],
+)
+def test_malformed_requests_get_a_4xx_and_the_server_keeps_serving(
+    client: TestClient, path: str, body
+) -> None:
+    reply = client.post(path, json=body)
+    assert 400 <= reply.status_code < 500, reply.text
+    assert reply.json()["error"]["message"]
+    assert client.get("/health").status_code == 200
