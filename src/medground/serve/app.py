@@ -161,8 +161,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def decode_image(text: str, what: str, max_pixels: int) -> Image.Image:
     """A PIL image from a ``data:image/...;base64,`` URL or bare base64, decoded in memory.
 
-    Raises HTTPException 400 for URLs, paths (not base64) or undecodable data (naming ``what``), 413 for more than
-    ``max_pixels`` pixels (read from the header, before the pixels are inflated).
+    Raises HTTPException 400 for URLs, paths (not base64) or undecodable data (naming ``what``), 413
+    for more than ``max_pixels`` pixels (read from the header, before the pixels are inflated).
     """
     match = _DATA_URL.fullmatch(text.strip())
     if match is None and _URL.match(text.strip()):
@@ -173,6 +173,8 @@ def decode_image(text: str, what: str, max_pixels: int) -> Image.Image:
         raise HTTPException(400, f"{what}: not valid base64 ({error}); {_RULE}") from error
     try:
         image = Image.open(io.BytesIO(raw), formats=_FORMATS)
+    except Image.DecompressionBombError as error:  # PIL's own ceiling, far above max_pixels by default
+        raise HTTPException(413, f"{what}: {error}") from error
     except Exception as error:
         raise HTTPException(
             400, f"{what}: not a readable {'/'.join(_FORMATS)} image ({type(error).__name__})"
@@ -209,7 +211,7 @@ def _model_id(path: str | Path | None, default: Path, name: str) -> str:
     return name if path is None or Path(path).resolve() == default.resolve() else Path(path).name
 
 
-def _text(message: ChatMessage, grounder: Grounder, size: tuple[int, int] | None) -> str:
+def _text(message: ChatMessage, grounder: Grounder, size: tuple[int, int]) -> str:
     """A message's text in the model's dialect: text parts as they are, box parts written as box text."""
     if message.content is None or isinstance(message.content, str):
         return message.content or ""
@@ -218,8 +220,6 @@ def _text(message: ChatMessage, grounder: Grounder, size: tuple[int, int] | None
         if part.type == "text":
             pieces.append(part.text)
         elif part.type == "box":
-            if size is None:
-                raise HTTPException(400, "a box part needs the conversation's image (an image_url part)")
             try:
                 pieces.append(grounder.prompt("{box}", part.box, *size))
             except ValueError as error:
@@ -257,6 +257,9 @@ def _conversation(
     return picture, history, texts[-1]
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class _Metrics:
     """Request counts by (route, method, status) and latency sums by route, as Prometheus text."""
 
@@ -266,6 +269,8 @@ class _Metrics:
         self.seconds: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
 
     def add(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request; unknown routes and methods are counted as "other" (labels stay bounded)."""
+        method = method if method in _METHODS else "other"
         with self.lock:
             self.counts[route, method, status] += 1
             self.seconds[route][0] += seconds
