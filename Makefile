@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench serve clean
 
 # Creates .venv and installs everything. CPU torch comes from a local file here (torch==2.13.0);
 # users with GPUs install their own torch build into .venv before `make install`.
@@ -18,6 +18,10 @@ $(BIN)/medground: pyproject.toml
 # The main job on the bundled sample data.
 demo: install
 	$(BIN)/medground demo --out runs/demo
+
+# The API server with the shipped models on http://127.0.0.1:8000 (see README "Serve").
+serve: install
+	$(BIN)/medground serve
 
 test: install
 	$(BIN)/python -m pytest
