@@ -146,6 +146,33 @@ def test_segment_returns_the_segmenters_mask_as_png_rle_and_overlay(client: Test
     assert overlay.shape == (*expected.shape, 3)
 
 
+def _png_url(array: np.ndarray, mode: str) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_uploaded_masks_are_read_as_mask_files_are(client: TestClient) -> None:
+    """An RGBA mask (white lesion on a transparent background) means its grey channel, not its alpha: the
+    answer equals the one for the same mask saved grey; a mask with differing colour channels is refused."""
+    image = data_url(HC18 / "images" / "000_HC.png")
+    grey = np.asarray(Image.open(HC18 / "masks" / "000_HC_mask.png").convert("L"))
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255) * (grey > 0)])  # alpha 0 off the lesion
+    query = data_url(HC18 / "images" / "009_HC.png")
+
+    def segment(mask_url: str):
+        return client.post(
+            "/v1/segment", json={"query": query, "support": [{"image": image, "mask": mask_url}]}
+        )
+
+    as_grey, as_rgba = segment(_png_url(grey, "L")), segment(_png_url(rgba, "RGBA"))
+    assert as_grey.status_code == as_rgba.status_code == 200
+    assert as_rgba.json()["rle"] == as_grey.json()["rle"]
+    colour = np.dstack([grey, np.zeros_like(grey), grey // 2])
+    refused = segment(_png_url(colour, "RGB"))
+    assert refused.status_code == 400 and "colour mask" in refused.json()["error"]["message"]
+
+
 def test_segment_without_support_or_text_is_refused(client: TestClient) -> None:
     reply = client.post("/v1/segment", json={"query": data_url(HC18 / "images" / "009_HC.png")})
     assert reply.status_code == 400

@@ -371,6 +371,13 @@ def _read_nifti_mask(p: Path) -> MaskFile:
     return MaskFile(display, slice_spacing(volume.spacing, plane), volume.affine, "display", p)
 
 
+def mask_array(image: Image.Image, where: str | Path) -> np.ndarray:
+    """A decoded mask image -> ``(H, W)`` integer labels by the rules of :func:`read_mask` (alpha ignored,
+    palette indices, differing colour channels refused): for masks that arrive in memory, such as the
+    server's uploads. ``where`` names the mask in a :class:`ReadError`."""
+    return _mask_array(Path(where), image)
+
+
 def _mask_array(p: Path, image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode == "1":

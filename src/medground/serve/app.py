@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from PIL import Image
 
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
+from medground.io import ReadError, mask_array
 from medground.mllm.grounder import DEFAULT_MODEL, Grounder
 from medground.serve.schemas import (
     AssistantMessage,
@@ -199,6 +200,14 @@ def _array(image: Image.Image) -> np.ndarray:
         span = values.max() - values.min()
         return np.rint(255 * (values - values.min()) / (span if span else 1)).astype(np.uint8)
     return np.asarray(image.convert("L" if gray else "RGB"))
+
+
+def _mask(image: Image.Image, what: str) -> np.ndarray:
+    """An uploaded mask read as medground reads mask files (:func:`medground.io.mask_array`); 400 if unusable."""
+    try:
+        return mask_array(image, what)
+    except ReadError as error:
+        raise HTTPException(400, str(error)) from error
 
 
 def _png(array: np.ndarray) -> str:
@@ -408,7 +417,7 @@ def create_app(
         pairs = [
             (
                 _array(decode_image(p.image, f"support[{i}].image", settings.max_pixels)),
-                np.asarray(decode_image(p.mask, f"support[{i}].mask", settings.max_pixels).convert("L")),
+                _mask(decode_image(p.mask, f"support[{i}].mask", settings.max_pixels), f"support[{i}].mask"),
             )
             for i, p in enumerate(body.support)
         ]
