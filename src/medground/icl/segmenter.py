@@ -57,7 +57,9 @@ _ARCHITECTURES = {"ridgeseg": (RidgeSeg, RidgeSegConfig), "poolseg": (PoolSeg, P
 def save_pretrained(model: InContextModel | UniverSeg, folder: Path, extra: dict | None = None) -> Path:
     """Write ``folder/config.json`` and ``folder/model.safetensors`` (+ ``extra`` as ``meta.json``).
 
-    Also saves the UniverSeg baseline (read back by ``icl-eval --universeg``, not by :func:`load_pretrained`)."""
+    Also saves a trained UniverSeg (``icl-train --architecture universeg``; kept for the speed benchmark,
+    bench/bench_icl.py; icl-eval no longer scores it: it failed the k sanity check), which
+    :func:`load_pretrained` does not read."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.to_json(folder / "config.json")
