@@ -6,8 +6,9 @@ Entry points: :func:`evaluate_predictions` and :func:`evaluate_segmentation`; th
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medground.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from medground.eval.api import PROTOCOLS, evaluate_predictions, evaluate_segmentation
@@ -25,8 +26,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use, so ``medground.eval.command`` (the CLI) loads no scipy."""
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'medground.eval' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -8,8 +8,9 @@ the baseline.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medground.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
@@ -46,8 +47,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use, so ``medground.icl.commands`` (the CLI) never imports torch."""
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'medground.icl' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WHERE)

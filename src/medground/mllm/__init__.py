@@ -6,8 +6,7 @@ Names are imported lazily (``from medground.mllm import Grounder``) so that impo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medground.lazy import lazy_attributes
 
 __all__ = ["FAMILIES", "Answer", "Grounder", "TrainConfig", "get_family", "predict", "train"]
 
@@ -22,7 +21,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'medground.mllm' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WHERE)
