@@ -8,7 +8,9 @@ normal ``n = row_dir x col_dir`` (ImageOrientationPatient), pixel ``(row r, colu
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +23,7 @@ from medground.io.nifti import Volume, canonical_volume
 if TYPE_CHECKING:  # pydicom is imported where a file is read: it costs ~0.2 s at start-up
     import pydicom
 
-__all__ = ["dicom_series_info", "load_dicom_seg", "load_dicom_series"]
+__all__ = ["MemoryFile", "dicom_series_info", "load_dicom_files", "load_dicom_seg", "load_dicom_series"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _ORIENT_ATOL = 1e-4
@@ -38,10 +40,25 @@ _CODEC_PACKAGES = {
 
 
 @dataclass(frozen=True)
+class MemoryFile:
+    """A file held in memory (an upload that must never touch disk): ``name`` names it in errors."""
+
+    name: str
+    data: bytes = b""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _source(path: Path | MemoryFile) -> Path | io.BytesIO:
+    return io.BytesIO(path.data) if isinstance(path, MemoryFile) else path
+
+
+@dataclass(frozen=True)
 class _Slice:
     """One image file's header (pixels are read later, only for the chosen series)."""
 
-    path: Path
+    path: Path | MemoryFile
     series_uid: str
     description: str
     instance: int
@@ -60,13 +77,13 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int) -> np.ndarray | None:
     return np.asarray([float(v) for v in value], dtype=np.float64)
 
 
-def _header(path: Path) -> _Slice | None:
+def _header(path: Path | MemoryFile) -> _Slice | None:
     """Header of an image DICOM file; None for a non-DICOM file or a DICOM object without pixels."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(_source(path), stop_before_pixels=True)
     except InvalidDicomError:
         return None  # no DICM preamble: not a DICOM Part-10 file
     except Exception as exc:
@@ -99,7 +116,7 @@ def _header(path: Path) -> _Slice | None:
     )
 
 
-def _choose_series(folder: Path, slices: list[_Slice], series_uid: str | None) -> list[_Slice]:
+def _choose_series(folder: str | Path, slices: list[_Slice], series_uid: str | None) -> list[_Slice]:
     groups: dict[str, list[_Slice]] = defaultdict(list)
     for s in slices:
         groups[s.series_uid].append(s)
@@ -117,7 +134,7 @@ def _choose_series(folder: Path, slices: list[_Slice], series_uid: str | None) -
     return next(iter(groups.values()))
 
 
-def _check_consistent(folder: Path, series: list[_Slice]) -> None:
+def _check_consistent(folder: str | Path, series: list[_Slice]) -> None:
     first = series[0]
     for s in series:
         if s.frames != 1:
@@ -143,7 +160,7 @@ def _check_consistent(folder: Path, series: list[_Slice]) -> None:
             )
 
 
-def _sort(folder: Path, series: list[_Slice]) -> tuple[list[_Slice], np.ndarray | None]:
+def _sort(folder: str | Path, series: list[_Slice]) -> tuple[list[_Slice], np.ndarray | None]:
     """Sort along the slice normal (or by InstanceNumber without geometry); also return positions."""
     first = series[0]
     if first.orientation is None or any(s.position is None for s in series):
@@ -161,7 +178,7 @@ def _sort(folder: Path, series: list[_Slice]) -> tuple[list[_Slice], np.ndarray 
     return ordered, along
 
 
-def _affine_lps(folder: Path, ordered: list[_Slice], along: np.ndarray | None) -> np.ndarray:
+def _affine_lps(folder: str | Path, ordered: list[_Slice], along: np.ndarray | None) -> np.ndarray:
     """4x4 voxel (column i, row j, slice k) -> LPS mm."""
     first = ordered[0]
     dr, dc = first.pixel_spacing
@@ -186,16 +203,16 @@ def _affine_lps(folder: Path, ordered: list[_Slice], along: np.ndarray | None) -
     return affine
 
 
-def _read_dataset(path: Path) -> pydicom.Dataset:
+def _read_dataset(path: Path | MemoryFile) -> pydicom.Dataset:
     import pydicom
 
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(_source(path))
     except Exception as exc:
         raise ReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
 
 
-def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
+def _decode(path: Path | MemoryFile, ds: pydicom.Dataset) -> np.ndarray:
     """``ds.pixel_array`` with codec failures turned into a ReadError naming the package to install."""
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -217,7 +234,7 @@ def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
         ) from exc
 
 
-def _slice_pixels(path: Path) -> np.ndarray:
+def _slice_pixels(path: Path | MemoryFile) -> np.ndarray:
     """(rows, columns) float32 of one slice, RescaleSlope/Intercept applied (CT in HU)."""
     ds = _read_dataset(path)
     pixels = _decode(path, ds)
@@ -273,7 +290,17 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     root = Path(folder)
     if not root.is_dir():
         raise ReadError(root, "not a folder; load_dicom_series expects the folder holding one series' files")
-    slices = [h for p in sorted(root.iterdir()) if p.is_file() and (h := _header(p)) is not None]
+    return _series_volume(root, [p for p in sorted(root.iterdir()) if p.is_file()], series_uid)
+
+
+def load_dicom_files(files: Sequence[MemoryFile], where: str, series_uid: str | None = None) -> Volume:
+    """:func:`load_dicom_series` over files held in memory (uploads: nothing is written to disk);
+    ``where`` names them in errors. The Volume's ``path`` is None."""
+    return _series_volume(where, files, series_uid)
+
+
+def _series_volume(root: str | Path, files: Sequence[Path | MemoryFile], series_uid: str | None) -> Volume:
+    slices = [h for p in files if (h := _header(p)) is not None]
     if not slices:
         raise ReadError(
             root,
@@ -286,7 +313,7 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     affine = _LPS_TO_RAS @ _affine_lps(root, ordered, along)
     # Voxel axes (i = column, j = row, k = slice): each (rows, columns) frame is transposed.
     array = np.stack([_slice_pixels(s.path).T for s in ordered], axis=2)
-    return canonical_volume(array, affine, root)
+    return canonical_volume(array, affine, root if isinstance(root, Path) else None)
 
 
 def _segment_numbers(path: Path, ds: pydicom.Dataset, n_frames: int) -> np.ndarray:

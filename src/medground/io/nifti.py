@@ -39,6 +39,7 @@ __all__ = [
     "canonical_volume",
     "load_label_volume",
     "load_volume",
+    "load_volume_bytes",
     "to_original_order",
     "write_nifti_like",
 ]
@@ -88,6 +89,11 @@ def _load_image(path: str | Path) -> tuple[Path, nib.spatialimages.SpatialImage]
             f"not a readable NIfTI/volume file ({type(exc).__name__}: {exc}); expected "
             ".nii or .nii.gz (or another format nibabel reads)",
         ) from exc
+    _check_3d(p, image)
+    return p, image
+
+
+def _check_3d(p: str | Path, image: nib.spatialimages.SpatialImage) -> None:
     if len(image.shape) < 3:
         raise ReadError(p, f"volume is {len(image.shape)}D with shape {image.shape}; expected 3D")
     extra = image.shape[3:]
@@ -97,7 +103,6 @@ def _load_image(path: str | Path) -> tuple[Path, nib.spatialimages.SpatialImage]
             f"volume has shape {image.shape}; expected 3D (a 4D file is accepted only "
             "when its 4th+ dimensions are 1). Split the series into 3D files first",
         )
-    return p, image
 
 
 def _nifti_header(image: nib.spatialimages.SpatialImage) -> nib.Nifti1Header | None:
@@ -106,7 +111,7 @@ def _nifti_header(image: nib.spatialimages.SpatialImage) -> nib.Nifti1Header | N
     return image.header if isinstance(image.header, nib.Nifti1Header) else None
 
 
-def _read_data(path: Path, dataobj: object, dtype: type | None) -> np.ndarray:
+def _read_data(path: str | Path, dataobj: object, dtype: type | None) -> np.ndarray:
     """Read (and scale) voxel data; wraps truncated/corrupt payloads into ReadError."""
     try:
         return np.asarray(dataobj, dtype=dtype) if dtype is not None else np.asanyarray(dataobj)
@@ -153,15 +158,35 @@ def load_volume(path: str | Path) -> Volume:
     truncated file, a volume that is not 3D, or any NaN/inf voxel (the count is reported).
     """
     p, image = _load_image(path)
-    array = _read_data(p, image.dataobj, np.float32).reshape(image.shape[:3])
+    return _image_volume(p, image, p)
+
+
+def load_volume_bytes(data: bytes, name: str) -> Volume:
+    """:func:`load_volume` for an uncompressed NIfTI-1 or NIfTI-2 file held in memory (an upload that
+    must never touch disk; gunzip it first); ``name`` only names it in errors. ``path`` is None."""
+    import nibabel as nib
+
+    kind = nib.Nifti2Image if data[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c") else nib.Nifti1Image
+    try:
+        image = kind.from_bytes(data)
+    except Exception as exc:
+        raise ReadError(
+            name, f"not a readable NIfTI file ({type(exc).__name__}: {exc}); expected .nii or .nii.gz"
+        ) from exc
+    _check_3d(name, image)
+    return _image_volume(name, image, None)
+
+
+def _image_volume(where: str | Path, image: nib.spatialimages.SpatialImage, path: Path | None) -> Volume:
+    array = _read_data(where, image.dataobj, np.float32).reshape(image.shape[:3])
     bad = int(np.count_nonzero(~np.isfinite(array)))
     if bad:
         raise ReadError(
-            p,
+            where,
             f"{bad} of {array.size} voxels are NaN or inf; expected finite intensities. "
             "Replace them (e.g. numpy.nan_to_num) and save again",
         )
-    return canonical_volume(array, image.affine, p, _nifti_header(image))
+    return canonical_volume(array, image.affine, path, _nifti_header(image))
 
 
 def _integer_labels(path: Path, array: np.ndarray) -> np.ndarray:
