@@ -33,6 +33,49 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "bird-nano"
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 
+def answer_text(raw: str) -> str:
+    """A decoded answer (special tokens kept) as the answer's text: cut at the first stop token, stripped."""
+    for stop in _STOP_TOKENS:
+        raw = raw.split(stop)[0]
+    return raw.strip()
+
+
+class TextDeltas:
+    """Hands ``emit`` an answer's text as it grows, in pieces whose concatenation is :func:`answer_text`
+    of the whole: ``add(raw)`` takes the whole raw text decoded so far; nothing after a stop token, no
+    leading or trailing whitespace and no half-decoded character (U+FFFD at the end) is sent early."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit, self.sent = emit, 0
+
+    def add(self, raw: str) -> None:
+        stopped = any(stop in raw for stop in _STOP_TOKENS)
+        text = answer_text(raw if stopped else raw.rstrip("\ufffd"))
+        if len(text) > self.sent:
+            self.emit(text[self.sent :])
+            self.sent = len(text)
+
+
+class _Streamer:
+    """A ``generate`` streamer (transformers' ``BaseStreamer`` protocol): decodes all new tokens after
+    each step, special tokens kept, and passes the text to :class:`TextDeltas`. The first ``put`` is the
+    prompt and is skipped."""
+
+    def __init__(self, tokenizer: Any, emit: Callable[[str], None]) -> None:
+        self.tokenizer, self.deltas = tokenizer, TextDeltas(emit)
+        self.ids: list[int] | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.ids is None:
+            self.ids = []
+            return
+        self.ids += value.reshape(-1).tolist()
+        self.deltas.add(self.tokenizer.decode(self.ids, skip_special_tokens=False))
+
+    def end(self) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Answer:
     """A model's answer: its text (in the model's dialect) and every box in it, in original-image pixels."""
@@ -93,8 +136,9 @@ class Grounder:
         size = processor.image_processor.size
         self.dialect: Dialect = family.dialect(size["shortest_edge"], size["longest_edge"])
         self.max_new_tokens = max_new_tokens
-        self._image_key: Any = None
-        self._image: Image.Image | None = None
+        self._cached: tuple[str, Image.Image] | None = None
+        """(path, image) of the last image read from a file: one attribute, so a reader in another
+        thread sees a path with its own image (two attributes could be read half-updated)."""
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, max_new_tokens: int = 128) -> Grounder:
@@ -132,10 +176,12 @@ class Grounder:
 
     def _load(self, image: str | Path | np.ndarray | Image.Image) -> Image.Image:
         key = str(image) if isinstance(image, str | Path) else None
-        if key is not None and key == self._image_key and self._image is not None:
-            return self._image
+        cached = self._cached
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
         picture = load_image(image)
-        self._image, self._image_key = picture, key
+        if key is not None:
+            self._cached = (key, picture)
         return picture
 
     def prompt(
@@ -159,12 +205,15 @@ class Grounder:
         question: str,
         box: Box | list[int] | tuple[int, ...] | None = None,
         history: Sequence[tuple[str, str]] = (),
+        on_text: Callable[[str], None] | None = None,
     ) -> Answer:
         """Answer ``question`` about ``image`` (path, PIL, (H, W) or (H, W, 3) uint8), greedy decoding.
 
         ``box``: an optional region [x0, y0, x1, y1) in original-image pixels. Returned boxes are in
         the same frame. ``history``: earlier (question, answer) turns about the same image, in the
-        model's dialect (boxes already written with :meth:`prompt`).
+        model's dialect (boxes already written with :meth:`prompt`). ``on_text``: called (in this
+        thread) with each new piece of the answer's text as it is decoded, token by token; the pieces
+        join to the returned ``text``.
         """
         picture = self._load(image)
         width, height = picture.size
@@ -179,11 +228,11 @@ class Grounder:
             do_sample=False,
             eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
             pad_token_id=tok.pad_token_id,
+            streamer=None if on_text is None else _Streamer(tok, on_text),
         )
-        text = tok.decode(out[0, inputs["input_ids"].shape[1] :].tolist(), skip_special_tokens=False)
-        for stop in _STOP_TOKENS:
-            text = text.split(stop)[0]
-        text = text.strip()
+        text = answer_text(
+            tok.decode(out[0, inputs["input_ids"].shape[1] :].tolist(), skip_special_tokens=False)
+        )
         return Answer(text, self.dialect.parse(text, width, height))
 
 
