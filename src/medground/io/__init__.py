@@ -8,7 +8,9 @@ PIL), and the export's resized copies of images the build already wrote (:mod:`m
 
 Every reader raises :class:`ReadError` (a ValueError with ``path`` and ``reason``) for missing,
 unreadable, corrupt or truncated files. Frames: 2D arrays are row-major as stored; volumes are canonical
-RAS+ (X, Y, Z) arrays (:class:`Volume`); display slices follow :mod:`medground.io.display`.
+RAS+ (X, Y, Z) arrays (:class:`Volume`); display slices follow :mod:`medground.io.display`. A build's
+region masks (a PNG file or COCO RLE in the record) are read by :func:`region_mask` and RLE is made and
+read by :func:`encode_rle` / :func:`decode_rle` (:mod:`medground.io.masks`).
 """
 
 from medground.io.atomic import (
@@ -53,6 +55,7 @@ from medground.io.images import (
     write_mask_png,
     write_png,
 )
+from medground.io.masks import MASK_FORMATS, decode_rle, encode_rle, region_mask, rle_counts
 from medground.io.nifti import (
     Volume,
     canonical_volume,
@@ -70,6 +73,7 @@ __all__ = [
     "DEFAULT_CT_WINDOW",
     "IMAGE_SUFFIXES",
     "MASK_FILE_SUFFIXES",
+    "MASK_FORMATS",
     "MaskFile",
     "ReadError",
     "StoredImage",
@@ -82,10 +86,12 @@ __all__ = [
     "canonical_volume",
     "check_png_stream",
     "ct_window",
+    "decode_rle",
     "dicom_series_info",
     "display_volume",
     "encode_mask_png",
     "encode_png",
+    "encode_rle",
     "fill_polygon",
     "fsync_path",
     "image_size",
@@ -101,6 +107,8 @@ __all__ = [
     "mask_array",
     "read_mask",
     "read_mask_file",
+    "region_mask",
+    "rle_counts",
     "rescale_to_uint8",
     "slice_spacing",
     "slice_volume",

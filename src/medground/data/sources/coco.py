@@ -10,7 +10,8 @@ then against an ``images/`` folder beside it. A segmentation is
   centre is (pycocotools' own rasteriser differs from this on boundary pixels only); the polygons of one
   annotation are united;
 - RLE ``{"size": [h, w], "counts": [...]}`` (uncompressed) or ``"counts": "..."`` (COCO's compressed
-  string), decoded by pycocotools after the counts are checked to cover exactly h x w pixels.
+  string), decoded by :func:`medground.io.decode_rle` (pycocotools, after the counts are checked to
+  cover exactly h x w pixels).
 
 Each ``iscrowd: 0`` annotation is one instance of its category: one region, however many pieces (the
 annotator drew one object). An ``iscrowd: 1`` annotation covers several objects whose outlines are not
@@ -53,45 +54,12 @@ from medground.data.sources.base import (
 from medground.data.sources.medseg import clean_region, plane_from_text, read_meta
 from medground.data.sources.peek import json_first_entry
 from medground.data.sources.planar import MaskSpec, load_planar
-from medground.io import fill_polygon
+from medground.io import decode_rle, fill_polygon
 from medground.types import Rejected
 
 __all__ = ["CocoSource", "decode_segmentation"]
 
 _TOP_LEVEL = ("info", "licenses", "images", "annotations", "categories", "type")
-
-
-def _compressed_counts(text: str) -> list[int]:
-    """Run lengths of COCO's compressed RLE string (the LEB128-like code of pycocotools' rleFrString)."""
-    counts: list[int] = []
-    position = 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(text):
-                raise ValueError("compressed RLE counts end in the middle of a number")
-            code = ord(text[position]) - 48
-            if not 0 <= code < 64:
-                raise ValueError(f"compressed RLE counts hold {text[position]!r}, outside '0'..'o'")
-            value |= (code & 0x1F) << shift
-            more = bool(code & 0x20)
-            position += 1
-            shift += 5
-            if not more and code & 0x10:
-                value |= -1 << shift
-        if len(counts) > 2:
-            value += counts[-2]
-        counts.append(value)
-    return counts
-
-
-def _check_counts(counts: list[int], height: int, width: int) -> None:
-    if any(c < 0 for c in counts):
-        raise ValueError("RLE counts hold a negative run length")
-    if sum(counts) != height * width:
-        raise ValueError(
-            f"RLE counts cover {sum(counts)} pixels, the {width}x{height} mask has {height * width}"
-        )
 
 
 def _polygons_mask(polygons: list, height: int, width: int) -> np.ndarray:
@@ -119,18 +87,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     size = segmentation["size"]
     if not (isinstance(size, list) and len(size) == 2 and [int(v) for v in size] == [height, width]):
         raise ValueError(f"RLE size {size} is not the image's [height, width] = [{height}, {width}]")
-    from pycocotools import mask as coco_mask  # here, not at the top: keeps `medground --help` fast
-
-    counts = segmentation["counts"]
-    if isinstance(counts, str):
-        _check_counts(_compressed_counts(counts), height, width)
-        rle = {"size": [height, width], "counts": counts.encode("ascii")}
-    elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
-        _check_counts(counts, height, width)
-        rle = coco_mask.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-    else:
-        raise ValueError("RLE counts must be a compressed string or a list of integers")
-    return np.ascontiguousarray(coco_mask.decode(rle))
+    return decode_rle({"size": [height, width], "counts": segmentation["counts"]}).astype(np.uint8)
 
 
 def _positive_int(value: Any) -> bool:
