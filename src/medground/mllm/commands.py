@@ -173,28 +173,52 @@ def ask_command(
         Path | None, typer.Option(help="Trained model folder (default: the shipped bird-nano).")
     ] = None,
     draw: Annotated[
-        Path | None, typer.Option(help="Write the image with the answer's boxes drawn to this PNG.")
+        Path | None,
+        typer.Option(help="Write the image with the answer's boxes (and masks) drawn to this PNG."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print {answer, boxes} as JSON.")] = False,
+    segment: Annotated[
+        bool, typer.Option(help="Segment each answer box (box-prompted in-context segmenter).")
+    ] = False,
+    masks_out: Annotated[
+        Path | None,
+        typer.Option(help="With --segment: write each box's mask here as a PNG named by its label."),
+    ] = None,
+    icl_model: Annotated[
+        Path | None,
+        typer.Option(help="With --segment: in-context model folder (default: the shipped one)."),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print {answer, boxes} as JSON (with --segment: masks as COCO RLE)."),
+    ] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 128,
 ) -> None:
-    """Ask a grounding model about one image; boxes are printed in original-image pixels."""
+    """Ask a grounding model about one image; boxes (and with --segment their masks) in original-image pixels."""
     region = _parse_box(box)
+    if not segment and (masks_out is not None or icl_model is not None):
+        _fail("--masks-out and --icl-model need --segment")
     _quiet()
     from medground.mllm.grounder import Grounder
 
     try:
-        answer = Grounder.from_pretrained(model, max_new_tokens=max_new_tokens).ask(
-            image, question, box=region
-        )
+        grounder = Grounder.from_pretrained(model, max_new_tokens=max_new_tokens, segmenter=icl_model)
+        answer = grounder.ask(image, question, box=region, segment=segment)
     except (FileNotFoundError, ValueError, KeyError) as error:
         _fail(str(error))
+    paths: list[Path] = []
+    if masks_out is not None:
+        from medground.mllm.draw import save_answer_masks
+
+        paths = save_answer_masks(answer.boxes, masks_out)
     if as_json:
         typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False))
     else:
         typer.echo(answer.text)
-        for g in answer.boxes:
-            typer.echo(f"  {g.label or '(box)'}: {g.box.as_list()}")
+        for i, g in enumerate(answer.boxes):
+            mask = getattr(g, "mask", None)
+            area = "" if mask is None else f", mask {int(mask.sum())} px"
+            where = f" -> {paths[i]}" if paths else ""
+            typer.echo(f"  {g.label or '(box)'}: {g.box.as_list()}{area}{where}")
     if draw is not None:
         from medground.mllm.draw import save_answer_drawing
 

@@ -4,6 +4,8 @@ The facade owns everything between a user's image and the model: gray/RGB conver
 resize to the model's patch grid (inside the processor), putting a user's box into the prompt in the
 model's dialect, decoding with special tokens kept (box tokens are special) and parsing boxes back.
 Boxes in and out are canonical: absolute pixels of the image as given, ``[x0, y0, x1, y1)``.
+With ``segment=True`` each answer box is handed to the box-prompted in-context segmenter (refer ->
+ground -> segment in one call) and comes back with its mask in the same pixels.
 """
 
 from __future__ import annotations
@@ -11,22 +13,26 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from medground.grounding import Dialect, Grounded
+from medground.io import encode_rle
 from medground.mllm.data import encode_prompt, load_image, read_records, record_turns
 from medground.mllm.families import Family, family_for_model_type
 from medground.mllm.processor import load_processor
 from medground.mllm.train import META_FILE
 from medground.types import Box
 
-__all__ = ["DEFAULT_MODEL", "Answer", "Grounder", "predict"]
+if TYPE_CHECKING:
+    from medground.icl.segmenter import InContextSegmenter
+
+__all__ = ["DEFAULT_MODEL", "MASK_THRESHOLD", "Answer", "Grounder", "SegmentedBox", "predict"]
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "bird-nano"
 """The shipped model, loaded when no model is named."""
@@ -76,19 +82,37 @@ class _Streamer:
         return None
 
 
+MASK_THRESHOLD = 0.5
+"""A pixel belongs to a box's mask when the segmenter's probability is at least this."""
+
+
+@dataclass(frozen=True)
+class SegmentedBox(Grounded):
+    """A grounded box with its mask: (H, W) bool in original-image pixels, all of it inside ``box``."""
+
+    mask: np.ndarray = field(compare=False, repr=False)
+
+
 @dataclass(frozen=True)
 class Answer:
-    """A model's answer: its text (in the model's dialect) and every box in it, in original-image pixels."""
+    """A model's answer: its text (in the model's dialect) and every box in it, in original-image pixels.
+
+    Boxes are :class:`SegmentedBox` (with a mask) when the question was asked with ``segment=True``.
+    """
 
     text: str
     boxes: list[Grounded]
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"answer": text, "boxes": [{"label": ..., "box": [x0, y0, x1, y1]}]}``."""
-        return {
-            "answer": self.text,
-            "boxes": [{"label": g.label, "box": g.box.as_list()} for g in self.boxes],
-        }
+        """``{"answer": text, "boxes": [{"label": ..., "box": [x0, y0, x1, y1]}]}``; a box with a mask
+        also has ``"mask"``: its COCO RLE (:func:`medground.io.encode_rle`, original-image pixels)."""
+        boxes = []
+        for g in self.boxes:
+            row: dict[str, Any] = {"label": g.label, "box": g.box.as_list()}
+            if isinstance(g, SegmentedBox):
+                row["mask"] = encode_rle(g.mask)
+            boxes.append(row)
+        return {"answer": self.text, "boxes": boxes}
 
 
 def _check_dir(path: Path) -> None:
@@ -129,23 +153,41 @@ def _load_model(family: Family, source: str) -> Any:
 
 
 class Grounder:
-    """A refer-and-ground model with its processor and dialect (build with :meth:`from_pretrained`)."""
+    """A refer-and-ground model with its processor and dialect (build with :meth:`from_pretrained`).
 
-    def __init__(self, model: Any, processor: Any, family: Family, max_new_tokens: int = 128) -> None:
+    ``segmenter``: the box-prompted segmenter that ``ask(..., segment=True)`` uses, an
+    :class:`~medground.icl.segmenter.InContextSegmenter` or its model folder; None = the shipped one.
+    It is loaded on the first ``segment=True`` question, once.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        family: Family,
+        max_new_tokens: int = 128,
+        segmenter: InContextSegmenter | str | Path | None = None,
+    ) -> None:
         self.model, self.processor, self.family = model, processor, family
         size = processor.image_processor.size
         self.dialect: Dialect = family.dialect(size["shortest_edge"], size["longest_edge"])
         self.max_new_tokens = max_new_tokens
+        self.segmenter = segmenter
         self._cached: tuple[str, Image.Image] | None = None
         """(path, image) of the last image read from a file: one attribute, so a reader in another
         thread sees a path with its own image (two attributes could be read half-updated)."""
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, max_new_tokens: int = 128) -> Grounder:
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        max_new_tokens: int = 128,
+        segmenter: InContextSegmenter | str | Path | None = None,
+    ) -> Grounder:
         """Load a saved model directory (default: the shipped bird-nano) or a hub id (``org/name``).
 
         Only safetensors weights load; a missing directory, missing weights or weights that do not fit
-        the config raise an error that says what was found and what to do.
+        the config raise an error that says what was found and what to do. ``segmenter``: see the class.
         """
         source = Path(path).expanduser() if path is not None else DEFAULT_MODEL
         hub_id = (
@@ -172,7 +214,32 @@ class Grounder:
                 raise ValueError(
                     f"{meta_path} says family {meta.get('family')!r} but config.json is {family.name!r}"
                 )
-        return cls(_load_model(family, str(source)), load_processor(source), family, max_new_tokens)
+        return cls(
+            _load_model(family, str(source)), load_processor(source), family, max_new_tokens, segmenter
+        )
+
+    def box_segmenter(self) -> InContextSegmenter:
+        """The segmenter of ``segment=True``, loaded now if it is still a folder or None (the shipped one)."""
+        from medground.icl.segmenter import InContextSegmenter
+
+        if self.segmenter is None or isinstance(self.segmenter, str | Path):
+            self.segmenter = InContextSegmenter.from_pretrained(self.segmenter)
+        return self.segmenter
+
+    def segment_boxes(self, image: Image.Image | np.ndarray, boxes: Sequence[Grounded]) -> list[SegmentedBox]:
+        """Each box with its mask: the box-prompted segmenter's probability >= :data:`MASK_THRESHOLD`,
+        kept inside the box (the answer's region). ``image``: the asked image (PIL or (H, W[, 3]) uint8);
+        boxes and masks in its pixels, masks (H, W) bool."""
+        segmenter = self.box_segmenter()
+        pixels = np.asarray(image)
+        out = []
+        for g in boxes:
+            prob = np.asarray(segmenter.segment(pixels, box=g.box.as_list()))
+            b = g.box
+            mask = np.zeros(pixels.shape[:2], dtype=bool)
+            mask[b.y0 : b.y1, b.x0 : b.x1] = prob[b.y0 : b.y1, b.x0 : b.x1] >= MASK_THRESHOLD
+            out.append(SegmentedBox(g.label, g.box, mask))
+        return out
 
     def _load(self, image: str | Path | np.ndarray | Image.Image) -> Image.Image:
         key = str(image) if isinstance(image, str | Path) else None
@@ -205,13 +272,15 @@ class Grounder:
         question: str,
         box: Box | list[int] | tuple[int, ...] | None = None,
         history: Sequence[tuple[str, str]] = (),
+        segment: bool = False,
         on_text: Callable[[str], None] | None = None,
     ) -> Answer:
         """Answer ``question`` about ``image`` (path, PIL, (H, W) or (H, W, 3) uint8), greedy decoding.
 
         ``box``: an optional region [x0, y0, x1, y1) in original-image pixels. Returned boxes are in
         the same frame. ``history``: earlier (question, answer) turns about the same image, in the
-        model's dialect (boxes already written with :meth:`prompt`). ``on_text``: called (in this
+        model's dialect (boxes already written with :meth:`prompt`). ``segment``: return each box as a
+        :class:`SegmentedBox` with its mask (:meth:`segment_boxes`). ``on_text``: called (in this
         thread) with each new piece of the answer's text as it is decoded, token by token; the pieces
         join to the returned ``text``.
         """
@@ -233,7 +302,10 @@ class Grounder:
         text = answer_text(
             tok.decode(out[0, inputs["input_ids"].shape[1] :].tolist(), skip_special_tokens=False)
         )
-        return Answer(text, self.dialect.parse(text, width, height))
+        boxes = self.dialect.parse(text, width, height)
+        if segment:
+            boxes = [*self.segment_boxes(picture, boxes)]
+        return Answer(text, boxes)
 
 
 def _row(grounder: Grounder, record: dict[str, Any], i: int, turn: Any, answer: Answer) -> dict[str, Any]:
