@@ -90,6 +90,13 @@ def build(
         int | None, typer.Option(help="Resize saved images so the longer side is at most this many pixels.")
     ] = None,
     shard_size: Annotated[int, typer.Option(help="Items (images or volumes) per output shard.")] = 32,
+    masks: Annotated[
+        str,
+        typer.Option(
+            help="Region masks as one 0/255 PNG file each (png) or as COCO RLE inside the records (rle: "
+            "no mask files; for collections of millions of regions)."
+        ),
+    ] = "png",
     conversations: Annotated[int, typer.Option(help="Conversation records per image.")] = 1,
     turns: Annotated[int, typer.Option(help="Maximum question-answer turns per conversation.")] = 4,
     tasks: Annotated[
@@ -157,6 +164,7 @@ def build(
             dialect=dialect,
             max_side=max_side,
             conversations_per_image=conversations,
+            masks=masks,
             regions=RegionConfig(split_components=split_components, min_area_fraction=min_area_fraction),
             tasks=TaskConfig(
                 tasks=tuple(t.strip() for t in tasks.split(",")), max_turns=turns, negative_rate=negative_rate

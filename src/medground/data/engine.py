@@ -34,9 +34,23 @@ from medground.io import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from medground.progress import progress_bar
 from medground.types import Rejected
 
-__all__ = ["SPLITS", "BuildError", "ShardSpec", "build", "plan", "plan_shards", "process_shard"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SPLITS",
+    "BuildError",
+    "ShardSpec",
+    "build",
+    "plan",
+    "plan_shards",
+    "process_shard",
+]
 
 SPLITS = ("train", "val", "test")
+
+SCHEMA_VERSION = 2
+"""Version of the build's output layout, in ``manifest.json`` as ``schema_version``. 1 (manifests without
+the key): every region names a mask PNG (``"mask"``). 2: a region carries either ``"mask"`` (a PNG, as
+before) or ``"rle"`` (COCO RLE, ``build --masks rle``); read either with :func:`medground.io.region_mask`."""
 
 
 # Errors that mean a bug in medground rather than a bad input file: they stop the build.
@@ -141,7 +155,7 @@ def _load_item(
         skipped.extend(r.as_dict() for r in rejected)
         if not records:
             continue
-        save_sample(out, sample, regions)
+        save_sample(out, sample, regions, config.masks)
         counts["images"] += 1
         counts["regions"] += len(regions)
         if sample.case is None:
@@ -420,6 +434,7 @@ def _finalize(
         return {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith(prefix + ":")}
 
     manifest = {
+        "schema_version": SCHEMA_VERSION,
         "medground_version": __version__,
         "fingerprint": fingerprint,
         "seed": config.seed,

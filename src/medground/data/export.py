@@ -540,6 +540,7 @@ def record_features() -> Any:
                     "key": text,
                     "box": List(Value("int32")),
                     "mask": text,
+                    "rle": {"size": List(Value("int32")), "counts": text},
                     "instance": Value("int32"),
                     "area": Value("int64"),
                     "position": text,

@@ -2,7 +2,9 @@
 
 Nothing here touches shards or workers: :func:`make_records` is a pure function of the sample, the
 label set of the protocol that labelled it and the build config (randomness is seeded by the sample
-id), and :func:`save_sample` writes the image and one 0/255 mask PNG per region instance.
+id), and :func:`save_sample` writes the image and, when masks are stored as files (``masks="png"``), one
+0/255 mask PNG per region instance; with ``masks="rle"`` each region carries its mask as COCO RLE in the
+record instead (:mod:`medground.io.masks`, which reads both forms).
 
 Two truths are decided here. The split is a seeded hash of the patient key alone (:func:`split_of`),
 so one patient reaching a build through two sources lands in one split, and images of unknown
@@ -30,7 +32,7 @@ from medground.data.knowledge import distant_structures, related
 from medground.data.regions import RegionConfig, extract_regions
 from medground.data.tasks import ImageContext, TaskConfig, Turn, make_conversation
 from medground.grounding import Dialect, get_dialect
-from medground.io import write_mask_png, write_png
+from medground.io import MASK_FORMATS, encode_rle, write_mask_png, write_png
 from medground.names import clean_name
 from medground.tasks import TASKS, unknown_tasks_message
 from medground.types import Box, Region, Rejected, Sample, StructureMask
@@ -66,9 +68,12 @@ class RecordConfig:
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test shares of the cases
     regions: RegionConfig = field(default_factory=RegionConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
+    masks: str = "png"  # region masks as one PNG file each ("png") or COCO RLE in the records ("rle")
 
     def __post_init__(self) -> None:
         get_dialect(self.dialect)
+        if self.masks not in MASK_FORMATS:
+            raise ValueError(f"masks must be one of {', '.join(MASK_FORMATS)}, got {self.masks!r}")
         if self.max_side is not None and self.max_side < 16:
             raise ValueError(f"max_side must be at least 16 px, got {self.max_side}")
         if self.conversations_per_image < 1:
@@ -146,7 +151,7 @@ def _file_parts(keys: tuple[str, ...]) -> dict[str, str]:
 
 
 def mask_paths(sample: Sample, regions: list[Region]) -> list[str]:
-    """Where each region's mask is saved, relative to the build folder."""
+    """Where each region's mask PNG is saved (``masks="png"``), relative to the build folder."""
     parts = _file_parts(tuple(sorted({s.name for s in sample.structures})))
     return [f"masks/{sample.id}/{parts[r.key]}_{r.instance:03d}.png" for r in regions]
 
@@ -227,12 +232,12 @@ def make_records(
             "name": r.name,
             "key": r.key,
             "box": r.box.as_list(),
-            "mask": mask,
+            **mask,
             "instance": r.instance,
             "area": r.area,
             "position": r.position,
         }
-        for r, mask in zip(regions, mask_paths(sample, regions), strict=True)
+        for r, mask in zip(regions, _mask_fields(sample, regions, config.masks), strict=True)
     ]
     records = []
     for index in range(config.conversations_per_image):
@@ -247,6 +252,16 @@ def make_records(
         negative_rule = rule if any(t.negative for t in turns) else None
         records.append(_record(sample, index, split, config.dialect, turns, region_rows, negative_rule))
     return records, regions, rejected
+
+
+def _mask_fields(sample: Sample, regions: list[Region], masks: str) -> list[dict]:
+    """Each region's mask entry: ``{"mask": PNG path}`` or ``{"rle": COCO RLE of the image's size}``."""
+    if masks == "png":
+        return [{"mask": path} for path in mask_paths(sample, regions)]
+    return [
+        {"rle": encode_rle(r.mask, top=r.box.y0, left=r.box.x0, height=sample.height, width=sample.width)}
+        for r in regions
+    ]
 
 
 def _record(
@@ -286,8 +301,9 @@ def _record(
     }
 
 
-def save_sample(out_dir: Path, sample: Sample, regions: list[Region]) -> None:
-    """Write the image (a copy of its file when stored display-ready, else PNG) and one 0/255 PNG per region.
+def save_sample(out_dir: Path, sample: Sample, regions: list[Region], masks: str = "png") -> None:
+    """Write the image (a copy of its file when stored display-ready, else PNG) and, for ``masks="png"``,
+    one 0/255 PNG per region (``"rle"``: the masks are in the records; no mask file is written).
 
     Not fsynced one by one: the build's shard commit mark is written after them (see engine). One
     thread: writer threads measured slower (GIL hand-offs, and file creation here costs CPU, not waiting).
@@ -301,6 +317,8 @@ def save_sample(out_dir: Path, sample: Sample, regions: list[Region]) -> None:
             shutil.copyfile(sample.meta["file"], target)
     else:
         write_png(target, np.asarray(sample.image), durable=False, fast=True)
+    if masks != "png":
+        return
     (out_dir / "masks" / sample.id).mkdir(parents=True, exist_ok=True)
 
     root = str(out_dir)

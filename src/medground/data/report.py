@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from medground.data.export import iter_records
-from medground.io import ReadError, read_image, read_mask
+from medground.io import ReadError, read_image, region_mask
 from medground.types import Box
 from medground.viz import draw_boxes, fill_masks
 
@@ -67,7 +67,9 @@ class _Stats:
     def _keep(self, mod: str, rec: dict) -> None:
         key = hashlib.sha1(str(rec["id"]).encode()).hexdigest()
         slim = {k: rec.get(k) for k in ("id", "image", "width", "height", "modality")}
-        slim["regions"] = [{k: r.get(k) for k in ("name", "box", "mask")} for r in rec.get("regions") or []]
+        slim["regions"] = [
+            {k: r.get(k) for k in ("name", "key", "box", "mask", "rle")} for r in rec.get("regions") or []
+        ]
         kept = self.sample.setdefault(mod, [])
         kept.append((key, slim))
         kept.sort(key=lambda item: item[0])
@@ -161,10 +163,10 @@ def _tile(root: Path, rec: dict) -> np.ndarray:
     image = np.asarray(Image.fromarray(pixels).convert("RGB").resize(size, Image.Resampling.BILINEAR))
     masks = []
     for r in rec["regions"]:
-        if not r.get("mask"):  # a region without a mask file: box only
+        if not r.get("mask") and r.get("rle") is None:  # a region without a mask: box only
             masks.append(np.zeros((size[1], size[0]), np.uint8))
             continue
-        inside = (read_mask(root / r["mask"]) > 0).astype(np.uint8) * np.uint8(255)
+        inside = region_mask(root, r).astype(np.uint8) * np.uint8(255)
         masks.append(np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST)))
     image = fill_masks(image, masks)
     boxes = [

@@ -4,7 +4,7 @@
 segmentation task, :class:`SegTask`.) Two readers build the same task list, already resized to the
 working size S:
 - :func:`segtasks_from_engine` reads a data-engine output folder (``records/*.jsonl`` + ``images/`` +
-  ``masks/``): regions are grouped by (source, key) and the instances of a key are united per image;
+  ``masks/`` PNGs or COCO RLE in the records, read by :func:`medground.io.region_mask`): regions are grouped by (source, key) and the instances of a key are united per image;
 - :func:`segtasks_from_source` reads a dataset in any layout the data engine reads (the kinds of
   ``medground.data.sources.REGISTRY``) through the engine's own sources, so the
   model never parses a dataset layout itself; masks are foreground where value > 0 (instances united).
@@ -29,7 +29,7 @@ import torch
 from medground.data.sources import Item, SourceError, open_source
 from medground.icl.preprocess import prepare_image, prepare_mask
 from medground.icl.protocol import expand_held_out
-from medground.io import read_image, read_mask
+from medground.io import read_image, region_mask
 from medground.names import embedding_text, icl_key
 from medground.types import Rejected, Sample
 
@@ -167,7 +167,7 @@ def _build(
 def segtasks_from_engine(
     folder: Path, size: int, min_examples: int = 1, keep_full: bool = False
 ) -> SegTaskSet:
-    """Tasks from a data-engine output folder (records/*.jsonl, images/, masks/); a record's
+    """Tasks from a data-engine output folder (records/*.jsonl, images/, masks/ or RLE); a record's
     ``case`` (null = unknown) is the patient key."""
     folder = Path(folder)
     shards = sorted((folder / "records").glob("*.jsonl"))
@@ -190,7 +190,7 @@ def segtasks_from_engine(
                 key = (rec["source"], region["key"])
                 image = str(folder / rec["image"])
                 example = groups[key].setdefault(image, _Example(rec.get("case") or None))
-                example.masks.append(read_mask(folder / region["mask"]))
+                example.masks.append(region_mask(folder, region, shard))
                 names.setdefault(key, embedding_text(region.get("name") or region["key"]))
     return _build(groups, names, size, min_examples, keep_full)
 

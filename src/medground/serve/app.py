@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from PIL import Image
 
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
-from medground.io import ReadError, mask_array
+from medground.io import ReadError, encode_rle, mask_array
 from medground.mllm.grounder import DEFAULT_MODEL, Grounder
 from medground.serve.schemas import (
     AssistantMessage,
@@ -411,8 +411,6 @@ def create_app(
 
     @app.post("/v1/segment", response_model=SegmentResponse)
     def segment(body: SegmentRequest) -> SegmentResponse:
-        from pycocotools import mask as coco_mask
-
         query = _array(decode_image(body.query, "query", settings.max_pixels))
         pairs = [
             (
@@ -427,14 +425,14 @@ def create_app(
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
         mask = (np.asarray(prob) >= body.threshold).astype(np.uint8)
-        rle = coco_mask.encode(np.asfortranarray(mask))
+        rle = encode_rle(mask)
         return SegmentResponse(
             model=icl_id,
             width=int(mask.shape[1]),
             height=int(mask.shape[0]),
             area=int(mask.sum()),
             mask_png=_png(mask * 255),
-            rle=CocoRLE(size=[int(s) for s in rle["size"]], counts=rle["counts"].decode("ascii")),
+            rle=CocoRLE(**rle),
             overlay_png=_png(fill_masks(query, [mask])),
         )
 
