@@ -32,7 +32,15 @@ from medground.types import Box
 if TYPE_CHECKING:
     from medground.icl.segmenter import InContextSegmenter
 
-__all__ = ["DEFAULT_MODEL", "MASK_THRESHOLD", "Answer", "Grounder", "SegmentedBox", "predict"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MASK_THRESHOLD",
+    "Answer",
+    "Grounder",
+    "SegmentedBox",
+    "predict",
+    "mask_boxes",
+]
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "bird-nano"
 """The shipped model, loaded when no model is named."""
@@ -91,6 +99,23 @@ class SegmentedBox(Grounded):
     """A grounded box with its mask: (H, W) bool in original-image pixels, all of it inside ``box``."""
 
     mask: np.ndarray = field(compare=False, repr=False)
+
+
+def mask_boxes(
+    segmenter: InContextSegmenter, image: Image.Image | np.ndarray, boxes: Sequence[Grounded]
+) -> list[SegmentedBox]:
+    """Each box with its mask: ``segmenter``'s box-prompted probability >= :data:`MASK_THRESHOLD`, kept
+    inside the box (the answer's region). ``image``: the asked image (PIL or (H, W[, 3]) uint8); boxes
+    and masks in its pixels, masks (H, W) bool. Used by ``Grounder.ask(segment=True)`` and the server."""
+    pixels = np.asarray(image)
+    out = []
+    for g in boxes:
+        prob = np.asarray(segmenter.segment(pixels, box=g.box.as_list()))
+        b = g.box
+        mask = np.zeros(pixels.shape[:2], dtype=bool)
+        mask[b.y0 : b.y1, b.x0 : b.x1] = prob[b.y0 : b.y1, b.x0 : b.x1] >= MASK_THRESHOLD
+        out.append(SegmentedBox(g.label, g.box, mask))
+    return out
 
 
 @dataclass(frozen=True)
@@ -226,21 +251,6 @@ class Grounder:
             self.segmenter = InContextSegmenter.from_pretrained(self.segmenter)
         return self.segmenter
 
-    def segment_boxes(self, image: Image.Image | np.ndarray, boxes: Sequence[Grounded]) -> list[SegmentedBox]:
-        """Each box with its mask: the box-prompted segmenter's probability >= :data:`MASK_THRESHOLD`,
-        kept inside the box (the answer's region). ``image``: the asked image (PIL or (H, W[, 3]) uint8);
-        boxes and masks in its pixels, masks (H, W) bool."""
-        segmenter = self.box_segmenter()
-        pixels = np.asarray(image)
-        out = []
-        for g in boxes:
-            prob = np.asarray(segmenter.segment(pixels, box=g.box.as_list()))
-            b = g.box
-            mask = np.zeros(pixels.shape[:2], dtype=bool)
-            mask[b.y0 : b.y1, b.x0 : b.x1] = prob[b.y0 : b.y1, b.x0 : b.x1] >= MASK_THRESHOLD
-            out.append(SegmentedBox(g.label, g.box, mask))
-        return out
-
     def _load(self, image: str | Path | np.ndarray | Image.Image) -> Image.Image:
         key = str(image) if isinstance(image, str | Path) else None
         cached = self._cached
@@ -280,7 +290,7 @@ class Grounder:
         ``box``: an optional region [x0, y0, x1, y1) in original-image pixels. Returned boxes are in
         the same frame. ``history``: earlier (question, answer) turns about the same image, in the
         model's dialect (boxes already written with :meth:`prompt`). ``segment``: return each box as a
-        :class:`SegmentedBox` with its mask (:meth:`segment_boxes`). ``on_text``: called (in this
+        :class:`SegmentedBox` with its mask (:func:`mask_boxes`). ``on_text``: called (in this
         thread) with each new piece of the answer's text as it is decoded, token by token; the pieces
         join to the returned ``text``.
         """
@@ -304,7 +314,7 @@ class Grounder:
         )
         boxes = self.dialect.parse(text, width, height)
         if segment:
-            boxes = [*self.segment_boxes(picture, boxes)]
+            boxes = [*mask_boxes(self.box_segmenter(), picture, boxes)]
         return Answer(text, boxes)
 
 

@@ -1,0 +1,197 @@
+"""Refer -> ground -> segment, end to end on held-out images (issue 10, deliverable 3).
+
+For every positive REC turn ("Find the left lung") of a build's held-out split, the grounding model
+answers with boxes and each box gets its mask from the box-prompted segmenter (what
+``Grounder.ask(..., segment=True)`` does). Scored against the truth mask of the asked structure (the
+union of its instances in the record), per turn:
+
+- ``dice_mask``: Dice of the union of the answer's masks (0 when the answer has no box);
+- ``dice_box``: Dice of the answer's boxes filled (the box-only answer as a mask);
+- ``acc50``: REC Acc@0.5, the first box has IoU >= 0.5 with a truth box (as ``medground.mllm.heldout``);
+- ``dice_oracle``: the truth boxes -> masks, union (segmentation errors alone, grounding perfect);
+- ``dice_oracle_box``: the truth boxes filled (what a perfect box alone gives).
+
+Means per modality and overall, 95% intervals from a bootstrap over patients (the record's ``case``;
+``medground.eval.stats``). Timing: the grounding call and the segmentation of its boxes are timed
+apart, and the ratio (ask + segment) / ask is printed (same run, same machine).
+
+    python bench/bench_ask_segment.py --data /work/runs/asks/data [--split test] [--out result.json]
+
+The split must be held out of both models' training (check the builds; see bench/RESULTS.md). Turns
+whose structure is absent (negatives) have no truth mask and are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medground.eval.seg_metrics import dice
+from medground.eval.stats import BootstrapConfig, Units, aggregate, safe_div
+from medground.grounding import Grounded
+from medground.io import region_mask
+from medground.mllm.data import load_image, read_records, record_turns
+from medground.mllm.grounder import Grounder, mask_boxes
+from medground.types import Box
+
+COLUMNS = ("dice_mask", "dice_box", "acc50", "dice_oracle", "dice_oracle_box")
+
+
+def filled(boxes: list[Box], height: int, width: int) -> np.ndarray:
+    """(H, W) bool: the union of ``boxes`` filled."""
+    out = np.zeros((height, width), bool)
+    for b in boxes:
+        out[b.y0 : b.y1, b.x0 : b.x1] = True
+    return out
+
+
+def union(masks: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    out = np.zeros((height, width), bool)
+    for m in masks:
+        out |= m
+    return out
+
+
+def check_patients(records: list[dict[str, Any]], split: str) -> dict[str, Any]:
+    """The held-out split's patients never appear in train or val of the same build."""
+    held = {r["case"] for r in records if r["split"] == split}
+    seen = {r["case"] for r in records if r["split"] != split}
+    if held & seen:
+        raise SystemExit(f"patients in both {split} and the other splits: {sorted(held & seen)[:5]}")
+    sources = sorted({r["source"] for r in records if r["split"] == split})
+    return {"patients": len(held), "sources": sources}
+
+
+def evaluate(grounder: Grounder, data: Path, split: str, limit: int | None) -> tuple[list[dict], dict]:
+    """One row per positive REC turn of ``split``; timings of grounding and segmentation."""
+    segmenter = grounder.box_segmenter()
+    rows, oracle, times = [], {}, {"ask": [], "segment": []}
+    records = read_records(data, split)[:limit]
+    for n, record in enumerate(records, 1):
+        picture = load_image(data / record["image"])
+        width, height = picture.size
+        for i, turn in enumerate(record_turns(record, grounder.dialect)):
+            meta = record["turns"][i]
+            if turn.task != "rec" or meta.get("negative"):
+                continue
+            regions = [record["regions"][j] for j in meta["regions"]]
+            truth = union([region_mask(data, r, record["id"]) for r in regions], height, width)
+            truth_boxes = [Box.from_list(r["box"]) for r in regions]
+            start = time.perf_counter()
+            answer = grounder.ask(picture, turn.question)
+            middle = time.perf_counter()
+            masked = mask_boxes(segmenter, picture, answer.boxes)
+            times["ask"].append(middle - start)
+            times["segment"].append(time.perf_counter() - middle)
+            key = (record["image"], meta["structure"])
+            if key not in oracle:
+                oracle_masks = mask_boxes(segmenter, picture, [Grounded(None, b) for b in truth_boxes])
+                oracle[key] = (
+                    dice(union([g.mask for g in oracle_masks], height, width), truth),
+                    dice(filled(truth_boxes, height, width), truth),
+                )
+            boxes = [g.box for g in answer.boxes]
+            rows.append(
+                {
+                    "record": record["id"],
+                    "turn": i,
+                    "case": record["case"],
+                    "source": record["source"],
+                    "modality": record.get("modality") or "unknown",
+                    "structure": meta["structure"],
+                    "question": turn.question,
+                    "answer": answer.text,
+                    "boxes": [b.as_list() for b in boxes],
+                    "dice_mask": dice(union([g.mask for g in masked], height, width), truth),
+                    "dice_box": dice(filled(boxes, height, width), truth),
+                    "acc50": float(bool(boxes) and any(boxes[0].iou(t) >= 0.5 for t in truth_boxes)),
+                    "dice_oracle": oracle[key][0],
+                    "dice_oracle_box": oracle[key][1],
+                }
+            )
+        print(f"  {n}/{len(records)} records, {len(rows)} turns", file=sys.stderr)
+    return rows, times
+
+
+def summarise(rows: list[dict], boot: int) -> dict[str, Any]:
+    """Means per modality, overall (micro over turns) and macro (mean of modalities), patient bootstrap."""
+    columns = {c: np.asarray([r[c] for r in rows], float) for c in COLUMNS}
+    columns["n"] = np.ones(len(rows))
+    metrics = {c: (lambda s, c=c: safe_div(s[c], s["n"])) for c in COLUMNS}
+    units = Units.of([r["case"] for r in rows], "patient")
+    return aggregate(columns, [r["modality"] for r in rows], metrics, BootstrapConfig(boot), units)
+
+
+def table(summary: dict[str, Any]) -> str:
+    """Markdown rows: modality, turns, then each column's mean (overall with its interval)."""
+    head = "| modality | REC turns | mask Dice (boxes -> masks) | box Dice (boxes filled) | REC Acc@0.5 | oracle mask Dice (truth box -> mask) | truth box filled Dice |"
+    lines = [head, "|" + "---|" * 7]
+    for group, scores in summary["per_group"].items():
+        cells = " | ".join(f"{scores[c]:.3f}" for c in COLUMNS)
+        lines.append(f"| {group} | {summary['n'][group]} | {cells} |")
+    micro, ci = summary["micro"], summary["ci"]
+    cells = " | ".join(f"**{micro[c]:.3f}** [{ci[c][0]:.3f}, {ci[c][1]:.3f}]" for c in COLUMNS)
+    lines.append(f"| all (micro) | {sum(summary['n'].values())} | {cells} |")
+    lines.append(
+        "| all (macro over modalities) | | "
+        + " | ".join(f"{summary['macro'][c]:.3f}" for c in COLUMNS)
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="data-engine build folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--model", type=Path, default=None, help="grounding model (default: bird-nano)")
+    parser.add_argument("--icl-model", type=Path, default=None, help="segmenter (default: shipped)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N records")
+    parser.add_argument("--boot", type=int, default=2000, help="bootstrap replicates")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="write rows and summary as JSON")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    held_out = check_patients(read_records(args.data), args.split)
+    started = time.perf_counter()
+    grounder = Grounder.from_pretrained(args.model, segmenter=args.icl_model)
+    rows, times = evaluate(grounder, args.data, args.split, args.limit)
+    summary = summarise(rows, args.boot)
+    ask, seg = statistics.mean(times["ask"]), statistics.mean(times["segment"])
+    result = {
+        "data": str(args.data),
+        "split": args.split,
+        "machine": f"{platform.machine()}, {platform.python_version()}, torch threads {args.threads}",
+        "held_out": held_out,
+        "turns": len(rows),
+        "summary": summary,
+        "seconds": {
+            "ask_mean": ask,
+            "segment_mean": seg,
+            "ask_plus_segment_over_ask": (ask + seg) / ask,
+            "wall": time.perf_counter() - started,
+        },
+    }
+    print(table(summary))
+    print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**result, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
