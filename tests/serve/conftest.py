@@ -7,7 +7,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -30,13 +32,12 @@ def models() -> tuple[Grounder, InContextSegmenter]:
     return Grounder.from_pretrained(), InContextSegmenter.from_pretrained()
 
 
-@pytest.fixture(scope="session")
-def server(models: tuple[Grounder, InContextSegmenter]) -> Iterator[str]:
-    """Base URL of a uvicorn server (in a thread) over the shipped models; stopped after the session."""
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Base URL of a uvicorn server (in a thread) over ``app`` on a free loopback port; stopped on exit."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(*models)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -45,7 +46,16 @@ def server(models: tuple[Grounder, InContextSegmenter]) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def server(models: tuple[Grounder, InContextSegmenter]) -> Iterator[str]:
+    """Base URL of a uvicorn server over the shipped models; stopped after the session."""
+    with running(create_app(*models)) as url:
+        yield url

@@ -1,10 +1,13 @@
 """The FastAPI app of ``medground serve``: thin routes over ``Grounder`` and ``InContextSegmenter``.
 
 Images arrive inside the JSON body (data URLs or base64), are decoded in memory and never written to
-disk or logs; the server never fetches a URL or opens a path a client names. Both models keep state
-that is not thread-safe (the grounder caches its last image), and FastAPI runs these sync routes in a
-thread pool, so every model call passes one gate (:class:`_ModelGate`): one call at a time, a bounded
-number waiting, each for a bounded time.
+disk or logs; the server never fetches a URL or opens a path a client names. FastAPI runs these sync
+routes in a thread pool, so requests arrive concurrently; each model has its own gate
+(:class:`_ModelGate`): one call at a time on a local model (its tokenizer and generate are not made
+for concurrent calls, and two calls would only split the same CPU cores), a bounded number waiting,
+each for a bounded time. A grounding call and a segmentation call may run at once. In proxy mode
+(:class:`~medground.serve.proxy.UpstreamGrounder`) the upstream server batches, so its gate lets
+several calls through.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import base64
 import binascii
 import hmac
 import io
+import json
+import queue
 import re
 import threading
 import time
@@ -32,7 +37,7 @@ from PIL import Image
 
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
 from medground.io import ReadError, encode_rle, mask_array
-from medground.mllm.grounder import DEFAULT_MODEL, Grounder
+from medground.mllm.grounder import DEFAULT_MODEL, Answer, Grounder
 from medground.serve.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -81,27 +86,37 @@ class ServeSettings:
 
 
 class _ModelGate:
-    """One model call at a time, at most ``max_waiting`` requests waiting, each at most ``wait_s``."""
+    """``running`` model calls at a time, at most ``max_waiting`` requests waiting, each at most ``wait_s``.
 
-    def __init__(self, max_waiting: int, wait_s: float) -> None:
-        self.lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(max_waiting + 1)  # the running call + the waiting ones
+    :meth:`acquire` and :meth:`release` may run on different threads (a streamed answer is generated
+    on a thread of its own, which releases the gate when it is done).
+    """
+
+    def __init__(self, max_waiting: int, wait_s: float, running: int = 1) -> None:
+        self.runs = threading.BoundedSemaphore(running)
+        self.slots = threading.BoundedSemaphore(max_waiting + running)  # the running calls + the waiting ones
         self.max_waiting, self.wait_s = max_waiting, wait_s
 
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
+    def acquire(self) -> None:
+        """Wait for the model; 503 with Retry-After when too many wait or the wait is too long."""
         busy = {"Retry-After": "1"}
         if not self.slots.acquire(blocking=False):
             raise HTTPException(503, f"server busy: {self.max_waiting} requests already waiting", busy)
-        try:
-            if not self.lock.acquire(timeout=self.wait_s):
-                raise HTTPException(503, f"server busy: waited {self.wait_s:g} s for the model", busy)
-            try:
-                yield
-            finally:
-                self.lock.release()
-        finally:
+        if not self.runs.acquire(timeout=self.wait_s):
             self.slots.release()
+            raise HTTPException(503, f"server busy: waited {self.wait_s:g} s for the model", busy)
+
+    def release(self) -> None:
+        self.runs.release()
+        self.slots.release()
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
 
 def _host_name(header: str) -> str:
@@ -314,7 +329,8 @@ def create_app(
     """The app over loaded models; ``model_ids``: the names /v1/models lists (grounding, in-context)."""
     settings = settings or ServeSettings()
     ground_id, icl_id = model_ids
-    gate = _ModelGate(settings.max_waiting, settings.wait_s)
+    gate = _ModelGate(settings.max_waiting, settings.wait_s, getattr(grounder, "max_concurrent", 1))
+    icl_gate = _ModelGate(settings.max_waiting, settings.wait_s)
     metrics = _Metrics()
     started = int(time.time())
     app = FastAPI(title="medground", version="1", docs_url=None, redoc_url=None, openapi_url=None)
@@ -352,6 +368,10 @@ def create_app(
         metrics.add(route, request.method, response.status_code, time.perf_counter() - start)
         return response
 
+    def _grounding(answer: Answer, picture: Image.Image) -> Grounding:
+        boxes = [LabelledBox(label=g.label, box=g.box.as_list()) for g in answer.boxes]
+        return Grounding(boxes=boxes, width=picture.width, height=picture.height)
+
     def _ask(
         picture: Image.Image, question: str, box: list[int] | None, history: list[tuple[str, str]]
     ) -> tuple[str, Grounding]:
@@ -360,8 +380,30 @@ def create_app(
                 answer = grounder.ask(picture, question, box, history)
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
-        boxes = [LabelledBox(label=g.label, box=g.box.as_list()) for g in answer.boxes]
-        return answer.text, Grounding(boxes=boxes, width=picture.width, height=picture.height)
+        return answer.text, _grounding(answer, picture)
+
+    def _ask_streamed(
+        picture: Image.Image, question: str, history: list[tuple[str, str]]
+    ) -> queue.Queue[str | Answer | Exception]:
+        """Start answering on a thread of its own (holding the gate until done): the queue gets each
+        text piece as it is decoded, then the :class:`Answer` (or the exception that stopped it).
+
+        The gate is taken here, so a busy server answers 503 before the stream starts; the thread
+        releases it even when the client leaves mid-answer.
+        """
+        pieces: queue.Queue[str | Answer | Exception] = queue.Queue()
+        gate.acquire()
+
+        def work() -> None:
+            try:
+                pieces.put(grounder.ask(picture, question, None, history, on_text=pieces.put))
+            except Exception as error:  # handed to the stream, which reports it in its last event
+                pieces.put(error)
+            finally:
+                gate.release()
+
+        threading.Thread(target=work, name="medground-stream", daemon=True).start()
+        return pieces
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -386,26 +428,39 @@ def create_app(
                 404, f"model {body.model!r} is not served here; /v1/models lists {ground_id!r}"
             )
         picture, history, question = _conversation(body.messages, grounder, settings.max_pixels)
-        text, found = _ask(picture, question, None, history)
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.stream:
+            text, found = _ask(picture, question, None, history)
             message = AssistantMessage(content=text, medground=found)
             return ChatCompletion(
                 id=reply_id, created=created, model=ground_id, choices=[Choice(message=message)]
             )
+        pieces = _ask_streamed(picture, question, history)
+
+        def event(choice: ChunkChoice) -> str:
+            """One SSE event; the delta's unset fields are left out, the ``medground`` field is whole."""
+            chunk = ChatCompletionChunk(id=reply_id, created=created, model=ground_id, choices=[choice])
+            data = chunk.model_dump(mode="json", exclude_none=True)
+            if choice.delta.medground is not None:
+                data["choices"][0]["delta"]["medground"] = choice.delta.medground.model_dump(mode="json")
+            return f"data: {json.dumps(data)}\n\n"
 
         def events() -> Iterator[str]:
-            # the answer is decoded in full first (inside the model gate), then sent in word pieces
-            deltas = [Delta(role="assistant", content="")]
-            deltas += [Delta(content=piece) for piece in re.findall(r"\s*\S+", text)]
-            for delta in deltas:
-                chunk = ChatCompletionChunk(
-                    id=reply_id, created=created, model=ground_id, choices=[ChunkChoice(delta=delta)]
-                )
-                yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
-            last = ChunkChoice(delta=Delta(medground=found), finish_reason="stop")
-            chunk = ChatCompletionChunk(id=reply_id, created=created, model=ground_id, choices=[last])
-            yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\ndata: [DONE]\n\n"
+            # each piece is sent as soon as the model has decoded it; the boxes come with the last chunk
+            yield event(ChunkChoice(delta=Delta(role="assistant", content="")))
+            while True:
+                item = pieces.get()
+                if isinstance(item, str):
+                    yield event(ChunkChoice(delta=Delta(content=item)))
+                elif isinstance(item, Exception):  # the 200 is sent: OpenAI's in-stream error event
+                    kind = "invalid_request_error" if isinstance(item, ValueError) else "server_error"
+                    error = {"message": str(item), "type": kind, "code": 400 if kind[0] == "i" else 500}
+                    yield f"data: {json.dumps({'error': error})}\n\ndata: [DONE]\n\n"
+                    return
+                else:
+                    last = ChunkChoice(delta=Delta(medground=_grounding(item, picture)), finish_reason="stop")
+                    yield event(last) + "data: [DONE]\n\n"
+                    return
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -420,7 +475,7 @@ def create_app(
             for i, p in enumerate(body.support)
         ]
         try:
-            with gate():
+            with icl_gate():
                 prob = segmenter.segment(query, support=pairs, text=body.text or None)
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
