@@ -66,16 +66,37 @@ def segment_command(
         str,
         typer.Option("--modality", help="Volumes: 'ct' (soft-tissue window) or anything else (percentiles)."),
     ] = "mr",
+    box: Annotated[
+        str | None,
+        typer.Option(
+            "--box",
+            help="x0,y0,x1,y1 in pixels of the (one, 2D) query, x1/y1 exclusive: segment the object in the box; alone it allows k = 0 without text.",
+        ),
+    ] = None,
 ) -> None:
-    """Segment query images or volumes from a few (image, mask) examples and/or a text prompt."""
+    """Segment query images or volumes from a few (image, mask) examples, a text prompt and/or a box."""
     from medground.icl.outputs import parse_support, segment_files
 
     if (support_volume is None) != (support_labels is None):
         raise typer.BadParameter("--support-volume and --support-labels go together; give both or neither")
     pairs = [parse_support(s) for s in support or []]
     volume = (support_volume, support_labels) if support_volume is not None else None
-    written = segment_files(query, out, pairs, text, model, volume, threshold, modality)
+    written = segment_files(query, out, pairs, text, model, volume, threshold, modality, _parse_box(box))
     typer.echo(f"wrote {len(written)} files to {out}")
+
+
+def _parse_box(spec: str | None) -> tuple[int, int, int, int] | None:
+    """ "x0,y0,x1,y1" -> four ints; BadParameter for anything else."""
+    if spec is None:
+        return None
+    parts = spec.split(",")
+    try:
+        values = tuple(int(float(p)) for p in parts)
+    except ValueError:
+        values = ()
+    if len(parts) != 4 or len(values) != 4:
+        raise typer.BadParameter(f"--box expects x0,y0,x1,y1 (four numbers), got {spec!r}")
+    return values  # type: ignore[return-value]
 
 
 def icl_train_command(

@@ -78,17 +78,21 @@ def segment_files(
     support_volume: tuple[Path, Path] | None = None,
     threshold: float = 0.5,
     modality: str = "mr",
+    box: tuple[int, int, int, int] | None = None,
 ) -> list[Path]:
     """Segment each query file; write ``out/<stem>.png`` + ``out/<stem>_overlay.png`` (2D) or
     ``out/<stem>.nii.gz`` (NIfTI query, slice by slice, affine and header kept), with stems made distinct
-    by :func:`output_stems` when queries share one. Returns written paths."""
+    by :func:`output_stems` when queries share one. ``box`` ([x0, y0, x1, y1], one 2D query): segment
+    the object in it (supports/text, if any, add the in-context map). Returns written paths."""
+    if box is not None and (len(queries) != 1 or is_nifti(Path(queries[0]))):
+        raise ValueError("a box prompt takes exactly one 2D query image (one box for one query)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seg = InContextSegmenter.from_pretrained(model)
     pairs: list = list(support)
     if support_volume is not None:
         pairs += support_from_volume(*support_volume, modality=modality)
-    ctx = seg.encode_support(pairs, text)
+    ctx = seg.encode_support(pairs, text) if pairs or text or box is None else None
     written: list[Path] = []
     for query, name in zip(map(Path, queries), output_stems(queries), strict=True):
         if is_nifti(query):
@@ -97,7 +101,7 @@ def segment_files(
             written.append(target)
             continue
         image = read_image(query)
-        mask = seg.segment(image, context=ctx) >= threshold
+        mask = seg.segment(image, context=ctx, box=box) >= threshold
         write_png(out / f"{name}.png", mask)
         write_png(out / f"{name}_overlay.png", fill_masks(to_uint8_rgb(image), [mask], alpha=0.45))
         written += [out / f"{name}.png", out / f"{name}_overlay.png"]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from medground.icl.boxprompt import BoxSeg, check_box, load_boxseg, segment_boxes
 from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
 from medground.icl.preprocess import check_pair, prepare_image, prepare_mask, resize_back
 from medground.icl.solver import RidgeContext, RidgeSeg, RidgeSegConfig
@@ -100,20 +101,41 @@ def _as_mask(item: ImageLike) -> np.ndarray:
 
 
 class InContextSegmenter:
-    """Segment queries from a support set of (image, mask) pairs and/or a text prompt."""
+    """Segment queries from a support set of (image, mask) pairs and/or a text prompt and/or a box.
+
+    The box-prompt model (:mod:`medground.icl.boxprompt`) is loaded on first use from ``box_path``
+    (default: the shipped ``medground/icl/weights/box``) unless one is passed as ``box_model``.
+    """
 
     def __init__(
-        self, model: InContextModel, text_encoder: TextEncoder | None = None, batch_size: int = 16
+        self,
+        model: InContextModel,
+        text_encoder: TextEncoder | None = None,
+        batch_size: int = 16,
+        box_model: BoxSeg | None = None,
+        box_path: str | Path | None = None,
     ) -> None:
         self.model = model.eval()
         self.size = model.config.size
         self.text_encoder = text_encoder or TextEncoder()
         self.batch_size = batch_size
+        self._box_model = box_model
+        self._box_path = Path(box_path) if box_path is not None else None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None) -> InContextSegmenter:
-        """Load a model folder; ``None`` loads the weights shipped in ``medground/icl/weights``."""
-        return cls(load_pretrained(Path(path) if path is not None else DEFAULT_WEIGHTS))
+    def from_pretrained(
+        cls, path: str | Path | None = None, box_path: str | Path | None = None
+    ) -> InContextSegmenter:
+        """Load a model folder; ``None`` loads the weights shipped in ``medground/icl/weights``
+        (``box_path``: the box-prompt model folder, default the shipped ``weights/box``)."""
+        return cls(load_pretrained(Path(path) if path is not None else DEFAULT_WEIGHTS), box_path=box_path)
+
+    @property
+    def box_model(self) -> BoxSeg:
+        """The box-prompt model, loaded on first use."""
+        if self._box_model is None:
+            self._box_model = load_boxseg(self._box_path)
+        return self._box_model
 
     @torch.no_grad()
     def encode_support(
@@ -147,23 +169,49 @@ class InContextSegmenter:
         support: Sequence[tuple[ImageLike, ImageLike]] | None = None,
         text: str | None = None,
         context: Context | None = None,
+        box: Sequence[float] | Sequence[Sequence[float]] | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Probability masks (H, W) float32 in [0, 1] at each query's own size.
 
-        query: one image (array or path) -> one array; a list -> a list. Pass either ``support``/``text``
-        or a ``context`` from :meth:`encode_support` (encode once, segment many).
+        query: one image (array or path) -> one array; a list -> a list. Pass ``support``/``text``, or a
+        ``context`` from :meth:`encode_support` (encode once, segment many), and/or a ``box``:
+        ``[x0, y0, x1, y1]`` in pixels of the query (x1/y1 exclusive) for one query, a list of such
+        boxes (one per query) for a list. With a box alone the box-prompt model segments the object in
+        it; with a box and supports/text the in-context map is the box model's prior channel. Outside
+        the box's crop window (the box plus 20% and 4 px per side) the probability is 0. Raises
+        ValueError naming a box that is malformed or not inside its image.
         """
         single = isinstance(query, str | Path | np.ndarray)
         queries = [query] if single else list(query)
-        ctx = context if context is not None else self.encode_support(support, text)
         arrays = [_as_image(q) for q in queries]
+        if box is None:
+            ctx = context if context is not None else self.encode_support(support, text)
+            out = self._segment_in_context(arrays, ctx)
+            return out[0] if single else out
+        boxes = _boxes_per_query(box, single, len(arrays))
+        checked = [
+            check_box(b, a.shape[0], a.shape[1], f"box of query {i}")
+            for i, (b, a) in enumerate(zip(boxes, arrays, strict=True))
+        ]
+        priors: list[np.ndarray | None] = [None] * len(arrays)
+        if context is not None or support or text:
+            ctx = context if context is not None else self.encode_support(support, text)
+            priors = list(self._segment_in_context(arrays, ctx))
+        out = [
+            segment_boxes(self.box_model, a, [b], [p])[0]
+            for a, b, p in zip(arrays, checked, priors, strict=True)
+        ]
+        return out[0] if single else out
+
+    def _segment_in_context(self, arrays: list[np.ndarray], ctx: Context) -> list[np.ndarray]:
+        """In-context probability maps (H, W) for query arrays, in batches."""
         out: list[np.ndarray] = []
         for start in range(0, len(arrays), self.batch_size):
             chunk = arrays[start : start + self.batch_size]
             batch = torch.stack([prepare_image(a, self.size, "query") for a in chunk])[None]
             logits = self.model.segment(batch, ctx)[0, :, 0]  # (Q, S, S)
             out.extend(resize_back(lg, a.shape[0], a.shape[1]) for lg, a in zip(logits, chunk, strict=True))
-        return out[0] if single else out
+        return out
 
     def segment_volume(
         self,
@@ -199,6 +247,18 @@ class InContextSegmenter:
         if out is not None:
             write_nifti_like(out, mask, vol)
         return to_original_order(mask, vol)
+
+
+def _boxes_per_query(box, single: bool, count: int) -> list:
+    """``box`` -> one box per query: one query takes [x0, y0, x1, y1], a list of queries a list of boxes."""
+    if single:
+        return [box]
+    boxes = list(box)
+    if len(boxes) != count or any(np.ndim(b) != 1 for b in boxes):
+        raise ValueError(
+            f"box: a list of {count} queries needs a list of {count} boxes [x0, y0, x1, y1], got {box!r}"
+        )
+    return boxes
 
 
 def support_from_volume(
