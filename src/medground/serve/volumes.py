@@ -1,0 +1,356 @@
+"""Volumes for ``medground serve``: upload a NIfTI volume or a DICOM series, address it by plane and slice.
+
+An upload (``POST /v1/volumes``, the file's bytes as the body) is read in memory by medground.io's
+readers (:func:`~medground.io.nifti.load_volume_bytes`, :func:`~medground.io.dicom.load_dicom_files`),
+which reorient it to canonical RAS+, and kept in a bounded in-memory :class:`VolumeStore` under a
+random id; nothing is written to disk. Slices are the data engine's display slices
+(:func:`~medground.io.display.slice_volume` of :func:`~medground.io.display.display_volume`: CT through a
+window preset, any other modality between its 0.5/99.5 non-zero percentiles), so every box or mask on a
+slice is in the data engine's display orientation (radiological: image left = patient right), stated
+with each slice as :data:`EDGES`.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import struct
+import threading
+import zipfile
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from PIL import Image
+
+from medground.io.dicom import MemoryFile, load_dicom_files
+from medground.io.display import (
+    AXES,
+    CT_WINDOWS,
+    DEFAULT_CT_WINDOW,
+    axis_length,
+    display_volume,
+    slice_spacing,
+    slice_volume,
+)
+from medground.io.errors import ReadError
+from medground.io.nifti import Volume, load_volume_bytes
+from medground.serve.schemas import PlaneInfo, SliceInfo, SliceRef, VolumeInfo
+
+__all__ = ["EDGES", "PERCENTILES", "SLICE_INFO", "VolumeStore", "read_volume", "volume_router"]
+
+PERCENTILES = "percentiles"
+"""The window name of the data engine's non-CT display: the volume's 0.5/99.5 non-zero percentiles."""
+
+EDGES: dict[str, dict[str, str]] = {
+    "axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
+    "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
+    "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
+}
+"""Patient direction at each edge of a display slice, per plane (from slice_volume's frame table)."""
+
+SLICE_INFO = "medground_slice"
+"""Key in ``PIL.Image.info`` of a picture made from a volume slice: its :class:`SliceInfo`, so the boxes
+and masks found on it are said to refer to that slice."""
+
+_GZIP, _ZIP, _NIFTI1, _NIFTI2 = b"\x1f\x8b", b"PK\x03\x04", 348, 540
+
+
+@dataclass
+class _Held:
+    volume: Volume
+    default_window: str
+    displays: dict[str, np.ndarray] = field(default_factory=dict)  # window -> uint8 (X, Y, Z)
+
+    @property
+    def nbytes(self) -> int:
+        return self.volume.array.nbytes + sum(d.nbytes for d in self.displays.values())
+
+
+class VolumeStore:
+    """Uploaded volumes in memory under random ids, at most ``max_volumes`` and ``max_bytes`` (voxels
+    plus the display copies made per window); past either, the least recently used are dropped."""
+
+    def __init__(self, max_volumes: int = 8, max_bytes: int = 2 * 1024**3) -> None:
+        self.max_volumes, self.max_bytes = max_volumes, max_bytes
+        self.lock = threading.Lock()
+        self.held: OrderedDict[str, _Held] = OrderedDict()
+
+    def add(self, volume: Volume, default_window: str) -> str:
+        """Keep ``volume``; returns its id (128 random bits, URL-safe)."""
+        volume_id = secrets.token_urlsafe(16)
+        with self.lock:
+            self.held[volume_id] = _Held(volume, default_window)
+            self._evict()
+        return volume_id
+
+    def _evict(self) -> None:
+        while len(self.held) > 1 and (
+            len(self.held) > self.max_volumes or sum(h.nbytes for h in self.held.values()) > self.max_bytes
+        ):
+            self.held.popitem(last=False)
+
+    def get(self, volume_id: str) -> _Held:
+        with self.lock:
+            if volume_id not in self.held:
+                raise HTTPException(
+                    404,
+                    f"volume {volume_id!r} is not held: uploads are kept in memory only and the least "
+                    f"recently used are dropped past {self.max_volumes} volumes or "
+                    f"{self.max_bytes // 2**20} MiB; upload it again",
+                )
+            self.held.move_to_end(volume_id)
+            return self.held[volume_id]
+
+    def display(self, volume_id: str, window: str | None) -> tuple[np.ndarray, str]:
+        """(uint8 (X, Y, Z) display volume, window name), made once per window and kept."""
+        held = self.get(volume_id)
+        name = window or held.default_window
+        if name != PERCENTILES and name not in CT_WINDOWS:
+            raise HTTPException(400, f"unknown window {name!r}; known: {', '.join(_windows())}")
+        with self.lock:
+            made = held.displays.get(name)
+        if made is None:
+            array = held.volume.array
+            made = display_volume(array, "ct", name) if name in CT_WINDOWS else display_volume(array, "mr")
+            with self.lock:
+                held.displays[name] = made
+                self._evict()
+        return made, name
+
+    def slice(self, ref: SliceRef) -> tuple[np.ndarray, SliceInfo]:
+        """The display slice a reference names ((H, W) uint8) and its description; 400/404 when out of range."""
+        volume, window = self.display(ref.volume, ref.window)
+        count = axis_length(volume.shape, ref.plane)
+        if ref.index >= count:
+            raise HTTPException(
+                400, f"{ref.plane} slice {ref.index} is outside 0..{count - 1} of this volume"
+            )
+        pixels = slice_volume(volume, ref.plane, ref.index)
+        info = SliceInfo(
+            volume=ref.volume,
+            plane=ref.plane,
+            index=ref.index,
+            window=window,
+            width=int(pixels.shape[1]),
+            height=int(pixels.shape[0]),
+            edges=EDGES[ref.plane],
+        )
+        return pixels, info
+
+    def picture(self, ref: SliceRef) -> Image.Image:
+        """The slice as a grey PIL image carrying its :class:`SliceInfo` under ``info[SLICE_INFO]``."""
+        pixels, info = self.slice(ref)
+        image = Image.fromarray(pixels)
+        image.info[SLICE_INFO] = info
+        return image
+
+    def image_or_slice(
+        self,
+        image: str | None,
+        ref: SliceRef | None,
+        names: tuple[str, str],
+        decode: Callable[[str, str], Image.Image],
+    ) -> Image.Image:
+        """A request's picture: ``decode(image, names[0])`` or the slice ``ref`` names; 400 unless exactly one."""
+        if (image is None) == (ref is None):
+            raise HTTPException(
+                400,
+                f"give exactly one of {names[0]} (an image) and {names[1]} (a slice of an uploaded volume)",
+            )
+        return self.picture(ref) if ref is not None else decode(image, names[0])
+
+
+def _windows() -> list[str]:
+    return [PERCENTILES, *CT_WINDOWS]
+
+
+def _info(volume_id: str, held: _Held) -> VolumeInfo:
+    planes = {}
+    for plane in AXES:
+        probe = slice_volume(np.empty(held.volume.shape, dtype=np.uint8), plane, 0)
+        planes[plane] = PlaneInfo(
+            count=axis_length(held.volume.shape, plane),
+            width=int(probe.shape[1]),
+            height=int(probe.shape[0]),
+            pixel_mm=list(slice_spacing(held.volume.spacing, plane)),
+            edges=EDGES[plane],
+        )
+    return VolumeInfo(
+        id=volume_id,
+        shape=list(held.volume.shape),
+        spacing=list(held.volume.spacing),
+        window=held.default_window,
+        windows=_windows(),
+        planes=planes,
+    )
+
+
+def _inflate(data: bytes, name: str, max_voxels: int) -> bytes:
+    """Gunzip a .nii.gz in memory, reading only as far as its header says the file goes (a gzip bomb
+    stops at the header's size); 413 when the header's voxel count is over ``max_voxels``."""
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        head = stream.decompress(data, _NIFTI2)
+        if len(head) < _NIFTI2 and not stream.eof:
+            head += stream.decompress(stream.unconsumed_tail, _NIFTI2 - len(head))
+        total = _nifti_size(head, name, max_voxels)
+        out = [head]
+        size = len(head)
+        while size < total and not stream.eof:
+            piece = stream.decompress(stream.unconsumed_tail, min(total - size, 1 << 24))
+            if not piece and not stream.unconsumed_tail:
+                break
+            out.append(piece)
+            size += len(piece)
+    except zlib.error as error:
+        raise HTTPException(400, f"{name}: not a readable gzip file ({error})") from error
+    if size < total:
+        raise HTTPException(400, f"{name}: truncated: the header says {total} bytes, the gzip holds {size}")
+    return b"".join(out)[:total]
+
+
+def _nifti_size(head: bytes, name: str, max_voxels: int) -> int:
+    """Bytes a NIfTI file's header says it spans (offset + voxels x item size); 413 past ``max_voxels``."""
+    for order in "<>":
+        if len(head) >= 4 and struct.unpack(order + "i", head[:4])[0] in (_NIFTI1, _NIFTI2):
+            break
+    else:
+        raise HTTPException(400, f"{name}: not a NIfTI file (no 348- or 540-byte header)")
+    if struct.unpack(order + "i", head[:4])[0] == _NIFTI1 and len(head) >= _NIFTI1:
+        dims = struct.unpack(order + "8h", head[40:56])
+        bitpix, offset = (
+            struct.unpack(order + "h", head[72:74])[0],
+            struct.unpack(order + "f", head[108:112])[0],
+        )
+    elif len(head) >= _NIFTI2:
+        dims = struct.unpack(order + "8q", head[16:80])
+        bitpix, offset = (
+            struct.unpack(order + "h", head[14:16])[0],
+            struct.unpack(order + "q", head[168:176])[0],
+        )
+    else:
+        raise HTTPException(400, f"{name}: truncated NIfTI header ({len(head)} bytes)")
+    n = int(dims[0])
+    if not 1 <= n <= 7 or any(d < 1 for d in dims[1 : n + 1]) or bitpix < 1:
+        raise HTTPException(400, f"{name}: corrupt NIfTI header (dim {list(dims)}, bitpix {bitpix})")
+    voxels = int(np.prod([int(d) for d in dims[1 : n + 1]], dtype=object))
+    if voxels > max_voxels:
+        raise HTTPException(413, f"{name}: {voxels} voxels is over the {max_voxels}-voxel limit")
+    return int(offset) + (voxels * int(bitpix) + 7) // 8
+
+
+def _unzip(data: bytes, name: str, max_bytes: int) -> list[MemoryFile]:
+    """The files of a zip held in memory; 413 when their sizes add up past ``max_bytes`` (read bounded)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = [e for e in archive.infolist() if not e.is_dir() and not e.filename.startswith("__MACOSX")]
+        declared = sum(e.file_size for e in entries)
+        if declared > max_bytes:
+            raise HTTPException(
+                413, f"{name}: its files add up to {declared} bytes, over the {max_bytes}-byte limit"
+            )
+        files, read = [], 0
+        for entry in entries:
+            with archive.open(entry) as handle:
+                content = handle.read(entry.file_size + 1)
+            read += len(content)
+            if len(content) > entry.file_size or read > max_bytes:
+                raise HTTPException(413, f"{name}: holds more than it declares (over {max_bytes} bytes)")
+            files.append(MemoryFile(f"{name}/{entry.filename}", content))
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+        raise HTTPException(400, f"{name}: not a readable zip file ({error})") from error
+    return files
+
+
+def read_volume(data: bytes, name: str, max_voxels: int, max_bytes: int) -> tuple[Volume, bool]:
+    """(canonical RAS+ volume, True if DICOM says CT) from an upload's bytes, judged by content, never by
+    ``name``: gzip (.nii.gz), NIfTI-1/2 (.nii), a zip of one DICOM series, or one DICOM file."""
+    try:
+        if data[:2] == _GZIP:
+            volume = load_volume_bytes(_inflate(data, name, max_voxels), name)
+        elif data[:4] == _ZIP:
+            files = _unzip(data, name, max_bytes)
+            volume = _dicom(files, name, max_voxels)
+            return volume, _is_ct(files)
+        elif len(data) > 132 and data[128:132] == b"DICM":
+            files = [MemoryFile(name, data)]
+            return _dicom(files, name, max_voxels), _is_ct(files)
+        else:
+            _nifti_size(data[:_NIFTI2], name, max_voxels)
+            volume = load_volume_bytes(data, name)
+    except ReadError as error:
+        raise HTTPException(400, str(error)) from error
+    return volume, False
+
+
+def _dicom(files: list[MemoryFile], name: str, max_voxels: int) -> Volume:
+    volume = load_dicom_files(files, name)
+    if volume.array.size > max_voxels:
+        raise HTTPException(413, f"{name}: {volume.array.size} voxels is over the {max_voxels}-voxel limit")
+    return volume
+
+
+def _is_ct(files: list[MemoryFile]) -> bool:
+    """Whether the first DICOM image among ``files`` says Modality CT (read, never echoed back)."""
+    import pydicom
+
+    for file in files:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(file.data), stop_before_pixels=True)
+        except Exception:
+            continue
+        if "Rows" in ds:
+            return str(ds.get("Modality", "")).upper() == "CT"
+    return False
+
+
+def volume_router(store: VolumeStore, max_voxels: int, max_bytes: int) -> APIRouter:
+    """``POST /v1/volumes`` (upload), ``GET /v1/volumes/{id}`` (planes, sizes, edges) and
+    ``GET /v1/volumes/{id}/{plane}/{index}.png`` (a display slice)."""
+    router = APIRouter()
+
+    @router.post("/v1/volumes", response_model=VolumeInfo)
+    async def upload(request: Request, modality: str | None = None, name: str = "upload") -> VolumeInfo:
+        data = await request.body()
+        if not data:
+            raise HTTPException(
+                400, "empty body: send the file's bytes (.nii, .nii.gz, a DICOM file or a zip)"
+            )
+        label = name[:80] if name.isprintable() else "upload"
+        volume, ct = await run_in_threadpool(read_volume, data, label, max_voxels, max_bytes)
+        window = (
+            DEFAULT_CT_WINDOW
+            if (modality or "").lower() == "ct" or (modality is None and ct)
+            else PERCENTILES
+        )
+        volume_id = store.add(volume, window)
+        return _info(volume_id, store.get(volume_id))
+
+    @router.get("/v1/volumes/{volume_id}", response_model=VolumeInfo)
+    def describe(volume_id: str) -> VolumeInfo:
+        return _info(volume_id, store.get(volume_id))
+
+    @router.get("/v1/volumes/{volume_id}/{plane}/{index}.png")
+    def slice_png(volume_id: str, plane: str, index: int, window: str | None = None) -> Response:
+        if plane not in AXES:
+            raise HTTPException(400, f"unknown plane {plane!r}; known: {', '.join(AXES)}")
+        if index < 0:
+            raise HTTPException(400, f"slice index {index} is negative")
+        pixels, info = store.slice(SliceRef(volume=volume_id, plane=plane, index=index, window=window))
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+        edges = info.edges
+        headers = {
+            "X-Medground-Edges": f"left={edges['left']} right={edges['right']} top={edges['top']} bottom={edges['bottom']}",
+            "X-Medground-Window": info.window,
+            "Cache-Control": "no-store",
+        }
+        return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+
+    return router

@@ -1,0 +1,208 @@
+"""The web page in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium):
+open a PNG and a NIfTI volume, move through slices, draw a box, ask, and check what is drawn.
+
+Where /usr/bin/chromium is installed these tests run (never skip); screenshots go to a folder under
+pytest's tmp dir and, when set, to $MEDGROUND_ARTIFACTS.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import CXR
+from .test_volumes import AXIAL, CT_NII, SAGITTAL
+
+CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium and chromium-driver (make browsers)"
+)
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1366,900",
+)
+FIRST_COLOUR = (255, 90, 90)  # page.js COLOURS[0], the first answer box's stroke
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A headless Chromium through /usr/bin/chromedriver (Selenium Manager never downloads anything)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("screenshots")
+    yield folder
+    if os.environ.get("MEDGROUND_ARTIFACTS"):
+        target = Path(os.environ["MEDGROUND_ARTIFACTS"]) / "browser"
+        target.mkdir(parents=True, exist_ok=True)
+        for shot in folder.glob("*.png"):
+            shutil.copy2(shot, target / shot.name)
+
+
+def _wait(driver, condition, seconds: float = 15.0):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.05).until(lambda d: condition(d))
+
+
+def _pixel(driver, x: int, y: int) -> tuple[int, int, int]:
+    rgba = driver.execute_script(
+        "return Array.from(document.getElementById('view').getContext('2d').getImageData(arguments[0], arguments[1], 1, 1).data)",
+        x,
+        y,
+    )
+    return tuple(rgba[:3])
+
+
+def _canvas(driver) -> np.ndarray:
+    """The page's canvas as (H, W, 3) uint8, through toDataURL."""
+    url = driver.execute_script("return document.getElementById('view').toDataURL('image/png')")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def _drag_box(driver, start: tuple[float, float], end: tuple[float, float]) -> list[int]:
+    """Drag from ``start`` to ``end`` (fractions of the canvas); returns the box the page says it drew."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = driver.find_element(By.ID, "view")
+    w, h = canvas.size["width"], canvas.size["height"]
+    offset = lambda f: (int((f[0] - 0.5) * w), int((f[1] - 0.5) * h))  # noqa: E731  (from the centre)
+    chain = ActionChains(driver).move_to_element_with_offset(canvas, *offset(start)).click_and_hold()
+    chain.move_to_element_with_offset(canvas, *offset(end)).release().perform()
+    text = driver.find_element(By.ID, "box-text").text
+    return [int(v) for v in re.findall(r"-?\d+", text)]
+
+
+def _ask(driver, question: str) -> str:
+    """Type ``question`` and press Enter; returns the answer's text once the page shows it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    before = len(driver.find_elements(By.CSS_SELECTOR, "#chat-log li.assistant, #chat-log li.error"))
+    field = driver.find_element(By.ID, "question")
+    field.send_keys(question)
+    field.send_keys(Keys.ENTER)
+    _wait(
+        driver,
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, "#chat-log li.assistant, #chat-log li.error")) > before
+        ),
+    )
+    last = driver.find_elements(By.CSS_SELECTOR, "#chat-log li")[-1]
+    assert "error" not in last.get_attribute("class"), last.text
+    return last.text
+
+
+def test_open_a_png_draw_a_box_ask_and_see_the_answer_boxes(browser, server, models, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    grounder, _ = models
+    browser.get(server + "/")
+    assert browser.title.startswith("medground")
+    browser.find_element(By.ID, "file").send_keys(str(CXR))
+    _wait(browser, lambda d: d.execute_script("return document.getElementById('view').width") == 750)
+    canvas = _canvas(browser)
+    assert np.array_equal(canvas, np.asarray(Image.open(CXR).convert("RGB")))  # drawn pixel for pixel
+    box = _drag_box(browser, (0.2, 0.2), (0.55, 0.7))
+    assert len(box) == 4 and box[0] < box[2] and box[1] < box[3]
+    assert abs(box[0] - 150) <= 8 and abs(box[3] - 514) <= 8  # 0.2 x 750 and 0.7 x 734, within a few pixels
+
+    text = _ask(browser, "What is at")
+    direct = grounder.ask(CXR, "What is at", box)
+    assert text == direct.text
+    drawn = int(browser.find_element(By.ID, "view").get_attribute("data-boxes"))
+    assert drawn == len(direct.boxes)
+
+    browser.find_element(By.ID, "clear-box").click()
+    text = _ask(browser, "Where are both lungs?")
+    direct = grounder.ask(CXR, "Where are both lungs?")
+    assert text == direct.text and direct.boxes
+    assert int(browser.find_element(By.ID, "view").get_attribute("data-boxes")) == len(direct.boxes)
+    x0, y0, x1, y1 = direct.boxes[0].box.as_list()
+    if len(direct.boxes) == 1:  # the stroke of the first box on its bottom edge, read back from the canvas
+        assert _pixel(browser, (x0 + x1) // 2, y1) == FIRST_COLOUR
+    colours = {tuple(p) for p in _canvas(browser).reshape(-1, 3)}
+    assert FIRST_COLOUR in colours and FIRST_COLOUR not in {tuple(p) for p in canvas.reshape(-1, 3)}
+    browser.save_screenshot(str(shots / "png_answer.png"))
+
+
+def test_open_a_nifti_volume_move_slices_and_planes_draw_a_box_and_ask(
+    browser, server, models, shots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    grounder, _ = models
+    browser.get(server + "/")
+    browser.find_element(By.ID, "file").send_keys(str(CT_NII))
+    _wait(browser, lambda d: d.find_element(By.ID, "view").get_attribute("data-first-slice") == "1")
+    edges = {side: browser.find_element(By.ID, f"edge-{side}").text for side in AXIAL}
+    assert edges == AXIAL
+    slider = browser.find_element(By.ID, "slice")
+    assert (slider.get_attribute("max"), slider.get_attribute("value")) == ("127", "64")
+
+    def shown_index() -> int:
+        return int(browser.find_element(By.ID, "slice-out").text)
+
+    slider.send_keys(Keys.RIGHT, Keys.RIGHT, Keys.RIGHT)
+    _wait(browser, lambda d: shown_index() == 67)
+    browser.find_element(By.ID, "stage").send_keys(Keys.ARROW_DOWN)  # arrow keys on the view step slices
+    _wait(browser, lambda d: shown_index() == 66)
+    volume = browser.execute_script("return state.volume.id")
+
+    def api_slice(plane: str, index: int) -> np.ndarray:
+        with urllib.request.urlopen(f"{server}/v1/volumes/{volume}/{plane}/{index}.png") as reply:
+            return np.asarray(Image.open(io.BytesIO(reply.read())).convert("RGB"))
+
+    _wait(browser, lambda d: np.array_equal(_canvas(d), api_slice("axial", 66)))
+
+    Select(browser.find_element(By.ID, "plane")).select_by_value("sagittal")
+    _wait(browser, lambda d: d.find_element(By.ID, "edge-left").text == "A")
+    assert {side: browser.find_element(By.ID, f"edge-{side}").text for side in SAGITTAL} == SAGITTAL
+    _wait(browser, lambda d: np.array_equal(_canvas(d), api_slice("sagittal", 64)))
+
+    box = _drag_box(browser, (0.3, 0.3), (0.7, 0.8))
+    text = _ask(browser, "What is at")
+    picture = Image.fromarray(api_slice("sagittal", 64))
+    direct = grounder.ask(picture, "What is at", box)
+    assert text == direct.text
+    assert int(browser.find_element(By.ID, "view").get_attribute("data-boxes")) == len(direct.boxes)
+    answered = browser.execute_script("return state.slice")
+    assert {k: answered[k] for k in ("plane", "index", "edges")} == {
+        "plane": "sagittal",
+        "index": 64,
+        "edges": SAGITTAL,
+    }
+    browser.save_screenshot(str(shots / "volume_answer.png"))
