@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench serve clean
+.PHONY: install demo test lint bench serve browsers clean
 
 # Creates .venv and installs everything. CPU torch comes from a local file here (torch==2.13.0);
 # users with GPUs install their own torch build into .venv before `make install`.
@@ -22,6 +22,11 @@ demo: install
 # The API server with the shipped models on http://127.0.0.1:8000 (see README "Serve").
 serve: install
 	$(BIN)/medground serve
+
+# Debian's headless Chromium and its driver, for the web page's browser tests (tests/serve/test_browser.py).
+browsers:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 test: install
 	$(BIN)/python -m pytest
