@@ -1,33 +1,43 @@
-"""Benchmark: `medground build` against the decode floor, 1 and 2 workers.
+"""Benchmark: `medground build` (through the CLI, as users run it) against the decode floor.
 
-The shared medseg collection is replicated (file links, distinct dataset names) to at least
-``--pairs`` image-mask pairs. In the same run we time the floor, decoding every input image and mask
-once with the same readers, and the build with 1 and 2 worker processes (no report). Prints pairs/s,
-the build/floor ratio (wall and CPU time) and the 2-worker speed-up, and peak memory (max RSS of this
-process and of the worker processes). Then the write floor: the time to create the build's output
-files again from memory (one PNG per region instance), which no computation can save.
+The shared medseg collection is replicated ``--copies`` times (distinct dataset folder names; images
+and masks linked, not copied). In the same run we time
 
-    python bench/bench_build.py [--pairs 2000] [--shared ../shared/data/medseg]
+- the decode floor: decoding every input image and mask once with the same readers (1 process);
+- `medground build --masks rle` and `--masks png` with 1 worker, each a fresh subprocess of the CLI
+  into a fresh output folder (no report, no progress bar);
+- ``--repeats`` alternating runs of the RLE build with 1 and with 2 workers (medians compared);
+- the write floor: creating the RLE build's files again from memory (images, records; no mask files),
+  which no computation can save; build / (decode floor + write floor) is the ratio to compare across
+  runs on a disk slowed by earlier deletions (bench/RESULTS.md, "Measuring file creation on this disk");
+- peak memory: the largest RSS of the 1-worker build process (where the build runs) on the collection
+  x1 and x``copies``, to show it does not grow with the collection, and of the 2-worker process tree.
+
+Nothing is deleted until the end (fresh folder names throughout), so no run pays for an earlier run's
+deletions.
+
+    python bench/bench_build.py [--copies 8] [--repeats 3] [--shared ../shared/data/medseg] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
-import resource
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from medground.data.api import build_dataset
-from medground.data.records import RecordConfig
 from medground.io import read_image, read_mask
 
 HERE = Path(__file__).resolve().parent
+CLI = Path(sys.executable).parent / "medground"
 
 
 def count_pairs(root: Path) -> int:
@@ -35,13 +45,11 @@ def count_pairs(root: Path) -> int:
         return sum(1 for _ in csv.DictReader(handle))
 
 
-def replicate(shared: Path, target: Path, min_pairs: int, exclude: list[str]) -> list[Path]:
-    """Copies of every dataset folder (csv/json copied, images and masks hard- or sym-linked)."""
+def replicate(shared: Path, target: Path, copies: int, exclude: list[str]) -> list[Path]:
+    """``copies`` copies of every dataset folder: csv/json files copied, images/ and masks/ symlinked."""
     datasets = sorted(p for p in shared.iterdir() if (p / "pairs.csv").exists() and p.name not in exclude)
-    per_round = sum(count_pairs(d) for d in datasets)
-    rounds = -(-min_pairs // per_round)
     roots = []
-    for r in range(rounds):
+    for r in range(copies):
         for dataset in datasets:
             root = target / f"{dataset.name}_copy{r:02d}"
             root.mkdir(parents=True)
@@ -54,41 +62,44 @@ def replicate(shared: Path, target: Path, min_pairs: int, exclude: list[str]) ->
     return roots
 
 
-def _decode_dataset(root: Path) -> int:
-    pairs = 0
-    with open(root / "pairs.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for image in sorted({r["image"] for r in rows}):
-        read_image(root / image)
-    for row in rows:
-        read_mask(root / row["mask"])
-        pairs += 1
-    return pairs
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (user + system)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def decode_floor(roots: list[Path], workers: int) -> float:
+def decode_floor(roots: list[Path]) -> float:
+    """Seconds to decode every input image and mask of ``roots`` once (this process, one thread)."""
     start = time.perf_counter()
-    if workers == 1:
-        for root in roots:
-            _decode_dataset(root)
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_decode_dataset, roots))
+    for root in roots:
+        with open(root / "pairs.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for image in sorted({r["image"] for r in rows}):
+            read_image(root / image)
+        for row in rows:
+            read_mask(root / row["mask"])
     return time.perf_counter() - start
 
 
-def write_floor(out: Path, target: Path) -> tuple[float, int]:
-    """Seconds to create the build's image and mask files again (same names, same bytes, one thread),
-    and how many: the part of a build that no computation can save."""
+def cli_build(roots: list[Path], out: Path, masks: str, workers: int) -> tuple[float, float, float, dict]:
+    """Run `medground build` in a subprocess: (wall s, CPU s of it and its workers, peak RSS MB, manifest).
+
+    The peak RSS is the largest of the CLI process and the worker processes it waited for (Linux wait4).
+    """
+    args = [str(CLI), "build", *map(str, roots), "--out", str(out), "--masks", masks]
+    args += ["--workers", str(workers), "--no-report", "--no-progress"]
+    start = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"build failed ({process.returncode}):\n{stderr[-2000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, manifest
+
+
+def write_floor(out: Path, target: Path) -> tuple[float, int, int]:
+    """Seconds to create the build's image, mask and records files again (same names and bytes, one
+    thread), how many files and how many bytes: the part of a build that no computation can save."""
     files = [
         (p.relative_to(out), p.read_bytes())
-        for folder in ("images", "masks")
+        for folder in ("images", "masks", "records")
         for p in sorted((out / folder).rglob("*"))
         if p.is_file()
     ]
@@ -97,22 +108,21 @@ def write_floor(out: Path, target: Path) -> tuple[float, int]:
         path = target / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    return time.perf_counter() - start, len(files)
+    return time.perf_counter() - start, len(files), sum(len(d) for _, d in files)
 
 
-def timed_build(roots: list[Path], out: Path, workers: int) -> tuple[float, dict]:
-    start = time.perf_counter()
-    manifest = build_dataset(
-        roots, out, RecordConfig(seed=0), workers=workers, report=False, progress=False, overwrite=True
-    )
-    return time.perf_counter() - start, manifest
+def output_size(out: Path) -> tuple[int, int]:
+    """(files, bytes) under the build's images/, masks/ and records/."""
+    files = [p for folder in ("images", "masks", "records") for p in (out / folder).rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--copies", type=int, default=8, help="replicas of the shared collection")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each worker count (median)")
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data" / "medseg")
     parser.add_argument("--exclude", nargs="*", default=[], help="dataset folder names to leave out")
     parser.add_argument(
@@ -120,36 +130,52 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        roots = replicate(args.shared, Path(tmp) / "collection", args.pairs, args.exclude)
+        work = Path(tmp)
+        small = replicate(args.shared, work / "x1", 1, args.exclude)
+        roots = small if args.copies == 1 else replicate(args.shared, work / "xN", args.copies, args.exclude)
         pairs = sum(count_pairs(r) for r in roots)
+        load = os.getloadavg()[0]
+        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, load {load:.1f}")
+        print(f"collection x{args.copies}: {len(roots)} dataset folders, {pairs} image-mask pairs")
+
+        floor = decode_floor(roots)
+        print(f"decode floor: {floor:.1f} s ({pairs / floor:.0f} pairs/s)")
+        png = cli_build(roots, work / "out-png-1", "png", 1)
+        runs: dict[int, list[tuple[float, float, float, dict]]] = {1: [], 2: []}
+        for repeat in range(args.repeats):
+            for workers in (1, 2):
+                runs[workers].append(cli_build(roots, work / f"out-rle-{workers}-{repeat}", "rle", workers))
+        rle = runs[1][0]
+        counts = rle[3]["counts"]
         print(
-            f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus"
+            f"build output: {counts['records']} records, {counts['images']} images, {counts['regions']} regions"
         )
-        print(f"collection: {len(roots)} dataset folders, {pairs} image-mask pairs")
-        rows = []
-        for workers in (1, 2):
-            cpu0 = cpu_seconds()
-            floor = decode_floor(roots, workers)
-            cpu1 = cpu_seconds()
-            seconds, manifest = timed_build(roots, Path(tmp) / f"out{workers}", workers)
-            cpu2 = cpu_seconds()
-            rows.append((workers, floor, seconds, manifest))
+        for name, run, out in (("png", png, "out-png-1"), ("rle", rle, "out-rle-1-0")):
+            files, size = output_size(work / out)
             print(
-                f"workers={workers}: floor {pairs / floor:7.1f} pairs/s ({floor:.1f} s)  build {pairs / seconds:7.1f} pairs/s "
-                f"({seconds:.1f} s)  build/floor = {seconds / floor:.2f} wall, {(cpu2 - cpu1) / (cpu1 - cpu0):.2f} CPU"
-                f"  records={manifest['counts']['records']}"
+                f"--masks {name}, 1 worker: {run[0]:.1f} s wall, {run[1]:.1f} s CPU, build/floor = "
+                f"{run[0] / floor:.2f}; {files} files, {size / 1e6:.1f} MB"
             )
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"peak RSS of the builds: main process {own:.0f} MB, largest worker {children:.0f} MB")
-        written, count = write_floor(Path(tmp) / "out1", Path(tmp) / "rewrite")
-        decode, build = rows[0][1], rows[0][2]
+        one = statistics.median(r[0] for r in runs[1])
+        two = statistics.median(r[0] for r in runs[2])
         print(
-            f"write floor: creating the build's {count} image and mask files again takes {written:.1f} s; "
-            f"build / (decode floor + write floor) = {build / (decode + written):.2f} (1 worker)"
+            f"--masks rle, median of {args.repeats}: 1 worker {one:.1f} s ({[round(r[0], 1) for r in runs[1]]}), "
+            f"2 workers {two:.1f} s ({[round(r[0], 1) for r in runs[2]]}): 2 workers {one / two:.2f}x faster; "
+            f"median build/floor (1 worker) = {one / floor:.2f}"
         )
-        speedup = rows[0][2] / rows[1][2]
-        print(f"2 workers vs 1: {speedup:.2f}x faster (build); floor {rows[0][1] / rows[1][1]:.2f}x")
+        written, files, size = write_floor(work / "out-rle-1-0", work / "rewrite")
+        print(
+            f"write floor: creating the RLE build's {files} files ({size / 1e6:.1f} MB) again takes {written:.1f} s; "
+            f"build / (decode floor + write floor) = {rle[0] / (floor + written):.2f} (1 worker, first run), "
+            f"{one / (floor + written):.2f} (median)"
+        )
+        x1 = cli_build(small, work / "out-rle-x1-1", "rle", 1)
+        x1_two = cli_build(small, work / "out-rle-x1-2", "rle", 2)
+        print(
+            f"peak RSS, 1-worker build process: x1 {x1[2]:.0f} MB, x{args.copies} {rle[2]:.0f} MB "
+            f"(ratio {rle[2] / x1[2]:.2f}); 2-worker process tree: x1 {x1_two[2]:.0f} MB, "
+            f"x{args.copies} {max(r[2] for r in runs[2]):.0f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def test_tiny_mask_matches_runs_and_string_computed_by_hand():
     # runs 0:1, 1:1, 0:1, 1:2, 0:1 -> [1, 1, 1, 2, 1]; from the fourth on, stored as the difference to
     # the run two before (2-1=1, 1-1=0), each a single 5-bit group: chr(48 + value) -> "11110".
     assert rle["counts"] == "11110"
-    assert rle_counts("11110") == [1, 1, 1, 2, 1]
+    assert rle_counts("11110").tolist() == [1, 1, 1, 2, 1]
     np.testing.assert_array_equal(decode_rle(rle), mask.astype(bool))
 
 
@@ -46,7 +46,7 @@ def test_multi_group_run_is_coded_low_group_first():
     )
     rle = encode_rle(mask)
     assert rle["counts"] == "X1:"  # ':' = chr(48 + 10)
-    assert rle_counts(rle["counts"]) == [40, 10]
+    assert rle_counts(rle["counts"]).tolist() == [40, 10]
 
 
 @pytest.mark.parametrize(("shape", "seed"), [((37, 53), 0), ((64, 17), 1), ((1, 9), 2), ((120, 91), 3)])
@@ -56,7 +56,7 @@ def test_encode_is_byte_identical_to_pycocotools_and_round_trips(shape, seed):
     theirs = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
     assert ours["size"] == [int(v) for v in theirs["size"]] == list(shape)
     assert ours["counts"].encode("ascii") == theirs["counts"]
-    assert rle_counts(ours["counts"]) == _column_major_runs(mask)
+    assert rle_counts(ours["counts"]).tolist() == _column_major_runs(mask)
     np.testing.assert_array_equal(decode_rle(ours), mask)
     back = coco_mask.decode({"size": ours["size"], "counts": ours["counts"].encode("ascii")})
     np.testing.assert_array_equal(back.astype(bool), mask)
@@ -64,7 +64,7 @@ def test_encode_is_byte_identical_to_pycocotools_and_round_trips(shape, seed):
 
 def test_encoding_is_column_major_not_row_major():
     mask = _asymmetric(37, 53, 0)
-    assert rle_counts(encode_rle(mask)["counts"]) != _column_major_runs(mask.T)
+    assert rle_counts(encode_rle(mask)["counts"]).tolist() != _column_major_runs(mask.T)
     np.testing.assert_array_equal(decode_rle(encode_rle(mask.T)), mask.T)
 
 
@@ -84,6 +84,39 @@ def test_crop_placed_in_an_image_equals_the_full_image_encoding():
         encode_rle(crop, top=30, left=30, height=40, width=70)
 
 
+@pytest.mark.parametrize(
+    ("top", "left", "rows", "cols"),
+    [
+        (0, 0, 40, 70),
+        (0, 0, 5, 3),
+        (35, 62, 5, 8),
+        (10, 69, 30, 1),
+        (0, 30, 40, 11),
+        (39, 0, 1, 70),
+        (3, 5, 0, 0),
+    ],
+)
+def test_crops_at_every_edge_encode_like_pycocotools_on_the_whole_image(top, left, rows, cols):
+    # the last case touches the right and bottom edges: its last run is ones, and no zero column follows
+    crop = np.random.default_rng(top * 100 + left).random((rows, cols)) < 0.6
+    if crop.size:
+        crop[-1, -1] = True
+    full = np.zeros((40, 70), dtype=np.uint8)
+    full[top : top + rows, left : left + cols] = crop
+    ours = encode_rle(crop, top=top, left=left, height=40, width=70)
+    assert ours["counts"].encode("ascii") == coco_mask.encode(np.asfortranarray(full))["counts"]
+
+
+def test_long_strings_are_read_as_pycocotools_reads_them():
+    mask = (
+        np.random.default_rng(7).random((300, 211)) < 0.5
+    )  # about 24,000 runs; the 40 empty columns give a run over 5 bits
+    mask[:, 100:140] = False
+    text = encode_rle(mask)["counts"]
+    assert len(text) > 20_000
+    assert rle_counts(text).tolist() == _column_major_runs(mask)
+
+
 def test_uncompressed_counts_decode_like_the_string():
     mask = _asymmetric(21, 13, 5)
     uncompressed = {"size": [21, 13], "counts": _column_major_runs(mask)}
@@ -100,6 +133,13 @@ def test_uncompressed_counts_decode_like_the_string():
         ({"size": [3, 2], "counts": [1, -1, 6]}, "negative"),
         ({"counts": "6"}, "JSON object"),
         ({"size": [3, 2], "counts": 6}, "compressed string or a list"),
+        ({"size": [3, 2], "counts": "1" + "X" * 12 + "0"}, "more than 60 bits"),
+        # the same faults in strings long enough to be read by the vectorised reader (300 empty runs first)
+        ({"size": [3, 2], "counts": "0" * 300 + "11~"}, "outside"),
+        ({"size": [3, 2], "counts": "0" * 300 + "1X"}, "middle of a number"),
+        ({"size": [3, 2], "counts": "0" * 300 + "1" + "X" * 12 + "0"}, "more than 60 bits"),
+        # differences to the run two before: 300 zero runs, then 1, 1, 1+1, 1+1, 1+2 -> 9 pixels
+        ({"size": [3, 2], "counts": "0" * 300 + "11111"}, "cover 9 pixels"),
     ],
 )
 def test_malformed_rle_is_refused_before_decoding(rle, message):
