@@ -62,9 +62,9 @@ def replicate(shared: Path, target: Path, copies: int, exclude: list[str]) -> li
     return roots
 
 
-def decode_floor(roots: list[Path]) -> float:
-    """Seconds to decode every input image and mask of ``roots`` once (this process, one thread)."""
-    start = time.perf_counter()
+def decode_floor(roots: list[Path]) -> tuple[float, float]:
+    """(wall s, CPU s) to decode every input image and mask of ``roots`` once (this process, one thread)."""
+    start, cpu = time.perf_counter(), time.process_time()
     for root in roots:
         with open(root / "pairs.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -72,7 +72,7 @@ def decode_floor(roots: list[Path]) -> float:
             read_image(root / image)
         for row in rows:
             read_mask(root / row["mask"])
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def cli_build(roots: list[Path], out: Path, masks: str, workers: int) -> tuple[float, float, float, dict]:
@@ -138,8 +138,8 @@ def main() -> None:
         print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, load {load:.1f}")
         print(f"collection x{args.copies}: {len(roots)} dataset folders, {pairs} image-mask pairs")
 
-        floor = decode_floor(roots)
-        print(f"decode floor: {floor:.1f} s ({pairs / floor:.0f} pairs/s)")
+        floor, floor_cpu = decode_floor(roots)
+        print(f"decode floor: {floor:.1f} s wall, {floor_cpu:.1f} s CPU ({pairs / floor:.0f} pairs/s)")
         png = cli_build(roots, work / "out-png-1", "png", 1)
         runs: dict[int, list[tuple[float, float, float, dict]]] = {1: [], 2: []}
         for repeat in range(args.repeats):
@@ -153,15 +153,16 @@ def main() -> None:
         for name, run, out in (("png", png, "out-png-1"), ("rle", rle, "out-rle-1-0")):
             files, size = output_size(work / out)
             print(
-                f"--masks {name}, 1 worker: {run[0]:.1f} s wall, {run[1]:.1f} s CPU, build/floor = "
-                f"{run[0] / floor:.2f}; {files} files, {size / 1e6:.1f} MB"
+                f"--masks {name}, 1 worker: {run[0]:.1f} s wall, {run[1]:.1f} s CPU; build/floor = "
+                f"{run[0] / floor:.2f} wall, {run[1] / floor_cpu:.2f} CPU; {files} files, {size / 1e6:.1f} MB"
             )
         one = statistics.median(r[0] for r in runs[1])
         two = statistics.median(r[0] for r in runs[2])
         print(
             f"--masks rle, median of {args.repeats}: 1 worker {one:.1f} s ({[round(r[0], 1) for r in runs[1]]}), "
             f"2 workers {two:.1f} s ({[round(r[0], 1) for r in runs[2]]}): 2 workers {one / two:.2f}x faster; "
-            f"median build/floor (1 worker) = {one / floor:.2f}"
+            f"median build/floor (1 worker) = {one / floor:.2f} wall, "
+            f"{statistics.median(r[1] for r in runs[1]) / floor_cpu:.2f} CPU"
         )
         written, files, size = write_floor(work / "out-rle-1-0", work / "rewrite")
         print(
