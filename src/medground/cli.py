@@ -349,8 +349,28 @@ def serve(
     max_pixels: Annotated[int, typer.Option(help="Largest image (width x height) decoded.")] = 4096 * 4096,
     max_waiting: Annotated[int, typer.Option(help="Requests that may wait for the model (more: 503).")] = 8,
     wait_s: Annotated[float, typer.Option(help="Longest wait for the model, in seconds (then 503).")] = 60.0,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxy mode: an OpenAI-compatible server (vLLM) answering grounding, http://HOST:PORT/v1."
+        ),
+    ] = None,
+    upstream_model: Annotated[str | None, typer.Option(help="The model name the upstream serves.")] = None,
+    upstream_family: Annotated[
+        str, typer.Option(help="Box dialect of the upstream model: qwen2-vl, qwen2.5-vl or qwen3-vl.")
+    ] = "qwen2.5-vl",
+    upstream_min_pixels: Annotated[
+        int, typer.Option(help="The upstream processor's min_pixels (the frame of qwen2.5-vl boxes).")
+    ] = 56 * 56,
+    upstream_max_pixels: Annotated[
+        int, typer.Option(help="The upstream processor's max_pixels (the frame of qwen2.5-vl boxes).")
+    ] = 12845056,
 ) -> None:
-    """Serve the models over HTTP: OpenAI-compatible /v1/chat/completions, /v1/ground, /v1/segment."""
+    """Serve the models over HTTP: OpenAI-compatible /v1/chat/completions, /v1/ground, /v1/segment.
+
+    With --upstream, grounding and chat are answered by that server (a fine-tuned Qwen-VL under vLLM);
+    segmentation stays local.
+    """
     import ipaddress
 
     try:
@@ -372,8 +392,19 @@ def serve(
         # on loopback, only loopback names: a web page cannot reach it through a rebound DNS name
         allowed_hosts=(host, "127.0.0.1", "localhost", "::1") if loopback else None,
     )
+    if (upstream is None) != (upstream_model is None):
+        _fail("--upstream and --upstream-model go together (the server's URL and the model name it serves)")
+    if upstream is not None and model is not None:
+        _fail("--model and --upstream exclude each other: grounding is local or upstream")
     try:
-        application = build_app(model, icl_model, settings)
+        proxy = None
+        if upstream is not None and upstream_model is not None:
+            from medground.serve.proxy import UpstreamGrounder
+
+            proxy = UpstreamGrounder(
+                upstream, upstream_model, upstream_family, upstream_min_pixels, upstream_max_pixels
+            )
+        application = build_app(model, icl_model, settings, proxy)
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
     typer.echo(f"medground serving on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1)")

@@ -38,6 +38,7 @@ from PIL import Image
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
 from medground.io import ReadError, encode_rle, mask_array
 from medground.mllm.grounder import DEFAULT_MODEL, Answer, Grounder
+from medground.serve.proxy import UpstreamError, UpstreamGrounder
 from medground.serve.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -235,7 +236,7 @@ def _model_id(path: str | Path | None, default: Path, name: str) -> str:
     return name if path is None or Path(path).resolve() == default.resolve() else Path(path).name
 
 
-def _text(message: ChatMessage, grounder: Grounder, size: tuple[int, int]) -> str:
+def _text(message: ChatMessage, grounder: Grounder | UpstreamGrounder, size: tuple[int, int]) -> str:
     """A message's text in the model's dialect: text parts as they are, box parts written as box text."""
     if message.content is None or isinstance(message.content, str):
         return message.content or ""
@@ -252,7 +253,7 @@ def _text(message: ChatMessage, grounder: Grounder, size: tuple[int, int]) -> st
 
 
 def _conversation(
-    messages: list[ChatMessage], grounder: Grounder, max_pixels: int
+    messages: list[ChatMessage], grounder: Grounder | UpstreamGrounder, max_pixels: int
 ) -> tuple[Image.Image, list[tuple[str, str]], str]:
     """(image, earlier (question, answer) turns, last question) of a chat; 400 for what the model cannot take.
 
@@ -320,13 +321,25 @@ class _Metrics:
         return "\n".join(lines) + "\n"
 
 
+def _status(error: Exception) -> int:
+    """The HTTP status an error stands for, for the error event of a stream already answered 200."""
+    if isinstance(error, HTTPException):
+        return error.status_code
+    if isinstance(error, ValueError):
+        return 400
+    return 502 if isinstance(error, UpstreamError) else 500
+
+
 def create_app(
-    grounder: Grounder,
+    grounder: Grounder | UpstreamGrounder,
     segmenter: InContextSegmenter,
     settings: ServeSettings | None = None,
     model_ids: tuple[str, str] = ("bird-nano", "medground-icl"),
 ) -> FastAPI:
-    """The app over loaded models; ``model_ids``: the names /v1/models lists (grounding, in-context)."""
+    """The app over loaded models; ``model_ids``: the names /v1/models lists (grounding, in-context).
+
+    ``grounder``: a local model, or an upstream server in proxy mode (several calls at once).
+    """
     settings = settings or ServeSettings()
     ground_id, icl_id = model_ids
     gate = _ModelGate(settings.max_waiting, settings.wait_s, getattr(grounder, "max_concurrent", 1))
@@ -380,6 +393,8 @@ def create_app(
                 answer = grounder.ask(picture, question, box, history)
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
+        except UpstreamError as error:
+            raise HTTPException(502, str(error)) from error
         return answer.text, _grounding(answer, picture)
 
     def _ask_streamed(
@@ -453,8 +468,10 @@ def create_app(
                 if isinstance(item, str):
                     yield event(ChunkChoice(delta=Delta(content=item)))
                 elif isinstance(item, Exception):  # the 200 is sent: OpenAI's in-stream error event
-                    kind = "invalid_request_error" if isinstance(item, ValueError) else "server_error"
-                    error = {"message": str(item), "type": kind, "code": 400 if kind[0] == "i" else 500}
+                    status = _status(item)
+                    kind = "invalid_request_error" if status < 500 else "server_error"
+                    message = item.detail if isinstance(item, HTTPException) else str(item)
+                    error = {"message": message, "type": kind, "code": status}
                     yield f"data: {json.dumps({'error': error})}\n\ndata: [DONE]\n\n"
                     return
                 else:
@@ -504,12 +521,16 @@ def build_app(
     model: str | Path | None = None,
     icl_model: str | Path | None = None,
     settings: ServeSettings | None = None,
+    upstream: UpstreamGrounder | None = None,
 ) -> FastAPI:
-    """Load the grounding and in-context models (the shipped ones by default) and make the app."""
-    ids = (
-        _model_id(model, DEFAULT_MODEL, "bird-nano"),
-        _model_id(icl_model, DEFAULT_WEIGHTS, "medground-icl"),
-    )
-    return create_app(
-        Grounder.from_pretrained(model), InContextSegmenter.from_pretrained(icl_model), settings, ids
-    )
+    """Load the grounding and in-context models (the shipped ones by default) and make the app.
+
+    ``upstream``: proxy mode, grounding answered by that server (listed under its model name);
+    segmentation stays local.
+    """
+    icl_id = _model_id(icl_model, DEFAULT_WEIGHTS, "medground-icl")
+    segmenter = InContextSegmenter.from_pretrained(icl_model)
+    if upstream is not None:
+        return create_app(upstream, segmenter, settings, (upstream.model, icl_id))
+    ids = (_model_id(model, DEFAULT_MODEL, "bird-nano"), icl_id)
+    return create_app(Grounder.from_pretrained(model), segmenter, settings, ids)
