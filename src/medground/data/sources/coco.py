@@ -22,6 +22,15 @@ annotation's id; the image is kept as long as one annotation is usable, and an i
 rejected. The decoded masks then get the checks of every 2D source (:func:`load_planar`: the image's
 real size, empty masks).
 
+The file is never held in memory (instances files of large collections are GB): opening the source
+streams its ``categories``, ``images`` and ``annotations`` lists (ijson, one pass each) into a private
+temporary SQLite database on disk, because annotations may come in any order, not grouped by image.
+Items then come in file-name order (ties: file order), each with its annotations in file order, as
+reading the whole file would give. Memory stays bounded by one entry, SQLite's page cache, the
+categories and the slice positions of the images (for neighbouring-slice names). A file whose
+top-level value is not an object, or that has no categories, is not a COCO instances file; a missing
+``images`` or ``annotations`` list reads as empty.
+
 ``meta.json`` beside the JSON gives ``modality`` (else ``--modality``), ``body_region``, ``plane``,
 ``display``, ``cases``, ``case_namespace`` and ``protocols``, as for the medseg layout. The patient key is
 an image's ``patient_id`` (or ``case``) field, else the slice suffix of its file name
@@ -31,12 +40,15 @@ an image's ``patient_id`` (or ``case``) field, else the slice suffix of its file
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import ijson
 import numpy as np
 
 from medground.data.sources.base import (
@@ -60,6 +72,29 @@ from medground.types import Rejected
 __all__ = ["CocoSource", "decode_segmentation"]
 
 _TOP_LEVEL = ("info", "licenses", "images", "annotations", "categories", "type")
+_CACHE_KIB = 65536  # SQLite page cache of the annotation database (KiB); the rest of it stays on disk
+_BATCH = 500  # rows per insert batch
+
+
+def _batched(rows: Iterable[tuple], size: int = _BATCH) -> Iterator[list[tuple]]:
+    """Lists of ``size`` rows (the last one shorter), for ``executemany`` without holding every row."""
+    iterator = iter(rows)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _key(ident: Any) -> str:
+    """An image id as the database's key: its JSON text, with 3.0 read as 3 (equal ids, equal keys)."""
+    return json.dumps(int(ident) if isinstance(ident, float) and ident.is_integer() else ident)
+
+
+def _image_problem(image: Any) -> str | None:
+    """Why an ``images`` entry cannot be used, or None."""
+    if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+        return "image entry needs an id and a file_name"
+    if not (_positive_int(image.get("width")) and _positive_int(image.get("height"))):
+        return "image entry needs positive integer width and height"
+    return None
 
 
 def _polygons_mask(polygons: list, height: int, width: int) -> np.ndarray:
@@ -102,7 +137,7 @@ class CocoSource(Source):
     name: str = ""
     modality: str | None = None
     kind: str = "coco"
-    planning_only: tuple[str, ...] = ("data",)
+    planning_only: tuple[str, ...] = ("_db",)
     layout: ClassVar[str] = (
         "a COCO instances JSON (images, categories, annotations with polygon or RLE segmentations; "
         "iscrowd read as a semantic mask); images beside it or in images/, meta.json beside it"
@@ -119,15 +154,9 @@ class CocoSource(Source):
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such file (the coco kind reads an instances JSON)")
         self.base = self.path.parent
-        try:
-            self.data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise SourceError(f"{self.path}: not valid JSON ({error})") from error
-        missing = [
-            k for k in ("images", "annotations", "categories") if not isinstance(self.data.get(k), list)
-        ]
-        if not isinstance(self.data, dict) or missing:
-            raise SourceError(f"{self.path}: not a COCO instances file; it needs the lists {missing}")
+        with open(self.path, "rb") as handle:
+            if not handle.read(4096).lstrip().startswith(b"{"):
+                raise SourceError(f"{self.path}: not a COCO instances file; it must be one JSON object")
         meta = read_meta(self.base)
         self.name = self.name or meta.get("name") or self.path.stem
         self.read_case_policy(meta, self.base / "meta.json")
@@ -142,7 +171,7 @@ class CocoSource(Source):
         self.display = meta.get("display")
         self.prefixes = read_protocols(meta, self.base / "meta.json")
         self.categories: dict[Any, str] = {}
-        for category in self.data["categories"]:
+        for category in self._stream("categories.item"):
             if (
                 not isinstance(category, dict)
                 or "id" not in category
@@ -152,6 +181,75 @@ class CocoSource(Source):
             if category["id"] in self.categories:
                 raise SourceError(f"{self.path}: category id {category['id']!r} appears twice")
             self.categories[category["id"]] = str(category["name"]).strip()
+        if not self.categories:
+            raise SourceError(
+                f"{self.path}: not a COCO instances file; it needs the lists images, annotations and "
+                "categories, and has no categories"
+            )
+        self._db = self._index()
+
+    def _stream(self, prefix: str) -> Iterator[Any]:
+        """The values at ``prefix`` (``"images.item"``: each entry of the top-level ``images`` list),
+        streamed by ijson: one pass over the file, one value in memory at a time."""
+        with open(self.path, "rb") as handle:
+            try:
+                yield from ijson.items(handle, prefix, use_float=True)
+            except (ijson.JSONError, UnicodeDecodeError) as error:
+                raise SourceError(f"{self.path}: not valid JSON ({error})") from error
+
+    def _index(self) -> sqlite3.Connection:
+        """Stream the file's images and annotations into a private on-disk database (deleted when closed):
+        ``images`` (usable entries, keyed by their id as JSON), ``annotations`` (usable ones, with their
+        image key and file position; a COCO file may list them in any order, so grouping by image needs
+        the index) and ``rejected`` (what was refused and why, in the order found: images, then
+        annotations). Memory: one entry at a time plus SQLite's page cache."""
+        db = sqlite3.connect("")  # "": a temporary database on disk, removed when the connection closes
+        db.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("CREATE TABLE images (key TEXT PRIMARY KEY, file_name TEXT, seq INTEGER, entry TEXT)")
+        db.execute("CREATE TABLE annotations (image TEXT, seq INTEGER, category TEXT, entry TEXT)")
+        db.execute("CREATE TABLE rejected (seq INTEGER PRIMARY KEY, input TEXT, reason TEXT)")
+        for seq, image in enumerate(self._stream("images.item")):
+            reason = _image_problem(image)
+            if reason is None:
+                key = _key(image["id"])
+                row = (key, image["file_name"], seq, json.dumps(image))
+                if db.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?)", row).rowcount:
+                    continue
+                reason = f"image id {image['id']!r} appears twice"
+            ident = image.get("id", "?") if isinstance(image, dict) else "?"
+            db.execute(
+                "INSERT INTO rejected (input, reason) VALUES (?, ?)", (self._where("image", ident), reason)
+            )
+        for batch in _batched(self._annotation_rows(db)):
+            db.executemany("INSERT INTO annotations VALUES (?, ?, ?, ?)", batch)
+        db.execute("CREATE INDEX by_image ON annotations (image, seq)")
+        db.commit()
+        return db
+
+    def _annotation_rows(self, db: sqlite3.Connection) -> Iterator[tuple]:
+        """(image key, position, category name, annotation JSON or None for a box-only one) of each
+        annotation of a known image and category; the others go to ``rejected`` with the reason."""
+        for seq, annotation in enumerate(self._stream("annotations.item")):
+            ident = annotation.get("id", "?") if isinstance(annotation, dict) else "?"
+            key = _key(annotation.get("image_id")) if isinstance(annotation, dict) else None
+            if not isinstance(annotation, dict):
+                reason = "annotation is not a JSON object"
+            elif db.execute("SELECT 1 FROM images WHERE key = ?", (key,)).fetchone() is None:
+                reason = f"image_id {annotation.get('image_id')!r} is not among the images"
+            elif annotation.get("category_id") not in self.categories:
+                reason = f"category_id {annotation.get('category_id')!r} is not among the categories"
+            else:
+                category = self.categories[annotation["category_id"]]
+                segmentation = annotation.get("segmentation")
+                entry = [ident, category, segmentation, bool(annotation.get("iscrowd"))]
+                yield key, seq, category, json.dumps(entry) if segmentation else None
+                if segmentation:
+                    continue
+                reason = "no segmentation (a box-only annotation has no mask to use)"
+            where = self._where("annotation", ident)
+            db.execute("INSERT INTO rejected (input, reason) VALUES (?, ?)", (where, reason))
 
     def _where(self, what: str, ident: Any) -> str:
         return f"{self.path}#{what} {ident}"
@@ -160,76 +258,27 @@ class CocoSource(Source):
         candidates = [self.base / file_name, self.base / "images" / file_name]
         return next((c for c in candidates if c.is_file()), None)
 
-    def _annotations(self, images: dict[Any, dict]) -> Iterator[tuple[Any, dict] | Rejected]:
-        """(image id, annotation) for each annotation whose fields can be used; Rejected for the others."""
-        for annotation in self.data["annotations"]:
-            ident = annotation.get("id", "?") if isinstance(annotation, dict) else "?"
-            where = self._where("annotation", ident)
-            if not isinstance(annotation, dict):
-                yield Rejected(where, "annotation is not a JSON object", self.name)
-            elif annotation.get("image_id") not in images:
-                yield Rejected(
-                    where, f"image_id {annotation.get('image_id')!r} is not among the images", self.name
-                )
-            elif annotation.get("category_id") not in self.categories:
-                yield Rejected(
-                    where,
-                    f"category_id {annotation.get('category_id')!r} is not among the categories",
-                    self.name,
-                )
-            elif not annotation.get("segmentation"):
-                yield Rejected(where, "no segmentation (a box-only annotation has no mask to use)", self.name)
-            else:
-                yield annotation["image_id"], annotation
-
-    def _usable_images(self) -> Iterator[tuple[Any, dict] | Rejected]:
-        seen: set[Any] = set()
-        for image in self.data["images"]:
-            ident = image.get("id", "?") if isinstance(image, dict) else "?"
-            where = self._where("image", ident)
-            if (
-                not isinstance(image, dict)
-                or "id" not in image
-                or not isinstance(image.get("file_name"), str)
-            ):
-                yield Rejected(where, "image entry needs an id and a file_name", self.name)
-            elif not (_positive_int(image.get("width")) and _positive_int(image.get("height"))):
-                yield Rejected(where, "image entry needs positive integer width and height", self.name)
-            elif image["id"] in seen:
-                yield Rejected(where, f"image id {image['id']!r} appears twice", self.name)
-            else:
-                seen.add(image["id"])
-                yield image["id"], image
-
-    def _plan(self) -> tuple[list[tuple[dict, list[dict]]], list[Rejected]]:
-        """(image entry, its annotations) in file-name order, and the rejections found on the way."""
-        rejected: list[Rejected] = []
-        images: dict[Any, dict] = {}
-        for entry in self._usable_images():
-            if isinstance(entry, Rejected):
-                rejected.append(entry)
-            else:
-                images[entry[0]] = entry[1]
-        grouped: dict[Any, list[dict]] = {ident: [] for ident in images}
-        for entry in self._annotations(images):
-            if isinstance(entry, Rejected):
-                rejected.append(entry)
-            else:
-                grouped[entry[0]].append(entry[1])
-        planned = [(images[i], grouped[i]) for i in sorted(images, key=lambda i: images[i]["file_name"])]
-        return planned, rejected
+    def _planned(self) -> Iterator[tuple[dict, list[list]]]:
+        """(image entry, its usable annotations ``[id, category, segmentation, crowd]`` in file order), in
+        file-name order (ties: file order)."""
+        rows = self._db.execute("SELECT key, entry FROM images ORDER BY file_name, seq")
+        for key, entry in rows:
+            found = self._db.execute(
+                "SELECT entry FROM annotations WHERE image = ? AND entry IS NOT NULL ORDER BY seq", (key,)
+            )
+            yield json.loads(entry), [json.loads(a) for (a,) in found]
 
     def items(self) -> Iterator[Item | Rejected]:
-        planned, rejected = self._plan()
-        yield from rejected
+        for where, reason in self._db.execute("SELECT input, reason FROM rejected ORDER BY seq"):
+            yield Rejected(where, reason, self.name)
         neighbours: dict[str, list[tuple[int, frozenset[str]]]] = {}
-        for image, found in planned:
+        for image, found in self._planned():
             position = slice_position(Path(image["file_name"]).stem)
             if position is not None:
-                names = frozenset(self.categories[a["category_id"]] for a in found)
+                names = frozenset(category for _, category, _, _ in found)
                 neighbours.setdefault(position[0], []).append((position[1], names))
         keys: set[str] = set()
-        for image, found in planned:
+        for image, found in self._planned():
             file_name = image["file_name"]
             where = self._where("image", image["id"])
             path = self._image_path(file_name)
@@ -251,15 +300,7 @@ class CocoSource(Source):
                 "image": str(path),
                 "height": image["height"],
                 "width": image["width"],
-                "annotations": [
-                    (
-                        a.get("id", "?"),
-                        self.categories[a["category_id"]],
-                        a["segmentation"],
-                        bool(a.get("iscrowd")),
-                    )
-                    for a in found
-                ],
+                "annotations": [tuple(a) for a in found],
                 "protocol": protocol_of(stem, self.prefixes, False, self.name),
                 "nearby": nearby_names(slice_position(stem), neighbours),
             }
@@ -299,15 +340,11 @@ class CocoSource(Source):
         if self.prefixes is None:
             return {self.name: sorted(set(self.categories.values()))}
         found: dict[str, set[str]] = {}
-        images = {i["id"]: i for i in self.data["images"] if isinstance(i, dict) and "id" in i}
-        for annotation in self.data["annotations"]:
-            image = images.get(annotation.get("image_id")) if isinstance(annotation, dict) else None
-            category = self.categories.get(annotation.get("category_id")) if image else None
-            protocol = (
-                protocol_of(Path(str(image.get("file_name"))).stem, self.prefixes, False, None)
-                if image
-                else None
-            )
-            if category and protocol:
+        rows = self._db.execute(
+            "SELECT DISTINCT i.file_name, a.category FROM annotations a JOIN images i ON i.key = a.image"
+        )
+        for file_name, category in rows:
+            protocol = protocol_of(Path(file_name).stem, self.prefixes, False, None)
+            if protocol:
                 found.setdefault(protocol, set()).add(category)
         return {protocol: sorted(names) for protocol, names in sorted(found.items())}
