@@ -37,6 +37,7 @@ import numpy as np
 from medground.eval.seg_metrics import dice
 from medground.eval.stats import BootstrapConfig, Units, aggregate, safe_div
 from medground.grounding import Grounded
+from medground.icl.segmenter import InContextSegmenter
 from medground.io import region_mask
 from medground.mllm.data import load_image, read_records, record_turns
 from medground.mllm.grounder import Grounder, mask_boxes
@@ -153,7 +154,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="data-engine build folder")
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", type=Path, default=None, help="grounding model (default: bird-nano)")
-    parser.add_argument("--icl-model", type=Path, default=None, help="segmenter (default: shipped)")
+    parser.add_argument(
+        "--box-model", type=Path, default=None, help="box-prompt model folder (default: the shipped one)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N records")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap replicates")
     parser.add_argument("--threads", type=int, default=1)
@@ -168,7 +171,8 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     held_out = check_patients(read_records(args.data), args.split)
     started = time.perf_counter()
-    grounder = Grounder.from_pretrained(args.model, segmenter=args.icl_model)
+    segmenter = InContextSegmenter.from_pretrained(box_path=args.box_model)
+    grounder = Grounder.from_pretrained(args.model, segmenter=segmenter)
     rows, times = evaluate(grounder, args.data, args.split, args.limit)
     summary = summarise(rows, args.boot)
     ask, seg = statistics.mean(times["ask"]), statistics.mean(times["segment"])

@@ -183,9 +183,9 @@ def ask_command(
         Path | None,
         typer.Option(help="With --segment: write each box's mask here as a PNG named by its label."),
     ] = None,
-    icl_model: Annotated[
+    box_model: Annotated[
         Path | None,
-        typer.Option(help="With --segment: in-context model folder (default: the shipped one)."),
+        typer.Option(help="With --segment: box-prompt model folder (default: the shipped one)."),
     ] = None,
     as_json: Annotated[
         bool,
@@ -195,13 +195,18 @@ def ask_command(
 ) -> None:
     """Ask a grounding model about one image; boxes (and with --segment their masks) in original-image pixels."""
     region = _parse_box(box)
-    if not segment and (masks_out is not None or icl_model is not None):
-        _fail("--masks-out and --icl-model need --segment")
+    if not segment and (masks_out is not None or box_model is not None):
+        _fail("--masks-out and --box-model need --segment")
     _quiet()
     from medground.mllm.grounder import Grounder
 
     try:
-        grounder = Grounder.from_pretrained(model, max_new_tokens=max_new_tokens, segmenter=icl_model)
+        segmenter = None
+        if box_model is not None:
+            from medground.icl.segmenter import InContextSegmenter
+
+            segmenter = InContextSegmenter.from_pretrained(box_path=box_model)
+        grounder = Grounder.from_pretrained(model, max_new_tokens=max_new_tokens, segmenter=segmenter)
         answer = grounder.ask(image, question, box=region, segment=segment)
     except (FileNotFoundError, ValueError, KeyError) as error:
         _fail(str(error))

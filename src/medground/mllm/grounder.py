@@ -180,9 +180,8 @@ def _load_model(family: Family, source: str) -> Any:
 class Grounder:
     """A refer-and-ground model with its processor and dialect (build with :meth:`from_pretrained`).
 
-    ``segmenter``: the box-prompted segmenter that ``ask(..., segment=True)`` uses, an
-    :class:`~medground.icl.segmenter.InContextSegmenter` or its model folder; None = the shipped one.
-    It is loaded on the first ``segment=True`` question, once.
+    ``segmenter``: the :class:`~medground.icl.segmenter.InContextSegmenter` whose box prompt
+    ``ask(..., segment=True)`` uses; None = the shipped one, loaded on the first such question, once.
     """
 
     def __init__(
@@ -191,7 +190,7 @@ class Grounder:
         processor: Any,
         family: Family,
         max_new_tokens: int = 128,
-        segmenter: InContextSegmenter | str | Path | None = None,
+        segmenter: InContextSegmenter | None = None,
     ) -> None:
         self.model, self.processor, self.family = model, processor, family
         size = processor.image_processor.size
@@ -207,7 +206,7 @@ class Grounder:
         cls,
         path: str | Path | None = None,
         max_new_tokens: int = 128,
-        segmenter: InContextSegmenter | str | Path | None = None,
+        segmenter: InContextSegmenter | None = None,
     ) -> Grounder:
         """Load a saved model directory (default: the shipped bird-nano) or a hub id (``org/name``).
 
@@ -244,11 +243,11 @@ class Grounder:
         )
 
     def box_segmenter(self) -> InContextSegmenter:
-        """The segmenter of ``segment=True``, loaded now if it is still a folder or None (the shipped one)."""
+        """The segmenter of ``segment=True``; the shipped one is loaded now if none was given."""
         from medground.icl.segmenter import InContextSegmenter
 
-        if self.segmenter is None or isinstance(self.segmenter, str | Path):
-            self.segmenter = InContextSegmenter.from_pretrained(self.segmenter)
+        if self.segmenter is None:
+            self.segmenter = InContextSegmenter.from_pretrained()
         return self.segmenter
 
     def _load(self, image: str | Path | np.ndarray | Image.Image) -> Image.Image:
