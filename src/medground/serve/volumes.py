@@ -4,9 +4,10 @@ An upload (``POST /v1/volumes``, the file's bytes as the body) is read in memory
 readers (:func:`~medground.io.nifti.load_volume_bytes`, :func:`~medground.io.dicom.load_dicom_files`),
 which reorient it to canonical RAS+, and kept in a bounded in-memory :class:`VolumeStore` under a
 random id; nothing is written to disk. Slices are the data engine's display slices
-(:func:`~medground.io.display.slice_volume` of :func:`~medground.io.display.display_volume`: CT through a
-window preset, any other modality between its 0.5/99.5 non-zero percentiles), so every box or mask on a
-slice is in the data engine's display orientation (radiological: image left = patient right), stated
+(:func:`~medground.io.display.slice_volume`, windowed as :func:`~medground.io.display.display_volume` does: CT through a
+window preset, any other modality between its 0.5/99.5 non-zero percentiles, computed once per volume;
+both are voxel-wise, so a slice is windowed alone), so every box or mask on a slice is in the data
+engine's display orientation (radiological: image left = patient right), stated
 with each slice as :data:`EDGES`.
 """
 
@@ -20,7 +21,7 @@ import zipfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
@@ -34,9 +35,12 @@ from medground.io.display import (
     CT_WINDOWS,
     DEFAULT_CT_WINDOW,
     axis_length,
-    display_volume,
+    ct_window,
+    mr_percentiles,
+    rescale_to_uint8,
     slice_spacing,
     slice_volume,
+    window_ct,
 )
 from medground.io.errors import ReadError
 from medground.io.nifti import Volume, load_volume_bytes
@@ -65,16 +69,16 @@ _GZIP, _ZIP, _NIFTI1, _NIFTI2 = b"\x1f\x8b", b"PK\x03\x04", 348, 540
 class _Held:
     volume: Volume
     default_window: str
-    displays: dict[str, np.ndarray] = field(default_factory=dict)  # window -> uint8 (X, Y, Z)
+    percentiles: tuple[float, float] | None = None  # the volume's (lo, hi), once asked for
 
     @property
     def nbytes(self) -> int:
-        return self.volume.array.nbytes + sum(d.nbytes for d in self.displays.values())
+        return self.volume.array.nbytes
 
 
 class VolumeStore:
-    """Uploaded volumes in memory under random ids, at most ``max_volumes`` and ``max_bytes`` (voxels
-    plus the display copies made per window); past either, the least recently used are dropped."""
+    """Uploaded volumes in memory under random ids, at most ``max_volumes`` and ``max_bytes`` of voxels;
+    past either, the least recently used are dropped."""
 
     def __init__(self, max_volumes: int = 8, max_bytes: int = 2 * 1024**3) -> None:
         self.max_volumes, self.max_bytes = max_volumes, max_bytes
@@ -107,31 +111,24 @@ class VolumeStore:
             self.held.move_to_end(volume_id)
             return self.held[volume_id]
 
-    def display(self, volume_id: str, window: str | None) -> tuple[np.ndarray, str]:
-        """(uint8 (X, Y, Z) display volume, window name), made once per window and kept."""
-        held = self.get(volume_id)
-        name = window or held.default_window
-        if name != PERCENTILES and name not in CT_WINDOWS:
-            raise HTTPException(400, f"unknown window {name!r}; known: {', '.join(_windows())}")
-        with self.lock:
-            made = held.displays.get(name)
-        if made is None:
-            array = held.volume.array
-            made = display_volume(array, "ct", name) if name in CT_WINDOWS else display_volume(array, "mr")
-            with self.lock:
-                held.displays[name] = made
-                self._evict()
-        return made, name
-
     def slice(self, ref: SliceRef) -> tuple[np.ndarray, SliceInfo]:
         """The display slice a reference names ((H, W) uint8) and its description; 400/404 when out of range."""
-        volume, window = self.display(ref.volume, ref.window)
-        count = axis_length(volume.shape, ref.plane)
+        held = self.get(ref.volume)
+        window = ref.window or held.default_window
+        if window != PERCENTILES and window not in CT_WINDOWS:
+            raise HTTPException(400, f"unknown window {window!r}; known: {', '.join(_windows())}")
+        count = axis_length(held.volume.shape, ref.plane)
         if ref.index >= count:
             raise HTTPException(
                 400, f"{ref.plane} slice {ref.index} is outside 0..{count - 1} of this volume"
             )
-        pixels = slice_volume(volume, ref.plane, ref.index)
+        values = slice_volume(held.volume.array, ref.plane, ref.index)
+        if window in CT_WINDOWS:
+            pixels = window_ct(values, *ct_window(window))
+        else:
+            if held.percentiles is None:  # two racing requests compute the same numbers
+                held.percentiles = mr_percentiles(held.volume.array)
+            pixels = rescale_to_uint8(values, *held.percentiles)
         info = SliceInfo(
             volume=ref.volume,
             plane=ref.plane,

@@ -93,7 +93,8 @@ async function openImage(file) {
 }
 async function openVolume(blob, name) {
   say(`Uploading ${name} (${(blob.size / 1048576).toFixed(1)} MB)...`);
-  const reply = await api(`/v1/volumes?name=${encodeURIComponent(name)}`, { method: "POST", body: blob });
+  const modality = $("modality").value ? `&modality=${$("modality").value}` : "";
+  const reply = await api(`/v1/volumes?name=${encodeURIComponent(name)}${modality}`, { method: "POST", body: blob });
   const info = await reply.json();
   state.volume = info;
   state.image = null;
