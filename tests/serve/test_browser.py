@@ -121,7 +121,7 @@ def _ask(driver, question: str) -> str:
     )
     last = driver.find_elements(By.CSS_SELECTOR, "#chat-log li")[-1]
     assert "error" not in last.get_attribute("class"), last.text
-    return last.text
+    return last.get_attribute("data-raw")  # the model's text as the API sent it (shown without markers)
 
 
 def test_open_a_png_draw_a_box_ask_and_see_the_answer_boxes(browser, server, models, shots: Path) -> None:

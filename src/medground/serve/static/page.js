@@ -292,10 +292,15 @@ function pictureFields() {
   if (!state.picture) throw new Error("open an image or a volume first");
   return state.volume ? { volume_slice: sliceRef() } : { image: state.image };
 }
+function readable(text) {
+  // the model's text without its dialect's markers: boxes become "[box]" (they are drawn on the image)
+  return text.replace(/<\|box_start\|>[^<]*<\|box_end\|>/g, " [box]").replace(/<\|[a-z_]+\|>/g, "").trim();
+}
 function logLine(text, role) {
   const item = document.createElement("li");
   item.className = role;
-  item.textContent = text;
+  item.dataset.raw = text;
+  item.textContent = role === "assistant" ? readable(text) : text;
   $("chat-log").append(item);
   item.scrollIntoView({ block: "nearest" });
 }
