@@ -38,6 +38,7 @@ from PIL import Image
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
 from medground.io import ReadError, encode_rle, mask_array
 from medground.mllm.grounder import DEFAULT_MODEL, Answer, Grounder
+from medground.serve.page import PUBLIC_PREFIX, mount_page
 from medground.serve.proxy import UpstreamError, UpstreamGrounder
 from medground.serve.schemas import (
     AssistantMessage,
@@ -59,6 +60,7 @@ from medground.serve.schemas import (
     SegmentRequest,
     SegmentResponse,
 )
+from medground.serve.volumes import SLICE_INFO, VolumeStore, volume_router
 from medground.viz import fill_masks
 
 __all__ = ["ServeSettings", "build_app", "create_app", "decode_image"]
@@ -84,6 +86,13 @@ class ServeSettings:
     """Longest wait for the model; past it, 503 with Retry-After (a running call is not interrupted)."""
     allowed_hosts: tuple[str, ...] | None = None
     """Host-header names answered (a guard against DNS rebinding); None answers any."""
+    max_volume_bytes: int = 256 * 1024 * 1024
+    """Body limit of a volume upload (POST /v1/volumes), unpacked zips included."""
+    max_voxels: int = 64 * 1024 * 1024
+    """Voxels of one uploaded volume (checked from the NIfTI header before inflating)."""
+    max_volumes: int = 8
+    max_volume_store_bytes: int = 1024**3
+    """Uploaded volumes held in memory: past either bound the least recently used are dropped."""
 
 
 class _ModelGate:
@@ -132,16 +141,17 @@ class _BodyLimit:
     as soon as the chunks read pass it; the body read is then handed on whole (it is JSON held in memory
     anyway)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.limit, self.larger = app, limit, larger or {}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.limit)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            too_big = _error(413, f"request body of {int(length)} bytes is over the {self.limit}-byte limit")
+        if length is not None and length.isdigit() and int(length) > limit:
+            too_big = _error(413, f"request body of {int(length)} bytes is over the {limit}-byte limit")
             await too_big(scope, receive, send)
             return
         chunks, seen, more = [], 0, True
@@ -152,8 +162,8 @@ class _BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             more = message.get("more_body", False)
-            if seen > self.limit:
-                await _error(413, f"request body is over the {self.limit}-byte limit")(scope, receive, send)
+            if seen > limit:
+                await _error(413, f"request body is over the {limit}-byte limit")(scope, receive, send)
                 return
         body, sent = b"".join(chunks), False
 
@@ -253,7 +263,7 @@ def _text(message: ChatMessage, grounder: Grounder | UpstreamGrounder, size: tup
 
 
 def _conversation(
-    messages: list[ChatMessage], grounder: Grounder | UpstreamGrounder, max_pixels: int
+    messages: list[ChatMessage], grounder: Grounder | UpstreamGrounder, max_pixels: int, store: VolumeStore
 ) -> tuple[Image.Image, list[tuple[str, str]], str]:
     """(image, earlier (question, answer) turns, last question) of a chat; 400 for what the model cannot take.
 
@@ -261,17 +271,22 @@ def _conversation(
     """
     turns = [m for m in messages if m.role in ("user", "assistant")]
     images = [
-        (i, part.image_url.url)
+        (i, part)
         for i, m in enumerate(turns)
         if isinstance(m.content, list)
         for part in m.content
-        if part.type == "image_url"
+        if part.type in ("image_url", "volume_slice")
     ]
     if len(images) != 1 or turns[images[0][0]].role != "user":
         raise HTTPException(
             400, f"a conversation needs exactly one image, in a user message (got {len(images)})"
         )
-    picture = decode_image(images[0][1], "image_url", max_pixels).convert("RGB")
+    part = images[0][1]
+    picture = (
+        store.picture(part.volume_slice)
+        if part.type == "volume_slice"
+        else decode_image(part.image_url.url, "image_url", max_pixels)
+    ).convert("RGB")
     roles = [m.role for m in turns]
     if not roles or roles[-1] != "user" or any(r == roles[i + 1] for i, r in enumerate(roles[:-1])):
         raise HTTPException(400, "messages must alternate user and assistant and end with a user message")
@@ -344,6 +359,11 @@ def create_app(
     ground_id, icl_id = model_ids
     gate = _ModelGate(settings.max_waiting, settings.wait_s, getattr(grounder, "max_concurrent", 1))
     icl_gate = _ModelGate(settings.max_waiting, settings.wait_s)
+    store = VolumeStore(settings.max_volumes, settings.max_volume_store_bytes)
+
+    def _decode(text: str, what: str) -> Image.Image:
+        return decode_image(text, what, settings.max_pixels)
+
     metrics = _Metrics()
     started = int(time.time())
     app = FastAPI(title="medground", version="1", docs_url=None, redoc_url=None, openapi_url=None)
@@ -369,7 +389,7 @@ def create_app(
             if name not in settings.allowed_hosts:
                 metrics.add(route, request.method, 400, time.perf_counter() - start)
                 return _error(400, f"Host {name!r} is not one this server answers to (DNS rebinding guard)")
-        if settings.token is not None and path != "/health":
+        if settings.token is not None and path not in ("/health", "/") and not path.startswith(PUBLIC_PREFIX):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
                 response: Response = _error(
@@ -383,7 +403,8 @@ def create_app(
 
     def _grounding(answer: Answer, picture: Image.Image) -> Grounding:
         boxes = [LabelledBox(label=g.label, box=g.box.as_list()) for g in answer.boxes]
-        return Grounding(boxes=boxes, width=picture.width, height=picture.height)
+        where = picture.info.get(SLICE_INFO)  # the volume slice the picture is, if it is one
+        return Grounding(boxes=boxes, width=picture.width, height=picture.height, slice=where)
 
     def _ask(
         picture: Image.Image, question: str, box: list[int] | None, history: list[tuple[str, str]]
@@ -430,10 +451,16 @@ def create_app(
 
     @app.post("/v1/ground", response_model=GroundResponse)
     def ground(body: GroundRequest) -> GroundResponse:
-        picture = decode_image(body.image, "image", settings.max_pixels).convert("RGB")
+        picture = store.image_or_slice(body.image, body.volume_slice, ("image", "volume_slice"), _decode)
+        picture = picture.convert("RGB")
         text, found = _ask(picture, body.question, body.box, [])
         return GroundResponse(
-            model=ground_id, answer=text, boxes=found.boxes, width=found.width, height=found.height
+            model=ground_id,
+            answer=text,
+            boxes=found.boxes,
+            width=found.width,
+            height=found.height,
+            slice=found.slice,
         )
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -442,7 +469,7 @@ def create_app(
             raise HTTPException(
                 404, f"model {body.model!r} is not served here; /v1/models lists {ground_id!r}"
             )
-        picture, history, question = _conversation(body.messages, grounder, settings.max_pixels)
+        picture, history, question = _conversation(body.messages, grounder, settings.max_pixels, store)
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.stream:
             text, found = _ask(picture, question, None, history)
@@ -483,7 +510,8 @@ def create_app(
 
     @app.post("/v1/segment", response_model=SegmentResponse)
     def segment(body: SegmentRequest) -> SegmentResponse:
-        query = _array(decode_image(body.query, "query", settings.max_pixels))
+        query_image = store.image_or_slice(body.query, body.query_slice, ("query", "query_slice"), _decode)
+        query = _array(query_image)
         pairs = [
             (
                 _array(decode_image(p.image, f"support[{i}].image", settings.max_pixels)),
@@ -506,14 +534,18 @@ def create_app(
             mask_png=_png(mask * 255),
             rle=CocoRLE(**rle),
             overlay_png=_png(fill_masks(query, [mask])),
+            slice=query_image.info.get(SLICE_INFO),
         )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.text(), media_type="text/plain; version=0.0.4")
 
+    app.include_router(volume_router(store, settings.max_voxels, settings.max_volume_bytes))
+    mount_page(app)
     routes.update(r.path for r in app.routes if hasattr(r, "path"))
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)  # outermost: before anything reads the body
+    volume_limit = {"/v1/volumes": settings.max_volume_bytes}  # outermost: before anything reads the body
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes, larger=volume_limit)
     return app
 
 

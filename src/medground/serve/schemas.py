@@ -37,9 +37,11 @@ class LabelledBox(BaseModel):
 
 
 class GroundRequest(BaseModel):
-    """``image``: a ``data:image/...;base64,`` URL or bare base64 of a PNG/JPEG/... file."""
+    """``image``: a ``data:image/...;base64,`` URL or bare base64 of a PNG/JPEG/... file; or
+    ``volume_slice`` (a slice of an uploaded volume) instead."""
 
-    image: str
+    image: str | None = None
+    volume_slice: SliceRef | None = None
     question: str = Field(min_length=1)
     box: BoxList | None = None
 
@@ -50,6 +52,7 @@ class GroundResponse(BaseModel):
     boxes: list[LabelledBox]
     width: int
     height: int
+    slice: SliceInfo | None = None
 
 
 class TextPart(BaseModel):
@@ -74,7 +77,7 @@ class BoxPart(BaseModel):
     box: BoxList
 
 
-ContentPart = Annotated[TextPart | ImagePart | BoxPart, Field(discriminator="type")]
+ContentPart = Annotated["TextPart | ImagePart | BoxPart | VolumeSlicePart", Field(discriminator="type")]
 
 
 class ChatMessage(BaseModel):
@@ -98,6 +101,7 @@ class Grounding(BaseModel):
     boxes: list[LabelledBox]
     width: int
     height: int
+    slice: SliceInfo | None = None
 
 
 class AssistantMessage(BaseModel):
@@ -148,7 +152,8 @@ class SupportPair(BaseModel):
 
 
 class SegmentRequest(BaseModel):
-    query: str
+    query: str | None = None
+    query_slice: SliceRef | None = Field(None, description="a volume slice in place of query")
     support: list[SupportPair] = Field(default_factory=list, max_length=32)
     text: str | None = None
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
@@ -167,6 +172,7 @@ class SegmentResponse(BaseModel):
     mask_png: str = Field(description="base64 PNG, 0/255, the query's size")
     rle: CocoRLE
     overlay_png: str = Field(description="base64 PNG of the mask blended on the query")
+    slice: SliceInfo | None = None
 
 
 class ErrorBody(BaseModel):
@@ -176,3 +182,57 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# Volumes (medground.serve.volumes): a slice of an uploaded volume used in place of an image.
+
+Plane = Literal["axial", "coronal", "sagittal"]
+
+
+class SliceRef(BaseModel):
+    """A display slice of a volume uploaded to ``POST /v1/volumes``, used in place of an image."""
+
+    volume: str = Field(min_length=1, max_length=64, description="the id POST /v1/volumes returned")
+    plane: Plane
+    index: int = Field(ge=0, description="slice number along the plane's axis, 0-based")
+    window: str | None = Field(None, description="'percentiles' or a CT preset; default: the volume's")
+
+
+class SliceInfo(BaseModel):
+    """The slice an answer's boxes and masks refer to: their pixels are this slice's (width x height);
+    ``edges`` gives the patient direction at each image edge (radiological: left 'R' on axial)."""
+
+    volume: str
+    plane: Plane
+    index: int
+    window: str
+    width: int
+    height: int
+    edges: dict[str, str] = Field(description="{'left', 'right', 'top', 'bottom'} -> R/L/A/P/S/I")
+
+
+class PlaneInfo(BaseModel):
+    count: int = Field(description="slices along this plane")
+    width: int
+    height: int
+    pixel_mm: list[float] = Field(description="[row, column] pixel size in mm")
+    edges: dict[str, str]
+
+
+class VolumeInfo(BaseModel):
+    """An uploaded volume: canonical RAS+ shape (X, Y, Z) and spacing, display windows, and per plane the
+    slice count, slice size and edge labels."""
+
+    id: str
+    shape: list[int]
+    spacing: list[float]
+    window: str = Field(description="the default window: CT soft-tissue for CT, else 'percentiles'")
+    windows: list[str]
+    planes: dict[str, PlaneInfo]
+
+
+class VolumeSlicePart(BaseModel):
+    """medground's extension: a volume slice in place of an ``image_url`` part in a chat message."""
+
+    type: Literal["volume_slice"]
+    volume_slice: SliceRef
