@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import shutil
@@ -206,3 +207,45 @@ def test_open_a_nifti_volume_move_slices_and_planes_draw_a_box_and_ask(
         "edges": SAGITTAL,
     }
     browser.save_screenshot(str(shots / "volume_answer.png"))
+
+
+def test_segment_in_context_with_support_pairs_and_a_truth_mask_shows_the_dice(
+    browser, server, shots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    masks = CXR.parent.parent / "masks"
+    support = [(CXR.with_name(f"CHNCXR_000{n}_0.png"), masks / f"CHNCXR_000{n}_0_lungs.png") for n in (1, 2)]
+    truth = masks / "CHNCXR_0008_0_lungs.png"
+    browser.get(server + "/")
+    browser.find_element(By.ID, "file").send_keys(str(CXR))
+    _wait(browser, lambda d: d.execute_script("return document.getElementById('view').width") == 750)
+    for image, mask in support:
+        browser.find_element(By.ID, "add-support").click()
+        row = browser.find_elements(By.CSS_SELECTOR, "#supports li")[-1]
+        row.find_element(By.CSS_SELECTOR, ".support-image").send_keys(str(image))
+        row.find_element(By.CSS_SELECTOR, ".support-mask").send_keys(str(mask))
+    browser.find_element(By.ID, "truth").send_keys(str(truth))
+    browser.find_element(By.ID, "segment").click()
+    _wait(browser, lambda d: "Dice" in d.find_element(By.ID, "dice").text)
+    shown = float(re.search(r"Dice ([0-9.]+)", browser.find_element(By.ID, "dice").text)[1])
+
+    # the same request straight to the API, and the Dice computed here with numpy
+    url = lambda p: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()  # noqa: E731
+    body = {"query": url(CXR), "support": [{"image": url(i), "mask": url(m)} for i, m in support]}
+    request = urllib.request.Request(
+        server + "/v1/segment", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request) as reply:
+        answer = json.load(reply)
+    predicted = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png"])))) > 0
+    expected = np.asarray(Image.open(truth).convert("L")) > 0
+    dice = 2 * (predicted & expected).sum() / (predicted.sum() + expected.sum())
+    assert shown == pytest.approx(dice, abs=5e-4)
+    assert browser.find_element(By.ID, "view").get_attribute("data-masks") == "1"
+    assert (
+        browser.find_element(By.ID, "download-mask")
+        .get_attribute("href")
+        .startswith("data:image/png;base64,")
+    )
+    browser.save_screenshot(str(shots / "segment_dice.png"))

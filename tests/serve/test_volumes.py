@@ -204,7 +204,9 @@ def test_ground_chat_and_segment_take_a_volume_slice_and_say_which_slice_their_b
     assert chat.json()["choices"][0]["message"]["content"] == direct.text
 
     support = np.asarray(Image.open(HC18 / "images" / "000_HC.png").convert("L").resize((128, 128)))
-    mask = (np.asarray(Image.open(HC18 / "masks" / "000_HC_mask.png").convert("L").resize((128, 128))) > 0) * 255
+    mask = (
+        np.asarray(Image.open(HC18 / "masks" / "000_HC_mask.png").convert("L").resize((128, 128))) > 0
+    ) * 255
     encode = lambda a: base64.b64encode(_png(a)).decode()  # noqa: E731
     seg = client.post(
         "/v1/segment",
@@ -311,3 +313,17 @@ def test_the_store_keeps_the_most_recently_used_volumes(models) -> None:
     assert client.get(f"/v1/volumes/{second}").status_code == 404
     assert client.get(f"/v1/volumes/{first}").status_code == 200
     assert len(first) >= 20 and first != second
+
+
+def test_with_a_token_the_page_loads_without_it_and_volumes_need_it(models) -> None:
+    client = TestClient(create_app(*models, ServeSettings(token="s3cret")))
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert (
+        'src="/static/page.js"' in page.text and "http" not in page.text.split("<body>")[1]
+    )  # nothing external
+    assert client.get("/static/page.js").status_code == 200
+    assert client.post("/v1/volumes", content=_marked("left")).status_code == 401
+    reply = client.post("/v1/volumes", content=_marked("left"), headers={"Authorization": "Bearer s3cret"})
+    assert reply.status_code == 200
+    assert client.get(f"/v1/volumes/{reply.json()['id']}/axial/0.png").status_code == 401
