@@ -6,8 +6,9 @@ Starts the server in a subprocess (its memory is sampled from /proc), then, in o
    serially (one client);
 2. load: ``--clients`` concurrent clients for ``--load-s`` seconds on ``/v1/ground``, then on
    ``/v1/segment`` (throughput, p50/p95/p99, status counts, ratio to the serial p50);
-3. soak: the same clients on three ground requests (X-rays) to one segment for ``--soak-s`` seconds, server RSS
-   sampled every ``--sample-s`` (growth from the soak's first sample to its largest).
+3. soak: the same clients, three ground requests (X-rays) to one segment, for ``--soak-s`` seconds;
+   server RSS sampled every ``--sample-s``: ``rss_growth`` (largest sample over the first, the bar's
+   measure) and ``rss_trend`` (median of the last minute's samples over the first minute's).
 
 Request mix (stated, fixed): ground cycles over 9 bundled sample images, four 750 x 734-ish chest
 X-rays ("Where are both lungs?"), two 512 x 512 CT slices and a 258 x 181 one ("Where is the
@@ -243,9 +244,12 @@ def main() -> None:
             "last": rss[-1],
             "min": min(rss),
             "max": max(rss),
-            "samples": len(rss),
+            "samples": rss,
         }
         soak["rss_growth"] = round(max(rss) / rss[0] - 1, 4)
+        # a leak shows as a trend; single samples also swing with the requests in flight
+        minute = max(1, round(60 / args.sample_s))
+        soak["rss_trend"] = round(statistics.median(rss[-minute:]) / statistics.median(rss[:minute]) - 1, 4)
         result["soak"] = soak
         result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
         floor = result["health_serial"]["p50_s"]
