@@ -23,12 +23,13 @@ planner draws from, so appending keeps existing builds byte-identical; reorderin
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+from medground.choices import closest, unknown_choice
 
 __all__ = [
     "PROTOCOLS",
@@ -150,8 +151,8 @@ def task_names() -> tuple[str, ...]:
 def unknown_tasks_message(names: list[str], known: tuple[str, ...] | None = None) -> str:
     """``unknown task(s) 'rek'; known: rec, roc, reg, mia. 'rek' -> did you mean 'rec'?``"""
     known = task_names() if known is None else known
-    close = [difflib.get_close_matches(n, known, n=1) for n in names]
-    hints = "; ".join(f"{n!r} -> did you mean {c[0]!r}?" for n, c in zip(names, close, strict=True) if c)
+    close = [closest(n, known) for n in names]
+    hints = "; ".join(f"{n!r} -> did you mean {c!r}?" for n, c in zip(names, close, strict=True) if c)
     return f"unknown task(s) {', '.join(map(repr, names))}; known: {', '.join(known)}." + (
         f" {hints}" if hints else ""
     )
@@ -161,9 +162,7 @@ def task_spec(name: str) -> TaskSpec:
     """The spec of an engine task name; an unknown name raises KeyError with the closest known one."""
     if name in TASKS:
         return TASKS[name]
-    close = difflib.get_close_matches(name, list(TASKS), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}.{hint}")
+    raise KeyError(unknown_choice("task", name, TASKS))
 
 
 def eval_specs() -> dict[str, TaskSpec]:

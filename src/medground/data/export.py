@@ -38,7 +38,6 @@ shard (about 7 MB per 10,000 samples, measured), freed when the shard closes.
 
 from __future__ import annotations
 
-import difflib
 import io
 import itertools
 import json
@@ -54,6 +53,7 @@ from typing import IO, Any
 
 from PIL import Image
 
+from medground.choices import unknown_choice
 from medground.grounding import Dialect, get_dialect, reground_text, scale_box
 from medground.types import Box
 
@@ -265,9 +265,7 @@ def _check_format(fmt: str) -> None:
     known = [*EXPORTERS, *SHARDED_FORMATS]
     if fmt in known:
         return
-    close = difflib.get_close_matches(fmt, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise KeyError(f"unknown export format {fmt!r}; known: {', '.join(known)}.{hint}")
+    raise KeyError(unknown_choice("export format", fmt, known))
 
 
 def _destination(out_dir: Path, fmt: str, dest: Path | None, split: str | None, suffix: str) -> Path:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from medground.choices import unknown_choice
 from medground.names import name_key
 
 __all__ = [
@@ -222,11 +223,9 @@ def canonical_body_region(region: str) -> str:
         return text
     if text in _REGION_ALIASES:
         return _REGION_ALIASES[text]
-    import difflib
-
-    close = difflib.get_close_matches(text, [*BODY_REGIONS, *_REGION_ALIASES], n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown body region {region!r}; known: {', '.join(BODY_REGIONS)}.{hint}")
+    raise ValueError(
+        unknown_choice("body region", text, [*BODY_REGIONS, *_REGION_ALIASES], listed=BODY_REGIONS)
+    )
 
 
 def related_structures(body_region: str, kind: str | None = None) -> list[str]:

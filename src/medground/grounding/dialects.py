@@ -32,6 +32,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 
+from medground.choices import unknown_choice
 from medground.grounding.resize import smart_resize
 from medground.types import Box
 
@@ -432,8 +433,4 @@ def get_dialect(name: str) -> Dialect:
     """The dialect registered under ``name``; an unknown name lists the known ones and the closest."""
     if name in DIALECTS:
         return DIALECTS[name]
-    import difflib
-
-    close = difflib.get_close_matches(name, list(DIALECTS), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise KeyError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}.{hint}")
+    raise KeyError(unknown_choice("dialect", name, DIALECTS))

@@ -19,10 +19,11 @@ Rounding of every uint8 conversion here: ``floor(v + 0.5)`` (round half up) afte
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import numpy as np
+
+from medground.choices import unknown_choice
 
 __all__ = [
     "display_volume",
@@ -60,14 +61,9 @@ DEFAULT_CT_WINDOW = "soft-tissue"
 """The default CT window: level 40, width 400 HU, as SA-Med2D and MedSAM use."""
 
 
-def _closest(name: str, known: Sequence[str]) -> str:
-    match = difflib.get_close_matches(name, known, n=1)
-    return f" Did you mean {match[0]!r}?" if match else ""
-
-
 def _axis(axis: str) -> int:
     if axis not in _AXIS_INDEX:
-        raise ValueError(f"unknown slice axis {axis!r}; known: {', '.join(AXES)}.{_closest(axis, AXES)}")
+        raise ValueError(unknown_choice("slice axis", axis, AXES))
     return _AXIS_INDEX[axis]
 
 
@@ -124,9 +120,7 @@ def stack_slices(slices: Sequence[np.ndarray], axis: str) -> np.ndarray:
 def ct_window(name: str) -> tuple[float, float]:
     """(level, width) of a CT preset; ValueError listing the presets for an unknown name."""
     if name not in CT_WINDOWS:
-        raise ValueError(
-            f"unknown CT window {name!r}; known: {', '.join(CT_WINDOWS)}.{_closest(name, list(CT_WINDOWS))}"
-        )
+        raise ValueError(unknown_choice("CT window", name, CT_WINDOWS))
     return CT_WINDOWS[name]
 
 

@@ -7,11 +7,11 @@ cheap), its vision patch size and spatial merge, and the box dialect its instruc
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from medground.choices import unknown_choice
 from medground.grounding import Dialect, get_dialect
 
 __all__ = ["FAMILIES", "Family", "family_for_model_type", "get_family"]
@@ -81,9 +81,7 @@ FAMILIES: dict[str, Family] = {
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> KeyError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return KeyError(f"unknown {kind} {name!r}; known: {', '.join(known)}.{hint}")
+    return KeyError(unknown_choice(kind, name, known))
 
 
 def get_family(name: str) -> Family:

@@ -9,10 +9,10 @@ here (:func:`describe_layouts`). A new layout is one module and one line in :dat
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
+from medground.choices import unknown_choice
 from medground.data.sources.base import Item, Source, SourceError, case_key
 from medground.data.sources.coco import CocoSource
 from medground.data.sources.dicom import DicomSource
@@ -72,9 +72,7 @@ def open_source(spec: str | Path, **options: Any) -> Source:
     if rest and kind in SOURCES:
         path = Path(rest)
     elif rest and not Path(text).exists() and len(kind) > 1:
-        close = difflib.get_close_matches(kind, list(SOURCES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SourceError(f"unknown source kind {kind!r} in {text!r}; known: {', '.join(SOURCES)}.{hint}")
+        raise SourceError(f"{text}: {unknown_choice('source kind', kind, SOURCES)}")
     else:
         path, kind = Path(text), detect_kind(Path(text))
     cls = SOURCES[kind]
