@@ -101,10 +101,12 @@ async function openVolume(blob, name) {
   $("window").replaceChildren(...info.windows.map((w) => new Option(w, w, false, w === info.window)));
   $("volume-controls").hidden = false;
   resetAnswer(true);
-  $("plane").value = "axial";
-  setPlane(Math.floor(info.planes.axial.count / 2));
+  // a single slice (one DICOM file) is shown in its own plane, the one with one slice; else axial
+  $("plane").value = ["axial", "coronal", "sagittal"].find((p) => info.planes[p].count === 1) || "axial";
+  setPlane(Math.floor(info.planes[$("plane").value].count / 2));
   await loadSlice();
-  say(`${name}: volume ${info.shape.join(" x ")} (R-A-S voxels), ${info.planes.axial.count} axial slices`);
+  const plane = $("plane").value;
+  say(`${name}: volume ${info.shape.join(" x ")} (R-A-S voxels), ${info.planes[plane].count} ${plane} slices`);
 }
 function setPlane(index) {
   const plane = state.volume.planes[$("plane").value];
