@@ -57,6 +57,8 @@ def train_command(
     lora: Annotated[
         bool, typer.Option(help="Train LoRA adapters (merged at the end) instead of all weights.")
     ] = False,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout (0: deterministic).")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
@@ -132,6 +134,8 @@ def train_command(
             "augment": augment,
             "shift": shift,
             "save_steps": save_steps,
+            "lora_r": lora_r,
+            "lora_dropout": lora_dropout,
         }
         sizes = (
             ("hidden_size", tiny_hidden),

@@ -7,6 +7,7 @@ command with ``accelerate launch --config_file src/medground/mllm/configs/<ddp|f
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ __all__ = [
     "apply_preset",
     "config_from_dict",
     "load_base",
+    "plain_model",
     "save_model",
     "train",
 ]
@@ -287,6 +289,31 @@ def _training_args(cfg: TrainConfig) -> Any:
     )
 
 
+def plain_model(family: Family, config: Any, state: dict[str, torch.Tensor], lora: Any = None) -> Any:
+    """An ordinary (unsharded, unwrapped) ``family`` model holding ``state``, the gathered full weights.
+
+    The live model may hold FSDP shards (DTensors) or empty ZeRO-3 placeholders, and FSDP2 changes its
+    class, so saving goes through a copy: built on the meta device (no memory, no init), it takes
+    ``state``'s tensors as they are (``assign``). With ``lora`` (the PEFT config of the run), ``state``
+    holds base and adapter weights and PEFT merges W + B @ A * alpha / r on the whole matrices.
+    """
+    with torch.device("meta"):
+        shell = family.model_cls()(copy.deepcopy(config))
+        if lora is not None:
+            from peft import get_peft_model
+
+            shell = get_peft_model(shell, lora)
+    missing, unexpected = shell.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"gathered weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    # assign leaves tied matrices (input/output embeddings) as two tensors: tie them again before
+    # merging, else PEFT sees them untied and rewrites tie_word_embeddings in the config.
+    shell.tie_weights()
+    return shell.merge_and_unload() if lora is not None else shell
+
+
 def save_model(model: Any, processor: Any, family: Family, cfg: TrainConfig, out: Path) -> None:
     """Write safetensors weights, config, processor and ``medground.json`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -305,6 +332,35 @@ def save_model(model: Any, processor: Any, family: Family, cfg: TrainConfig, out
     tmp.replace(out / META_FILE)
 
 
+def _fsdp_on_cpu_processes(trainer: Any) -> None:
+    """Turn on FSDP2 for ``accelerate launch`` with an FSDP config and ``use_cpu`` (CPU processes, gloo).
+
+    accelerate 1.15 switches its state to FSDP only for accelerator device types (MULTI_GPU, ...); on
+    CPU processes it leaves MULTI_CPU, and the Trainer would silently train with DDP while the user
+    asked for sharding. FSDP2 (``fully_shard``) itself runs on CPU with gloo, so the state is switched
+    here with the plugin the launcher described (``FSDP_*`` environment). FSDP1 refuses CPU-only runs.
+    """
+    import os
+
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not wanted or state.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise ValueError(
+            f"FSDP on CPU processes needs fsdp_version: 2 in the accelerate config (got {plugin.fsdp_version})"
+        )
+    # Both shared states: every later AcceleratorState() copies PartialState's distributed_type back.
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    state.distributed_type = DistributedType.FSDP
+    state.fsdp_plugin = plugin
+    trainer.is_fsdp_enabled = True
+
+
 def _trainer_class() -> type:
     """HF ``Trainer`` whose resume loads full-model checkpoints through ``from_pretrained``.
 
@@ -317,6 +373,10 @@ def _trainer_class() -> type:
     from transformers import Trainer
 
     class ResumingTrainer(Trainer):
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            _fsdp_on_cpu_processes(self)
+
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
             model = self.model if model is None else model
             full = (Path(resume_from_checkpoint) / "model.safetensors").is_file()
@@ -352,11 +412,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     resume: str | bool | None = True if cfg.resume == "last" else cfg.resume
     trainer.train(resume_from_checkpoint=resume)
-    if cfg.lora:
-        model = model.merge_and_unload()
+    # Every process takes part in the gather (FSDP all-gathers shards, ZeRO-3 consolidates 16-bit weights);
+    # the main process alone writes the files.
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     out = Path(cfg.out)
     if trainer.is_world_process_zero():
-        save_model(model, processor, family, cfg, out)
+        lora = model.peft_config["default"] if cfg.lora else None
+        save_model(plain_model(family, model.config, state, lora), processor, family, cfg, out)
+    trainer.accelerator.wait_for_everyone()
     losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
     return TrainResult(out, [(s, v) for s, v in losses if math.isfinite(v)])
 
