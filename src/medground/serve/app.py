@@ -521,7 +521,7 @@ def create_app(
         ]
         try:
             with icl_gate():
-                prob = segmenter.segment(query, support=pairs, text=body.text or None)
+                prob = segmenter.segment(query, support=pairs, text=body.text or None, box=body.box)
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
         mask = (np.asarray(prob) >= body.threshold).astype(np.uint8)

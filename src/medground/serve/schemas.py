@@ -156,6 +156,7 @@ class SegmentRequest(BaseModel):
     query_slice: SliceRef | None = Field(None, description="a volume slice in place of query")
     support: list[SupportPair] = Field(default_factory=list, max_length=32)
     text: str | None = None
+    box: BoxList | None = Field(None, description="the object's box in the query's pixels (box prompt)")
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
 
 
