@@ -327,3 +327,17 @@ def test_with_a_token_the_page_loads_without_it_and_volumes_need_it(models) -> N
     reply = client.post("/v1/volumes", content=_marked("left"), headers={"Authorization": "Bearer s3cret"})
     assert reply.status_code == 200
     assert client.get(f"/v1/volumes/{reply.json()['id']}/axial/0.png").status_code == 401
+
+
+def test_segment_takes_a_box_drawn_on_a_slice_as_the_box_prompt(client: TestClient, models) -> None:
+    _, segmenter = models
+    info = _upload(client, CT_NII.read_bytes(), modality="ct")
+    ref, box = {"volume": info["id"], "plane": "axial", "index": 64}, [30, 40, 90, 100]
+    reply = client.post("/v1/segment", json={"query_slice": ref, "box": box})
+    assert reply.status_code == 200, reply.text
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply.json()["mask_png"])))) > 0
+    direct = segmenter.segment(_slice(client, info["id"], "axial", 64), box=box) >= 0.5
+    assert np.array_equal(mask, direct) and mask.any()
+    assert not mask[:, :30].any() and not mask[:40].any()  # nothing outside the box
+    outside = client.post("/v1/segment", json={"query_slice": ref, "box": [0, 0, 200, 10]})
+    assert outside.status_code == 400 and "outside the 128x128" in outside.text

@@ -401,7 +401,8 @@ async function segment() {
     if (image && mask) support.push({ image: await readDataURL(image), mask: await readDataURL(mask) });
   }
   const text = $("structure").value.trim();
-  const body = { ...(state.volume ? { query_slice: fields.volume_slice } : { query: fields.image }), support, ...(text ? { text } : {}) };
+  const box = state.box ? { box: [...state.box] } : {};
+  const body = { ...(state.volume ? { query_slice: fields.volume_slice } : { query: fields.image }), support, ...(text ? { text } : {}), ...box };
   $("segment").disabled = true;
   try {
     const reply = await (await postJSON("/v1/segment", body)).json();
