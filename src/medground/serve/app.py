@@ -35,13 +35,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from PIL import Image
 
+from medground.grounding import Grounded
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
 from medground.io import ReadError, encode_rle, mask_array
-from medground.mllm.grounder import DEFAULT_MODEL, Answer, Grounder
+from medground.mllm.grounder import DEFAULT_MODEL, Answer, Grounder, SegmentedBox, mask_boxes
 from medground.serve.page import PUBLIC_PREFIX, mount_page
 from medground.serve.proxy import UpstreamError, UpstreamGrounder
 from medground.serve.schemas import (
     AssistantMessage,
+    BoxMask,
     ChatCompletion,
     ChatCompletionChunk,
     ChatMessage,
@@ -55,6 +57,7 @@ from medground.serve.schemas import (
     GroundResponse,
     Health,
     LabelledBox,
+    MaskedBox,
     ModelCard,
     ModelList,
     SegmentRequest,
@@ -242,6 +245,18 @@ def _png(array: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _answer_box(g: Grounded) -> LabelledBox:
+    """A box of an answer for the client; with its mask (PNG and COCO RLE) when it has one."""
+    if not isinstance(g, SegmentedBox):
+        return LabelledBox(label=g.label, box=g.box.as_list())
+    mask = BoxMask(
+        area=int(g.mask.sum()),
+        mask_png=_png(g.mask.astype(np.uint8) * 255),
+        rle=CocoRLE(**encode_rle(g.mask)),
+    )
+    return MaskedBox(label=g.label, box=g.box.as_list(), mask=mask)
+
+
 def _model_id(path: str | Path | None, default: Path, name: str) -> str:
     return name if path is None or Path(path).resolve() == default.resolve() else Path(path).name
 
@@ -402,12 +417,24 @@ def create_app(
         return response
 
     def _grounding(answer: Answer, picture: Image.Image) -> Grounding:
-        boxes = [LabelledBox(label=g.label, box=g.box.as_list()) for g in answer.boxes]
+        boxes = [_answer_box(g) for g in answer.boxes]
         where = picture.info.get(SLICE_INFO)  # the volume slice the picture is, if it is one
         return Grounding(boxes=boxes, width=picture.width, height=picture.height, slice=where)
 
+    def _segmented(answer: Answer, picture: Image.Image) -> Answer:
+        """``answer`` with each box's mask from the served segmenter (through its own gate)."""
+        try:
+            with icl_gate():
+                return Answer(answer.text, [*mask_boxes(segmenter, picture, answer.boxes)])
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from error
+
     def _ask(
-        picture: Image.Image, question: str, box: list[int] | None, history: list[tuple[str, str]]
+        picture: Image.Image,
+        question: str,
+        box: list[int] | None,
+        history: list[tuple[str, str]],
+        segment: bool = False,
     ) -> tuple[str, Grounding]:
         try:
             with gate():
@@ -416,10 +443,12 @@ def create_app(
             raise HTTPException(400, str(error)) from error
         except UpstreamError as error:
             raise HTTPException(502, str(error)) from error
+        if segment:
+            answer = _segmented(answer, picture)
         return answer.text, _grounding(answer, picture)
 
     def _ask_streamed(
-        picture: Image.Image, question: str, history: list[tuple[str, str]]
+        picture: Image.Image, question: str, history: list[tuple[str, str]], segment: bool = False
     ) -> queue.Queue[str | Answer | Exception]:
         """Start answering on a thread of its own (holding the gate until done): the queue gets each
         text piece as it is decoded, then the :class:`Answer` (or the exception that stopped it).
@@ -432,7 +461,8 @@ def create_app(
 
         def work() -> None:
             try:
-                pieces.put(grounder.ask(picture, question, None, history, on_text=pieces.put))
+                answer = grounder.ask(picture, question, None, history, on_text=pieces.put)
+                pieces.put(_segmented(answer, picture) if segment else answer)
             except Exception as error:  # handed to the stream, which reports it in its last event
                 pieces.put(error)
             finally:
@@ -453,7 +483,7 @@ def create_app(
     def ground(body: GroundRequest) -> GroundResponse:
         picture = store.image_or_slice(body.image, body.volume_slice, ("image", "volume_slice"), _decode)
         picture = picture.convert("RGB")
-        text, found = _ask(picture, body.question, body.box, [])
+        text, found = _ask(picture, body.question, body.box, [], body.segment)
         return GroundResponse(
             model=ground_id,
             answer=text,
@@ -471,13 +501,14 @@ def create_app(
             )
         picture, history, question = _conversation(body.messages, grounder, settings.max_pixels, store)
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        segment = body.medground is not None and body.medground.segment
         if not body.stream:
-            text, found = _ask(picture, question, None, history)
+            text, found = _ask(picture, question, None, history, segment)
             message = AssistantMessage(content=text, medground=found)
             return ChatCompletion(
                 id=reply_id, created=created, model=ground_id, choices=[Choice(message=message)]
             )
-        pieces = _ask_streamed(picture, question, history)
+        pieces = _ask_streamed(picture, question, history, segment)
 
         def event(choice: ChunkChoice) -> str:
             """One SSE event; the delta's unset fields are left out, the ``medground`` field is whole."""

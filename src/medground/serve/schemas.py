@@ -36,6 +36,24 @@ class LabelledBox(BaseModel):
     box: BoxList
 
 
+class BoxMask(BaseModel):
+    """A box's mask in pixels of the client's image (every mask pixel inside the box)."""
+
+    area: int = Field(description="mask pixels")
+    mask_png: str = Field(description="base64 PNG, 0/255, the image's size")
+    rle: CocoRLE
+
+
+class MaskedBox(LabelledBox):
+    """A box of an answer asked to segment, with its mask."""
+
+    mask: BoxMask
+
+
+AnswerBox = MaskedBox | LabelledBox
+"""A box of an answer: with its mask when the request asked to segment, else label and box only."""
+
+
 class GroundRequest(BaseModel):
     """``image``: a ``data:image/...;base64,`` URL or bare base64 of a PNG/JPEG/... file; or
     ``volume_slice`` (a slice of an uploaded volume) instead."""
@@ -44,12 +62,13 @@ class GroundRequest(BaseModel):
     volume_slice: SliceRef | None = None
     question: str = Field(min_length=1)
     box: BoxList | None = None
+    segment: bool = Field(False, description="also segment each answer box (masks in the response)")
 
 
 class GroundResponse(BaseModel):
     model: str
     answer: str
-    boxes: list[LabelledBox]
+    boxes: list[AnswerBox]
     width: int
     height: int
     slice: SliceInfo | None = None
@@ -93,12 +112,19 @@ class ChatRequest(BaseModel):
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+    medground: ChatOptions | None = None
+
+
+class ChatOptions(BaseModel):
+    """medground's request extension (``"medground": {"segment": true}``; stock clients never send it)."""
+
+    segment: bool = Field(False, description="also segment each answer box (masks in the reply)")
 
 
 class Grounding(BaseModel):
     """The extension field of an answer: its boxes in pixels of the client's image (width x height)."""
 
-    boxes: list[LabelledBox]
+    boxes: list[AnswerBox]
     width: int
     height: int
     slice: SliceInfo | None = None
