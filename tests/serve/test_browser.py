@@ -13,13 +13,19 @@ import json
 import os
 import re
 import shutil
+import socket
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image
+
+from medground.serve.app import ServeSettings, create_app
 
 from .conftest import CXR
 from .test_volumes import AXIAL, CT_NII, SAGITTAL
@@ -249,3 +255,44 @@ def test_segment_in_context_with_support_pairs_and_a_truth_mask_shows_the_dice(
         .startswith("data:image/png;base64,")
     )
     browser.save_screenshot(str(shots / "segment_dice.png"))
+
+
+@pytest.fixture(scope="module")
+def token_server(models) -> Iterator[str]:
+    """A second server over the same models, with a bearer token."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    app = create_app(*models, ServeSettings(token="page-token"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the token server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def test_with_a_token_the_page_asks_once_and_keeps_it_for_the_tab(browser, token_server) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(token_server + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.find_element(By.ID, "file").send_keys(str(CT_NII))  # a volume: the upload needs the token
+    _wait(browser, lambda d: d.find_element(By.ID, "token-form").is_displayed())
+    assert browser.switch_to.active_element == browser.find_element(By.ID, "token")
+    browser.find_element(By.ID, "token").send_keys("wrong")
+    browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "token-form").is_displayed())  # 401 again: asked again
+    field = browser.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys("page-token")
+    browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "view").get_attribute("data-first-slice") == "1")
+    assert not browser.find_element(By.ID, "token-form").is_displayed()
+    browser.refresh()  # same tab: the token is kept, nothing asked
+    browser.find_element(By.ID, "file").send_keys(str(CT_NII))
+    _wait(browser, lambda d: d.find_element(By.ID, "view").get_attribute("data-first-slice") == "1")
+    assert not browser.find_element(By.ID, "token-form").is_displayed()
