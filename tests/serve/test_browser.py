@@ -296,3 +296,37 @@ def test_with_a_token_the_page_asks_once_and_keeps_it_for_the_tab(browser, token
     browser.find_element(By.ID, "file").send_keys(str(CT_NII))
     _wait(browser, lambda d: d.find_element(By.ID, "view").get_attribute("data-first-slice") == "1")
     assert not browser.find_element(By.ID, "token-form").is_displayed()
+
+
+def test_answer_masks_are_drawn_when_asked_for(browser, server, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    question = "Where are both lungs?"
+    browser.get(server + "/")
+    browser.find_element(By.ID, "file").send_keys(str(CXR))
+    _wait(browser, lambda d: d.execute_script("return document.getElementById('view').width") == 750)
+    browser.find_element(By.ID, "want-masks").click()
+    _ask(browser, question)
+    url = "data:image/png;base64," + base64.b64encode(CXR.read_bytes()).decode()
+    request = urllib.request.Request(
+        server + "/v1/ground",
+        data=json.dumps({"image": url, "question": question, "segment": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as reply:
+        boxes = json.load(reply)["boxes"]
+    masks = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b["mask"]["mask_png"])))) > 0 for b in boxes]
+    assert masks and int(browser.find_element(By.ID, "view").get_attribute("data-masks")) == len(masks)
+    drawn, original = _canvas(browser).astype(int), np.asarray(Image.open(CXR).convert("RGB")).astype(int)
+    edges = np.zeros(original.shape[:2], bool)  # box strokes and labels, left out of the comparison
+    for b in boxes:
+        x0, y0, x1, y1 = b["box"]
+        edges[max(0, y0 - 30) : max(y0, 30) + 6, max(0, x0 - 6) : max(x1, x0 + 200) + 6] = True  # the label
+        edges[max(0, y0 - 6) : y1 + 6, max(0, x0 - 6) : x0 + 6] = True
+        edges[max(0, y0 - 6) : y1 + 6, max(0, x1 - 6) : x1 + 6] = True
+        edges[max(0, y1 - 6) : y1 + 6, max(0, x0 - 6) : x1 + 6] = True
+    covered = np.any(masks, axis=0)
+    changed = np.any(drawn != original, axis=2)
+    assert changed[covered & ~edges].all()  # every mask pixel is tinted
+    assert not changed[~covered & ~edges].any()  # nothing else is
+    browser.save_screenshot(str(shots / "masks.png"))
