@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from medground.eval.seg_metrics import dice
-from medground.eval.stats import BootstrapConfig, Units, aggregate, safe_div
+from medground.eval.stats import BootstrapConfig, Units, aggregate, bootstrap_ci, safe_div
 from medground.grounding import Grounded
 from medground.icl.segmenter import InContextSegmenter
 from medground.io import region_mask
@@ -122,30 +122,62 @@ def evaluate(grounder: Grounder, data: Path, split: str, limit: int | None) -> t
     return rows, times
 
 
+DIFFERENCES = {
+    "mask_minus_box": ("dice_mask", "dice_box"),
+    "oracle_minus_box": ("dice_oracle", "dice_oracle_box"),
+}
+"""Paired per-turn differences: what the mask adds to the model's boxes, and to the truth boxes."""
+LABELS = {
+    "dice_mask": "mask Dice (answer boxes -> masks)",
+    "dice_box": "box Dice (answer boxes filled)",
+    "mask_minus_box": "mask - box",
+    "acc50": "REC Acc@0.5",
+    "dice_oracle": "oracle mask Dice (truth boxes -> masks)",
+    "dice_oracle_box": "truth boxes filled Dice",
+    "oracle_minus_box": "oracle - truth boxes",
+}
+
+
 def summarise(rows: list[dict], boot: int) -> dict[str, Any]:
-    """Means per modality, overall (micro over turns) and macro (mean of modalities), patient bootstrap."""
+    """Means per modality (each with its own patient bootstrap), overall (micro over turns, patient
+    bootstrap) and macro (mean of modalities); ``patients`` per modality."""
     columns = {c: np.asarray([r[c] for r in rows], float) for c in COLUMNS}
+    columns |= {d: columns[a] - columns[b] for d, (a, b) in DIFFERENCES.items()}
     columns["n"] = np.ones(len(rows))
-    metrics = {c: (lambda s, c=c: safe_div(s[c], s["n"])) for c in COLUMNS}
-    units = Units.of([r["case"] for r in rows], "patient")
-    return aggregate(columns, [r["modality"] for r in rows], metrics, BootstrapConfig(boot), units)
+    metrics = {c: (lambda s, c=c: safe_div(s[c], s["n"])) for c in LABELS}
+    cases, groups = [r["case"] for r in rows], [r["modality"] for r in rows]
+    config = BootstrapConfig(boot)
+    summary = aggregate(columns, groups, metrics, config, Units.of(cases, "patient"))
+    summary["group_ci"], summary["patients"] = {}, {}
+    for g in summary["per_group"]:
+        keep = np.asarray([x == g for x in groups])
+        subset = {k: v[keep] for k, v in columns.items()}
+        units = Units.of([c for c, k in zip(cases, keep, strict=True) if k], "patient")
+        summary["patients"][g] = units.count
+        summary["group_ci"][g] = {m: bootstrap_ci(subset, fn, config, units) for m, fn in metrics.items()}
+    summary["patients"]["all"] = len(set(cases))
+    return summary
+
+
+def _cell(value: float, ci: list[float] | None) -> str:
+    return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
 def table(summary: dict[str, Any]) -> str:
-    """Markdown rows: modality, turns, then each column's mean (overall with its interval)."""
-    head = "| modality | REC turns | mask Dice (boxes -> masks) | box Dice (boxes filled) | REC Acc@0.5 | oracle mask Dice (truth box -> mask) | truth box filled Dice |"
-    lines = [head, "|" + "---|" * 7]
-    for group, scores in summary["per_group"].items():
-        cells = " | ".join(f"{scores[c]:.3f}" for c in COLUMNS)
-        lines.append(f"| {group} | {summary['n'][group]} | {cells} |")
+    """Markdown: one row per modality, then all turns pooled and the macro mean; 95% patient intervals."""
+    lines = [
+        "| modality | patients | REC turns | " + " | ".join(LABELS.values()) + " |",
+        "|" + "---|" * (3 + len(LABELS)),
+    ]
+    for g, scores in summary["per_group"].items():
+        cells = " | ".join(_cell(scores[c], summary["group_ci"][g][c]) for c in LABELS)
+        lines.append(f"| {g} | {summary['patients'][g]} | {summary['n'][g]} | {cells} |")
     micro, ci = summary["micro"], summary["ci"]
-    cells = " | ".join(f"**{micro[c]:.3f}** [{ci[c][0]:.3f}, {ci[c][1]:.3f}]" for c in COLUMNS)
-    lines.append(f"| all (micro) | {sum(summary['n'].values())} | {cells} |")
-    lines.append(
-        "| all (macro over modalities) | | "
-        + " | ".join(f"{summary['macro'][c]:.3f}" for c in COLUMNS)
-        + " |"
-    )
+    cells = " | ".join(f"**{_cell(micro[c], ci[c])}**" for c in LABELS)
+    turns = sum(summary["n"].values())
+    lines.append(f"| all (turns pooled) | {summary['patients']['all']} | {turns} | {cells} |")
+    macro = " | ".join(f"{summary['macro'][c]:.3f}" for c in LABELS)
+    lines.append(f"| mean of modalities | | | {macro} |")
     return "\n".join(lines)
 
 
@@ -161,7 +193,14 @@ def main() -> None:
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap replicates")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write rows and summary as JSON")
+    parser.add_argument(
+        "--rows", type=Path, default=None, help="summarise the rows of an earlier --out (no models run)"
+    )
     args = parser.parse_args()
+    if args.rows is not None:
+        earlier = json.loads(args.rows.read_text())
+        print(table(summarise(earlier["rows"], args.boot)))
+        return
     import torch
 
     torch.set_num_threads(args.threads)
@@ -176,19 +215,21 @@ def main() -> None:
     rows, times = evaluate(grounder, args.data, args.split, args.limit)
     summary = summarise(rows, args.boot)
     ask, seg = statistics.mean(times["ask"]), statistics.mean(times["segment"])
+    micro = summary["micro"]
     result = {
         "data": str(args.data),
         "split": args.split,
+        "box_model": str(args.box_model or "shipped"),
         "machine": f"{platform.machine()}, {platform.python_version()}, torch threads {args.threads}",
         "held_out": held_out,
         "turns": len(rows),
-        "summary": summary,
-        "seconds": {
-            "ask_mean": ask,
-            "segment_mean": seg,
-            "ask_plus_segment_over_ask": (ask + seg) / ask,
-            "wall": time.perf_counter() - started,
+        "ratios": {
+            "mask_dice_over_box_dice": micro["dice_mask"] / micro["dice_box"],
+            "oracle_mask_dice_over_truth_box_dice": micro["dice_oracle"] / micro["dice_oracle_box"],
+            "ask_plus_segment_seconds_over_ask": (ask + seg) / ask,
         },
+        "seconds": {"ask_mean": ask, "segment_mean": seg, "wall": time.perf_counter() - started},
+        "summary": summary,
     }
     print(table(summary))
     print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2))
