@@ -177,7 +177,7 @@ def decode_rle(rle: Any) -> np.ndarray:
         raise ValueError("RLE counts must be a compressed string or a list of integers")
     if height * width == 0:
         return np.zeros((height, width), dtype=bool)
-    return np.ascontiguousarray(coco_mask.decode(coded)).astype(bool)
+    return coco_mask.decode(coded).view(bool)  # 0/1 uint8 -> bool without a copy (column-major layout)
 
 
 def region_mask(root: str | Path, region: dict[str, Any], where: str | Path | None = None) -> np.ndarray:

@@ -122,7 +122,9 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     size = segmentation["size"]
     if not (isinstance(size, list) and len(size) == 2 and [int(v) for v in size] == [height, width]):
         raise ValueError(f"RLE size {size} is not the image's [height, width] = [{height}, {width}]")
-    return decode_rle({"size": [height, width], "counts": segmentation["counts"]}).astype(np.uint8)
+    return np.ascontiguousarray(
+        decode_rle({"size": [height, width], "counts": segmentation["counts"]}), np.uint8
+    )
 
 
 def _positive_int(value: Any) -> bool:
