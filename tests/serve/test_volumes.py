@@ -341,3 +341,22 @@ def test_segment_takes_a_box_drawn_on_a_slice_as_the_box_prompt(client: TestClie
     assert not mask[:, :30].any() and not mask[:40].any()  # nothing outside the box
     outside = client.post("/v1/segment", json={"query_slice": ref, "box": [0, 0, 200, 10]})
     assert outside.status_code == 400 and "outside the 128x128" in outside.text
+
+
+def test_a_zip_of_two_dicom_series_is_refused_without_echoing_their_tags(client: TestClient) -> None:
+    study = DICOM / "tcia_brain_tumor_progression_mr" / "PGBM-001_1992-04-02"
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as archive:
+        for folder in ("T1post", "MaskTumor"):
+            for path in sorted((study / folder).iterdir()):
+                archive.write(path, f"{folder}/{path.name}")
+    reply = client.post("/v1/volumes", content=packed.getvalue(), params={"name": "study.zip"})
+    assert reply.status_code == 400
+    message = reply.json()["error"]["message"]
+    assert message == "study.zip: holds 2 image series; upload one series at a time"
+
+
+def test_dicom_voxels_are_counted_from_the_headers_before_decoding(models) -> None:
+    client = TestClient(create_app(*models, ServeSettings(max_voxels=128 * 128 - 1)))
+    reply = client.post("/v1/volumes", content=CT_SMALL.read_bytes(), params={"name": "CT_small.dcm"})
+    assert reply.status_code == 413 and "16384 voxels is over the 16383-voxel limit" in reply.text

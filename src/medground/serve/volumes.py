@@ -272,12 +272,9 @@ def read_volume(data: bytes, name: str, max_voxels: int, max_bytes: int) -> tupl
         if data[:2] == _GZIP:
             volume = load_volume_bytes(_inflate(data, name, max_voxels), name)
         elif data[:4] == _ZIP:
-            files = _unzip(data, name, max_bytes)
-            volume = _dicom(files, name, max_voxels)
-            return volume, _is_ct(files)
+            return _dicom(_unzip(data, name, max_bytes), name, max_voxels)
         elif len(data) > 132 and data[128:132] == b"DICM":
-            files = [MemoryFile(name, data)]
-            return _dicom(files, name, max_voxels), _is_ct(files)
+            return _dicom([MemoryFile(name, data)], name, max_voxels)
         else:
             _nifti_size(data[:_NIFTI2], name, max_voxels)
             volume = load_volume_bytes(data, name)
@@ -286,25 +283,27 @@ def read_volume(data: bytes, name: str, max_voxels: int, max_bytes: int) -> tupl
     return volume, False
 
 
-def _dicom(files: list[MemoryFile], name: str, max_voxels: int) -> Volume:
-    volume = load_dicom_files(files, name)
-    if volume.array.size > max_voxels:
-        raise HTTPException(413, f"{name}: {volume.array.size} voxels is over the {max_voxels}-voxel limit")
-    return volume
-
-
-def _is_ct(files: list[MemoryFile]) -> bool:
-    """Whether the first DICOM image among ``files`` says Modality CT (read, never echoed back)."""
+def _dicom(files: list[MemoryFile], name: str, max_voxels: int) -> tuple[Volume, bool]:
+    """(volume, True if its files say Modality CT) of one uploaded DICOM series. Headers are read
+    first: several series, or more voxels than ``max_voxels``, are refused before any pixel is decoded,
+    and without naming any tag value (the reader's own message lists series UIDs and descriptions)."""
     import pydicom
 
+    series, modalities, voxels = set(), set(), 0
     for file in files:
         try:
             ds = pydicom.dcmread(io.BytesIO(file.data), stop_before_pixels=True)
         except Exception:
-            continue
-        if "Rows" in ds:
-            return str(ds.get("Modality", "")).upper() == "CT"
-    return False
+            continue  # not DICOM, or unreadable: the reader says which and why
+        if "Rows" in ds and "Columns" in ds and "SeriesInstanceUID" in ds:
+            series.add(str(ds.SeriesInstanceUID))
+            modalities.add(str(ds.get("Modality", "")).upper())
+            voxels += int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames") or 1)
+    if len(series) > 1:
+        raise HTTPException(400, f"{name}: holds {len(series)} image series; upload one series at a time")
+    if voxels > max_voxels:
+        raise HTTPException(413, f"{name}: {voxels} voxels is over the {max_voxels}-voxel limit")
+    return load_dicom_files(files, name), modalities == {"CT"}
 
 
 def volume_router(store: VolumeStore, max_voxels: int, max_bytes: int) -> APIRouter:
