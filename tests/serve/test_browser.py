@@ -330,3 +330,23 @@ def test_answer_masks_are_drawn_when_asked_for(browser, server, shots: Path) -> 
     assert changed[covered & ~edges].all()  # every mask pixel is tinted
     assert not changed[~covered & ~edges].any()  # nothing else is
     browser.save_screenshot(str(shots / "masks.png"))
+
+
+def test_several_dicom_files_picked_at_once_open_as_one_ct_series(browser, server) -> None:
+    from selenium.webdriver.common.by import By
+
+    from medground.io.dicom import load_dicom_series
+
+    from .test_volumes import CT_SERIES
+
+    files = sorted(CT_SERIES.iterdir())
+    browser.get(server + "/")
+    browser.find_element(By.ID, "file").send_keys("\n".join(str(p) for p in files))  # zipped by the page
+    _wait(browser, lambda d: d.find_element(By.ID, "view").get_attribute("data-first-slice") == "1")
+    info = browser.execute_script("return state.volume")
+    assert info["shape"] == list(load_dicom_series(CT_SERIES).shape)
+    assert (info["window"], info["planes"]["axial"]["count"]) == ("soft-tissue", len(files))
+    assert browser.find_element(By.ID, "window").get_attribute("value") == "soft-tissue"
+    with urllib.request.urlopen(f"{server}/v1/volumes/{info['id']}/axial/2.png") as reply:
+        expected = np.asarray(Image.open(io.BytesIO(reply.read())).convert("RGB"))
+    _wait(browser, lambda d: np.array_equal(_canvas(d), expected))  # the middle of 5 slices is shown

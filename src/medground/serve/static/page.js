@@ -135,7 +135,7 @@ async function loadSlice() {
 async function changeSlice() {
   const ref = sliceRef();
   const same = state.slice && state.slice.plane === ref.plane && state.slice.index === ref.index;
-  if (!same) resetAnswer(false);
+  if (!same) { resetAnswer(false); state.history = []; } // a conversation is about one slice
   try { await loadSlice(); } catch (error) { say("Slice: " + error.message); }
 }
 $("plane").addEventListener("change", () => { setPlane(Math.floor(state.volume.planes[$("plane").value].count / 2)); state.box = null; changeSlice(); });
