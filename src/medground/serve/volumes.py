@@ -193,23 +193,17 @@ def _inflate(data: bytes, name: str, max_voxels: int) -> bytes:
     stops at the header's size); 413 when the header's voxel count is over ``max_voxels``."""
     stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        head = stream.decompress(data, _NIFTI2)
-        if len(head) < _NIFTI2 and not stream.eof:
-            head += stream.decompress(stream.unconsumed_tail, _NIFTI2 - len(head))
+        head = stream.decompress(data, _NIFTI2)  # max_length: never more than asked for
         total = _nifti_size(head, name, max_voxels)
-        out = [head]
-        size = len(head)
-        while size < total and not stream.eof:
-            piece = stream.decompress(stream.unconsumed_tail, min(total - size, 1 << 24))
-            if not piece and not stream.unconsumed_tail:
-                break
-            out.append(piece)
-            size += len(piece)
+        rest = total - len(head)
+        body = head[:total] if rest <= 0 else head + stream.decompress(stream.unconsumed_tail, rest)
     except zlib.error as error:
         raise HTTPException(400, f"{name}: not a readable gzip file ({error})") from error
-    if size < total:
-        raise HTTPException(400, f"{name}: truncated: the header says {total} bytes, the gzip holds {size}")
-    return b"".join(out)[:total]
+    if len(body) < total:
+        raise HTTPException(
+            400, f"{name}: truncated: the header says {total} bytes, the gzip holds {len(body)}"
+        )
+    return body
 
 
 def _nifti_size(head: bytes, name: str, max_voxels: int) -> int:
