@@ -80,6 +80,7 @@ def train_command(
     save_steps: Annotated[
         int | None, typer.Option(help="Checkpoint every this many steps (for --resume).")
     ] = None,
+    logging_steps: Annotated[int | None, typer.Option(help="Print the loss every this many steps.")] = None,
     pack: Annotated[bool, typer.Option(help="Pack each batch into one sequence.")] = False,
     gradient_checkpointing: Annotated[
         bool, typer.Option(help="Recompute activations to save memory.")
@@ -134,6 +135,7 @@ def train_command(
             "augment": augment,
             "shift": shift,
             "save_steps": save_steps,
+            "logging_steps": logging_steps,
             "lora_r": lora_r,
             "lora_dropout": lora_dropout,
         }
