@@ -159,3 +159,25 @@ def test_resume_last_across_processes_continues_the_interrupted_run(runs):
     _assert_equal(_weights(root / "resumed"), _weights(root / "fsdp"), atol=1e-6)
     # Steps 1-2 came from the checkpoint: only steps 3 and 4 were run again, with the same losses.
     assert _losses(runs["resumed"]) == _losses(runs["fsdp"])[2:]
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "zero2", "zero3"])
+def test_shipped_launch_configs_parse_and_zero3_gathers_16bit_weights_on_save(name):
+    """accelerate's own loader reads each config; the DeepSpeed ones become the DeepSpeed JSON that accelerate
+    would hand to DeepSpeed (built by accelerate's DeepSpeedPlugin, which does not need deepspeed, not
+    installed here: a config-level check, not a ZeRO run)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+    config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
+    expected = {"ddp": DistributedType.MULTI_GPU, "fsdp": DistributedType.FSDP}.get(
+        name, DistributedType.DEEPSPEED
+    )
+    assert config.distributed_type == expected and config.mixed_precision == "bf16"
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_version"] == 2
+    if not name.startswith("zero"):
+        return
+    zero = DeepSpeedPlugin(**config.deepspeed_config).deepspeed_config["zero_optimization"]
+    assert zero["stage"] == int(name[-1])
+    assert zero.get("stage3_gather_16bit_weights_on_model_save", False) is (name == "zero3")
