@@ -258,7 +258,7 @@ def test_bad_slice_references_are_refused(client: TestClient, body: dict, status
     assert words in reply.json()["error"]["message"]
 
 
-def test_out_of_range_slices_unknown_windows_and_planes_are_refused(client: TestClient) -> None:
+def test_out_of_range_slices_unknown_windows_planes_and_ids_are_refused(client: TestClient) -> None:
     info = _upload(client, _marked("left"))
     for url, words in [
         (f"/v1/volumes/{info['id']}/axial/8.png", "axial slice 8 is outside 0..7"),
@@ -267,6 +267,8 @@ def test_out_of_range_slices_unknown_windows_and_planes_are_refused(client: Test
     ]:
         reply = client.get(url)
         assert reply.status_code == 400 and words in reply.json()["error"]["message"], reply.text
+    for url in ("/v1/volumes/" + "x" * 70 + "/axial/0.png", "/v1/volumes/" + "x" * 70):
+        assert client.get(url).status_code == 404
 
 
 @pytest.mark.parametrize(

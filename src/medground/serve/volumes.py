@@ -4,11 +4,11 @@ An upload (``POST /v1/volumes``, the file's bytes as the body) is read in memory
 readers (:func:`~medground.io.nifti.load_volume_bytes`, :func:`~medground.io.dicom.load_dicom_files`),
 which reorient it to canonical RAS+, and kept in a bounded in-memory :class:`VolumeStore` under a
 random id; nothing is written to disk. Slices are the data engine's display slices
-(:func:`~medground.io.display.slice_volume`, windowed as :func:`~medground.io.display.display_volume` does: CT through a
-window preset, any other modality between its 0.5/99.5 non-zero percentiles, computed once per volume;
-both are voxel-wise, so a slice is windowed alone), so every box or mask on a slice is in the data
-engine's display orientation (radiological: image left = patient right), stated
-with each slice as :data:`EDGES`.
+(:func:`~medground.io.display.slice_volume`, windowed as :func:`~medground.io.display.display_volume`
+does: CT through a window preset, any other modality between its 0.5/99.5 non-zero percentiles,
+computed once per volume; both are voxel-wise, so a slice is windowed alone), so every box or mask on
+a slice is in the data engine's display orientation (radiological: image left = patient right),
+stated with each slice as :data:`EDGES`.
 """
 
 from __future__ import annotations
@@ -332,7 +332,10 @@ def volume_router(store: VolumeStore, max_voxels: int, max_bytes: int) -> APIRou
             raise HTTPException(400, f"unknown plane {plane!r}; known: {', '.join(AXES)}")
         if index < 0:
             raise HTTPException(400, f"slice index {index} is negative")
-        pixels, info = store.slice(SliceRef(volume=volume_id, plane=plane, index=index, window=window))
+        ref = SliceRef.model_construct(
+            volume=volume_id, plane=plane, index=index, window=window
+        )  # checked above
+        pixels, info = store.slice(ref)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
         edges = info.edges
