@@ -271,6 +271,13 @@ def test_out_of_range_slices_unknown_windows_planes_and_ids_are_refused(client: 
         assert client.get(url).status_code == 404
 
 
+def _zero_sform() -> bytes:
+    """A NIfTI file whose sform (the affine nibabel uses) is all zeros: no voxel-to-world mapping."""
+    data = bytearray(_nifti_bytes(np.zeros((4, 4, 4), np.int16), np.eye(4)))
+    data[280:328] = bytes(48)  # srow_x, srow_y, srow_z: 12 float32
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     ("data", "status", "words"),
     [
@@ -279,6 +286,19 @@ def test_out_of_range_slices_unknown_windows_planes_and_ids_are_refused(client: 
         (gzip.compress(b"\x00" * 600), 400, "not a NIfTI file"),
         (b"PK\x03\x04 broken zip", 400, "not a readable zip"),
         (_nifti_bytes(np.zeros((4, 4, 4), np.int16), np.eye(4))[:400], 400, "upload"),
+        (_zero_sform(), 400, "does not map voxels to 3D"),
+        (_nifti_bytes(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)), 400, "expected 3D"),
+        (
+            _nifti_bytes(np.zeros((4, 4, 4), np.int16), np.eye(4))[:40] + b"\x03\x00\xfb\xff" + bytes(312),
+            400,
+            "corrupt NIfTI header",
+        ),
+        (
+            (DICOM / "rtutils_phantom_ct_rtstruct" / "rtstruct" / "rt.dcm").read_bytes(),
+            400,
+            "no DICOM image files",
+        ),
+        ((DICOM / "pydicom_test_files" / "SC_rgb_rle.dcm").read_bytes(), 400, "expected one grey"),
     ],
 )
 def test_unreadable_uploads_get_a_400_naming_the_reason(

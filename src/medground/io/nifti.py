@@ -186,6 +186,12 @@ def _image_volume(where: str | Path, image: nib.spatialimages.SpatialImage, path
             f"{bad} of {array.size} voxels are NaN or inf; expected finite intensities. "
             "Replace them (e.g. numpy.nan_to_num) and save again",
         )
+    if np.linalg.matrix_rank(np.asarray(image.affine)[:3, :3]) < 3:
+        raise ReadError(
+            where,
+            f"its affine does not map voxels to 3D space (rank < 3):\n{image.affine}\nFix the "
+            "sform/qform of the file (e.g. nibabel's set_sform) and save again",
+        )
     return canonical_volume(array, image.affine, path, _nifti_header(image))
 
 

@@ -274,6 +274,10 @@ def read_volume(data: bytes, name: str, max_voxels: int, max_bytes: int) -> tupl
             volume = load_volume_bytes(data, name)
     except ReadError as error:
         raise HTTPException(400, str(error)) from error
+    except HTTPException:
+        raise
+    except Exception as error:  # a reader's unforeseen failure on hostile content is still the upload's fault
+        raise HTTPException(400, f"{name}: could not be read ({type(error).__name__}: {error})") from error
     return volume, False
 
 
