@@ -38,6 +38,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "apply_preset",
+    "build_trainer",
     "config_from_dict",
     "load_base",
     "plain_model",
@@ -393,6 +394,22 @@ def _trainer_class() -> type:
     return ResumingTrainer
 
 
+def build_trainer(
+    cfg: TrainConfig, model: Any, processor: Any, family: Family, records: list[dict[str, Any]]
+) -> Any:
+    """The HF Trainer of a run on ``records`` (images under ``cfg.data``): frozen vision tower and LoRA
+    per ``cfg``, the records' dataset, padding or packing collator, checkpoints under ``cfg.out``.
+
+    :func:`train` uses it; so does bench/gpu_check.py, on a model built in memory.
+    """
+    return _trainer_class()(
+        model=_prepare(model, cfg),
+        args=_training_args(cfg),
+        train_dataset=RecordDataset(records, processor, family, cfg.data, cfg),
+        data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pack),
+    )
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train on ``cfg.data``'s ``cfg.split`` records and save the (merged) model into ``cfg.out``."""
     from transformers import set_seed
@@ -402,14 +419,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not records:
         raise ValueError(f"no records with split {cfg.split!r} in {cfg.data}; check the data engine's splits")
     model, processor, family = load_base(cfg, records)
-    model = _prepare(model, cfg)
-    dataset = RecordDataset(records, processor, family, cfg.data, cfg)
-    trainer = _trainer_class()(
-        model=model,
-        args=_training_args(cfg),
-        train_dataset=dataset,
-        data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pack),
-    )
+    trainer = build_trainer(cfg, model, processor, family, records)
+    model = trainer.model
     resume: str | bool | None = True if cfg.resume == "last" else cfg.resume
     trainer.train(resume_from_checkpoint=resume)
     # Every process takes part in the gather (FSDP all-gathers shards, ZeRO-3 consolidates 16-bit weights);
