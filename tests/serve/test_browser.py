@@ -162,6 +162,23 @@ def test_open_a_png_draw_a_box_ask_and_see_the_answer_boxes(browser, server, mod
     colours = {tuple(p) for p in _canvas(browser).reshape(-1, 3)}
     assert FIRST_COLOUR in colours and FIRST_COLOUR not in {tuple(p) for p in canvas.reshape(-1, 3)}
     browser.save_screenshot(str(shots / "png_answer.png"))
+    # "Download boxes (JSON)": the file's content, caught where the page makes its blob URL (the
+    # download link's click is caught too, so nothing is saved)
+    browser.execute_script(
+        "URL.createObjectURL = (blob) => { window.savedBlob = blob; return 'blob:caught'; };"
+        "HTMLAnchorElement.prototype.click = function () { window.savedName = this.download; };"
+    )
+    browser.find_element(By.ID, "download-boxes").click()
+    saved = json.loads(
+        browser.execute_async_script("window.savedBlob.text().then(arguments[arguments.length - 1])")
+    )
+    assert browser.execute_script("return window.savedName") == "boxes.json"
+    assert saved == {
+        "width": 750,
+        "height": 734,
+        "slice": None,
+        "boxes": [{"label": g.label, "box": g.box.as_list()} for g in direct.boxes],
+    }
 
 
 def test_open_a_nifti_volume_move_slices_and_planes_draw_a_box_and_ask(
