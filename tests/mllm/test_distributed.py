@@ -181,3 +181,23 @@ def test_shipped_launch_configs_parse_and_zero3_gathers_16bit_weights_on_save(na
     zero = DeepSpeedPlugin(**config.deepspeed_config).deepspeed_config["zero_optimization"]
     assert zero["stage"] == int(name[-1])
     assert zero.get("stage3_gather_16bit_weights_on_model_save", False) is (name == "zero3")
+
+
+def test_plain_model_takes_a_gathered_state_and_names_what_is_missing():
+    """A gather may keep a tied matrix once (ZeRO-3 consolidates parameters, not names): the copy ties it
+    again; a state without some weight is refused, naming it, instead of saving random values."""
+    from medground.mllm.families import get_family
+    from medground.mllm.tiny import TinyConfig, build_tiny
+    from medground.mllm.train import plain_model
+
+    family = get_family("qwen2-vl")
+    model, _ = build_tiny(
+        family, ["liver spleen"], TinyConfig(hidden_size=64, intermediate_size=128, vision_width=32)
+    )
+    state = {k: v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    copy = plain_model(family, model.config, state)
+    assert copy.lm_head.weight is copy.model.language_model.embed_tokens.weight
+    assert torch.equal(copy.lm_head.weight, model.lm_head.weight)
+    del state["model.language_model.layers.0.mlp.up_proj.weight"]
+    with pytest.raises(RuntimeError, match=r"missing \['model.language_model.layers.0.mlp.up_proj.weight'\]"):
+        plain_model(family, model.config, state)

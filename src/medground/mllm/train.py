@@ -304,14 +304,16 @@ def plain_model(family: Family, config: Any, state: dict[str, torch.Tensor], lor
             from peft import get_peft_model
 
             shell = get_peft_model(shell, lora)
-    missing, unexpected = shell.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise RuntimeError(
-            f"gathered weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    # assign leaves tied matrices (input/output embeddings) as two tensors: tie them again before
-    # merging, else PEFT sees them untied and rewrites tie_word_embeddings in the config.
+    unexpected = shell.load_state_dict(state, strict=False, assign=True).unexpected_keys
+    # assign leaves tied matrices (input/output embeddings) as two tensors, or one missing where the
+    # gather kept a shared parameter once (ZeRO-3): tie them again before merging, else PEFT sees them
+    # untied and rewrites tie_word_embeddings in the config.
     shell.tie_weights()
+    empty = [name for name, p in shell.named_parameters() if p.is_meta]
+    if empty or unexpected:
+        raise RuntimeError(
+            f"gathered weights do not fit the model: missing {empty[:5]}, unexpected {unexpected[:5]}"
+        )
     return shell.merge_and_unload() if lora is not None else shell
 
 
