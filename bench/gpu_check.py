@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps = args.steps or (3 if tiny else 30)
     warmup = args.warmup if args.warmup is not None else (1 if tiny else 5)
     batch = args.batch_size or (2 if tiny else 8)
+    if not 1 <= warmup < steps:
+        parser.error(f"--warmup must be at least 1 and below --steps ({steps}), got {warmup}")
     shape, size = (TINY, 112) if tiny else (QWEN25_VL_3B, 448)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
