@@ -16,8 +16,10 @@ for full fine-tuning, 4 N for LoRA, where no weight gradients are computed; N = 
 parameters with lm_head; attention scores and the vision tower are left out, so MFU is understated), and
 the ratio to plain HF Trainer. Then batch generation throughput (new tokens/s, greedy, fixed length),
 and, with several GPUs, a short ``accelerate launch`` run of ``medground train`` under DDP and FSDP2.
-Our trainer is the HF Trainer with our settings plus naive packing (no Liger or other fused kernels):
-its speed-up over plain HF Trainer can only come from packing removing padding.
+Our trainer is the HF Trainer with our settings plus naive packing (no fused kernels by default): its
+speed-up over plain HF Trainer can only come from packing removing padding. ``--liger`` adds a row with
+Liger's fused kernels patched into the model (transformers' own hook; liger-kernel is not installed on
+the CPU machine where this script was written, so that row has never run).
 """
 
 from __future__ import annotations
@@ -314,6 +316,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, help="optimiser steps per row (default 30; --tiny 3)")
     parser.add_argument("--warmup", type=int, help="untimed first steps (default 5; --tiny 1)")
     parser.add_argument("--batch-size", type=int, help="records per step (default 8; --tiny 2)")
+    parser.add_argument(
+        "--liger",
+        action="store_true",
+        help="also a row 'ours + Liger kernels, packing on' (needs pip install liger-kernel; untested here)",
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     tiny = args.tiny
@@ -344,8 +351,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tokenizer = train_tokenizer(record_texts(records, family.dialect(cfg.min_pixels, cfg.max_pixels)))
         processor = build_processor(family, tokenizer, cfg.min_pixels, cfg.max_pixels)
         for lora in (False, True):
-            for trainer_name, pack in (("hf", False), ("ours", False), ("ours", True)):
+            variants = [("hf", False), ("ours", False), ("ours", True)] + [("ours+liger", True)] * args.liger
+            for trainer_name, pack in variants:
                 model = build_model(shape, tokenizer, device, dtype)
+                if trainer_name == "ours+liger":
+                    from transformers.integrations.liger import apply_liger_kernel
+
+                    apply_liger_kernel(model, None)  # what TrainingArguments(use_liger_kernel=True) does
                 n_matmul = matmul_params(model)
                 run_cfg = replace(cfg, lora=lora, pack=pack)
                 trainer = build_trainer(run_cfg, model, processor, family, records)
@@ -373,11 +385,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         gpus = torch.cuda.device_count() if device == "cuda" else 0
         if gpus > 1:
             results["multi_gpu"] = multi_gpu(data, work, gpus, steps=20)
-    print(f"{'tuning':6} {'trainer':7} {'pack':5} {'tok/s':>10} {'vs HF':>6} {'peak GiB':>9} {'MFU':>6}")
+    print(f"{'tuning':6} {'trainer':10} {'pack':5} {'tok/s':>10} {'vs HF':>6} {'peak GiB':>9} {'MFU':>6}")
     for r in results["rows"]:
         mfu = f"{r['mfu']:.3f}" if r["mfu"] is not None else "-"
         print(
-            f"{r['tuning']:6} {r['trainer']:7} {r['packing']!s:5} {r['tokens_per_s']:10.1f} "
+            f"{r['tuning']:6} {r['trainer']:10} {r['packing']!s:5} {r['tokens_per_s']:10.1f} "
             f"{r['vs_hf']:6.2f} {r['peak_gib']:9.1f} {mfu:>6}"
         )
     gen = results["generation"]
