@@ -70,6 +70,7 @@ async function openFiles(files) {
   performance.clearMarks();
   performance.mark("medground-file-change");
   state.firstSliceMarked = false;
+  delete view.dataset.firstSlice;
   try {
     if (files.length === 1 && (await kind(files[0])) === "image") await openImage(files[0]);
     else await openVolume(files.length === 1 ? files[0] : await zipFiles(files), files.length === 1 ? files[0].name : "series.zip");
