@@ -9,9 +9,11 @@ A region of a record (``records/*.jsonl``, ``"regions"``) carries its mask as on
   alternating run lengths of 0 and 1 pixels, background first, over the pixels in column-major order
   (down the first column, then the second ...), coded as pycocotools' LEB128-like string.
 
-:func:`encode_rle` / :func:`decode_rle` convert between arrays and RLE (through pycocotools, never a
-hand-written coder); :func:`region_mask` reads a region in either form and is what every consumer of
-build masks (report, ICL tasks, exports) calls. Arrays are ``(H, W)``, row 0 at the top.
+:func:`encode_rle` / :func:`decode_rle` convert between arrays and RLE; pycocotools scans, codes and
+decodes the pixels (no hand-written coder), :func:`rle_counts` only reads a string's run lengths, to check
+an RLE before decoding it and to widen a region's runs to its image. :func:`region_mask` reads a region in
+either form and is what the consumers of build masks (report, ICL tasks) call; the exports carry the
+regions unchanged. Arrays are ``(H, W)``, row 0 at the top.
 """
 
 from __future__ import annotations
