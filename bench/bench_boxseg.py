@@ -58,8 +58,8 @@ FOLDS: dict[str, list[str]] = {
     "4": ["glas_colon_glands_histopathology", "msd_lung_tumour_ct_patches", "idrid_fundus_optic_disc"],
     "5": ["sa_med2d_demo_ct", "shenzhen_cxr_lung_xray", "usgra_nerve_vessel_ultrasound"],
 }
-STEPS, BATCH, SEED = 500, 32, 0
-MAX_INSTANCES, JITTER, JITTER_SEED = 100, 0.1, 1
+STEPS, BATCH, SEED = 150, 32, 0
+MAX_INSTANCES, JITTER, JITTER_SEED = 60, 0.1, 1
 K, SUPPORT_SEED = 3, 2
 METHODS = ("model", "fill", "ellipse", "grabcut")
 
@@ -240,7 +240,11 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="medground build output of the shared 2D collection")
     parser.add_argument("--out", type=Path, default=Path("runs/boxseg/bench"))
     parser.add_argument("--figure", type=Path, default=Path("bench/figures/boxseg_dice.png"))
-    parser.add_argument("--folds", default=",".join(FOLDS), help="comma-separated fold names to run")
+    parser.add_argument(
+        "--folds",
+        default=",".join(FOLDS),
+        help="comma-separated fold names to run (empty: only summarise the folds already scored in --out)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_box_data(args.data)
@@ -249,7 +253,7 @@ def main() -> None:
     meta = json.loads((DEFAULT_WEIGHTS / "meta.json").read_text())
     icl_trained = {t.split("/")[0] for t in meta["tasks"]}
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.folds.split(","):
+    for name in [f for f in args.folds.split(",") if f]:
         held = [s for s in FOLDS[name] if s in data.sources]
         fold_dir = args.out / f"fold{name}"
         if not (fold_dir / "train.json").is_file():
