@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,25 @@ def test_training_on_engine_regions_saves_a_loadable_model(engine_dir: Path, tmp
     assert summary["steps"] == 2 and summary["trained_sources"] == ["demo"]
     model = load_boxseg(tmp_path / "m")
     assert model(torch.zeros(1, 6, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_training_data_keeps_only_the_asked_splits_and_reads_rle_regions(engine_dir: Path) -> None:
+    """Shipped weights train on train + val only; an RLE build (`--masks rle`) gives the same examples."""
+    import pycocotools.mask as mask_utils
+
+    shard = engine_dir / "records/shard-00000.jsonl"
+    records = [json.loads(line) for line in shard.read_text().splitlines()]
+    for record, split in zip(records, ["train", "test", "val"], strict=True):
+        record["split"] = split
+        for region in record["regions"]:  # RLE written by pycocotools itself, the PNG file removed
+            png = engine_dir / region.pop("mask")
+            mask = np.asfortranarray((np.asarray(Image.open(png)) > 0).astype(np.uint8))
+            rle = mask_utils.encode(mask)
+            region["rle"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+            png.unlink()
+    shard.write_text("".join(json.dumps(r) + "\n" for r in records))
+    kept = load_box_data(engine_dir, splits=["train", "val"])
+    assert kept.image_files == ["images/demo/img0.png", "images/demo/img2.png"]
+    assert [e.key for e in kept.examples] == ["hip_left", "hip_left", "liver", "hip_left"]
+    assert next(e for e in kept.examples if e.key == "hip_left").box == (6, 6, 15, 15)
+    assert len(load_box_data(engine_dir).images) == 3

@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F  # noqa: N812
 from medground.icl.boxprompt import BoxSeg, BoxSegConfig, box_inputs, save_boxseg
 from medground.icl.preprocess import to_rgb_float
 from medground.icl.protocol import expand_held_out
-from medground.io import read_image, read_mask
+from medground.io import read_image, region_mask
 
 __all__ = ["BoxExample", "BoxData", "load_box_data", "train_boxseg"]
 
@@ -73,8 +74,13 @@ class BoxData:
         return out
 
 
-def load_box_data(folder: Path) -> BoxData:
-    """Read every region of a ``medground build`` output folder (records/*.jsonl, images/, masks/)."""
+def load_box_data(folder: Path, splits: Iterable[str] | None = None) -> BoxData:
+    """Read every region of a ``medground build`` output folder (records/*.jsonl, images/, PNG or RLE masks).
+
+    ``splits``: keep only records of these splits (e.g. train and val, so that the test patients of the
+    build stay unseen by the shipped weights); None keeps all.
+    """
+    wanted = set(splits) if splits is not None else None
     folder = Path(folder)
     shards = sorted((folder / "records").glob("*.jsonl"))
     if not shards:
@@ -89,7 +95,7 @@ def load_box_data(folder: Path) -> BoxData:
             if not line.strip():
                 continue
             rec = json.loads(line)
-            if rec["image"] in seen:
+            if rec["image"] in seen or (wanted is not None and rec.get("split") not in wanted):
                 continue
             index = seen[rec["image"]] = len(data.images)
             rgb = to_rgb_float(read_image(folder / rec["image"]), rec["image"])
@@ -97,11 +103,10 @@ def load_box_data(folder: Path) -> BoxData:
             data.image_files.append(rec["image"])
             h, w = rgb.shape[:2]
             for region in rec.get("regions", []):
-                mask = read_mask(folder / region["mask"]) > 0
+                mask = region_mask(folder, region)
+                name = region.get("mask") or f"{rec['id']}/{region['key']}_{region['instance']:03d}"
                 if mask.shape != (h, w):
-                    raise ValueError(
-                        f"{folder / region['mask']}: mask {mask.shape} does not match image {(h, w)}"
-                    )
+                    raise ValueError(f"{folder / name}: mask {mask.shape} does not match image {(h, w)}")
                 rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
                 if rows.size == 0:
                     continue
@@ -115,7 +120,7 @@ def load_box_data(folder: Path) -> BoxData:
                         box,
                         mask[box[1] : box[3], box[0] : box[2]].copy(),
                         rec.get("case") or None,
-                        region["mask"],
+                        name,
                     )
                 )
                 u = unions.setdefault((index, key), np.zeros((h, w), dtype=bool))
@@ -269,6 +274,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--held-out", action="append", default=[], help="source to exclude (with its domain group)"
     )
+    parser.add_argument(
+        "--split",
+        action="append",
+        default=None,
+        help="train only on records of this split (repeat: --split train --split val); default all",
+    )
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -276,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     summary = train_boxseg(
-        load_box_data(args.data), args.out, args.held_out, args.steps, args.batch, seed=args.seed
+        load_box_data(args.data, args.split), args.out, args.held_out, args.steps, args.batch, seed=args.seed
     )
     print(json.dumps(summary, indent=2))
 
