@@ -55,29 +55,32 @@ def encode_rle(
         raise ValueError(
             f"a {rows}x{cols} mask at row {top}, column {left} does not fit a {height}x{width} image"
         )
-    # Column-major runs: the columns left and right of the crop are one run of zeros each, so only the
-    # strip of the crop's columns (plus one zero column after it, when the image has one) is scanned by
-    # pycocotools; its first and last runs (both zeros) then grow by the columns outside the strip, and
-    # pycocotools codes the image-sized runs. Same bytes as encoding the whole image, a fraction of the
-    # time for small regions of large images (nuclei).
+    # Column-major runs, counted by numpy on the strip of the crop's columns (plus one zero column after
+    # it, when the image has one); the columns left and right of the strip are zeros, so the first and
+    # last runs (both zeros) grow by them. pycocotools then codes the image-sized runs into its string
+    # (frPyObjects): the same bytes as encoding the whole image, a fraction of the time.
     stop = min(width, left + cols + 1)
-    strip = np.zeros((height, stop - left), dtype=np.uint8, order="F")
+    strip = np.zeros((height, stop - left), dtype=bool, order="F")
     strip[top : top + rows, :cols] = crop != 0
-    counts = coco_mask.encode(strip)["counts"]
-    if stop - left < width:
-        runs = rle_counts(counts.decode("ascii"))
-        runs[0] += left * height
+    flat = strip.ravel(order="F")
+    bounds = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], bounds, [flat.size])))
+    if flat.size and flat[0]:
+        runs = np.concatenate(([0], runs))  # COCO's runs start with zeros
+    runs[0] += left * height
+    if stop < width:
         runs[-1] += (width - stop) * height
-        counts = coco_mask.frPyObjects({"size": [height, width], "counts": runs.tolist()}, height, width)[
-            "counts"
-        ]
+    if height * width == 0:
+        runs = np.zeros(1, dtype=np.int64)
+    counts = coco_mask.frPyObjects({"size": [height, width], "counts": runs.tolist()}, height, width)[
+        "counts"
+    ]
     return {"size": [int(height), int(width)], "counts": counts.decode("ascii")}
 
 
 def rle_counts(text: str) -> np.ndarray:
     """Run lengths (int64) of a compressed RLE string: read to check an RLE before pycocotools decodes it
-    (its C decoder trusts the counts and writes past its buffer when they cover more than H x W pixels)
-    and to move a strip's runs into a wider image in :func:`encode_rle`.
+    (its C decoder trusts the counts and writes past its buffer when they cover more than H x W pixels).
 
     The string codes each run in 5-bit groups, low group first, as characters ``'0' + group`` (bit 5:
     more groups follow; bit 4 of the last group: negative); from the fourth run on, the value is the
