@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = train_boxseg(
         load_box_data(args.data, args.split), args.out, args.held_out, args.steps, args.batch, seed=args.seed
     )
+    summary["splits"] = sorted(args.split) if args.split else "all"
+    (args.out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
