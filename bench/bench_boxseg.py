@@ -245,6 +245,9 @@ def main() -> None:
         default=",".join(FOLDS),
         help="comma-separated fold names to run (empty: only summarise the folds already scored in --out)",
     )
+    parser.add_argument(
+        "--steps", type=int, default=STEPS, help=f"training steps per fold (protocol: {STEPS})"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_box_data(args.data)
@@ -258,7 +261,7 @@ def main() -> None:
         fold_dir = args.out / f"fold{name}"
         if not (fold_dir / "train.json").is_file():
             start = time.time()
-            summary = train_boxseg(data, fold_dir, held, STEPS, BATCH, seed=SEED)
+            summary = train_boxseg(data, fold_dir, held, args.steps, BATCH, seed=SEED)
             print(
                 f"fold {name}: trained in {time.time() - start:.0f} s wall, {summary['cpu_seconds']} s CPU",
                 flush=True,
@@ -280,7 +283,7 @@ def main() -> None:
     summary["bars"] = bars(summary)
     summary["protocol"] = {
         "folds": FOLDS,
-        "steps": STEPS,
+        "steps": args.steps,
         "batch": BATCH,
         "seed": SEED,
         "max_instances": MAX_INSTANCES,
