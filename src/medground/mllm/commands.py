@@ -8,6 +8,7 @@ Register with ``app.command("train")(train_command)`` etc. in ``medground.cli``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,8 +155,10 @@ def train_command(
         result = train(cfg)
     except (FileNotFoundError, KeyError, ValueError) as error:
         _fail(str(error))
-    last = f", last loss {result.losses[-1][1]:.4f}" if result.losses else ""
-    typer.echo(f"model saved to {result.out}{last}")
+    # under accelerate/torchrun every process runs this command: the one that saved says so, once
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = f", last loss {result.losses[-1][1]:.4f}" if result.losses else ""
+        typer.echo(f"model saved to {result.out}{last}")
 
 
 def _parse_box(box: str | None) -> list[int] | None:
