@@ -445,6 +445,21 @@ def _zero_segments(row_bytes: int, rows: int) -> list[bytes]:
     return [_zero_rows(row_bytes, 1 << bit) for bit in range(rows.bit_length()) if rows >> bit & 1]
 
 
+def placed_size(
+    shape: tuple[int, ...], top: int, left: int, height: int | None, width: int | None
+) -> tuple[int, int]:
+    """(height, width) of the image a (rows, cols) crop is placed in at (``top``, ``left``); the crop's own
+    size where not given. ValueError when the crop does not fit: the one placement rule of the mask writers."""
+    rows, cols = shape
+    height = rows if height is None else height
+    width = cols if width is None else width
+    if top < 0 or left < 0 or top + rows > height or left + cols > width:
+        raise ValueError(
+            f"a {rows}x{cols} mask at row {top}, column {left} does not fit a {height}x{width} image"
+        )
+    return height, width
+
+
 def encode_mask_png(
     mask: np.ndarray, *, top: int = 0, left: int = 0, height: int | None = None, width: int | None = None
 ) -> bytes:
@@ -457,12 +472,7 @@ def encode_mask_png(
     input, same bytes; any PNG reader decodes it to the 0/255 array.
     """
     rows_h, cols_w = mask.shape
-    height = rows_h if height is None else height
-    width = cols_w if width is None else width
-    if top < 0 or left < 0 or top + rows_h > height or left + cols_w > width:
-        raise ValueError(
-            f"a {rows_h}x{cols_w} mask at row {top}, column {left} does not fit a {height}x{width} image"
-        )
+    height, width = placed_size(mask.shape, top, left, height, width)
     scanlines = np.zeros((rows_h, width + 1), np.uint8)  # column 0: PNG filter type 0 (None)
     scanlines[:, 1 + left : 1 + left + cols_w] = mask.astype(np.uint8) * np.uint8(255)
     middle = scanlines.tobytes()

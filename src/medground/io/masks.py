@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medground.io.errors import ReadError
-from medground.io.images import read_mask
+from medground.io.images import placed_size, read_mask
 
 __all__ = ["MASK_FORMATS", "decode_rle", "encode_rle", "region_mask", "rle_counts"]
 
@@ -49,12 +49,7 @@ def encode_rle(
     if crop.ndim != 2:
         raise ValueError(f"encode_rle takes a 2D (H, W) mask, got shape {crop.shape}")
     rows, cols = crop.shape
-    height = rows if height is None else height
-    width = cols if width is None else width
-    if top < 0 or left < 0 or top + rows > height or left + cols > width:
-        raise ValueError(
-            f"a {rows}x{cols} mask at row {top}, column {left} does not fit a {height}x{width} image"
-        )
+    height, width = placed_size(crop.shape, top, left, height, width)
     # Column-major runs, counted by numpy on the strip of the crop's columns (plus one zero column after
     # it, when the image has one); the columns left and right of the strip are zeros, so the first and
     # last runs (both zeros) grow by them. pycocotools then codes the image-sized runs into its string
