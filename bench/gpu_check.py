@@ -44,7 +44,7 @@ from medground.grounding import get_dialect
 from medground.mllm.data import encode_prompt, read_records, record_texts
 from medground.mllm.families import get_family
 from medground.mllm.processor import build_processor
-from medground.mllm.tiny import train_tokenizer
+from medground.mllm.tiny import train_tokenizer, vision_token_ids
 from medground.mllm.train import TrainConfig, build_trainer
 from medground.types import Box
 
@@ -150,15 +150,7 @@ def make_records(root: Path, n: int, size: int, seed: int = 0) -> Path:
 def build_model(shape: dict[str, Any], tokenizer: Any, device: str, dtype: torch.dtype) -> Any:
     """A randomly initialised Qwen2.5-VL model of ``shape`` (SDPA attention) whose special ids follow ``tokenizer``."""
     family = get_family("qwen2.5-vl")
-    ids = {
-        name: tokenizer.convert_tokens_to_ids(tok)
-        for name, tok in (
-            ("image_token_id", "<|image_pad|>"),
-            ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-        )
-    }
+    ids = vision_token_ids(tokenizer)
     text = shape["text"] | {
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.pad_token_id,

@@ -12,7 +12,14 @@ from typing import Any
 
 from medground.mllm.families import Family
 
-__all__ = ["SPECIAL_TOKENS", "TinyConfig", "build_tiny", "tiny_model_config", "train_tokenizer"]
+__all__ = [
+    "SPECIAL_TOKENS",
+    "TinyConfig",
+    "build_tiny",
+    "tiny_model_config",
+    "train_tokenizer",
+    "vision_token_ids",
+]
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -149,10 +156,9 @@ def _vision_config(cfg: TinyConfig, family: Family) -> dict[str, Any]:
     return {**common, **extra}
 
 
-def tiny_model_config(family: Family, tokenizer: Any, cfg: TinyConfig | None = None) -> Any:
-    """The ``transformers`` config of a tiny ``family`` model whose special-token ids follow ``tokenizer``."""
-    cfg = cfg or TinyConfig()
-    ids = {
+def vision_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The Qwen-VL config's image/video/vision start/end token ids, read from ``tokenizer``."""
+    return {
         name: tokenizer.convert_tokens_to_ids(tok)
         for name, tok in (
             ("image_token_id", "<|image_pad|>"),
@@ -161,6 +167,12 @@ def tiny_model_config(family: Family, tokenizer: Any, cfg: TinyConfig | None = N
             ("vision_end_token_id", "<|vision_end|>"),
         )
     }
+
+
+def tiny_model_config(family: Family, tokenizer: Any, cfg: TinyConfig | None = None) -> Any:
+    """The ``transformers`` config of a tiny ``family`` model whose special-token ids follow ``tokenizer``."""
+    cfg = cfg or TinyConfig()
+    ids = vision_token_ids(tokenizer)
     return family.config_cls()(
         text_config=_text_config(cfg, len(tokenizer), tokenizer, family),
         vision_config=_vision_config(cfg, family),
