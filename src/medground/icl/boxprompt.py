@@ -25,10 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from medground.icl.model import ConvBlock, Encoder, check_unet_widths, read_config, standardize, write_config
+from medground.icl.model import (
+    ConvBlock,
+    Encoder,
+    check_unet_widths,
+    model_folder_files,
+    read_config,
+    save_model_folder,
+    standardize,
+    write_config,
+)
 from medground.icl.preprocess import to_rgb_float
 
 __all__ = [
@@ -109,26 +118,13 @@ class BoxSeg(nn.Module):
 
 def save_boxseg(model: BoxSeg, folder: Path) -> Path:
     """Write ``folder/config.json`` and ``folder/model.safetensors``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.config.to_json(folder / "config.json")
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-        str(folder / "model.safetensors"),
-    )
-    return folder
+    return save_model_folder(model, folder)
 
 
 def load_boxseg(folder: Path | None = None) -> BoxSeg:
     """Rebuild a :class:`BoxSeg` from a folder of :func:`save_boxseg` (default: the shipped one), eval mode."""
     folder = Path(folder) if folder is not None else BOX_WEIGHTS
-    cfg, weights = folder / "config.json", folder / "model.safetensors"
-    for needed in (cfg, weights):
-        if not needed.is_file():
-            raise FileNotFoundError(
-                f"box model folder {folder} lacks {needed.name}; expected config.json + model.safetensors "
-                "as written by medground.icl.boxtrain"
-            )
+    cfg, weights = model_folder_files(folder, "box model folder", "medground.icl.boxtrain")
     model = BoxSeg(BoxSegConfig.from_json(cfg))
     model.load_state_dict(load_file(str(weights)))
     return model.eval()

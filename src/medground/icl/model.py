@@ -34,7 +34,9 @@ __all__ = [
     "SupportContext",
     "check_unet_widths",
     "film_decode",
+    "model_folder_files",
     "read_config",
+    "save_model_folder",
     "standardize",
     "write_config",
 ]
@@ -85,6 +87,33 @@ def write_config(config, architecture: str, path: Path) -> None:
     """A model config dataclass -> ``config.json`` with its ``architecture`` key."""
     data = asdict(config) | {"architecture": architecture}
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def save_model_folder(model: nn.Module, folder: Path) -> Path:
+    """Write ``folder/config.json`` (the model's ``config``) and ``folder/model.safetensors`` (its state on CPU)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.to_json(folder / "config.json")
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+        str(folder / "model.safetensors"),
+    )
+    return folder
+
+
+def model_folder_files(folder: Path, what: str, written_by: str) -> tuple[Path, Path]:
+    """``(config.json, model.safetensors)`` of a folder of :func:`save_model_folder`; FileNotFoundError naming
+    the missing file and what writes such folders."""
+    files = Path(folder) / "config.json", Path(folder) / "model.safetensors"
+    for needed in files:
+        if not needed.is_file():
+            raise FileNotFoundError(
+                f"{what} {folder} lacks {needed.name}; expected config.json + model.safetensors "
+                f"as written by {written_by}"
+            )
+    return files
 
 
 def read_config(cls, path: Path):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from medground.icl.boxprompt import BoxSeg, check_box, load_boxseg, segment_boxes
-from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext
+from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext, model_folder_files, save_model_folder
 from medground.icl.preprocess import check_pair, prepare_image, prepare_mask, resize_back
 from medground.icl.solver import RidgeContext, RidgeSeg, RidgeSegConfig
 from medground.icl.text import TextEncoder
@@ -61,11 +61,7 @@ def save_pretrained(model: InContextModel | UniverSeg, folder: Path, extra: dict
     Also saves a trained UniverSeg (``icl-train --architecture universeg``; kept for the speed benchmark,
     bench/bench_icl.py; icl-eval no longer scores it: it failed the k sanity check), which
     :func:`load_pretrained` does not read."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.config.to_json(folder / "config.json")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"))
+    folder = save_model_folder(model, folder)
     if extra is not None:
         (folder / "meta.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
     return folder
@@ -73,14 +69,7 @@ def save_pretrained(model: InContextModel | UniverSeg, folder: Path, extra: dict
 
 def load_pretrained(folder: Path) -> InContextModel:
     """Rebuild the model of a folder written by :func:`save_pretrained` (eval mode, CPU)."""
-    folder = Path(folder)
-    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
-    for needed in (cfg_path, weights):
-        if not needed.is_file():
-            raise FileNotFoundError(
-                f"model folder {folder} lacks {needed.name}; expected config.json + model.safetensors "
-                "as written by `medground icl-train`"
-            )
+    cfg_path, weights = model_folder_files(folder, "model folder", "`medground icl-train`")
     architecture = json.loads(cfg_path.read_text()).get("architecture", "poolseg")
     if architecture not in _ARCHITECTURES:
         raise ValueError(
