@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import socket
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
-import uvicorn
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -33,18 +31,7 @@ from medground.icl.segmenter import InContextSegmenter
 from medground.io.nifti import load_volume
 from medground.mllm.grounder import Grounder
 from medground.serve.app import ServeSettings, create_app
-
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1366,900",
-]
+from medground.serve.local import headless_chromium, running
 
 
 def phantom(megabytes: float, seed: int = 0) -> np.ndarray:
@@ -60,7 +47,7 @@ def phantom(megabytes: float, seed: int = 0) -> np.ndarray:
     return (volume + rng.normal(0, 20, volume.shape)).astype(np.int16)
 
 
-def serve(settings: ServeSettings) -> tuple[str, uvicorn.Server]:
+def serving_app(settings: ServeSettings) -> Any:
     """The app with the shipped models and a no-op upload endpoint (reads the body, answers 204)."""
     app = create_app(Grounder.from_pretrained(), InContextSegmenter.from_pretrained(), settings)
 
@@ -69,24 +56,7 @@ def serve(settings: ServeSettings) -> tuple[str, uvicorn.Server]:
         await request.body()
         return Response(status_code=204)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", server
-
-
-def browser(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    return app
 
 
 def first_slice_s(driver, url: str, path: Path, modality: str) -> float:
@@ -142,24 +112,26 @@ def main() -> None:
             f"synthetic volume {volume.shape} int16: .nii {nii.stat().st_size / 1e6:.1f} MB, "
             f".nii.gz {gz.stat().st_size / 1e6:.1f} MB"
         )
-        url, server = serve(ServeSettings(max_body_bytes=256 * 1024 * 1024))
-        driver = browser(folder / "profile")
-        driver.set_script_timeout(120)
-        try:
-            rows = []
-            for path, modality in ((nii, "ct"), (gz, "ct"), (nii, "")):
-                shown = [first_slice_s(driver, url, path, modality) for _ in range(args.repeats)]
-                upload = [noop_upload_s(driver, url, path) for _ in range(args.repeats)]
-                read = []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    load_volume(path)
-                    read.append(time.perf_counter() - start)
-                window = "CT soft-tissue" if modality else "percentiles"
-                rows.append((f"{path.name} {window}", *(statistics.median(t) for t in (shown, upload, read))))
-        finally:
-            driver.quit()
-            server.should_exit = True
+        app = serving_app(ServeSettings(max_body_bytes=256 * 1024 * 1024))
+        with running(app) as url:
+            driver = headless_chromium(folder / "profile")
+            driver.set_script_timeout(120)
+            try:
+                rows = []
+                for path, modality in ((nii, "ct"), (gz, "ct"), (nii, "")):
+                    shown = [first_slice_s(driver, url, path, modality) for _ in range(args.repeats)]
+                    upload = [noop_upload_s(driver, url, path) for _ in range(args.repeats)]
+                    read = []
+                    for _ in range(args.repeats):
+                        start = time.perf_counter()
+                        load_volume(path)
+                        read.append(time.perf_counter() - start)
+                    window = "CT soft-tissue" if modality else "percentiles"
+                    rows.append(
+                        (f"{path.name} {window}", *(statistics.median(t) for t in (shown, upload, read)))
+                    )
+            finally:
+                driver.quit()
     print(
         f"{'file, window':<30} {'first slice s':>14} {'no-op upload s':>15} {'load_volume s':>14} {'/upload':>8} {'/read':>7}"
     )

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import base64
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
 
 from medground.icl.segmenter import InContextSegmenter
 from medground.mllm.grounder import Grounder
 from medground.serve.app import create_app
+from medground.serve.local import running
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "medground" / "sample" / "medseg"
 CXR = SAMPLE / "shenzhen_cxr_lung_xray" / "images" / "CHNCXR_0008_0.png"  # 750 x 734 RGB PNG
@@ -30,28 +25,6 @@ def data_url(path: Path) -> str:
 @pytest.fixture(scope="session")
 def models() -> tuple[Grounder, InContextSegmenter]:
     return Grounder.from_pretrained(), InContextSegmenter.from_pretrained()
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Base URL of a uvicorn server (in a thread) over ``app`` on a free loopback port; stopped on exit."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,37 +13,22 @@ import json
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 
 from medground.serve.app import ServeSettings, create_app
+from medground.serve.local import CHROMIUM, headless_chromium, running
 
 from .conftest import CXR
 from .test_volumes import AXIAL, CT_NII, SAGITTAL
 
-CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium and chromium-driver (make browsers)"
-)
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1366,900",
 )
 FIRST_COLOUR = (255, 90, 90)  # page.js COLOURS[0], the first answer box's stroke
 
@@ -51,15 +36,7 @@ FIRST_COLOUR = (255, 90, 90)  # page.js COLOURS[0], the first answer box's strok
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A headless Chromium through /usr/bin/chromedriver (Selenium Manager never downloads anything)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    driver = headless_chromium(tmp_path_factory.mktemp("chromium-profile"))
     driver.set_page_load_timeout(20)
     yield driver
     driver.quit()
@@ -277,19 +254,8 @@ def test_segment_in_context_with_support_pairs_and_a_truth_mask_shows_the_dice(
 @pytest.fixture(scope="module")
 def token_server(models) -> Iterator[str]:
     """A second server over the same models, with a bearer token."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(*models, ServeSettings(token="page-token"))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the token server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with running(create_app(*models, ServeSettings(token="page-token"))) as url:
+        yield url
 
 
 def test_with_a_token_the_page_asks_once_and_keeps_it_for_the_tab(browser, token_server) -> None:
