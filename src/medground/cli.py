@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from medground import __version__
+from medground.console import fail
 from medground.data.sources import SOURCES, describe_layouts
 from medground.eval.command import eval_command
 from medground.grounding import DIALECTS
@@ -41,11 +42,6 @@ def main(
     ] = False,
 ) -> None:
     """medground: refer, ground and segment in biomedical images."""
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 @contextmanager
@@ -157,7 +153,7 @@ def build(
     from medground.data.tasks import TaskConfig
 
     if out is None and not plan_only:
-        _fail("--out is required (or pass --plan-only)")
+        fail("--out is required (or pass --plan-only)")
     try:
         config = RecordConfig(
             seed=seed,
@@ -197,7 +193,7 @@ def build(
                 llm_model=llm_model,
             )
     except (ValueError, RuntimeError, KeyError) as error:
-        _fail(str(error))
+        fail(str(error))
     counts = manifest["counts"]
     for name, items in counts["items"].items():
         if not counts["sources"].get(name):
@@ -267,7 +263,7 @@ def export(
             written = export_records(out_dir, fmt, dest, split, dialect, max_pixels, shard_size)
         typer.echo(written)
     except (ValueError, KeyError, FileNotFoundError) as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 @app.command()
@@ -311,7 +307,7 @@ def check_splits(
     try:
         report = run_check(builds, near_duplicates=near_duplicates, progress=progress and not as_json)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -378,7 +374,7 @@ def serve(
     except ValueError:  # a host name other than localhost
         loopback = False
     if not loopback and not token:
-        _fail(f"binding to {host} exposes the server beyond this machine: give --token (or MEDGROUND_TOKEN)")
+        fail(f"binding to {host} exposes the server beyond this machine: give --token (or MEDGROUND_TOKEN)")
     import uvicorn
 
     from medground.serve.app import ServeSettings, build_app
@@ -393,9 +389,9 @@ def serve(
         allowed_hosts=(host, "127.0.0.1", "localhost", "::1") if loopback else None,
     )
     if (upstream is None) != (upstream_model is None):
-        _fail("--upstream and --upstream-model go together (the server's URL and the model name it serves)")
+        fail("--upstream and --upstream-model go together (the server's URL and the model name it serves)")
     if upstream is not None and model is not None:
-        _fail("--model and --upstream exclude each other: grounding is local or upstream")
+        fail("--model and --upstream exclude each other: grounding is local or upstream")
     try:
         proxy = None
         if upstream is not None and upstream_model is not None:
@@ -406,7 +402,7 @@ def serve(
             )
         application = build_app(model, icl_model, settings, proxy)
     except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     typer.echo(f"medground serving on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1)")
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 

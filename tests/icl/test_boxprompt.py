@@ -158,6 +158,12 @@ def test_cli_segment_with_a_box_writes_the_mask(tmp_path: Path) -> None:
         app, ["segment", "--query", str(tmp_path / "q.png"), "--out", str(tmp_path / "o"), "--box", "1,2,3"]
     )
     assert bad.exit_code != 0 and "x0,y0,x1,y1" in bad.output
+    outside = CliRunner().invoke(
+        app,
+        ["segment", "--query", str(tmp_path / "q.png"), "--out", str(tmp_path / "o2"), "--box", "0,0,500,50"],
+    )
+    assert outside.exit_code == 2  # a one-line error, not a traceback
+    assert "outside the 128x96 (WxH) image" in outside.output and not (tmp_path / "o2/q.png").exists()
 
 
 # ---------------------------------------------------------------------------- training

@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from medground.console import fail
+
 __all__ = ["app", "icl_eval_command", "icl_train_command", "segment_command"]
 
 
@@ -81,7 +83,10 @@ def segment_command(
         raise typer.BadParameter("--support-volume and --support-labels go together; give both or neither")
     pairs = [parse_support(s) for s in support or []]
     volume = (support_volume, support_labels) if support_volume is not None else None
-    written = segment_files(query, out, pairs, text, model, volume, threshold, modality, _parse_box(box))
+    try:
+        written = segment_files(query, out, pairs, text, model, volume, threshold, modality, _parse_box(box))
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
     typer.echo(f"wrote {len(written)} files to {out}")
 
 

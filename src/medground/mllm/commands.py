@@ -14,12 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
+from medground.console import fail
+
 __all__ = ["ask_command", "predict_command", "train_command"]
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _quiet() -> None:
@@ -154,7 +151,7 @@ def train_command(
         cfg = replace(cfg, tiny=tiny, **{k: v for k, v in overrides.items() if v is not None})
         result = train(cfg)
     except (FileNotFoundError, KeyError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     # under accelerate/torchrun every process runs this command: the one that saved says so, once
     if int(os.environ.get("RANK", "0")) == 0:
         last = f", last loss {result.losses[-1][1]:.4f}" if result.losses else ""
@@ -166,7 +163,7 @@ def _parse_box(box: str | None) -> list[int] | None:
         return None
     parts = box.replace(" ", "").split(",")
     if len(parts) != 4 or not all(p.lstrip("-").isdigit() for p in parts):
-        _fail(f"--box must be four integers x0,y0,x1,y1 in original-image pixels, got {box!r}")
+        fail(f"--box must be four integers x0,y0,x1,y1 in original-image pixels, got {box!r}")
     return [int(p) for p in parts]
 
 
@@ -205,7 +202,7 @@ def ask_command(
     """Ask a grounding model about one image; boxes (and with --segment their masks) in original-image pixels."""
     region = _parse_box(box)
     if not segment and (masks_out is not None or box_model is not None):
-        _fail("--masks-out and --box-model need --segment")
+        fail("--masks-out and --box-model need --segment")
     _quiet()
     from medground.mllm.grounder import Grounder
 
@@ -218,7 +215,7 @@ def ask_command(
         grounder = Grounder.from_pretrained(model, max_new_tokens=max_new_tokens, segmenter=segmenter)
         answer = grounder.ask(image, question, box=region, segment=segment)
     except (FileNotFoundError, ValueError, KeyError) as error:
-        _fail(str(error))
+        fail(str(error))
     paths: list[Path] = []
     if masks_out is not None:
         from medground.mllm.draw import save_answer_masks
@@ -267,5 +264,5 @@ def predict_command(
             Grounder.from_pretrained(model), data, split, out, limit=limit, resume=resume, progress=show
         )
     except (FileNotFoundError, ValueError, KeyError) as error:
-        _fail(str(error))
+        fail(str(error))
     typer.echo(f"{count} predictions written to {out}")
