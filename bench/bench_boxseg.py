@@ -1,7 +1,8 @@
 """Benchmark: segment from a box (k = 0 + box prompt) on held-out datasets, against box-only baselines.
 
 Protocol, fixed before any held-out score was looked at:
-- Leave-domain-out folds over the 18 shared 2D datasets (``FOLDS`` below): every dataset is held out
+- Leave-domain-out folds over the 18 shared 2D datasets (medground.icl.protocol.FOLDS, checked by
+  check_folds; the hippocampus MR volumes there are not read here): every dataset is held out
   exactly once, near-identical datasets (medground.icl.protocol.DOMAIN_GROUPS) share a fold, at most 4
   datasets per fold. Each fold's BoxSeg is trained on the other folds' regions only (``STEPS`` steps of
   ``BATCH`` windows, seed 0, one CPU thread).
@@ -43,21 +44,9 @@ from medground.icl.boxprompt import (
     segment_boxes,
 )
 from medground.icl.boxtrain import BoxData, BoxExample, jitter_box, load_box_data, train_boxseg
-from medground.icl.protocol import domain_group
+from medground.icl.protocol import FOLDS, check_folds, domain_group
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter, load_pretrained
 
-FOLDS: dict[str, list[str]] = {
-    "1": ["drive_fundus", "fives_fundus_vessels", "ph2_dermoscopy", "hc18_fetal_ultrasound"],
-    "2": [
-        "cpm15_nuclei_histopathology",
-        "monuseg_nuclei_histopathology",
-        "kvasir_seg_endoscopy",
-        "edd2020_endoscopy_disease",
-    ],
-    "3": ["brats2021_flair_mr", "covid19_medseg_ct", "fuseg_wound_photo", "dc1000_dental_xray"],
-    "4": ["glas_colon_glands_histopathology", "msd_lung_tumour_ct_patches", "idrid_fundus_optic_disc"],
-    "5": ["sa_med2d_demo_ct", "shenzhen_cxr_lung_xray", "usgra_nerve_vessel_ultrasound"],
-}
 STEPS, BATCH, SEED = 150, 32, 0
 MAX_INSTANCES, JITTER, JITTER_SEED = 60, 0.1, 1
 K, SUPPORT_SEED = 3, 2
@@ -68,17 +57,6 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Dice of two (H, W) bool masks (1.0 when both are empty)."""
     inter, total = np.logical_and(pred, truth).sum(), pred.sum() + truth.sum()
     return 1.0 if total == 0 else float(2 * inter / total)
-
-
-def _check_folds(sources: list[str]) -> None:
-    """Every dataset in exactly one fold; no domain group split across folds."""
-    placed = [s for fold in FOLDS.values() for s in fold]
-    assert len(placed) == len(set(placed)) == 18, "each of the 18 datasets exactly once"
-    fold_of = {s: f for f, fold in FOLDS.items() for s in fold}
-    for s in placed:
-        assert {fold_of[m] for m in domain_group(s) if m in fold_of} == {fold_of[s]}, f"{s}: group split"
-    missing = sorted(set(sources) - set(placed))
-    assert not missing, f"datasets in no fold: {missing}"
 
 
 def _unit(example: BoxExample, data: BoxData) -> str:
@@ -251,7 +229,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_box_data(args.data)
-    _check_folds(data.sources)
+    check_folds(data.sources)
     icl = InContextSegmenter(load_pretrained(DEFAULT_WEIGHTS))
     meta = json.loads((DEFAULT_WEIGHTS / "meta.json").read_text())
     icl_trained = {t.split("/")[0] for t in meta["tasks"]}
