@@ -1,4 +1,5 @@
 from medground.mllm.baselines import (
+    dataset_majority_classes,
     evaluate_predictions,
     majority_class,
     prior_box_for,
@@ -93,3 +94,41 @@ def test_roc_label_reads_names_as_the_strict_protocol_spells_them():
     assert roc_label("dental caries", vocab) == "dental caries"
     assert roc_label("a kidney-shaped dental caries", vocab) == "kidney"  # the first one wins
     assert roc_label("kidneystone", vocab) is None
+
+
+def test_multi_structure_roc_is_scored_against_each_datasets_own_majority():
+    """Only images with >= 2 distinct structures count; dataset "us" answers "nerve" (2 of its 3 training
+    ROC turns), dataset "ct" answers "liver", a dataset unseen in training the overall majority."""
+
+    def rec(rid, source, names, asked):
+        r = _record(rid, "x", 100, 100, [(n, [0, 0, 10, 10]) for n in names], [])
+        r["source"] = source
+        r["turns"] = [{"task": "roc", "structure": s, "regions": [names.index(s)]} for s in asked]
+        return r
+
+    train = [
+        rec("u1", "us", ["nerve", "vessel"], ["nerve", "vessel"]),
+        rec("u2", "us", ["nerve"], ["nerve"]),
+        rec("c1", "ct", ["liver"], ["liver"]),
+        rec("c2", "ct", ["liver", "lung"], ["liver", "lung", "liver"]),
+    ]
+    assert majority_class(train) == "liver"  # liver 3, nerve 2
+    assert dataset_majority_classes(train) == {"us": "nerve", "ct": "liver"}
+    test = [
+        rec("t1", "us", ["nerve", "vessel"], ["nerve", "vessel"]),  # own majority: 1 of 2
+        rec("t2", "us", ["nerve"], ["nerve"]),  # one structure: not in the multi-structure score
+        rec("t3", "new", ["polyp", "liver"], ["polyp", "liver"]),  # unseen dataset: overall "liver", 1 of 2
+    ]
+    answers = {
+        ("t1", 0): "nerve",
+        ("t1", 1): "nerve",
+        ("t2", 0): "nerve",
+        ("t3", 0): "a polyp",
+        ("t3", 1): "?",
+    }
+    rows = [{"record": r, "turn": t, "response": a} for (r, t), a in answers.items()]
+    result = evaluate_predictions(rows, test, train)
+    assert result["roc_turns"] == 5 and result["roc_acc_model"] == 3 / 5
+    assert result["roc_multi_turns"] == 4
+    assert result["roc_multi_acc_model"] == 2 / 4  # t1/0 nerve, t3/0 polyp
+    assert result["roc_multi_acc_dataset_majority"] == 2 / 4  # t1/0 nerve, t3/1 liver

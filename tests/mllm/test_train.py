@@ -113,3 +113,15 @@ def test_collator_pads_right_and_packs():
     assert batch["pixel_values"].shape == (8, 2) and batch["image_grid_thw"].shape == (2, 3)
     packed = Collator(pad_id=0, pack=True)([item, short])
     assert packed["input_ids"].tolist() == [[5, 6, 7, 5]]
+
+
+def test_cpu_budget_stops_training_and_still_saves_the_model(dataset, tmp_path):
+    """max_minutes is checked after every optimiser step: a budget below one step's CPU time ends the
+    run after step 1 of the 50 planned, and the model reached there is saved as usual."""
+    planned = train_tiny(dataset, tmp_path / "full", "qwen2-vl", steps=3, logging_steps=1)
+    assert planned.steps == 3 and planned.cpu_seconds > 0
+    cut = train_tiny(dataset, tmp_path / "cut", "qwen2-vl", steps=50, logging_steps=1, max_minutes=1e-9)
+    assert cut.steps == 1 and [s for s, _ in cut.losses] == [1]
+    assert (tmp_path / "cut" / "model.safetensors").is_file()
+    meta = json.loads((tmp_path / "cut" / "medground.json").read_text())
+    assert meta["train"]["max_minutes"] == 1e-9

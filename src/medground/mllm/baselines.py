@@ -11,6 +11,10 @@ Rules (same for the model and the baselines):
   position), both spelled by :func:`medground.names.canonical_name` (case, punctuation and plurals
   do not matter: "the Kidneys" names "kidney"); it must name the turn's structure in that spelling.
 - Majority class: always answer the most frequent structure of the training ``roc`` turns.
+- Multi-structure ROC: the ROC turns of images with at least two distinct region names, where naming
+  the structure cannot be done by recognising the dataset; its baseline is each dataset's own majority
+  class (the most frequent structure of that dataset's training ``roc`` turns; the overall majority
+  when the dataset has none, i.e. a dataset held out whole). A record's dataset is its ``source``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from medground.tasks import task_spec
 from medground.types import Box
 
 __all__ = [
+    "dataset_majority_classes",
     "evaluate_predictions",
     "majority_class",
     "prior_boxes",
@@ -81,18 +86,32 @@ def prior_box_for(
     )
 
 
-def majority_class(train_records: list[dict[str, Any]]) -> str:
-    """Most frequent structure among the training ``roc`` turns (ties: alphabetical first)."""
-    counts = Counter(
+def _roc_structures(record: dict[str, Any]) -> list[str]:
+    return [
         t.get("structure", "")
-        for r in train_records
-        for t in r.get("turns", [])
+        for t in record.get("turns", [])
         if t.get("task") == _CLASS_TASK and not t.get("negative")
-    )
+    ]
+
+
+def _most_frequent(counts: Counter[str]) -> str:
     if not counts:
         return ""
     best = max(counts.values())
     return sorted(name for name, c in counts.items() if c == best)[0]
+
+
+def majority_class(train_records: list[dict[str, Any]]) -> str:
+    """Most frequent structure among the training ``roc`` turns (ties: alphabetical first)."""
+    return _most_frequent(Counter(s for r in train_records for s in _roc_structures(r)))
+
+
+def dataset_majority_classes(train_records: list[dict[str, Any]]) -> dict[str, str]:
+    """Dataset (record ``source``) -> its most frequent training ``roc`` structure (ties: alphabetical)."""
+    counts: dict[str, Counter[str]] = {}
+    for record in train_records:
+        counts.setdefault(record.get("source", ""), Counter()).update(_roc_structures(record))
+    return {source: _most_frequent(c) for source, c in counts.items() if c}
 
 
 def roc_label(response: str, vocabulary: list[str]) -> str | None:
@@ -123,9 +142,11 @@ def _pred_boxes(row: dict[str, Any]) -> list[Box]:
 def evaluate_predictions(
     rows: list[dict[str, Any]], test_records: list[dict[str, Any]], train_records: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """REC Acc@0.5 and ROC accuracy of the model and of the prior-box / majority-class baselines."""
+    """REC Acc@0.5 and ROC accuracy of the model and of the prior-box / majority-class baselines, and ROC
+    accuracy on multi-structure images against each dataset's own majority class (``roc_multi_*``)."""
     by_id = {r["id"]: r for r in test_records}
     priors, majority = prior_boxes(train_records), majority_class(train_records)
+    own_majority = dataset_majority_classes(train_records)
     vocabulary = sorted({reg["name"] for r in train_records + test_records for reg in r.get("regions", [])})
     tally: Counter[str] = Counter()
     for row in rows:
@@ -144,8 +165,14 @@ def evaluate_predictions(
             tally["roc"] += 1
             asked = canonical_name(turn["structure"])
             predicted = roc_label(row["response"], vocabulary)
-            tally["roc_model"] += predicted is not None and canonical_name(predicted) == asked
+            hit = predicted is not None and canonical_name(predicted) == asked
+            tally["roc_model"] += hit
             tally["roc_majority"] += canonical_name(majority) == asked
+            if len({reg["name"] for reg in record.get("regions", [])}) >= 2:
+                baseline = own_majority.get(record.get("source", ""), majority)
+                tally["roc2"] += 1
+                tally["roc2_model"] += hit
+                tally["roc2_majority"] += canonical_name(baseline) == asked
 
     def rate(hits: str, total: str) -> float | None:
         return tally[hits] / tally[total] if tally[total] else None
@@ -158,4 +185,7 @@ def evaluate_predictions(
         "roc_acc_model": rate("roc_model", "roc"),
         "roc_acc_majority": rate("roc_majority", "roc"),
         "majority_class": majority,
+        "roc_multi_turns": tally["roc2"],
+        "roc_multi_acc_model": rate("roc2_model", "roc2"),
+        "roc_multi_acc_dataset_majority": rate("roc2_majority", "roc2"),
     }

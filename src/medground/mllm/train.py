@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,12 @@ class TrainConfig:
     """Training epochs."""
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run all epochs)."""
+    max_minutes: float = 0.0
+    """Stop after this many CPU minutes of training (the process's CPU time, all threads; 0: no limit).
+
+    The model reached at that step is saved as usual; the learning-rate schedule still spans
+    ``max_steps``/``epochs``, so set those to what the budget allows for a finished schedule.
+    """
     lr: float = 1e-4
     """Peak learning rate."""
     scheduler: str = "cosine"
@@ -250,10 +257,29 @@ def _prepare(model: Any, cfg: TrainConfig) -> Any:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where the model went and the logged training losses (step, loss)."""
+    """Where the model went, the logged training losses (step, loss), the optimiser steps reached and
+    the CPU seconds (process time, all threads) that ``Trainer.train`` took."""
 
     out: Path
     losses: list[tuple[int, float]]
+    steps: int = 0
+    cpu_seconds: float = 0.0
+
+
+def _cpu_budget_callback(minutes: float) -> Any:
+    """A Trainer callback that ends training once the process has spent ``minutes`` CPU minutes since
+    training began (checked after every optimiser step), so runs of different sizes get equal compute."""
+    from transformers import TrainerCallback
+
+    class CpuBudget(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.process_time()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if time.process_time() - self.start >= 60 * minutes:
+                control.should_training_stop = True
+
+    return CpuBudget()
 
 
 def _training_args(cfg: TrainConfig) -> Any:
@@ -409,6 +435,7 @@ def build_trainer(
         args=_training_args(cfg),
         train_dataset=RecordDataset(records, processor, family, cfg.data, cfg),
         data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pack),
+        callbacks=[_cpu_budget_callback(cfg.max_minutes)] if cfg.max_minutes > 0 else None,
     )
 
 
@@ -424,7 +451,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     trainer = build_trainer(cfg, model, processor, family, records)
     model = trainer.model
     resume: str | bool | None = True if cfg.resume == "last" else cfg.resume
+    cpu_start = time.process_time()
     trainer.train(resume_from_checkpoint=resume)
+    cpu_seconds = time.process_time() - cpu_start
     # Every process takes part in the gather (FSDP all-gathers shards, ZeRO-3 consolidates 16-bit weights);
     # the main process alone writes the files.
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
@@ -434,7 +463,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         save_model(plain_model(family, model.config, state, lora), processor, family, cfg, out)
     trainer.accelerator.wait_for_everyone()
     losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
-    return TrainResult(out, [(s, v) for s, v in losses if math.isfinite(v)])
+    return TrainResult(
+        out, [(s, v) for s, v in losses if math.isfinite(v)], trainer.state.global_step, cpu_seconds
+    )
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
