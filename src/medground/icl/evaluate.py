@@ -47,7 +47,17 @@ from medground.icl.protocol import domain_group, expand_held_out, not_trained_on
 from medground.icl.segmenter import load_pretrained
 from medground.icl.segtasks import SegTask, load_segtasks
 
-__all__ = ["EMPTY_RULE", "EvalConfig", "Fold", "draw_plan", "evaluate", "parse_fold", "qualifies", "score"]
+__all__ = [
+    "EMPTY_RULE",
+    "EvalConfig",
+    "Fold",
+    "draw_plan",
+    "evaluate",
+    "parse_fold",
+    "qualifies",
+    "score",
+    "write_outputs",
+]
 
 
 @dataclass
@@ -73,6 +83,8 @@ class EvalConfig:
     """If > 0, also evaluate our model fine-tuned on each support set for this many steps ("<arch>+adapt")."""
     in_distribution: bool = False
     """Also score the sources the model trained on (own table)."""
+    min_patients: int = 0
+    """Score only tasks with at least this many known patients (k = 16 needs 17); 0 = no such rule."""
     bootstrap: int = 1000
     """Bootstrap resamples of query patients for the 95% intervals."""
     seed: int = 0
@@ -155,11 +167,15 @@ def _units(task: SegTask) -> list[str]:
     return [f"image:{i}" for i in task.ids]
 
 
-def qualifies(task: SegTask, k: int) -> tuple[bool, str]:
-    """Whether every patient of the task can be a query with k supports from other patients."""
+def qualifies(task: SegTask, k: int, min_patients: int = 0) -> tuple[bool, str]:
+    """Whether every patient of the task can be a query with k supports from other patients (and the
+    task has at least ``min_patients`` known patients)."""
     counts: dict[str, int] = defaultdict(int)
     for unit in _units(task):
         counts[unit] += 1
+    if min_patients and (not task.patients_known or len(counts) < min_patients):
+        known = f"{len(counts)} patients" if task.patients_known else "patients unknown"
+        return False, f"{known}, fewer than the {min_patients} patients required"
     largest = max(counts.values())
     others = len(task) - largest
     if others >= k:
@@ -325,6 +341,29 @@ def _gain_check(rows: list[dict], ks: list[int], n_boot: int, seed: int) -> dict
     return out
 
 
+def write_outputs(
+    rows: list[dict], cfg: EvalConfig, excluded: list[dict], skipped: list[dict], out: Path
+) -> dict:
+    """Write results.jsonl, summary.json, report.md and dice_vs_k.png for result rows (one evaluation
+    or several pooled, e.g. the folds of bench_icl_folds.py); returns summary.json's payload."""
+    from medground.icl.report import table_rows, write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "results.jsonl").open("w") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in rows)
+    tables = table_rows(rows)
+    payload = {
+        "config": asdict(cfg),
+        "summaries": {name: summarise(t, cfg.bootstrap, cfg.seed) for name, t in tables.items()},
+        "gain_checks": {name: _gain_check(t, cfg.ks, cfg.bootstrap, cfg.seed) for name, t in tables.items()},
+        "excluded_tasks": excluded,
+        "skipped": skipped,
+    }
+    (out / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_report(payload, rows, out)
+    return payload
+
+
 def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
     """Run the protocol of the module docstring; returns the report folder.
 
@@ -332,7 +371,6 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
     """
     from tqdm import tqdm
 
-    from medground.icl.report import table_rows, write_report
     from medground.icl.text import TextEncoder
 
     torch.set_num_threads(cfg.threads)
@@ -355,7 +393,7 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
         models = {"icl": model, "unet_steps": cfg.unet_steps, "adapt_steps": cfg.adapt_steps}
         chosen = []
         for task in (t for t in tasks if t.source in fold.roles):
-            ok, why = qualifies(task, k_max)
+            ok, why = qualifies(task, k_max, cfg.min_patients)
             if ok:
                 chosen.append(task)
             else:
@@ -370,20 +408,7 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
                 "design_seen": task.source in fold.design_seen,
             }
             _eval_task(task, models, cfg, encoder.encode([task.text])[0], base, rows)
-    with (out / "results.jsonl").open("w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in rows)
-    tables = table_rows(rows)
-    summaries = {name: summarise(t, cfg.bootstrap, cfg.seed) for name, t in tables.items()}
-    checks = {name: _gain_check(t, cfg.ks, cfg.bootstrap, cfg.seed) for name, t in tables.items()}
-    payload = {
-        "config": asdict(cfg),
-        "summaries": summaries,
-        "gain_checks": checks,
-        "excluded_tasks": excluded,
-        "skipped": skipped,
-    }
-    (out / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
-    write_report(payload, rows, out)
+    write_outputs(rows, cfg, excluded, skipped, out)
     if excluded or skipped:
         print(
             f"icl-eval: {len(excluded)} tasks not evaluated (too few images outside one patient for k = {k_max}), "
