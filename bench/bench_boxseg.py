@@ -86,9 +86,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def evaluate_fold(
-    data: BoxData, model_dir: Path, held: list[str], icl: InContextSegmenter, icl_trained: set[str]
+    data: BoxData,
+    model_dir: Path,
+    held: list[str],
+    icl: InContextSegmenter,
+    icl_trained: set[str],
+    baselines: dict[str, dict] | None = None,
 ) -> list[dict]:
-    """Per-instance rows for the held-out sources of one fold."""
+    """Per-instance rows for the held-out sources of one fold. ``baselines``: an earlier run's rows by
+    region, whose box-only baseline columns are copied instead of recomputed (same instances and jittered
+    boxes: both are drawn from fixed seeds, independent of the model)."""
     model = load_boxseg(model_dir)
     icl_box = InContextSegmenter(icl.model, text_encoder=icl.text_encoder, box_model=model)
     per_image_key = defaultdict(int)
@@ -110,15 +117,14 @@ def evaluate_fold(
             row = {"source": source, "unit": _unit(e, data), "region": e.region}
             for kind, box in (("tight", e.box), ("jitter", jitter_box(e.box, h, w, JITTER, jit_rng))):
                 prob = segment_boxes(model, image, [box])[0]
-                window = crop_window(box, model.config.margin, model.config.pad)
-                preds = {
-                    "model": prob >= 0.5,
-                    "fill": box_fill(box, h, w),
-                    "ellipse": box_ellipse(box, h, w),
-                    "grabcut": box_grabcut(image, box, 5, window),
-                }
-                for name, pred in preds.items():
-                    row[f"{kind}/{name}"] = dice(pred, truth)
+                row[f"{kind}/model"] = dice(prob >= 0.5, truth)
+                if baselines is not None:
+                    row |= {f"{kind}/{m}": baselines[e.region][f"{kind}/{m}"] for m in METHODS[1:]}
+                else:
+                    window = crop_window(box, model.config.margin, model.config.pad)
+                    row[f"{kind}/fill"] = dice(box_fill(box, h, w), truth)
+                    row[f"{kind}/ellipse"] = dice(box_ellipse(box, h, w), truth)
+                    row[f"{kind}/grabcut"] = dice(box_grabcut(image, box, 5, window), truth)
                 if kind == "tight":
                     box_prob = prob
             single = per_image_key[(e.image, e.key)] == 1
@@ -226,6 +232,13 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=STEPS, help=f"training steps per fold (protocol: {STEPS})"
     )
+    parser.add_argument(
+        "--baselines-from",
+        type=Path,
+        default=None,
+        help="an earlier --out of this script: copy its fill/ellipse/GrabCut columns (GrabCut is most of the "
+        "scoring time) instead of recomputing them",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_box_data(args.data)
@@ -245,7 +258,11 @@ def main() -> None:
                 flush=True,
             )
         start = time.process_time()
-        rows = evaluate_fold(data, fold_dir, held, icl, icl_trained)
+        earlier = None
+        if args.baselines_from is not None:
+            lines = (args.baselines_from / f"fold{name}" / "rows.jsonl").read_text().splitlines()
+            earlier = {r["region"]: r for r in map(json.loads, lines)}
+        rows = evaluate_fold(data, fold_dir, held, icl, icl_trained, earlier)
         with (fold_dir / "rows.jsonl").open("w") as f:
             f.writelines(json.dumps(r | {"fold": name}) + "\n" for r in rows)
         print(

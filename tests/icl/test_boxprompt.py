@@ -23,6 +23,7 @@ from medground.icl.boxprompt import (
     crop_window,
     load_boxseg,
     paste_back,
+    segment_boxes,
 )
 from medground.icl.boxtrain import jitter_box, load_box_data, train_boxseg
 from medground.icl.commands import app
@@ -77,12 +78,16 @@ def test_inputs_and_paste_back_frames() -> None:
     cfg = BoxSegConfig(size=32, widths=(4, 8))
     rgb = np.zeros((50, 40, 3), np.float32)
     x, window = box_inputs(rgb, (0, 0, 10, 10), cfg)
-    assert x.shape == (6, 32, 32) and window == (-6, -6, 16, 16)
+    assert x.shape == (7, 32, 32) and window == (-6, -6, 16, 16)
     # the box covers window pixels 6..16 of 22 -> columns from 32 * 6 / 22 = 8.7 to the end
-    assert x[3, 16, 20] == 1 and x[3, 16, 4] == 0 and float(x[4:].abs().sum()) == 0
+    assert x[3, 16, 20] == 1 and x[3, 16, 4] == 0 and float(x[5:].abs().sum()) == 0
+    # ellipse centre (5, 5), radii 5: S-pixel 9 has its centre at -6 + 9.5 * 22 / 32 = 0.53 px, so
+    # (9, 9) is in the box but outside the ellipse ((0.53 - 5)^2 / 25 * 2 = 1.6), (16, 9) inside (0.80)
+    assert x[3, 9, 9] == 1 and x[4, 9, 9] == 0 and x[4, 16, 9] == 1 and x[4, 16, 16] == 1
+    assert x[4, 16, 4] == 0  # left of the box
     prior = np.ones((50, 40), np.float32)
     x, _ = box_inputs(rgb, (0, 0, 10, 10), cfg, prior)
-    assert float(x[5].min()) == 1 and float(x[4, 31, 31]) == pytest.approx(1)
+    assert float(x[6].min()) == 1 and float(x[5, 31, 31]) == pytest.approx(1)
     prob = paste_back(torch.full((32, 32), 10.0), (30, 40, 50, 60), 50, 40)
     assert (
         prob.shape == (50, 40)
@@ -177,7 +182,7 @@ def test_training_on_engine_regions_saves_a_loadable_model(engine_dir: Path, tmp
     )
     assert summary["steps"] == 2 and summary["trained_sources"] == ["demo"]
     model = load_boxseg(tmp_path / "m")
-    assert model(torch.zeros(1, 6, 32, 32)).shape == (1, 1, 32, 32)
+    assert model(torch.zeros(1, 7, 32, 32)).shape == (1, 1, 32, 32)
 
 
 def test_training_data_keeps_only_the_asked_splits_and_reads_rle_regions(engine_dir: Path) -> None:
@@ -200,3 +205,33 @@ def test_training_data_keeps_only_the_asked_splits_and_reads_rle_regions(engine_
     assert [e.key for e in kept.examples] == ["hip_left", "hip_left", "liver", "hip_left"]
     assert next(e for e in kept.examples if e.key == "hip_left").box == (6, 6, 15, 15)
     assert len(load_box_data(engine_dir).images) == 3
+
+
+def test_an_untrained_box_model_returns_the_inscribed_ellipse() -> None:
+    """The network learns a correction to the ellipse: at initialisation its mask is the ellipse baseline."""
+    torch.manual_seed(0)
+    model = BoxSeg(BoxSegConfig(size=64, widths=(4, 8))).eval()
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    box = (30, 20, 130, 80)
+    pred = segment_boxes(model, image, [box])[0] >= 0.5
+    ellipse = box_ellipse(box, 120, 160)
+    overlap = 2 * np.logical_and(pred, ellipse).sum() / (pred.sum() + ellipse.sum())
+    # one 64-grid cell is (100 + 2 * 24) / 64 = 2.3 px wide here: the edge may move by that much
+    assert overlap > 0.97 and not pred[:, :27].any() and not pred[:17].any() and not pred[:, 133:].any()
+
+
+def test_a_version_1_box_model_folder_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="version 1.*retrain"):
+        BoxSegConfig(version=1)
+
+
+def test_training_leaves_out_regions_that_barely_fill_their_box(engine_dir: Path, tmp_path: Path) -> None:
+    """A vessel-tree-like region (a thin cross: 17 of 81 pixels of its box, 0.21) is not trained on."""
+    data = load_box_data(engine_dir)
+    sparse = data.examples[0]
+    sparse.mask = np.zeros((9, 9), bool)
+    sparse.mask[4, :] = sparse.mask[:, 4] = True
+    summary = train_boxseg(
+        data, tmp_path / "m", steps=1, batch=2, config=BoxSegConfig(size=32, widths=(4, 8))
+    )
+    assert summary["regions_left_out_as_sparse"] == 1 and summary["min_fill"] == 0.25

@@ -9,9 +9,15 @@ into an ``(H, W)`` probability map that is zero outside the window.
 
 Input channels at ``S x S`` (see :func:`box_inputs`): the image (3, RGB in [0, 1] min-max scaled over
 the whole image like the in-context preprocessing, standardised per window by the model), the box
-rectangle (1, area fractions), an optional probability prior (1, e.g. the in-context segmenter's map
-from supports or text) and a flag saying whether that prior is given (1). So one network serves
-"box alone" and "box plus examples".
+rectangle (1, area fractions), the ellipse inscribed in the box (1, 0/1 at the S x S pixel centres), an
+optional probability prior (1, e.g. the in-context segmenter's map from supports or text) and a flag
+saying whether that prior is given (1). So one network serves "box alone" and "box plus examples".
+
+The network predicts a correction to the inscribed ellipse: its logits are the U-Net's output plus
+``+-ELLIPSE_LOGIT`` inside/outside the ellipse, and the output layer starts at zero, so an untrained
+BoxSeg returns the ellipse. The ellipse is the strongest box-only baseline on round structures (fetal
+heads, optic discs); a small model trained from scratch on a few thousand regions did not reach it there
+(bench/RESULTS.md, "Segment from a box"), so it learns where the structure departs from it instead.
 
 Baselines from the same box (:func:`box_fill`, :func:`box_ellipse`, :func:`box_grabcut`) return
 (H, W) bool masks.
@@ -75,11 +81,16 @@ class BoxSegConfig:
     """Context around the box: this fraction of the box width/height is added on each side..."""
     pad: int = 4
     """...plus this many pixels (so tiny boxes still show their surroundings)."""
-    version: int = 1
-    """Config format version."""
+    version: int = 2
+    """Config format version (2: seven input channels and the ellipse residual; 1 had six, no ellipse)."""
 
     def __post_init__(self) -> None:
         self.widths = check_unet_widths("widths", self.widths, self.size)
+        if self.version != 2:
+            raise ValueError(
+                f"box model config version {self.version}: this medground reads version 2 (the inscribed "
+                "ellipse channel); retrain the model with `python -m medground.icl.boxtrain`"
+            )
 
     def to_json(self, path: Path) -> None:
         write_config(self, "boxseg", path)
@@ -89,12 +100,17 @@ class BoxSegConfig:
         return read_config(cls, path)
 
 
-IN_CHANNELS = 6
-"""image RGB (3) + box rectangle (1) + prior probability (1) + prior-given flag (1)."""
+IN_CHANNELS = 7
+"""image RGB (3) + box rectangle (1) + inscribed ellipse (1) + prior probability (1) + prior-given flag (1)."""
+ELLIPSE, PRIOR, PRIOR_GIVEN = 4, 5, 6
+"""Channel indices of the inscribed ellipse, the prior probability and its flag."""
+ELLIPSE_LOGIT = 2.0
+"""Logit added inside the ellipse (subtracted outside): sigmoid(2) = 0.88, so untrained = the ellipse."""
 
 
 class BoxSeg(nn.Module):
-    """A small U-Net on the box window: (N, 6, S, S) inputs -> (N, 1, S, S) mask logits."""
+    """A small U-Net on the box window: (N, 7, S, S) inputs -> (N, 1, S, S) mask logits, a learned
+    correction to the inscribed ellipse (zero at initialisation)."""
 
     architecture = "boxseg"
 
@@ -105,6 +121,8 @@ class BoxSeg(nn.Module):
         self.encoder = Encoder(IN_CHANNELS, w)
         self.up = nn.ModuleList(ConvBlock(w[i] + w[i + 1], w[i]) for i in range(len(w) - 1))
         self.head = nn.Conv2d(w[0], 1, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image = standardize(x[:, :3])
@@ -113,7 +131,7 @@ class BoxSeg(nn.Module):
         for level in range(len(skips) - 2, -1, -1):
             y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
             y = self.up[level](torch.cat([y, skips[level]], 1))
-        return self.head(y)
+        return self.head(y) + ELLIPSE_LOGIT * (2 * x[:, ELLIPSE : ELLIPSE + 1] - 1)
 
 
 def save_boxseg(model: BoxSeg, folder: Path) -> Path:
@@ -181,7 +199,7 @@ def box_inputs(
     prior: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, Window]:
     """Model inputs for one box: rgb (H, W, 3) float in [0, 1] (:func:`to_rgb_float`; uint8 is read as
-    value / 255), a checked box, an optional (H, W) prior probability map -> ((6, S, S) float32, crop window)."""
+    value / 255), a checked box, an optional (H, W) prior probability map -> ((7, S, S) float32, crop window)."""
     window = crop_window(box, config.margin, config.pad)
     wx0, wy0, wx1, wy1 = window
     s = config.size
@@ -192,12 +210,17 @@ def box_inputs(
     x0, y0, x1, y1 = box
     rect[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = 1.0
     rect_t = _to_size(rect, s, "area")
+    # the inscribed ellipse at the S x S pixel centres, mapped back into query pixels
+    centres = (torch.arange(s, dtype=torch.float64) + 0.5) / s
+    xs, ys = wx0 + centres * (wx1 - wx0), wy0 + centres * (wy1 - wy0)
+    cx, cy, a, b = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    ellipse = (((xs[None, :] - cx) / a) ** 2 + ((ys[:, None] - cy) / b) ** 2 <= 1.0).float()[None]
     if prior is None:
         extra = torch.zeros(2, s, s)
     else:
         p = _to_size(_cut(np.asarray(prior, dtype=np.float32)[..., None], window), s, "bilinear").clamp(0, 1)
         extra = torch.cat([p, torch.ones(1, s, s)])
-    return torch.cat([image, rect_t, extra]), window
+    return torch.cat([image, rect_t, ellipse, extra]), window
 
 
 def paste_back(logits: torch.Tensor, window: Window, height: int, width: int) -> np.ndarray:
