@@ -294,6 +294,9 @@ def main() -> None:
     parser.add_argument("--eval-conversations", type=int, default=4, help="val/test conversations per image")
     parser.add_argument("--heldout-conversations", type=int, default=2, help="per held-out dataset image")
     parser.add_argument("--figure", type=Path, default=Path("bench/figures/grounding_scaling.png"))
+    parser.add_argument(
+        "--data-only", action="store_true", help="only write OUT/data (the split-relabelled records) and stop"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     from transformers.utils import logging as hf_logging
@@ -301,6 +304,9 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     data = derive_data(args.data, args.out / "data", args.eval_conversations, args.heldout_conversations)
+    if args.data_only:
+        print(f"records with held-out splits: {data}")
+        return
     rows = []
     for size in args.sizes.split(","):
         if size not in SIZES:
