@@ -125,3 +125,20 @@ def test_cpu_budget_stops_training_and_still_saves_the_model(dataset, tmp_path):
     assert (tmp_path / "cut" / "model.safetensors").is_file()
     meta = json.loads((tmp_path / "cut" / "medground.json").read_text())
     assert meta["train"]["max_minutes"] == 1e-9
+
+
+def test_train_command_stops_at_max_minutes_and_says_what_it_spent(dataset, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from medground.mllm.commands import train_command
+
+    app = typer.Typer()  # one command: typer runs it without a command name
+    app.command()(train_command)
+    options = ["--max-steps", "50", "--max-minutes", "1e-9", "--max-pixels", "4096", "--batch-size", "2"]
+    sizes = ["--tiny-hidden", "64", "--tiny-vision-width", "32", "--threads", "1"]
+    out = tmp_path / "m"
+    result = CliRunner().invoke(app, ["--data", str(dataset), "--out", str(out), *options, *sizes])
+    assert result.exit_code == 0, result.output
+    assert f"model saved to {out}" in result.output and ", 1 steps in " in result.output
+    assert json.loads((out / "medground.json").read_text())["train"]["max_minutes"] == 1e-9

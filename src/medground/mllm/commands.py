@@ -59,6 +59,10 @@ def train_command(
     lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout (0: deterministic).")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many CPU minutes of training and save (0: no limit)."),
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Records per device per step.")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps.")] = None,
@@ -124,6 +128,7 @@ def train_command(
         overrides: dict[str, Any] = {
             "epochs": epochs,
             "max_steps": max_steps,
+            "max_minutes": max_minutes,
             "lr": lr,
             "batch_size": batch_size,
             "grad_accum": grad_accum,
@@ -155,7 +160,8 @@ def train_command(
     # under accelerate/torchrun every process runs this command: the one that saved says so, once
     if int(os.environ.get("RANK", "0")) == 0:
         last = f", last loss {result.losses[-1][1]:.4f}" if result.losses else ""
-        typer.echo(f"model saved to {result.out}{last}")
+        spent = f", {result.steps} steps in {result.cpu_seconds / 60:.1f} CPU min"
+        typer.echo(f"model saved to {result.out}{last}{spent}")
 
 
 def _parse_box(box: str | None) -> list[int] | None:
