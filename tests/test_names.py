@@ -265,15 +265,42 @@ def test_names_as_the_engine_writes_them():
 
 # ---- the in-context segmenter's text (compatibility with the shipped RidgeSeg weights) ----
 
-# The 30 training tasks of src/medground/icl/weights/meta.json -> the text their structure was embedded
-# as while training (the old icl.text.clean_structure_name: "_"/"-" -> space, lower case), by hand.
+# The 61 training tasks of src/medground/icl/weights/meta.json (weights of 2026-12-01) -> the text their
+# structure was embedded as while training (the old icl.text.clean_structure_name: "_"/"-" -> space, lower
+# case), by hand.
 SHIPPED_TEXTS = {
+    "brats2015_deepmedic_mr/edema": "edema",
+    "brats2015_deepmedic_mr/enhancing": "enhancing",
+    "brats2015_deepmedic_mr/necrosis": "necrosis",
+    "brats2015_deepmedic_mr/non-enhancing": "non enhancing",
     "brats2021_flair_mr/peritumoral_edema": "peritumoral edema",
+    "brats2021_sammed3d_mr/edema": "edema",
     "covid19_medseg_ct/consolidation": "consolidation",
     "covid19_medseg_ct/ground_glass_opacity": "ground glass opacity",
     "cpm15_nuclei_histopathology/cell_nuclei": "cell nuclei",
     "dc1000_dental_xray/dental_caries": "dental caries",
-    "drive_fundus/retinal_vessels": "retinal vessels",
+    "edd2020_endoscopy_disease/Barrett's_oesophagus": "barrett's oesophagus",
+    "edd2020_endoscopy_disease/cancer": "cancer",
+    "edd2020_endoscopy_disease/high-grade_dysplasia": "high grade dysplasia",
+    "edd2020_endoscopy_disease/polyp": "polyp",
+    "edd2020_endoscopy_disease/suspicious_area": "suspicious area",
+    "fuseg_wound_photo/foot_ulcer": "foot ulcer",
+    "glas_colon_glands_histopathology/intestinal_gland": "intestinal gland",
+    "idrid_fundus_optic_disc/optic_disc": "optic disc",
+    "kvasir_seg_endoscopy/polyp": "polyp",
+    "monuseg_nuclei_histopathology/cell_nuclei": "cell nuclei",
+    "msd_hippocampus_mr/hippocampus_anterior": "hippocampus anterior",
+    "msd_hippocampus_mr/hippocampus_posterior": "hippocampus posterior",
+    "msd_lung_tumour_ct_patches/lung_tumour": "lung tumour",
+    "openkbp_headneck_ct/Brainstem": "brainstem",
+    "openkbp_headneck_ct/Esophagus": "esophagus",
+    "openkbp_headneck_ct/Larynx": "larynx",
+    "openkbp_headneck_ct/LeftParotid": "leftparotid",
+    "openkbp_headneck_ct/Mandible": "mandible",
+    "openkbp_headneck_ct/PTV56": "ptv56",
+    "openkbp_headneck_ct/PTV70": "ptv70",
+    "openkbp_headneck_ct/RightParotid": "rightparotid",
+    "openkbp_headneck_ct/SpinalCord": "spinalcord",
     "sa_med2d_demo_ct/aorta": "aorta",
     "sa_med2d_demo_ct/autochthon_left": "autochthon left",
     "sa_med2d_demo_ct/autochthon_right": "autochthon right",
@@ -298,6 +325,11 @@ SHIPPED_TEXTS = {
     "sa_med2d_demo_ct/rib_right_9": "rib right 9",
     "sa_med2d_demo_ct/spleen": "spleen",
     "sa_med2d_demo_ct/vertebrae_T9": "vertebrae t9",
+    "sct_spinalcord_mr/spinal_cord": "spinal cord",
+    "sct_spinalcord_mr/spinal_cord_gray_matter": "spinal cord gray matter",
+    "shenzhen_cxr_lung_xray/both_lungs": "both lungs",
+    "usgra_nerve_vessel_ultrasound/blood_vessel": "blood vessel",
+    "usgra_nerve_vessel_ultrasound/nerve": "nerve",
 }
 
 
@@ -328,5 +360,8 @@ def test_icl_loader_gives_the_shipped_training_texts(shared_data):
     sources = sorted({t.split("/", 1)[0] for t in SHIPPED_TEXTS})
     found = {}
     for source in sources:
-        found.update({t.name: t.text for t in segtasks_from_source(shared_data / "medseg" / source, 8).tasks})
+        folder = next(
+            shared_data / c / source for c in ("medseg", "medvol") if (shared_data / c / source).is_dir()
+        )
+        found.update({t.name: t.text for t in segtasks_from_source(folder, 8).tasks})
     assert found == SHIPPED_TEXTS
