@@ -211,10 +211,9 @@ def box_inputs(
     rect[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = 1.0
     rect_t = _to_size(rect, s, "area")
     # the inscribed ellipse at the S x S pixel centres, mapped back into query pixels
-    centres = (torch.arange(s, dtype=torch.float64) + 0.5) / s
-    xs, ys = wx0 + centres * (wx1 - wx0), wy0 + centres * (wy1 - wy0)
-    cx, cy, a, b = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
-    ellipse = (((xs[None, :] - cx) / a) ** 2 + ((ys[:, None] - cy) / b) ** 2 <= 1.0).float()[None]
+    centres = (np.arange(s) + 0.5) / s
+    inside = _inside_ellipse(box, wx0 + centres * (wx1 - wx0), wy0 + centres * (wy1 - wy0))
+    ellipse = torch.from_numpy(inside).float()[None]
     if prior is None:
         extra = torch.zeros(2, s, s)
     else:
@@ -261,13 +260,17 @@ def box_fill(box: tuple[int, int, int, int], height: int, width: int) -> np.ndar
     return out
 
 
-def box_ellipse(box: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:
-    """The ellipse inscribed in the box: pixel centres (x + 0.5, y + 0.5) with
-    ((x - cx) / a)^2 + ((y - cy) / b)^2 <= 1, a = width/2, b = height/2 of the box. (height, width) bool."""
+def _inside_ellipse(box: tuple[int, int, int, int], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """(len(ys), len(xs)) bool: which points (x, y) of the grid xs x ys (query pixels) lie in the ellipse
+    inscribed in the box: ((x - cx) / a)^2 + ((y - cy) / b)^2 <= 1, a = width/2, b = height/2 of the box."""
     x0, y0, x1, y1 = box
     cx, cy, a, b = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
-    ys, xs = np.mgrid[0:height, 0:width] + 0.5
-    return ((xs - cx) / a) ** 2 + ((ys - cy) / b) ** 2 <= 1.0
+    return ((xs[None, :] - cx) / a) ** 2 + ((ys[:, None] - cy) / b) ** 2 <= 1.0
+
+
+def box_ellipse(box: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:
+    """The ellipse inscribed in the box at the pixel centres (x + 0.5, y + 0.5): (height, width) bool."""
+    return _inside_ellipse(box, np.arange(width) + 0.5, np.arange(height) + 0.5)
 
 
 def box_grabcut(
