@@ -175,7 +175,7 @@ def bars(payload: dict, rows: list[dict]) -> list[str]:
             break
         best = max(passed, key=lambda m: main[m][k]["dice"])
         d = paired_difference(rows, TRAINED, best, k)
-        verdict = "MET" if d["dice"] > 0 else "MISSED"
+        verdict = "MET" if d["lo"] > 0 else "TIE (interval spans 0)" if d["hi"] > 0 else "MISSED"
         lines.append(
             f"- k={k}: trained - {best} = {d['dice']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]: {verdict}"
         )
