@@ -181,11 +181,14 @@ def test_training_on_engine_regions_saves_a_loadable_model(engine_dir: Path, tmp
         data, tmp_path / "m", steps=2, batch=4, config=BoxSegConfig(size=32, widths=(4, 8))
     )
     assert summary["steps"] == 2 and summary["trained_sources"] == ["demo"]
+    assert json.loads((tmp_path / "m/train.json").read_text())["splits"] == "all"
     model = load_boxseg(tmp_path / "m")
     assert model(torch.zeros(1, 7, 32, 32)).shape == (1, 1, 32, 32)
 
 
-def test_training_data_keeps_only_the_asked_splits_and_reads_rle_regions(engine_dir: Path) -> None:
+def test_training_data_keeps_only_the_asked_splits_and_reads_rle_regions(
+    engine_dir: Path, tmp_path: Path
+) -> None:
     """Shipped weights train on train + val only; an RLE build (`--masks rle`) gives the same examples."""
     import pycocotools.mask as mask_utils
 
@@ -205,6 +208,12 @@ def test_training_data_keeps_only_the_asked_splits_and_reads_rle_regions(engine_
     assert [e.key for e in kept.examples] == ["hip_left", "hip_left", "liver", "hip_left"]
     assert next(e for e in kept.examples if e.key == "hip_left").box == (6, 6, 15, 15)
     assert len(load_box_data(engine_dir).images) == 3
+    # the weights' card says which splits they saw (the shipped ones must not see test)
+    summary = train_boxseg(
+        kept, tmp_path / "m", steps=1, batch=2, config=BoxSegConfig(size=32, widths=(4, 8))
+    )
+    assert summary["splits"] == ["train", "val"]
+    assert json.loads((tmp_path / "m/train.json").read_text())["splits"] == ["train", "val"]
 
 
 def test_an_untrained_box_model_returns_the_inscribed_ellipse() -> None:

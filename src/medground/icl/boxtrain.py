@@ -64,6 +64,8 @@ class BoxData:
     examples: list[BoxExample] = field(default_factory=list)
     priors: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
     """(image index, structure key) -> (64, 64) float32: union of that structure's instances, area-resized."""
+    splits: list[str] | None = None
+    """The record splits loaded (None: all), recorded with the weights trained on them."""
 
     @property
     def sources(self) -> list[str]:
@@ -91,7 +93,7 @@ def load_box_data(folder: Path, splits: Iterable[str] | None = None) -> BoxData:
         raise FileNotFoundError(
             f"{folder}/records/*.jsonl not found; expected the output of `medground build`"
         )
-    data = BoxData()
+    data = BoxData(splits=sorted(wanted) if wanted is not None else None)
     seen: dict[str, int] = {}
     unions: dict[tuple[int, str], np.ndarray] = {}
     for shard in shards:
@@ -274,6 +276,7 @@ def train_boxseg(
         "regions_left_out_as_sparse": sparse,
         "cpu_seconds": round(time.process_time() - start, 1),
         "final_loss": float(np.mean(losses[-50:])),
+        "splits": data.splits or "all",
     }
     save_boxseg(model.eval(), out)
     (Path(out) / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -302,8 +305,6 @@ def main(argv: list[str] | None = None) -> None:
     summary = train_boxseg(
         load_box_data(args.data, args.split), args.out, args.held_out, args.steps, args.batch, seed=args.seed
     )
-    summary["splits"] = sorted(args.split) if args.split else "all"
-    (args.out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
