@@ -265,23 +265,24 @@ def test_names_as_the_engine_writes_them():
 
 # ---- the in-context segmenter's text (compatibility with the shipped RidgeSeg weights) ----
 
-# The 61 training tasks of src/medground/icl/weights/meta.json (weights of 2026-12-01) -> the text their
-# structure was embedded as while training (the old icl.text.clean_structure_name: "_"/"-" -> space, lower
-# case), by hand.
+# The 61 training tasks of src/medground/icl/weights/meta.json (weights of 2026-12-01) -> the text the
+# in-context segmenter embeds for them: the structure's display name, written by hand. The weights were
+# trained with an older rule for the 27 tasks whose spelling differs ("leftparotid", "ptv56", "hip left",
+# "ground glass opacity", ...): that rule glued CamelCase keys into non-words.
 SHIPPED_TEXTS = {
     "brats2015_deepmedic_mr/edema": "edema",
     "brats2015_deepmedic_mr/enhancing": "enhancing",
     "brats2015_deepmedic_mr/necrosis": "necrosis",
-    "brats2015_deepmedic_mr/non-enhancing": "non enhancing",
+    "brats2015_deepmedic_mr/non-enhancing": "non-enhancing",
     "brats2021_flair_mr/peritumoral_edema": "peritumoral edema",
     "brats2021_sammed3d_mr/edema": "edema",
     "covid19_medseg_ct/consolidation": "consolidation",
-    "covid19_medseg_ct/ground_glass_opacity": "ground glass opacity",
+    "covid19_medseg_ct/ground_glass_opacity": "ground-glass opacity",
     "cpm15_nuclei_histopathology/cell_nuclei": "cell nuclei",
     "dc1000_dental_xray/dental_caries": "dental caries",
     "edd2020_endoscopy_disease/Barrett's_oesophagus": "barrett's oesophagus",
     "edd2020_endoscopy_disease/cancer": "cancer",
-    "edd2020_endoscopy_disease/high-grade_dysplasia": "high grade dysplasia",
+    "edd2020_endoscopy_disease/high-grade_dysplasia": "high-grade dysplasia",
     "edd2020_endoscopy_disease/polyp": "polyp",
     "edd2020_endoscopy_disease/suspicious_area": "suspicious area",
     "fuseg_wound_photo/foot_ulcer": "foot ulcer",
@@ -295,36 +296,36 @@ SHIPPED_TEXTS = {
     "openkbp_headneck_ct/Brainstem": "brainstem",
     "openkbp_headneck_ct/Esophagus": "esophagus",
     "openkbp_headneck_ct/Larynx": "larynx",
-    "openkbp_headneck_ct/LeftParotid": "leftparotid",
+    "openkbp_headneck_ct/LeftParotid": "left parotid gland",
     "openkbp_headneck_ct/Mandible": "mandible",
-    "openkbp_headneck_ct/PTV56": "ptv56",
-    "openkbp_headneck_ct/PTV70": "ptv70",
-    "openkbp_headneck_ct/RightParotid": "rightparotid",
-    "openkbp_headneck_ct/SpinalCord": "spinalcord",
+    "openkbp_headneck_ct/PTV56": "56 Gy planning target volume",
+    "openkbp_headneck_ct/PTV70": "70 Gy planning target volume",
+    "openkbp_headneck_ct/RightParotid": "right parotid gland",
+    "openkbp_headneck_ct/SpinalCord": "spinal cord",
     "sa_med2d_demo_ct/aorta": "aorta",
-    "sa_med2d_demo_ct/autochthon_left": "autochthon left",
-    "sa_med2d_demo_ct/autochthon_right": "autochthon right",
+    "sa_med2d_demo_ct/autochthon_left": "left autochthonous back muscle",
+    "sa_med2d_demo_ct/autochthon_right": "right autochthonous back muscle",
     "sa_med2d_demo_ct/colon": "colon",
-    "sa_med2d_demo_ct/femur_right": "femur right",
-    "sa_med2d_demo_ct/gluteus_maximus_left": "gluteus maximus left",
-    "sa_med2d_demo_ct/gluteus_maximus_right": "gluteus maximus right",
-    "sa_med2d_demo_ct/heart_atrium_left": "heart atrium left",
-    "sa_med2d_demo_ct/heart_atrium_right": "heart atrium right",
-    "sa_med2d_demo_ct/heart_myocardium": "heart myocardium",
-    "sa_med2d_demo_ct/heart_ventricle_left": "heart ventricle left",
-    "sa_med2d_demo_ct/heart_ventricle_right": "heart ventricle right",
-    "sa_med2d_demo_ct/hip_left": "hip left",
-    "sa_med2d_demo_ct/hip_right": "hip right",
+    "sa_med2d_demo_ct/femur_right": "right femur",
+    "sa_med2d_demo_ct/gluteus_maximus_left": "left gluteus maximus",
+    "sa_med2d_demo_ct/gluteus_maximus_right": "right gluteus maximus",
+    "sa_med2d_demo_ct/heart_atrium_left": "left atrium",
+    "sa_med2d_demo_ct/heart_atrium_right": "right atrium",
+    "sa_med2d_demo_ct/heart_myocardium": "myocardium",
+    "sa_med2d_demo_ct/heart_ventricle_left": "left ventricle",
+    "sa_med2d_demo_ct/heart_ventricle_right": "right ventricle",
+    "sa_med2d_demo_ct/hip_left": "left hip",
+    "sa_med2d_demo_ct/hip_right": "right hip",
     "sa_med2d_demo_ct/inferior_vena_cava": "inferior vena cava",
     "sa_med2d_demo_ct/liver": "liver",
-    "sa_med2d_demo_ct/lung_lower_lobe_left": "lung lower lobe left",
-    "sa_med2d_demo_ct/lung_lower_lobe_right": "lung lower lobe right",
-    "sa_med2d_demo_ct/lung_middle_lobe_right": "lung middle lobe right",
-    "sa_med2d_demo_ct/lung_upper_lobe_left": "lung upper lobe left",
-    "sa_med2d_demo_ct/rib_left_9": "rib left 9",
-    "sa_med2d_demo_ct/rib_right_9": "rib right 9",
+    "sa_med2d_demo_ct/lung_lower_lobe_left": "left lower lobe of the lung",
+    "sa_med2d_demo_ct/lung_lower_lobe_right": "right lower lobe of the lung",
+    "sa_med2d_demo_ct/lung_middle_lobe_right": "right middle lobe of the lung",
+    "sa_med2d_demo_ct/lung_upper_lobe_left": "left upper lobe of the lung",
+    "sa_med2d_demo_ct/rib_left_9": "left 9th rib",
+    "sa_med2d_demo_ct/rib_right_9": "right 9th rib",
     "sa_med2d_demo_ct/spleen": "spleen",
-    "sa_med2d_demo_ct/vertebrae_T9": "vertebrae t9",
+    "sa_med2d_demo_ct/vertebrae_T9": "T9 vertebra",
     "sct_spinalcord_mr/spinal_cord": "spinal cord",
     "sct_spinalcord_mr/spinal_cord_gray_matter": "spinal cord gray matter",
     "shenzhen_cxr_lung_xray/both_lungs": "both lungs",
@@ -333,13 +334,17 @@ SHIPPED_TEXTS = {
 }
 
 
-def test_embedding_text_is_what_the_old_icl_normaliser_gave():
-    assert embedding_text("hip_left") == "hip left"
-    assert embedding_text("  Vertebrae-T9 ") == "vertebrae t9"
-    # the ICL source loader cut a raw name at its first parenthesis before embedding it
+def test_embedding_text_is_the_display_name():
+    assert embedding_text("hip_left") == "left hip"
+    assert embedding_text("SpinalCord") == "spinal cord"
+    assert embedding_text("PTV70") == "70 Gy planning target volume"
+    # a parenthesised note is dropped, as the ICL source loader's key drops it
     assert (
         embedding_text("peritumoral edema (BraTS label ED, as extracted by SAM-Med3D)") == "peritumoral edema"
     )
+    # the data engine writes the display name into its records: reading it back changes nothing
+    assert embedding_text("left parotid gland") == "left parotid gland"
+    assert embedding_text("T9 vertebra") == "T9 vertebra"
     assert icl_key("cell nuclei (instance label map)") == "cell_nuclei"
     assert icl_key("vertebrae_T9") == "vertebrae_T9"
 
@@ -354,7 +359,7 @@ def test_embedding_text_of_every_shipped_training_task():
         assert icl_key(key) == key and embedding_text(key) == text, task
 
 
-def test_icl_loader_gives_the_shipped_training_texts(shared_data):
+def test_icl_loader_gives_the_display_names_of_the_real_structures(shared_data):
     from medground.icl.segtasks import segtasks_from_source
 
     sources = sorted({t.split("/", 1)[0] for t in SHIPPED_TEXTS})

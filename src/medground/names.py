@@ -12,8 +12,9 @@ Four things live here, each once:
   singular words ending in s) behind both singularising a word and verb agreement of a name.
 - :data:`SYNONYM_GROUPS`: canonical names that denote one class under the strict protocol.
 
-:func:`embedding_text` and :func:`icl_key` are a compatibility path, not normalisers to reuse: they
-reproduce exactly the text and task keys the shipped in-context segmentation weights were trained on.
+:func:`icl_key` is a compatibility path, not a normaliser to reuse: it reproduces exactly the task keys
+the shipped in-context segmentation weights list. :func:`embedding_text` (the in-context segmenter's
+prompt text) is :func:`clean_name`, so both of its task readers and the data engine write one text.
 """
 
 from __future__ import annotations
@@ -333,11 +334,14 @@ def icl_key(raw: str) -> str:
 
 
 def embedding_text(name: str) -> str:
-    """The text the in-context segmenter embeds for a structure name: "hip_left" -> "hip left".
+    """The text the in-context segmenter embeds for a structure name: its display name, :func:`clean_name`.
 
-    Up to the first parenthesis, lower case, ``_`` and ``-`` as spaces, whitespace collapsed, nothing
-    else. The shipped RidgeSeg weights (``medground/icl/weights``) were trained on exactly these
-    strings, so this stays as it is even where :func:`clean_name` would say it better ("vertebrae t9",
-    not "T9 vertebra"); changing it means retraining those weights.
+    "LeftParotid" -> "left parotid gland", "PTV56" -> "56 Gy planning target volume", "hip_left" ->
+    "left hip", "cell nuclei (instance label map)" -> "cell nuclei". The data engine's records already
+    carry this name, so tasks read from its output and from a dataset get the same text, and it is what
+    a user would type as ``--text``. (Until 2026-12-01 this was its own rule, lower case with "_"/"-" as
+    spaces, which left CamelCase keys glued: "leftparotid", "spinalcord", "ptv56". The shipped RidgeSeg
+    weights of 2026-12-01 were trained with those older strings for the sa_med2d and OpenKBP tasks; the
+    encoder is uncased, so case is not a difference.) Raises ValueError for an empty name.
     """
-    return " ".join(_before_note(name).replace("_", " ").replace("-", " ").split()).lower()
+    return clean_name(name)

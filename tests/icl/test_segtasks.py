@@ -21,7 +21,7 @@ def test_engine_regions_become_tasks_with_instances_united(engine_dir: Path) -> 
     assert sorted(tasks) == ["demo/hip_left", "demo/liver"]
     hip = tasks["demo/hip_left"]
     assert len(hip) == 3 and len(tasks["demo/liver"]) == 2
-    assert hip.text == "hip left"
+    assert hip.text == "left hip"  # the display name (names.clean_name), what a user would type
     assert hip.images.shape == (3, 3, 24, 24) and hip.masks.shape == (3, 1, 24, 24)
     # img0 has two disjoint instances (discs of radius 4 and 3): the task mask is their union. The 48x48
     # image becomes 24x24 by 2x2 area averaging, so the mask mass is a quarter of the union's area.
@@ -92,7 +92,7 @@ def test_synthetic_tasks_have_non_empty_masks_and_are_seeded() -> None:
 
 def test_batches_have_the_drawn_shapes(engine_dir: Path) -> None:
     tasks = load_segtasks([engine_dir], size=32).tasks
-    table = {"hip left": torch.ones(384)}
+    table = {"left hip": torch.ones(384)}
     cfg = EpisodeConfig(episodes=3, queries=2, max_k=4, p_text_only=0.5)
     seen_k = set()
     for step in range(12):
