@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import time
 from collections import Counter
@@ -43,7 +42,8 @@ from typing import Any
 
 import torch
 
-from medground.mllm.baselines import evaluate_predictions, read_jsonl
+from medground.eval.stats import BootstrapConfig, Units, bootstrap_ci, safe_div
+from medground.mllm.baselines import read_jsonl, turn_hits
 from medground.mllm.data import read_records
 from medground.mllm.train import TrainConfig, train
 
@@ -122,37 +122,24 @@ def bootstrap(
     rows: list[dict[str, Any]],
     records: list[dict[str, Any]],
     train_records: list[dict[str, Any]],
-    resamples: int = 500,
+    config: BootstrapConfig = BootstrapConfig(),
 ) -> dict[str, Any]:
     """95% intervals of model minus baseline (REC vs prior box, ROC >= 2 structures vs own majority),
-    resampling patients with replacement; also the number of patients (units) scored."""
-    by_unit: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_unit.setdefault(_unit(row), []).append(row)
-    units = sorted(by_unit)
-    rng = random.Random(0)
-    diffs: dict[str, list[float]] = {"rec": [], "roc_multi": []}
-    for _ in range(resamples):
-        sample = [r for u in rng.choices(units, k=len(units)) for r in by_unit[u]]
-        s = evaluate_predictions(sample, records, train_records)
-        if s["rec_turns"]:
-            diffs["rec"].append(s["rec_acc50_model"] - s["rec_acc50_prior_box"])
-        if s["roc_multi_turns"]:
-            diffs["roc_multi"].append(s["roc_multi_acc_model"] - s["roc_multi_acc_dataset_majority"])
+    resampling patients with replacement (``medground.eval.stats.bootstrap_ci`` over the rows' hit
+    columns, :func:`medground.mllm.baselines.turn_hits`); also the number of patients (units) scored."""
+    hits = turn_hits(rows, records, train_records)
+    units = Units.of([_unit(row) for row in rows], "patient")
 
-    def interval(values: list[float]) -> list[float] | None:
-        if not values:
-            return None
-        values = sorted(values)
-        return [values[int(0.025 * len(values))], values[min(len(values) - 1, int(0.975 * len(values)))]]
+    def margin(model: str, baseline: str, total: str) -> list[float] | None:
+        return bootstrap_ci(hits, lambda s: safe_div(s[model] - s[baseline], s[total]), config, units)
 
-    rec_units = {_unit(r) for r in rows if r["task"] == "rec" and not r.get("negative")}
+    rec_units = {_unit(r) for r, scored in zip(rows, hits["rec"], strict=True) if scored}
     return {
         "images": len({row["image"] for row in rows}),
-        "patients": len(units),
+        "patients": units.count,
         "rec_patients": len(rec_units),
-        "rec_minus_prior_ci95": interval(diffs["rec"]),
-        "roc_multi_minus_majority_ci95": interval(diffs["roc_multi"]),
+        "rec_minus_prior_ci95": margin("rec_model", "rec_prior", "rec"),
+        "roc_multi_minus_majority_ci95": margin("roc2_model", "roc2_majority", "roc2"),
     }
 
 

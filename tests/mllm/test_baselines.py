@@ -5,6 +5,7 @@ from medground.mllm.baselines import (
     prior_box_for,
     prior_boxes,
     roc_label,
+    turn_hits,
 )
 from medground.types import Box
 
@@ -132,3 +133,47 @@ def test_multi_structure_roc_is_scored_against_each_datasets_own_majority():
     assert result["roc_multi_turns"] == 4
     assert result["roc_multi_acc_model"] == 2 / 4  # t1/0 nerve, t3/0 polyp
     assert result["roc_multi_acc_dataset_majority"] == 2 / 4  # t1/0 nerve, t3/1 liver
+
+
+def test_turn_hits_are_the_per_row_scores_that_sum_to_the_evaluation():
+    """One row per turn, in row order: the REC row hits for model and prior, the ROC row (lung on a
+    two-structure image, no source: own majority = overall "liver") hits for the model only, the
+    negative turn and an unscored task are all-zero rows."""
+    test = [
+        _record(
+            "t",
+            "test",
+            100,
+            100,
+            [("liver", [20, 20, 80, 80]), ("lung", [0, 0, 10, 10])],
+            [
+                {"task": "rec", "structure": "liver", "regions": [0], "negative": False},
+                {"task": "roc", "structure": "lung", "regions": [1], "negative": False},
+                {"task": "rec", "structure": "heart", "regions": [], "negative": True},
+                {"task": "mia", "regions": []},
+            ],
+        )
+    ]
+    rows = [
+        {"record": "t", "turn": 2, "response": "No heart here."},
+        {"record": "t", "turn": 0, "response": "", "boxes": [{"label": "liver", "box": [0, 0, 30, 30]}]},
+        {"record": "t", "turn": 1, "response": "It is the lung."},
+        {"record": "t", "turn": 3, "response": "A CT."},
+    ]
+    hits = turn_hits(rows, test, TRAIN)
+    # model box [0,0,30,30) vs [20,20,80,80): IoU 100 / 4400 -> miss; prior [25,25,75,75) -> hit (0.69)
+    expected = {
+        "rec": [0, 1, 0, 0],
+        "rec_model": [0, 0, 0, 0],
+        "rec_prior": [0, 1, 0, 0],
+        "roc": [0, 0, 1, 0],
+        "roc_model": [0, 0, 1, 0],
+        "roc_majority": [0, 0, 0, 0],
+        "roc2": [0, 0, 1, 0],
+        "roc2_model": [0, 0, 1, 0],
+        "roc2_majority": [0, 0, 0, 0],
+    }
+    assert {k: v.tolist() for k, v in hits.items()} == expected
+    result = evaluate_predictions(rows, test, TRAIN)
+    assert result["rec_acc50_model"] == 0.0 and result["rec_acc50_prior_box"] == 1.0
+    assert result["roc_multi_turns"] == 1 and result["roc_multi_acc_model"] == 1.0

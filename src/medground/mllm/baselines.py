@@ -24,12 +24,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medground.grounding import get_dialect
 from medground.names import canonical_name, mention_words
 from medground.tasks import task_spec
 from medground.types import Box
 
 __all__ = [
+    "HIT_COLUMNS",
     "dataset_majority_classes",
     "evaluate_predictions",
     "majority_class",
@@ -37,6 +40,7 @@ __all__ = [
     "prior_box_for",
     "read_jsonl",
     "roc_label",
+    "turn_hits",
 ]
 
 
@@ -139,17 +143,34 @@ def _pred_boxes(row: dict[str, Any]) -> list[Box]:
     return [g.box for g in get_dialect(row["dialect"]).parse(row["response"], row["width"], row["height"])]
 
 
-def evaluate_predictions(
+HIT_COLUMNS = (
+    "rec",
+    "rec_model",
+    "rec_prior",
+    "roc",
+    "roc_model",
+    "roc_majority",
+    "roc2",
+    "roc2_model",
+    "roc2_majority",
+)
+"""Per-row 0/1 columns of :func:`turn_hits`: ``rec``/``roc``/``roc2`` mark the rows scored for that
+count (``roc2``: ROC on an image with >= 2 structures), the others are hits of the model or baseline."""
+
+
+def turn_hits(
     rows: list[dict[str, Any]], test_records: list[dict[str, Any]], train_records: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """REC Acc@0.5 and ROC accuracy of the model and of the prior-box / majority-class baselines, and ROC
-    accuracy on multi-structure images against each dataset's own majority class (``roc_multi_*``)."""
+) -> dict[str, np.ndarray]:
+    """Per-row scores behind :func:`evaluate_predictions`: {column of :data:`HIT_COLUMNS`: (N,) 0/1 int
+    array}, N = len(rows), in row order; negative turns and other tasks are all-zero rows. Summing a
+    column over any subset of rows gives that subset's counts, so a bootstrap over patients resamples
+    these columns (see ``medground.eval.stats.bootstrap_ci``) instead of re-scoring the rows."""
     by_id = {r["id"]: r for r in test_records}
     priors, majority = prior_boxes(train_records), majority_class(train_records)
     own_majority = dataset_majority_classes(train_records)
     vocabulary = sorted({reg["name"] for r in train_records + test_records for reg in r.get("regions", [])})
-    tally: Counter[str] = Counter()
-    for row in rows:
+    hits = {name: np.zeros(len(rows), dtype=np.int64) for name in HIT_COLUMNS}
+    for i, row in enumerate(rows):
         record = by_id[row["record"]]
         turn = record["turns"][row["turn"]]
         if turn.get("negative"):
@@ -158,21 +179,31 @@ def evaluate_predictions(
             gt = _gt_boxes(record, turn)
             pred = _pred_boxes(row)
             prior = prior_box_for(priors, turn["structure"], record["width"], record["height"])
-            tally["rec"] += 1
-            tally["rec_model"] += bool(pred) and any(pred[0].iou(g) >= 0.5 for g in gt)
-            tally["rec_prior"] += any(prior.iou(g) >= 0.5 for g in gt)
+            hits["rec"][i] = 1
+            hits["rec_model"][i] = bool(pred) and any(pred[0].iou(g) >= 0.5 for g in gt)
+            hits["rec_prior"][i] = any(prior.iou(g) >= 0.5 for g in gt)
         elif turn["task"] == _CLASS_TASK:
-            tally["roc"] += 1
             asked = canonical_name(turn["structure"])
             predicted = roc_label(row["response"], vocabulary)
             hit = predicted is not None and canonical_name(predicted) == asked
-            tally["roc_model"] += hit
-            tally["roc_majority"] += canonical_name(majority) == asked
+            hits["roc"][i] = 1
+            hits["roc_model"][i] = hit
+            hits["roc_majority"][i] = canonical_name(majority) == asked
             if len({reg["name"] for reg in record.get("regions", [])}) >= 2:
                 baseline = own_majority.get(record.get("source", ""), majority)
-                tally["roc2"] += 1
-                tally["roc2_model"] += hit
-                tally["roc2_majority"] += canonical_name(baseline) == asked
+                hits["roc2"][i] = 1
+                hits["roc2_model"][i] = hit
+                hits["roc2_majority"][i] = canonical_name(baseline) == asked
+    return hits
+
+
+def evaluate_predictions(
+    rows: list[dict[str, Any]], test_records: list[dict[str, Any]], train_records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """REC Acc@0.5 and ROC accuracy of the model and of the prior-box / majority-class baselines, and ROC
+    accuracy on multi-structure images against each dataset's own majority class (``roc_multi_*``):
+    the sums of :func:`turn_hits`' columns."""
+    tally = {name: int(column.sum()) for name, column in turn_hits(rows, test_records, train_records).items()}
 
     def rate(hits: str, total: str) -> float | None:
         return tally[hits] / tally[total] if tally[total] else None
@@ -184,7 +215,7 @@ def evaluate_predictions(
         "roc_turns": tally["roc"],
         "roc_acc_model": rate("roc_model", "roc"),
         "roc_acc_majority": rate("roc_majority", "roc"),
-        "majority_class": majority,
+        "majority_class": majority_class(train_records),
         "roc_multi_turns": tally["roc2"],
         "roc_multi_acc_model": rate("roc2_model", "roc2"),
         "roc_multi_acc_dataset_majority": rate("roc2_majority", "roc2"),
