@@ -79,6 +79,9 @@ def train_command(
         float | None,
         typer.Option(help="Random shifts: pad each side with black by up to this fraction after the crop."),
     ] = None,
+    shift_prob: Annotated[
+        float | None, typer.Option(help="Share of the samples that get a random shift (default 1).")
+    ] = None,
     save_steps: Annotated[
         int | None, typer.Option(help="Checkpoint every this many steps (for --resume).")
     ] = None,
@@ -137,6 +140,7 @@ def train_command(
             "weight_decay": weight_decay,
             "augment": augment,
             "shift": shift,
+            "shift_prob": shift_prob,
             "save_steps": save_steps,
             "logging_steps": logging_steps,
             "lora_r": lora_r,

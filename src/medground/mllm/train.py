@@ -30,6 +30,7 @@ from medground.mllm.data import (
 from medground.mllm.families import Family, family_for_model_type, get_family
 from medground.mllm.processor import build_processor, load_processor
 from medground.mllm.tiny import TinyConfig, build_tiny
+from medground.types import Box
 
 __all__ = [
     "META_FILE",
@@ -109,6 +110,8 @@ class TrainConfig:
     """Random crops: each side moves in by up to this fraction of the image (mentioned regions stay whole)."""
     shift: float = 0.0
     """Random shifts: after the crop, pad each side with black by up to this fraction of its size (0: off)."""
+    shift_prob: float = 1.0
+    """Share of the samples that get a shift (the others keep the crop only, framed as at inference)."""
     pack: bool = False
     """Pack each batch into one sequence (naive packing, no padding)."""
     gradient_checkpointing: bool = False
@@ -125,6 +128,10 @@ class TrainConfig:
     """Overrides of :class:`TinyConfig` fields for --base tiny."""
     preset: str | None = None
     """Name of the preset applied (recorded only)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shift_prob <= 1.0:
+            raise ValueError(f"shift_prob must be in [0, 1], got {self.shift_prob}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -162,18 +169,21 @@ class RecordDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def frame(self, record: dict[str, Any]) -> tuple[Box | None, tuple[int, int, int, int] | None]:
+        """A fresh (crop, pad) for one access of ``record``: a random crop with ``augment``, then a black
+        border with ``shift`` on a ``shift_prob`` share of the accesses (None: not applied)."""
+        crop = random_crop(record, self._rng, self.cfg.augment) if self.cfg.augment > 0 else None
+        if self.cfg.shift <= 0 or (self.cfg.shift_prob < 1 and self._rng.random() >= self.cfg.shift_prob):
+            return crop, None
+        w, h = (
+            (crop.width, crop.height) if crop is not None else (int(record["width"]), int(record["height"]))
+        )
+        return crop, random_pad(w, h, self._rng, self.cfg.shift)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         if self.cfg.augment > 0 or self.cfg.shift > 0:
-            crop = random_crop(record, self._rng, self.cfg.augment) if self.cfg.augment > 0 else None
-            pad = None
-            if self.cfg.shift > 0:
-                w, h = (
-                    (crop.width, crop.height)
-                    if crop is not None
-                    else (int(record["width"]), int(record["height"]))
-                )
-                pad = random_pad(w, h, self._rng, self.cfg.shift)
+            crop, pad = self.frame(record)
             return encode_record(
                 record, self.processor, self.dialect, self.data_dir, self.cfg.max_length, crop, pad
             )
