@@ -44,6 +44,18 @@ TRAIN = [
 ]
 
 
+def _liver_lung_test_record(*extra_turns):
+    """Test record "t": liver [20, 20, 80, 80) and lung [0, 0, 10, 10) on 100 x 100; turns: REC liver,
+    ROC lung, a negative REC (heart), then ``extra_turns``."""
+    turns = [
+        {"task": "rec", "structure": "liver", "regions": [0], "negative": False},
+        {"task": "roc", "structure": "lung", "regions": [1], "negative": False},
+        {"task": "rec", "structure": "heart", "regions": [], "negative": True},
+        *extra_turns,
+    ]
+    return _record("t", "test", 100, 100, [("liver", [20, 20, 80, 80]), ("lung", [0, 0, 10, 10])], turns)
+
+
 def test_prior_box_is_the_mean_normalised_training_box():
     # liver: (0, 0, .5, .5) and (.5, .5, 1, 1) -> mean (.25, .25, .75, .75)
     priors = prior_boxes(TRAIN)
@@ -61,20 +73,7 @@ def test_majority_and_roc_label():
 
 
 def test_evaluate_scores_model_and_baselines_on_the_same_turns():
-    test = [
-        _record(
-            "t",
-            "test",
-            100,
-            100,
-            [("liver", [20, 20, 80, 80]), ("lung", [0, 0, 10, 10])],
-            [
-                {"task": "rec", "structure": "liver", "regions": [0], "negative": False},
-                {"task": "roc", "structure": "lung", "regions": [1], "negative": False},
-                {"task": "rec", "structure": "heart", "regions": [], "negative": True},
-            ],
-        )
-    ]
+    test = [_liver_lung_test_record()]
     rows = [
         {"record": "t", "turn": 0, "response": "", "boxes": [{"label": "liver", "box": [20, 20, 80, 79]}]},
         {"record": "t", "turn": 1, "response": "It is the lung."},
@@ -139,21 +138,7 @@ def test_turn_hits_are_the_per_row_scores_that_sum_to_the_evaluation():
     """One row per turn, in row order: the REC row hits for model and prior, the ROC row (lung on a
     two-structure image, no source: own majority = overall "liver") hits for the model only, the
     negative turn and an unscored task are all-zero rows."""
-    test = [
-        _record(
-            "t",
-            "test",
-            100,
-            100,
-            [("liver", [20, 20, 80, 80]), ("lung", [0, 0, 10, 10])],
-            [
-                {"task": "rec", "structure": "liver", "regions": [0], "negative": False},
-                {"task": "roc", "structure": "lung", "regions": [1], "negative": False},
-                {"task": "rec", "structure": "heart", "regions": [], "negative": True},
-                {"task": "mia", "regions": []},
-            ],
-        )
-    ]
+    test = [_liver_lung_test_record({"task": "mia", "regions": []})]
     rows = [
         {"record": "t", "turn": 2, "response": "No heart here."},
         {"record": "t", "turn": 0, "response": "", "boxes": [{"label": "liver", "box": [0, 0, 30, 30]}]},
