@@ -25,6 +25,10 @@ Protocol (each point is a rule a reader can check in ``results.jsonl``):
   on the supports: the report states, per method, whether Dice at the largest k beats Dice at k = 1
   (with its interval); UniverSeg is not a baseline here: trained on our CPU budget it got worse with k
   in every fold, so it failed that check (it remains in ``bench_icl.py`` for speed).
+- **Text beside supports as a user gets it.** "<arch>+text" passes the structure's name with the
+  supports through the model's own ``encode_support``, so RidgeSeg's text rule (keep the text only
+  where leave-one-out over the supports says it does not hurt; never at k = 1) applies exactly as in
+  ``medground segment``; each such row records ``text_used`` (whether the rule kept the text).
 Outputs: ``results.jsonl`` (one row per query), ``summary.json``, ``report.md``, ``dice_vs_k.png``.
 """
 
@@ -209,20 +213,25 @@ def draw_plan(task: SegTask, draws: int, queries: int, seed: int) -> list[tuple[
 
 
 @torch.no_grad()
-def _predict(method: str, models: dict, task: SegTask, sup: list[int], qry: list[int], text_vec, seed: int):
-    """Probabilities (Q, 1, S, S) of one method for queries ``qry`` given support indices ``sup``."""
+def _predict(
+    method: str, models: dict, task: SegTask, sup: list[int], qry: list[int], text_vec, seed: int
+) -> tuple[torch.Tensor, bool | None]:
+    """Probabilities (Q, 1, S, S) of one method for queries ``qry`` given support indices ``sup``, and
+    for a "+text" method whether the text was used (the model's text rule may drop it; else None)."""
     images, masks, queries = task.images[sup], task.masks[sup], task.images[qry]
     if method == "prior":
-        return support_prior(masks, len(qry))
+        return support_prior(masks, len(qry)), None
     if method == "unet":
         with torch.enable_grad():
-            return unet_from_scratch(images, masks, queries, steps=models["unet_steps"], seed=seed)
-    text = text_vec[None] if method.endswith("+text") else None
+            return unet_from_scratch(images, masks, queries, steps=models["unet_steps"], seed=seed), None
+    with_text = method.endswith("+text")
     net = models["icl"]
     if method.endswith("+adapt"):
         net = adapt_to_support(net, images, masks, steps=models["adapt_steps"], seed=seed)
-    ctx = net.encode_support(images[None], masks[None], text)
-    return torch.sigmoid(net.segment(queries[None], ctx)[0])
+    ctx = net.encode_support(images[None], masks[None], text_vec[None] if with_text else None)
+    used = getattr(ctx, "text_used", None)
+    kept = (bool(used[0]) if used is not None else True) if with_text else None
+    return torch.sigmoid(net.segment(queries[None], ctx)[0]), kept
 
 
 def _methods(models: dict, k: int) -> list[str]:
@@ -245,10 +254,10 @@ def _eval_task(task: SegTask, models: dict, cfg: EvalConfig, text_vec, base: dic
         for k in cfg.ks:
             sup = order[:k]
             for method in _methods(models, k):
-                prob = _predict(method, models, task, sup, qry, text_vec, seed=draw)[:, 0]
+                prob, text_used = _predict(method, models, task, sup, qry, text_vec, seed=draw)
                 for i, q in enumerate(qry):
                     truth = task.full_masks[q]
-                    pred = _at_query_size(prob[i], *truth.shape)
+                    pred = _at_query_size(prob[i, 0], *truth.shape)
                     scores = score(pred, truth)
                     rows.append(
                         {
@@ -260,6 +269,7 @@ def _eval_task(task: SegTask, models: dict, cfg: EvalConfig, text_vec, base: dic
                             "patient": patient,
                             "dice": scores.dice,
                             "hd95": scores.hd95,
+                            "text_used": text_used,
                         }
                     )
 

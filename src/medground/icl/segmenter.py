@@ -132,7 +132,10 @@ class InContextSegmenter:
     ) -> Context:
         """Encode k >= 0 (image, mask) pairs (arrays or paths; mask foreground = value > 0) and/or a text.
 
-        Raises ValueError for an image/mask size mismatch, an empty mask, or k = 0 without text.
+        With supports, RidgeSeg keeps the text only where it does not lower the leave-one-out Dice of
+        the supports themselves, and never with one support (``RidgeSeg._text_rule``; the returned
+        context's ``text_used`` says): the name is used only where the supports' own evidence says it
+        does not hurt. Raises ValueError for an image/mask size mismatch, an empty mask, or k = 0 without text.
         """
         pairs = list(support or [])
         if not pairs and not text:

@@ -20,6 +20,10 @@ text and k) are trained episodically through it.
 - Encode once: the support set becomes a :class:`RidgeContext` (weights (D,), prior map, global
   vector); each query then costs one feature pass, one matrix product and one small U-Net.
 - k = 0: the weights come from the 384-d text embedding through a linear map.
+- Text beside supports (k >= 1) only FiLM-modulates the refinement, and training gives it to half the
+  episodes, so the network may use it as a cue for which training dataset it sees, which misleads on
+  an unseen domain. At inference :meth:`RidgeSeg.encode_support` therefore keeps a text only where the
+  supports themselves show it does not hurt (leave-one-out; see :meth:`RidgeSeg._text_rule`).
 
 All tensors are at the working size ``S = config.size``; the facade (``segmenter.py``) resizes.
 """
@@ -104,13 +108,16 @@ class RidgeContext:
     """The support set (and text) of E episodes, solved once and reused for any number of queries.
 
     ``weights``: (E, D) ridge solution over the solver features; ``prior``: (E, 1, S, S) mean support
-    mask (zeros when k = 0); ``glob``: (E, global_dim); ``k``: support size (same for all episodes).
+    mask (zeros when k = 0); ``glob``: (E, global_dim); ``k``: support size (same for all episodes);
+    ``text_used``: (E,) bool, whether each episode's text modulates the refinement after the text rule
+    (None when no episode was given a text, or in training mode, where no rule runs).
     """
 
     weights: torch.Tensor
     prior: torch.Tensor
     glob: torch.Tensor
     k: int
+    text_used: torch.Tensor | None = None
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -226,9 +233,11 @@ class RidgeSeg(nn.Module):
 
         images: (E, k, 3, S, S) float (any range, standardised here); masks: (E, k, 1, S, S) in [0, 1];
         text: (E, text_dim) sentence embeddings (an all-zero row means "no text") or None. k may be 0
-        (then every episode needs text).
+        (then every episode needs text, and the text alone gives the weights). With k >= 1 in eval mode
+        an episode's text is kept only if :meth:`_text_rule` finds it does not hurt; ``text_used`` says.
         """
         e, k, _, size, _ = images.shape
+        given = text is not None and bool((text.abs().sum(1) > 0).any())
         text = text if text is not None else images.new_zeros(e, self.config.text_dim)
         if k == 0:
             if not bool((text.abs().sum(1) > 0).all()):
@@ -238,10 +247,10 @@ class RidgeSeg(nn.Module):
         total = masks.sum(1, keepdim=True)
         # leave-one-out prior of each support image; with k = 1 only its foreground fraction
         loo = (total - masks) / (k - 1) if k > 1 else masks.mean((2, 3, 4), keepdim=True).expand_as(masks)
-        base = self._base(images.flatten(0, 1), loo.flatten(0, 1))  # (E*k, B, S, S)
+        base = self._base(images.flatten(0, 1), loo.flatten(0, 1)).unflatten(0, (e, k))  # (E, k, B, S, S)
         # The solve sees each support on a grid of at most 64 x 64 points (sparser while training).
         stride = max(1, size // 64) * (self.config.train_stride if self.training else 1)
-        base = base[..., ::stride, ::stride].unflatten(0, (e, k))
+        grid = base[..., ::stride, ::stride]
         target = masks[..., ::stride, ::stride]
         # Inference accumulates in float64 so that the support order changes nothing (to ~1e-6);
         # training tolerates float32 rounding for speed.
@@ -250,19 +259,82 @@ class RidgeSeg(nn.Module):
         gram = images.new_zeros(e, dim, dim, dtype=dtype)
         rhs = images.new_zeros(e, dim, dtype=dtype)
         positive = target.mean((1, 2, 3, 4)).clamp(1e-3, 1 - 1e-3)[:, None].to(dtype)  # (E, 1)
-        count = 0
+        terms = []  # each support's (gram, rhs) share, kept for the text rule's leave-one-out solves
         for i in range(k):  # one support image at a time bounds the memory of the (pixels, D) matrix
-            phi = self._expand(base[:, i].flatten(2).transpose(1, 2)).to(dtype)  # (E, P, D)
+            phi = self._expand(grid[:, i].flatten(2).transpose(1, 2)).to(dtype)  # (E, P, D)
             m = target[:, i].flatten(1).to(dtype)  # (E, P)
             weight = m * 0.5 / positive + (1 - m) * 0.5 / (1 - positive)  # class-balanced
-            gram = gram + phi.transpose(1, 2) @ (phi * weight[..., None])
-            rhs = rhs + (phi * (weight * (2 * m - 1))[..., None]).sum(1)
-            count += m.shape[1]
-        eye = torch.eye(dim, dtype=dtype, device=images.device)
-        weights = torch.linalg.solve(gram / count + self.log_ridge.exp().to(dtype) * eye, rhs / count)
-        weights = weights.to(images.dtype)
+            term = (
+                phi.transpose(1, 2) @ (phi * weight[..., None]),
+                (phi * (weight * (2 * m - 1))[..., None]).sum(1),
+            )
+            gram, rhs = gram + term[0], rhs + term[1]
+            if given and not self.training:
+                terms.append(term)
+        pixels = target[0, 0].numel()
+        weights = self._solve(gram, rhs, k * pixels).to(images.dtype)
         prior = total[:, 0] / k  # (E, 1, S, S)
-        return RidgeContext(weights, prior, self._glob(text, k, prior), k)
+        used = None
+        if terms:
+            used = self._text_rule(images, masks, text, base, loo, (gram, rhs, terms, pixels))
+            text = text * used[:, None].to(text.dtype)
+        return RidgeContext(weights, prior, self._glob(text, k, prior), k, used)
+
+    def _solve(self, gram: torch.Tensor, rhs: torch.Tensor, count: int) -> torch.Tensor:
+        """Ridge weights (E, D) from summed Gram (E, D, D) and right-hand side (E, D) over ``count`` pixels."""
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        return torch.linalg.solve(gram / count + self.log_ridge.exp().to(gram.dtype) * eye, rhs / count)
+
+    def _text_rule(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        text: torch.Tensor,
+        base: torch.Tensor,
+        loo: torch.Tensor,
+        solved: tuple,
+    ) -> torch.Tensor:
+        """Which episodes keep their text: (E,) bool. The rule that makes text beside supports safe.
+
+        Why: with supports, the text only FiLM-modulates the refinement, and training gave it to half
+        the episodes, so it can act as a training-dataset cue that wrecks masks on an unseen domain
+        (shipped weights on held-out ph2 at k = 8: 0.514 Dice with the name vs 0.835 without). Only the
+        supports can tell, so the text must earn its place on them:
+        - k >= 2: leave-one-out. Support j is segmented from the other k - 1 supports (their ridge
+          weights, the mean of their masks as prior, k - 1 in the global vector) with and without the
+          text; the text is kept if its mean Dice over the k supports is not lower. The k - 1 weights
+          come from the Gram terms already summed for the full solve minus support j's, so the check
+          costs k small (D x D) solves and 2k refinement passes, not k new passes over the pixels. The
+          other supports' prior channel in those terms still averages in support j's mask (the exact
+          leave-one-out would rebuild their features); it shifts the ridge map that both sides of the
+          comparison share, not the comparison itself. Dice: prediction p >= 0.5 against the soft
+          (S, S) support mask, 2 sum(p m) / (sum p + sum m).
+        - k = 1: dropped. One example cannot validate it (there is no other support to hold out), and
+          the refinement without text is the path whose behaviour with supports alone was measured.
+        Text alone (k = 0) is not affected: there the text is the only prompt.
+        images, masks, loo: (E, k, C, S, S); text: (E, text_dim); base: (E, k, B, S, S) features of the
+        supports with their leave-one-out prior; solved: (gram, rhs, per-support terms, pixels each).
+        """
+        e, k, _, size, _ = images.shape
+        has_text = text.abs().sum(1) > 0
+        if k == 1:
+            return torch.zeros_like(has_text)
+        gram, rhs, terms, pixels = solved
+        maps = []
+        for j, (g, r) in enumerate(terms):
+            held = self._solve(gram - g, rhs - r, (k - 1) * pixels).to(images.dtype)
+            maps.append(self._ridge_map(base[:, j].flatten(2).transpose(1, 2), held).view(e, 1, size, size))
+        ridge = torch.stack(maps, 1).flatten(0, 1)  # (E*k, 1, S, S), episode-major like images
+        prior, shots = loo.flatten(0, 1), images.flatten(0, 1)
+        globs = [self._glob(t.repeat_interleave(k, 0), k - 1, prior) for t in (torch.zeros_like(text), text)]
+        twice = [x.repeat(2, 1, 1, 1) for x in (ridge, prior, shots)]
+        logits = self._refined(*twice, torch.cat(globs))  # first E*k rows without text, then with it
+        pred = (logits > 0).to(masks.dtype).unflatten(0, (2, e, k))  # (2, E, k, 1, S, S)
+        overlap = (pred * masks).sum((3, 4, 5))
+        sizes = pred.sum((3, 4, 5)) + masks.sum((2, 3, 4))
+        dice = torch.where(sizes > 0, 2 * overlap / sizes.clamp_min(1e-6), torch.ones_like(sizes))
+        without, with_text = dice.mean(2)  # (E,) each
+        return has_text & (with_text >= without)
 
     # ------------------------------------------------------------------ query side
     def segment(self, queries: torch.Tensor, context: RidgeContext) -> torch.Tensor:
@@ -272,11 +344,18 @@ class RidgeSeg(nn.Module):
         base = self._base(queries.flatten(0, 1), prior)
         ridge = self._ridge_map(base.flatten(2).transpose(1, 2), context.weights.repeat_interleave(nq, dim=0))
         ridge = ridge.view(e * nq, 1, size, size)
-        ridge = self.logit_scale * ridge + self.logit_bias
-        skips = self.refine_encoder(torch.cat([ridge, prior, standardize(queries.flatten(0, 1))], 1))
         glob = context.glob.repeat_interleave(nq, dim=0)
+        return self._refined(ridge, prior, queries.flatten(0, 1), glob).unflatten(0, (e, nq))
+
+    def _refined(
+        self, ridge: torch.Tensor, prior: torch.Tensor, images: torch.Tensor, glob: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (N, 1, S, S) from the raw ridge map and prior (N, 1, S, S), images (N, 3, S, S) and
+        global vectors (N, global_dim): the scaled ridge map plus the FiLM-modulated refinement."""
+        ridge = self.logit_scale * ridge + self.logit_bias
+        skips = self.refine_encoder(torch.cat([ridge, prior, standardize(images)], 1))
         x = film_decode(skips, self.refine_up, self.refine_film, glob)
-        return (ridge + self.refine_head(x)).unflatten(0, (e, nq))
+        return ridge + self.refine_head(x)
 
     def forward(
         self,
