@@ -29,6 +29,11 @@ Protocol, fixed 2026-12-01 05:50 UTC before any fold model was trained or scored
   fetal-head sample, as the earlier weights did), so its honest numbers are that fold's rows.
 - Resumable: a fold with its model, its evaluations and cost.json is not redone; training resumes from
   its checkpoint. CPU minutes are process CPU time of this (single-threaded) process per stage.
+- ``--rescore-text`` (added 2026-12-01 after RidgeSeg's text rule, no training): every fold's trained
+  model is scored again by icl-eval as it is now (same draws and seed, U-Net off) into
+  ``fold*/eval_text_rule``; ``pooled_text_rule/`` pools "ridgeseg+text" with the rule beside the first
+  run's "ridgeseg+text" (before the rule) and "ridgeseg" rows, and checks that the re-scored
+  "ridgeseg" rows reproduce the first run's.
 Data looked at while designing this: the dataset list and per-task patient counts; the held-out
 numbers of the earlier shipped weights in bench/RESULTS.md (on idrid, hc18, ph2, shenzhen and
 hippocampus), which fixed nothing here.
@@ -60,6 +65,8 @@ STEPS, SEED = 500, 0
 KS, K16, DRAWS, QUERIES, UNET_STEPS, BOOT = [1, 2, 4, 8], 16, 3, 2, 30, 1000
 IN_DISTRIBUTION_FOLD, SHIPPED_FOLD = "1", "1"
 TRAINED, UNTRAINED = "ridgeseg", "ridgeseg untrained"
+WITH_TEXT = "ridgeseg+text"
+RULE, BEFORE = "ridgeseg+text (rule)", "ridgeseg+text (before the rule)"
 BASELINES = ("prior", "unet")
 
 
@@ -225,6 +232,79 @@ def report(out: Path) -> None:
     print("\n".join(lines))
 
 
+def _read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def _key(row: dict) -> tuple:
+    """A result row's query identity: the same in every run with the same draws."""
+    return row["task"], row["k"], row["draw"], row["query"]
+
+
+def rescore_text(out: Path) -> None:
+    """Score every fold's trained model again (no training; U-Net off) with icl-eval as it is now, and
+    pool its "+text" rows beside the first run's in ``out/pooled_text_rule`` (see the module docstring)."""
+    cfg = EvalConfig(
+        data=eval_data(), ks=KS, draws=DRAWS, queries=QUERIES, bootstrap=BOOT, seed=SEED, unet_steps=0
+    )
+    rows, excluded, costs = [], [], {}
+    for fold in FOLDS:
+        folder = out / f"fold{fold}"
+        first, target = folder / "eval_trained", folder / "eval_text_rule"
+        if not (folder / "trained" / "meta.json").is_file() or not (first / "results.jsonl").is_file():
+            raise FileNotFoundError(
+                f"{folder}: no trained model and first evaluation; run without --rescore-text"
+            )
+        cost_file = folder / "cost_text_rule.json"
+        if not (target / "summary.json").is_file():
+            start = _cpu()
+            evaluate(replace(cfg, out=str(target), models=[f"{','.join(FOLDS[fold])}:{folder / 'trained'}"]))
+            cost_file.write_text(json.dumps({"rescore_cpu_min": round(_cpu() - start, 2)}))
+        costs[fold] = json.loads(cost_file.read_text())["rescore_cpu_min"]
+        rows += [
+            {**r, "method": BEFORE} if r["method"] == WITH_TEXT else r
+            for r in _read_rows(first / "results.jsonl")
+            if r["method"] in (TRAINED, WITH_TEXT) and r["role"] == "held-out"
+        ]
+        new = _read_rows(target / "results.jsonl")
+        rows += [{**r, "method": RULE} for r in new if r["method"] == WITH_TEXT]
+        rows += [{**r, "method": f"{TRAINED} (re-scored)"} for r in new if r["method"] == TRAINED]
+        excluded += json.loads((target / "summary.json").read_text())["excluded_tasks"]
+    again = {_key(r): r["dice"] for r in rows if r["method"].endswith("(re-scored)")}
+    first_run = [r for r in rows if r["method"] == TRAINED]
+    drift = [abs(r["dice"] - again[_key(r)]) for r in first_run if _key(r) in again]
+    rows = [r for r in rows if not r["method"].endswith("(re-scored)")]
+    main = write_outputs(rows, cfg, excluded, [], out / "pooled_text_rule")["summaries"][MAIN]
+    lines = ["# Text beside supports: the rule vs before (pooled held-out, patients known)", ""]
+    lines += ["| method | " + " | ".join(f"k={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
+    for method in (TRAINED, BEFORE, RULE):
+        cells = [f"{s['dice']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]" for s in (main[method][k] for k in KS)]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired differences on the same queries, mean [95% interval]:", ""]
+    for a, b in ((RULE, TRAINED), (RULE, BEFORE), (BEFORE, TRAINED)):
+        diffs = [paired_difference(_main_rows(rows), a, b, k) for k in KS]
+        lines.append(
+            f"- {a} - {b}: "
+            + ", ".join(
+                f"k={k} {d['dice']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+                for k, d in zip(KS, diffs, strict=True)
+            )
+        )
+    kept = [
+        f"k={k} {sum(bool(r['text_used']) for r in m)}/{len(m)}"
+        for k in KS
+        if (m := [r for r in _main_rows(rows) if r["method"] == RULE and r["k"] == k])
+    ]
+    lines += [
+        f"- rows whose text the rule kept: {', '.join(kept)}",
+        f"- re-scored '{TRAINED}' rows vs the first run's: {len(drift)} of {len(first_run)} matched, "
+        f"largest |Dice difference| {max(drift, default=float('nan')):.2e}",
+        f"- CPU minutes of the re-scoring per fold: {json.dumps(costs)} (total {sum(costs.values()):.1f})",
+    ]
+    (out / "pooled_text_rule" / "text_rule.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _summary(out: Path, fold: str) -> dict:
     return json.loads((out / f"fold{fold}" / "eval_trained" / "summary.json").read_text())
 
@@ -236,9 +316,17 @@ def main() -> None:
     parser.add_argument(
         "--figure", type=Path, default=Path(__file__).parent / "figures" / "icl_folds_dice_vs_k.png"
     )
+    parser.add_argument(
+        "--rescore-text",
+        action="store_true",
+        help="no training: re-score the trained folds' '+text' method as icl-eval does it now (the text rule)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     check_folds()
+    if args.rescore_text:
+        rescore_text(args.out)
+        return
     for fold in [f for f in args.folds.split(",") if f]:
         folder = args.out / f"fold{fold}"
         cost_file = folder / "cost.json"
