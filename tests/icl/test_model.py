@@ -109,6 +109,23 @@ def test_universeg_is_support_order_invariant() -> None:
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@torch.no_grad()
+def test_universeg_in_context_interface_is_its_forward_on_gray_images_per_query() -> None:
+    """encode_support/segment (how training and icl-eval call every architecture) equal the paper's
+    forward, query by query, on the channel mean of RGB inputs; a text is ignored; k = 0 is refused."""
+    torch.manual_seed(0)
+    net = UniverSeg(UniverSegConfig(size=32, encoder_widths=(4, 4, 4), decoder_widths=(4, 4)))
+    queries, images, masks = _episode(3, q=2)
+    got = net.segment(queries, net.encode_support(images, masks, torch.ones(1, 384)))
+    assert got.shape == (1, 2, 1, 32, 32)
+    for i in range(2):
+        gray = queries[:, i : i + 1].mean(2, keepdim=True)
+        want = net(gray, images.mean(2, keepdim=True), masks)
+        assert torch.allclose(got[:, i : i + 1], want, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one support"):
+        net.encode_support(images[:, :0], masks[:, :0])
+
+
 def test_adaptation_returns_a_changed_copy_and_keeps_the_original(tiny_model: InContextModel) -> None:
     from medground.icl.adapt import adapt_to_support
 

@@ -79,14 +79,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
 
 def batch_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Logits (E, Q, 1, S, S) for a batch, for either architecture (UniverSeg sees gray images)."""
-    if not isinstance(model, UniverSeg):
-        return model(batch.queries, batch.images, batch.masks, batch.text)
-    e, q = batch.queries.shape[:2]
-    gray = batch.queries.mean(2, keepdim=True).flatten(0, 1)[:, None]  # (E*Q, 1, 1, S, S)
-    images = batch.images.mean(2, keepdim=True).repeat_interleave(q, dim=0)
-    masks = batch.masks.repeat_interleave(q, dim=0)
-    return model(gray, images, masks).reshape(e, q, 1, *batch.queries.shape[-2:])
+    """Logits (E, Q, 1, S, S) for a batch, through the in-context interface every architecture has."""
+    return model.segment(batch.queries, model.encode_support(batch.images, batch.masks, batch.text))
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,9 @@ the paper), support image + label (2 channels), 128 x 128, values in [0, 1]. Wit
 this has about 1.18M parameters, as in the paper.
 
 Cost per query grows with k at every layer and nothing about the support set can be cached: that is
-exactly what :mod:`medground.icl.model` avoids.
+exactly what :mod:`medground.icl.model` avoids. It still offers the in-context interface of our models
+(``encode_support`` -> context, ``segment(queries, context)``), so training and icl-eval run it through
+the same code; its "context" is the supports themselves, in gray.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from medground.icl.model import read_config, write_config
 
-__all__ = ["CrossBlock", "CrossConv", "UniverSeg", "UniverSegConfig"]
+__all__ = ["CrossBlock", "CrossConv", "UniverSeg", "UniverSegConfig", "UniverSegContext"]
 
 
 @dataclass
@@ -53,6 +55,18 @@ class UniverSegConfig:
     @classmethod
     def from_json(cls, path) -> UniverSegConfig:
         return read_config(cls, path)
+
+
+@dataclass
+class UniverSegContext:
+    """A support set as UniverSeg uses it: nothing is precomputed, every query sees every pair again.
+
+    ``images``: (E, k, C, S, S) with C = the model's image channels; ``masks``: (E, k, 1, S, S) in [0, 1].
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    k: int
 
 
 class CrossConv(nn.Module):
@@ -115,6 +129,33 @@ class UniverSeg(nn.Module):
             self.dec.append(CrossBlock(cq + skip, cs + skip, w))
             cq = cs = w
         self.head = nn.Conv2d(cq, 1, 1)
+
+    architecture = "universeg"
+
+    def _channels(self, images: torch.Tensor) -> torch.Tensor:
+        """(..., C, S, S) -> (..., image_channels, S, S): RGB averaged to gray for the paper's 1 channel."""
+        wanted = self.config.image_channels
+        if images.shape[-3] == wanted:
+            return images
+        if wanted == 1:
+            return images.mean(-3, keepdim=True)
+        raise ValueError(f"UniverSeg takes {wanted} image channels, got {images.shape[-3]}")
+
+    def encode_support(
+        self, images: torch.Tensor, masks: torch.Tensor, text: torch.Tensor | None = None
+    ) -> UniverSegContext:
+        """images (E, k, C, S, S), masks (E, k, 1, S, S) -> context. UniverSeg takes no text (ignored)."""
+        if images.shape[1] == 0:
+            raise ValueError("UniverSeg needs at least one support pair; it takes no text prompt")
+        return UniverSegContext(self._channels(images), masks, images.shape[1])
+
+    def segment(self, queries: torch.Tensor, context: UniverSegContext) -> torch.Tensor:
+        """Logits for queries (E, Q, C, S, S) given a context of E episodes -> (E, Q, 1, S, S)."""
+        e, q = queries.shape[:2]
+        flat = self._channels(queries).flatten(0, 1)[:, None]  # (E*Q, 1, C, S, S)
+        images = context.images.repeat_interleave(q, dim=0)
+        masks = context.masks.repeat_interleave(q, dim=0)
+        return self(flat, images, masks).reshape(e, q, 1, *queries.shape[-2:])
 
     def forward(self, query: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """query (B, 1, C, S, S); images (B, k, C, S, S); masks (B, k, 1, S, S) in [0, 1] -> (B, 1, 1, S, S)."""
