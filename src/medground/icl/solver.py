@@ -307,8 +307,8 @@ class RidgeSeg(nn.Module):
           costs k small (D x D) solves and 2k refinement passes, not k new passes over the pixels. The
           other supports' prior channel in those terms still averages in support j's mask (the exact
           leave-one-out would rebuild their features); it shifts the ridge map that both sides of the
-          comparison share, not the comparison itself. Dice: prediction p >= 0.5 against the soft
-          (S, S) support mask, 2 sum(p m) / (sum p + sum m).
+          comparison share, not the comparison itself. Dice: the 0/1 prediction p (logit > 0)
+          against the soft (S, S) support mask m, 2 sum(p m) / (sum p + sum m) (1 if both are empty).
         - k = 1: dropped. One example cannot validate it (there is no other support to hold out), and
           the refinement without text is the path whose behaviour with supports alone was measured.
         Text alone (k = 0) is not affected: there the text is the only prompt.
