@@ -49,7 +49,7 @@ def test_training_writes_a_self_describing_folder(engine_dir: Path, tmp_path: Pa
     assert [s for s, _ in json.loads((out / "losses.json").read_text())] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("arch", ["ridgeseg", "poolseg"])
+@pytest.mark.parametrize("arch", ["ridgeseg", "poolseg", "universeg"])
 def test_resumed_run_equals_uninterrupted_run(engine_dir: Path, tmp_path: Path, arch: str) -> None:
     enc = FakeTextEncoder()
     straight = train(_cfg(tmp_path / "a", engine_dir, 4, arch), text_encoder=enc, progress=False)
@@ -181,6 +181,41 @@ def test_evaluation_writes_report_with_all_methods(engine_dir: Path, tmp_path: P
     assert "demo/liver" in text and "Sanity check" in text
     assert (report / "dice_vs_k.png").is_file()
     assert len(load_segtasks([engine_dir], 32).tasks) == 2
+
+
+def test_a_trained_universeg_is_scored_as_a_baseline_on_the_same_queries(
+    engine_dir: Path, tmp_path: Path
+) -> None:
+    """Baseline (c): a UniverSeg folder given to icl-eval is scored without text (it takes none), on the
+    same draws and queries as the support prior; the facade's loader still refuses it."""
+    from medground.icl.segmenter import load_pretrained
+
+    enc = FakeTextEncoder()
+    folder = train(
+        _cfg(tmp_path / "u", engine_dir, 2, "universeg", held=["demo"]), text_encoder=enc, progress=False
+    )
+    report = evaluate(
+        EvalConfig(
+            data=[str(engine_dir)],
+            out=str(tmp_path / "r"),
+            ks=[1, 2],
+            models=[str(folder)],
+            draws=2,
+            queries=1,
+            unet_steps=0,
+            bootstrap=20,
+        ),
+        text_encoder=enc,
+    )
+    rows = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"universeg", "prior"}
+    keys = {
+        m: sorted((r["task"], r["k"], r["draw"], r["query"]) for r in rows if r["method"] == m)
+        for m in ("universeg", "prior")
+    }
+    assert keys["universeg"] == keys["prior"] and {k for _, k, _, _ in keys["prior"]} == {1, 2}
+    with pytest.raises(ValueError, match="not an in-context model"):
+        load_pretrained(folder)
 
 
 def test_unknown_held_out_name_is_an_error_naming_the_known(engine_dir: Path, tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def icl_eval_command(
         list[str] | None,
         typer.Option(
             "--model",
-            help="HELD:FOLDER (our model trained without the comma-separated sources HELD) or FOLDER (held-out = what its meta.json did not train on, by domain group); repeat per fold. Default: the shipped weights.",
+            help="HELD:FOLDER (a model trained without the comma-separated sources HELD) or FOLDER (held-out = what its meta.json did not train on, by domain group); repeat per fold. A UniverSeg folder (icl-train --architecture universeg) is scored as baseline (c). Default: the shipped weights.",
         ),
     ] = None,
     draws: Annotated[

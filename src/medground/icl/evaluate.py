@@ -23,8 +23,9 @@ Protocol (each point is a rule a reader can check in ``results.jsonl``):
   k, so differences are paired).
 - **Baselines must pass a sanity check.** (a) the mean of the support masks, (b) a small U-Net fitted
   on the supports: the report states, per method, whether Dice at the largest k beats Dice at k = 1
-  (with its interval); UniverSeg is not a baseline here: trained on our CPU budget it got worse with k
-  in every fold, so it failed that check (it remains in ``bench_icl.py`` for speed).
+  (with its interval). (c) UniverSeg is scored when ``--model`` names a folder that ``icl-train
+  --architecture universeg`` wrote (method "universeg", no text: it takes none); it counts as a
+  baseline only if it passes the same check.
 - **Text beside supports as a user gets it.** "<arch>+text" passes the structure's name with the
   supports through the model's own ``encode_support``, so RidgeSeg's text rule (keep the text only
   where leave-one-out over the supports says it does not hurt; never at k = 1) applies exactly as in
@@ -50,6 +51,7 @@ from medground.icl.preprocess import resize_back
 from medground.icl.protocol import domain_group, expand_held_out, not_trained_on
 from medground.icl.segmenter import load_pretrained
 from medground.icl.segtasks import SegTask, load_segtasks
+from medground.icl.universeg import UniverSeg
 
 __all__ = [
     "EMPTY_RULE",
@@ -236,9 +238,10 @@ def _predict(
 
 def _methods(models: dict, k: int) -> list[str]:
     ours = models["icl"].architecture
+    texted = [] if isinstance(models["icl"], UniverSeg) else [f"{ours}+text"]
     if k == 0:
-        return [f"{ours}+text"]
-    names = [ours, f"{ours}+text", "prior"] + (["unet"] if models["unet_steps"] > 0 else [])
+        return texted
+    names = [ours, *texted, "prior"] + (["unet"] if models["unet_steps"] > 0 else [])
     return names + ([f"{ours}+adapt"] if models["adapt_steps"] > 0 else [])
 
 
@@ -391,7 +394,8 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
     loaded_by_size: dict[int, object] = {}
     skipped: list[dict] = []
     for spec in cfg.models or [None]:
-        model = load_pretrained(parse_fold(spec)[1] if spec else Path(__file__).resolve().parent / "weights")
+        folder = parse_fold(spec)[1] if spec else Path(__file__).resolve().parent / "weights"
+        model = load_pretrained(folder, with_baselines=True)
         size = model.config.size
         if size not in loaded_by_size:
             loaded = load_segtasks(cfg.data, size, min_examples=2, keep_full=True)

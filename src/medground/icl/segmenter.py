@@ -21,7 +21,7 @@ from medground.icl.model import PoolSeg, PoolSegConfig, SupportContext, model_fo
 from medground.icl.preprocess import check_pair, prepare_image, prepare_mask, resize_back
 from medground.icl.solver import RidgeContext, RidgeSeg, RidgeSegConfig
 from medground.icl.text import TextEncoder
-from medground.icl.universeg import UniverSeg
+from medground.icl.universeg import UniverSeg, UniverSegConfig
 from medground.io import (
     Volume,
     axis_length,
@@ -53,29 +53,33 @@ InContextModel = RidgeSeg | PoolSeg
 """Both share ``encode_support(images, masks, text) -> context`` and ``segment(queries, context)``."""
 Context = RidgeContext | SupportContext
 _ARCHITECTURES = {"ridgeseg": (RidgeSeg, RidgeSegConfig), "poolseg": (PoolSeg, PoolSegConfig)}
+_BASELINE_ARCHITECTURES = {"universeg": (UniverSeg, UniverSegConfig)}
 
 
 def save_pretrained(model: InContextModel | UniverSeg, folder: Path, extra: dict | None = None) -> Path:
     """Write ``folder/config.json`` and ``folder/model.safetensors`` (+ ``extra`` as ``meta.json``).
 
-    Also saves a trained UniverSeg (``icl-train --architecture universeg``; kept for the speed benchmark,
-    bench/bench_icl.py; icl-eval no longer scores it: it failed the k sanity check), which
-    :func:`load_pretrained` does not read."""
+    Also saves a trained UniverSeg (``icl-train --architecture universeg``: baseline (c) of icl-eval and
+    the speed benchmark), which :func:`load_pretrained` reads only when asked for baselines."""
     folder = save_model_folder(model, folder)
     if extra is not None:
         (folder / "meta.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
     return folder
 
 
-def load_pretrained(folder: Path) -> InContextModel:
-    """Rebuild the model of a folder written by :func:`save_pretrained` (eval mode, CPU)."""
+def load_pretrained(folder: Path, with_baselines: bool = False) -> InContextModel | UniverSeg:
+    """Rebuild the model of a folder written by :func:`save_pretrained` (eval mode, CPU).
+
+    Only our in-context models by default (what the facade serves); ``with_baselines`` also reads a
+    trained UniverSeg, which icl-eval scores as a baseline."""
     cfg_path, weights = model_folder_files(folder, "model folder", "`medground icl-train`")
     architecture = json.loads(cfg_path.read_text()).get("architecture", "poolseg")
-    if architecture not in _ARCHITECTURES:
+    known = _ARCHITECTURES | (_BASELINE_ARCHITECTURES if with_baselines else {})
+    if architecture not in known:
         raise ValueError(
-            f"{cfg_path}: architecture {architecture!r} is not an in-context model; known: {sorted(_ARCHITECTURES)}"
+            f"{cfg_path}: architecture {architecture!r} is not an in-context model; known: {sorted(known)}"
         )
-    model_cls, config_cls = _ARCHITECTURES[architecture]
+    model_cls, config_cls = known[architecture]
     model = model_cls(config_cls.from_json(cfg_path))
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
