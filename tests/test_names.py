@@ -9,7 +9,6 @@ from medground.names import (
     canonical_name,
     class_mentioned,
     clean_name,
-    embedding_text,
     icl_key,
     is_plural,
     mention_words,
@@ -334,29 +333,27 @@ SHIPPED_TEXTS = {
 }
 
 
-def test_embedding_text_is_the_display_name():
-    assert embedding_text("hip_left") == "left hip"
-    assert embedding_text("SpinalCord") == "spinal cord"
-    assert embedding_text("PTV70") == "70 Gy planning target volume"
+def test_icl_prompt_text_is_the_display_name():
+    assert clean_name("hip_left") == "left hip"
+    assert clean_name("SpinalCord") == "spinal cord"
+    assert clean_name("PTV70") == "70 Gy planning target volume"
     # a parenthesised note is dropped, as the ICL source loader's key drops it
-    assert (
-        embedding_text("peritumoral edema (BraTS label ED, as extracted by SAM-Med3D)") == "peritumoral edema"
-    )
+    assert clean_name("peritumoral edema (BraTS label ED, as extracted by SAM-Med3D)") == "peritumoral edema"
     # the data engine writes the display name into its records: reading it back changes nothing
-    assert embedding_text("left parotid gland") == "left parotid gland"
-    assert embedding_text("T9 vertebra") == "T9 vertebra"
+    assert clean_name("left parotid gland") == "left parotid gland"
+    assert clean_name("T9 vertebra") == "T9 vertebra"
     assert icl_key("cell nuclei (instance label map)") == "cell_nuclei"
     assert icl_key("vertebrae_T9") == "vertebrae_T9"
 
 
-def test_embedding_text_of_every_shipped_training_task():
+def test_icl_prompt_text_of_every_shipped_training_task():
     from medground.icl.segmenter import DEFAULT_WEIGHTS
 
     tasks = json.loads((DEFAULT_WEIGHTS / "meta.json").read_text())["tasks"]
     assert sorted(tasks) == sorted(SHIPPED_TEXTS)
     for task, text in SHIPPED_TEXTS.items():
         key = task.split("/", 1)[1]
-        assert icl_key(key) == key and embedding_text(key) == text, task
+        assert icl_key(key) == key and clean_name(key) == text, task
 
 
 def test_icl_loader_gives_the_display_names_of_the_real_structures(shared_data):

@@ -13,8 +13,10 @@ Four things live here, each once:
 - :data:`SYNONYM_GROUPS`: canonical names that denote one class under the strict protocol.
 
 :func:`icl_key` is a compatibility path, not a normaliser to reuse: it reproduces exactly the task keys
-the shipped in-context segmentation weights list. :func:`embedding_text` (the in-context segmenter's
-prompt text) is :func:`clean_name`, so both of its task readers and the data engine write one text.
+the shipped in-context segmentation weights list. The in-context segmenter's prompt text is
+:func:`clean_name`, so both of its task readers and the data engine write one text (until 2026-12-01 it
+had its own rule, which left CamelCase keys glued: "leftparotid", "ptv56"; the shipped RidgeSeg weights
+were trained with those strings for the sa_med2d and OpenKBP tasks).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ __all__ = [
     "canonical_name",
     "class_mentioned",
     "clean_name",
-    "embedding_text",
     "icl_key",
     "is_plural",
     "name_forms",
@@ -331,17 +332,3 @@ def icl_key(raw: str) -> str:
     (``medground/icl/weights/meta.json``) is spelled ``source/key`` in these keys.
     """
     return _before_note(raw).replace(" ", "_")
-
-
-def embedding_text(name: str) -> str:
-    """The text the in-context segmenter embeds for a structure name: its display name, :func:`clean_name`.
-
-    "LeftParotid" -> "left parotid gland", "PTV56" -> "56 Gy planning target volume", "hip_left" ->
-    "left hip", "cell nuclei (instance label map)" -> "cell nuclei". The data engine's records already
-    carry this name, so tasks read from its output and from a dataset get the same text, and it is what
-    a user would type as ``--text``. (Until 2026-12-01 this was its own rule, lower case with "_"/"-" as
-    spaces, which left CamelCase keys glued: "leftparotid", "spinalcord", "ptv56". The shipped RidgeSeg
-    weights of 2026-12-01 were trained with those older strings for the sa_med2d and OpenKBP tasks; the
-    encoder is uncased, so case is not a difference.) Raises ValueError for an empty name.
-    """
-    return clean_name(name)

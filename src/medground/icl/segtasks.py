@@ -30,7 +30,7 @@ from medground.data.sources import Item, SourceError, open_source
 from medground.icl.preprocess import prepare_image, prepare_mask
 from medground.icl.protocol import expand_held_out
 from medground.io import read_image, region_mask
-from medground.names import embedding_text, icl_key
+from medground.names import clean_name, icl_key
 from medground.types import Rejected, Sample
 
 __all__ = [
@@ -191,7 +191,7 @@ def segtasks_from_engine(
                 image = str(folder / rec["image"])
                 example = groups[key].setdefault(image, _Example(rec.get("case") or None))
                 example.masks.append(region_mask(folder, region, shard))
-                names.setdefault(key, embedding_text(region.get("name") or region["key"]))
+                names.setdefault(key, clean_name(region.get("name") or region["key"]))
     return _build(groups, names, size, min_examples, keep_full)
 
 
@@ -219,7 +219,7 @@ def segtasks_from_source(
                 key = (source.name, icl_key(structure.name))
                 example = groups[key].setdefault(sample.id, _Example(sample.case or None))
                 example.masks.append(structure.mask)
-                names.setdefault(key, embedding_text(structure.name))
+                names.setdefault(key, clean_name(structure.name))
     out = _build(groups, names, size, min_examples, keep_full, images.__getitem__)
     out.skipped = skipped + out.skipped
     return out
