@@ -151,22 +151,25 @@ def test_predictions_are_scored_at_the_query_resolution() -> None:
     assert mask.shape == (40, 100) and np.array_equal(mask, expected)
 
 
+def _evaluate(data: Path, out: Path, model: Path, ks: list[int], unet_steps: int, text_encoder) -> Path:
+    """icl-eval of one model folder on the demo build: 2 draws x 1 query, a short bootstrap."""
+    cfg = EvalConfig(
+        data=[str(data)],
+        out=str(out),
+        ks=ks,
+        models=[str(model)],
+        draws=2,
+        queries=1,
+        unet_steps=unet_steps,
+        bootstrap=20,
+    )
+    return evaluate(cfg, text_encoder=text_encoder)
+
+
 def test_evaluation_writes_report_with_all_methods(engine_dir: Path, tmp_path: Path) -> None:
     enc = FakeTextEncoder()
     ours = train(_cfg(tmp_path / "p", engine_dir, 2, held=["demo"]), text_encoder=enc, progress=False)
-    report = evaluate(
-        EvalConfig(
-            data=[str(engine_dir)],
-            out=str(tmp_path / "r"),
-            ks=[0, 1, 2],
-            models=[str(ours)],
-            draws=2,
-            queries=1,
-            unet_steps=2,
-            bootstrap=20,
-        ),
-        text_encoder=enc,
-    )
+    report = _evaluate(engine_dir, tmp_path / "r", ours, [0, 1, 2], unet_steps=2, text_encoder=enc)
     payload = json.loads((report / "summary.json").read_text())
     summary = payload["summaries"]["held-out, patients known"]
     assert set(summary) == {"ridgeseg", "ridgeseg+text", "prior", "unet"}
@@ -194,19 +197,7 @@ def test_a_trained_universeg_is_scored_as_a_baseline_on_the_same_queries(
     folder = train(
         _cfg(tmp_path / "u", engine_dir, 2, "universeg", held=["demo"]), text_encoder=enc, progress=False
     )
-    report = evaluate(
-        EvalConfig(
-            data=[str(engine_dir)],
-            out=str(tmp_path / "r"),
-            ks=[1, 2],
-            models=[str(folder)],
-            draws=2,
-            queries=1,
-            unet_steps=0,
-            bootstrap=20,
-        ),
-        text_encoder=enc,
-    )
+    report = _evaluate(engine_dir, tmp_path / "r", folder, [1, 2], unet_steps=0, text_encoder=enc)
     rows = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} == {"universeg", "prior"}
     keys = {
