@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -122,9 +123,10 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def report(folds: Path, out: Path) -> None:
+def report(folds: Path, out: Path, figure: Path) -> None:
     """Pool UniverSeg's rows with the RidgeSeg runs' (trained, untrained, U-Net, prior: same queries)
-    into ``out/pooled``; the first run's "+text" rows are left out (they predate the text rule)."""
+    into ``out/pooled`` and its figure into ``figure``; the first run's "+text" rows are left out (they
+    predate the text rule)."""
     rows = [r for r in pooled_rows(folds, "eval") if not r["method"].endswith("+text")]
     # "seen while designing" is about RidgeSeg's design; UniverSeg's folders do not record it
     seen = {r["task"]: r["design_seen"] for r in rows}
@@ -133,6 +135,7 @@ def report(folds: Path, out: Path) -> None:
         rows += [r | {"design_seen": seen[r["task"]]} for r in ours if r["method"] == ARCH]
     cfg = EvalConfig(data=eval_data(), ks=KS, draws=DRAWS, queries=QUERIES, bootstrap=BOOT, seed=SEED)
     payload = write_outputs(rows, cfg, [], [], out / "pooled")
+    shutil.copyfile(out / "pooled" / "dice_vs_k.png", figure)
     main = [r for r in rows if r["role"] == "held-out" and r["patients_known"]]
     summary = summarise(main, BOOT, SEED)
     check = payload["gain_checks"]
@@ -147,6 +150,9 @@ def main() -> None:
     parser.add_argument("--folds", type=Path, required=True, help="bench_icl_folds.py's output folder")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--train-only", action="store_true", help="train the folds, do not score them")
+    parser.add_argument(
+        "--figure", type=Path, default=Path(__file__).parent / "figures" / "icl_folds_dice_vs_k.png"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +168,7 @@ def main() -> None:
         return
     for fold, model in models.items():
         score_fold(fold, model, args.out)
-    report(args.folds, args.out)
+    report(args.folds, args.out, args.figure)
 
 
 if __name__ == "__main__":
