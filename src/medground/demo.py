@@ -93,7 +93,7 @@ def _segment(out: Path, say: Say) -> None:
         write_png(out / "segment" / f"{query.stem}_overlay.png", overlay)
     say(
         f"in-context segmentation of {len(HC18_PAIRS)} fetal-head ultrasound images, each from the other 5 + 'fetal head' "
-        f"(a modality held out of training): Dice {', '.join(f'{d:.2f}' for d in dices)}, mean {np.mean(dices):.2f}; "
+        f"(a dataset held out of the weights' training): Dice {', '.join(f'{d:.2f}' for d in dices)}, mean {np.mean(dices):.2f}; "
         f"overlays (green truth, red prediction) in {out / 'segment'}"
     )
 
