@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -67,6 +68,10 @@ def save_pretrained(model: InContextModel | UniverSeg, folder: Path, extra: dict
     return folder
 
 
+@overload
+def load_pretrained(folder: Path, with_baselines: Literal[False] = False) -> InContextModel: ...
+@overload
+def load_pretrained(folder: Path, with_baselines: bool) -> InContextModel | UniverSeg: ...
 def load_pretrained(folder: Path, with_baselines: bool = False) -> InContextModel | UniverSeg:
     """Rebuild the model of a folder written by :func:`save_pretrained` (eval mode, CPU).
 
