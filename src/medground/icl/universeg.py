@@ -66,7 +66,6 @@ class UniverSegContext:
 
     images: torch.Tensor
     masks: torch.Tensor
-    k: int
 
 
 class CrossConv(nn.Module):
@@ -114,6 +113,8 @@ class CrossBlock(nn.Module):
 class UniverSeg(nn.Module):
     """The UniverSeg network: query (B, 1, C, S, S) + support images/labels -> logits (B, 1, 1, S, S)."""
 
+    architecture = "universeg"
+
     def __init__(self, config: UniverSegConfig | None = None) -> None:
         super().__init__()
         self.config = config or UniverSegConfig()
@@ -130,8 +131,6 @@ class UniverSeg(nn.Module):
             cq = cs = w
         self.head = nn.Conv2d(cq, 1, 1)
 
-    architecture = "universeg"
-
     def _channels(self, images: torch.Tensor) -> torch.Tensor:
         """(..., C, S, S) -> (..., image_channels, S, S): RGB averaged to gray for the paper's 1 channel."""
         wanted = self.config.image_channels
@@ -147,7 +146,7 @@ class UniverSeg(nn.Module):
         """images (E, k, C, S, S), masks (E, k, 1, S, S) -> context. UniverSeg takes no text (ignored)."""
         if images.shape[1] == 0:
             raise ValueError("UniverSeg needs at least one support pair; it takes no text prompt")
-        return UniverSegContext(self._channels(images), masks, images.shape[1])
+        return UniverSegContext(self._channels(images), masks)
 
     def segment(self, queries: torch.Tensor, context: UniverSegContext) -> torch.Tensor:
         """Logits for queries (E, Q, C, S, S) given a context of E episodes -> (E, Q, 1, S, S)."""
