@@ -207,6 +207,8 @@ def test_a_trained_universeg_is_scored_as_a_baseline_on_the_same_queries(
     assert keys["universeg"] == keys["prior"] and {k for _, k, _, _ in keys["prior"]} == {1, 2}
     with pytest.raises(ValueError, match="not an in-context model"):
         load_pretrained(folder)
+    with pytest.raises(ValueError, match="UniverSeg takes no text, so it cannot be scored at k = 0"):
+        _evaluate(engine_dir, tmp_path / "r0", folder, [0, 1], unet_steps=0, text_encoder=enc)
 
 
 def test_unknown_held_out_name_is_an_error_naming_the_known(engine_dir: Path, tmp_path: Path) -> None:

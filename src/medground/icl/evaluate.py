@@ -396,6 +396,10 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
     for spec in cfg.models or [None]:
         folder = parse_fold(spec)[1] if spec else Path(__file__).resolve().parent / "weights"
         model = load_pretrained(folder, with_baselines=True)
+        if isinstance(model, UniverSeg) and 0 in cfg.ks:
+            raise ValueError(
+                f"{folder}: UniverSeg takes no text, so it cannot be scored at k = 0; drop 0 from --k"
+            )
         size = model.config.size
         if size not in loaded_by_size:
             loaded = load_segtasks(cfg.data, size, min_examples=2, keep_full=True)
