@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from icl_helpers import FakeTextEncoder, disc, tiny_ridgeseg
 from PIL import Image
 
@@ -152,3 +153,45 @@ def test_loading_a_folder_of_another_architecture_names_the_known_ones(tmp_path:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="poolseg.*ridgeseg"):
         load_pretrained(tmp_path)
+
+
+def test_another_working_size_keeps_the_weights_and_only_ridgeseg_has_one(
+    segmenter: InContextSegmenter, tmp_path: Path
+) -> None:
+    save_pretrained(segmenter.model, tmp_path / "m")
+    if segmenter.model.architecture != "ridgeseg":
+        with pytest.raises(ValueError, match="works at 32 only"):
+            load_pretrained(tmp_path / "m", size=64)
+        return
+    wider = load_pretrained(tmp_path / "m", size=64)
+    assert wider.config.size == 64 and load_pretrained(tmp_path / "m").config.size == 32
+    for name, value in segmenter.model.state_dict().items():
+        assert torch.equal(wider.state_dict()[name], value), name
+    probs = InContextSegmenter(wider, text_encoder=FakeTextEncoder()).segment(
+        _pair(45, 70)[0], support=[_pair(40, 60)]
+    )
+    assert probs.shape == (45, 70)
+    for bad in (0, 33):  # the refinement U-Net's 2 scales halve the size once: it must be even and >= 2
+        with pytest.raises(ValueError, match=f"size {bad} must be"):
+            load_pretrained(tmp_path / "m", size=bad)
+
+
+def test_a_larger_working_size_resolves_thin_structures() -> None:
+    """Lines 3 px wide in 256 x 256 images are 0.75 px wide at the shipped weights' own size (64), too
+    thin to be drawn there, and 1.5 px at 128. Shipped weights, 4 supports, one query with other lines."""
+
+    def lines(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        image, mask = rng.normal(90, 12, (256, 256)), np.zeros((256, 256), bool)
+        for _ in range(3):
+            x, y = rng.integers(20, 236, size=2)
+            mask[:, x : x + 3] = mask[y : y + 3, :] = True
+        image[mask] += 80
+        return np.clip(image, 0, 255).astype(np.uint8), mask.astype(np.uint8) * 255
+
+    support, (query, truth) = [lines(s) for s in range(4)], lines(99)
+    dice = {}
+    for size in (64, 128):
+        pred = InContextSegmenter.from_pretrained(size=size).segment(query, support=support) >= 0.5
+        dice[size] = 2 * np.logical_and(pred, truth > 0).sum() / (pred.sum() + (truth > 0).sum())
+    assert dice[128] > 0.6 and dice[128] > dice[64] + 0.3, dice

@@ -57,6 +57,21 @@ def test_segment_command_end_to_end(tiny_model, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert np.asarray(Image.open(tmp_path / "o/q.png")).shape == (30, 40)
+    args = [
+        "segment",
+        "--support",
+        f"{tmp_path}/s.png:{tmp_path}/s_m.png",
+        "--query",
+        str(tmp_path / "q.png"),
+    ]
+    args += ["--model", str(tmp_path / "m")]
+    odd = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o3"), "--size", "33"])
+    if tiny_model.architecture == "ridgeseg":  # another working size: a clear error when it cannot be one
+        assert odd.exit_code == 2 and "size 33 must be a positive multiple of 2**1" in odd.output, odd.output
+        wide = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o4"), "--size", "48"])
+        assert wide.exit_code == 0 and np.asarray(Image.open(tmp_path / "o4/q.png")).shape == (30, 40)
+    else:
+        assert odd.exit_code == 2 and "works at 32 only" in odd.output, odd.output
     bad = CliRunner().invoke(
         app, ["segment", "--support", "nocolon.png", "--query", "q.png", "--out", str(tmp_path / "o")]
     )

@@ -97,6 +97,8 @@ class EvalConfig:
     """Seed of the draws and the bootstrap."""
     threads: int = 1
     """torch CPU threads."""
+    size: int | None = None
+    """Working resolution of our model (RidgeSeg only); None: the size its weights were trained at."""
 
 
 EMPTY_RULE = EmptyRule(both_empty="perfect", one_empty_hd="diagonal")
@@ -395,7 +397,7 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
     skipped: list[dict] = []
     for spec in cfg.models or [None]:
         folder = parse_fold(spec)[1] if spec else Path(__file__).resolve().parent / "weights"
-        model = load_pretrained(folder, with_baselines=True)
+        model = load_pretrained(folder, with_baselines=True, size=cfg.size)
         if isinstance(model, UniverSeg) and 0 in cfg.ks:
             raise ValueError(
                 f"{folder}: UniverSeg takes no text, so it cannot be scored at k = 0; drop 0 from --k"

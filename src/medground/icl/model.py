@@ -78,8 +78,10 @@ def check_unet_widths(field: str, widths, size: int) -> tuple[int, ...]:
     widths = tuple(int(w) for w in widths)
     if len(widths) < 2 or min(widths) < 1:
         raise ValueError(f"{field} needs >= 2 positive entries, got {widths}")
-    if size % (2 ** (len(widths) - 1)) != 0:
-        raise ValueError(f"size {size} must be divisible by 2**{len(widths) - 1}; pick e.g. 64 or 128")
+    if size < 2 ** (len(widths) - 1) or size % (2 ** (len(widths) - 1)) != 0:
+        raise ValueError(
+            f"size {size} must be a positive multiple of 2**{len(widths) - 1}; pick e.g. 64 or 128"
+        )
     return widths
 
 

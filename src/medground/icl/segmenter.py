@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, overload
 
@@ -69,14 +70,25 @@ def save_pretrained(model: InContextModel | UniverSeg, folder: Path, extra: dict
 
 
 @overload
-def load_pretrained(folder: Path, with_baselines: Literal[False] = False) -> InContextModel: ...
+def load_pretrained(
+    folder: Path, with_baselines: Literal[False] = False, size: int | None = None
+) -> InContextModel: ...
 @overload
-def load_pretrained(folder: Path, with_baselines: bool) -> InContextModel | UniverSeg: ...
-def load_pretrained(folder: Path, with_baselines: bool = False) -> InContextModel | UniverSeg:
+def load_pretrained(
+    folder: Path, with_baselines: bool, size: int | None = None
+) -> InContextModel | UniverSeg: ...
+def load_pretrained(
+    folder: Path, with_baselines: bool = False, size: int | None = None
+) -> InContextModel | UniverSeg:
     """Rebuild the model of a folder written by :func:`save_pretrained` (eval mode, CPU).
 
     Only our in-context models by default (what the facade serves); ``with_baselines`` also reads a
-    trained UniverSeg, which icl-eval scores as a baseline."""
+    trained UniverSeg, which icl-eval scores as a baseline. ``size`` runs a RidgeSeg at another
+    working resolution than it was trained at (its weights do not depend on it: convolutions, a
+    per-pixel solve, blur scales that follow the size); thin structures (vessels, nuclei) are resolved
+    better at 128 than at 64, at about 4x the cost per query. ValueError for another architecture or
+    a size the refinement U-Net cannot halve evenly.
+    """
     cfg_path, weights = model_folder_files(folder, "model folder", "`medground icl-train`")
     architecture = json.loads(cfg_path.read_text()).get("architecture", "poolseg")
     known = _ARCHITECTURES | (_BASELINE_ARCHITECTURES if with_baselines else {})
@@ -85,7 +97,15 @@ def load_pretrained(folder: Path, with_baselines: bool = False) -> InContextMode
             f"{cfg_path}: architecture {architecture!r} is not an in-context model; known: {sorted(known)}"
         )
     model_cls, config_cls = known[architecture]
-    model = model_cls(config_cls.from_json(cfg_path))
+    config = config_cls.from_json(cfg_path)
+    if size is not None and size != config.size:
+        if model_cls is not RidgeSeg:
+            raise ValueError(
+                f"{cfg_path}: only a RidgeSeg runs at another working size than it was trained at; "
+                f"this {architecture} model works at {config.size} only"
+            )
+        config = replace(config, size=size)
+    model = model_cls(config)
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
 
@@ -122,11 +142,13 @@ class InContextSegmenter:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, box_path: str | Path | None = None
+        cls, path: str | Path | None = None, box_path: str | Path | None = None, size: int | None = None
     ) -> InContextSegmenter:
         """Load a model folder; ``None`` loads the weights shipped in ``medground/icl/weights``
-        (``box_path``: the box-prompt model folder, default the shipped ``weights/box``)."""
-        return cls(load_pretrained(Path(path) if path is not None else DEFAULT_WEIGHTS), box_path=box_path)
+        (``box_path``: the box-prompt model folder, default the shipped ``weights/box``; ``size``: the
+        working resolution, default the weights' own; see :func:`load_pretrained`)."""
+        folder = Path(path) if path is not None else DEFAULT_WEIGHTS
+        return cls(load_pretrained(folder, size=size), box_path=box_path)
 
     @property
     def box_model(self) -> BoxSeg:
