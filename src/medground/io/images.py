@@ -248,6 +248,8 @@ def _image_array(p: Path, image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode.startswith(_WIDE_GREY_PREFIX) or mode in {"I", "F"}:
         return _wide_grey_to_uint8(p, image)
+    if mode in ("L", "RGB"):  # already display-ready: convert() would only copy the pixels once more
+        return np.asarray(image, dtype=np.uint8)
     if mode in _GREY_MODES:
         return np.asarray(image.convert("L"), dtype=np.uint8)
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
