@@ -9,8 +9,10 @@ seen:
 
 - Models: the five folds' trained and untrained (initialisation) RidgeSeg of bench_icl_folds.py
   (``--folds-out``, default its run folder); nothing is retrained.
-- Candidates: S in ``SIZES`` (64 = the training size, 128: 4x the pixels at the same solve cost, as the
-  solve samples every 2nd row and column from 128 on).
+- Candidates: S in ``SIZES``: 64 (the training size) up to 256 (the solve samples every (S // 64)-th row
+  and column, so its cost stays that of 64; features and refinement cost (S / 64)**2 times more). The grid
+  grew while only selection scores were seen: first (64, 128), then 192 when 128 won every fold, then 256
+  when 192 won the first fold scored; no held-out score at a size other than 64 had been seen.
 - Selection, per fold and per model: icl-eval run on the fold's *training* datasets only (the 2D datasets
   and hippocampus subjects the fold trained on; never a dataset it holds out), tasks with known patients that
   qualify for k = 8, k = 1, 2, 4, 8, ``SEL_DRAWS`` draws x ``SEL_QUERIES`` queries with seed ``SEL_SEED``
@@ -57,7 +59,7 @@ from medground.icl.protocol import FOLDS
 from medground.icl.report import MAIN
 from medground.icl.segtasks import load_segtasks
 
-SIZES = (64, 128)
+SIZES = (64, 128, 192, 256)
 SEL_DRAWS, SEL_QUERIES, SEL_SEED = 2, 2, 1
 MODELS = {TRAINED: "trained", UNTRAINED: "untrained"}
 """Method name in the pooled tables -> the fold's model folder name."""
