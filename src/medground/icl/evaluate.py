@@ -98,7 +98,7 @@ class EvalConfig:
     threads: int = 1
     """torch CPU threads."""
     size: int | None = None
-    """Working resolution of our model (RidgeSeg only); None: the size its weights were trained at."""
+    """Working resolution of our model (RidgeSeg only); None: the size in its config.json."""
 
 
 EMPTY_RULE = EmptyRule(both_empty="perfect", one_empty_hd="diagonal")

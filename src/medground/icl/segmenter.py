@@ -84,10 +84,10 @@ def load_pretrained(
 
     Only our in-context models by default (what the facade serves); ``with_baselines`` also reads a
     trained UniverSeg, which icl-eval scores as a baseline. ``size`` runs a RidgeSeg at another
-    working resolution than it was trained at (its weights do not depend on it: convolutions, a
-    per-pixel solve, blur scales that follow the size); thin structures (vessels, nuclei) are resolved
-    better at 128 than at 64, at about 4x the cost per query. ValueError for another architecture or
-    a size the refinement U-Net cannot halve evenly.
+    working resolution than the one in its config.json (its weights do not depend on it: convolutions,
+    a per-pixel solve, blur scales that follow the size); thin structures (vessels, nuclei) are
+    resolved better at 128-256 than at 64, at a cost per query that grows with the size squared.
+    ValueError for another architecture or a size the refinement U-Net cannot halve evenly.
     """
     cfg_path, weights = model_folder_files(folder, "model folder", "`medground icl-train`")
     architecture = json.loads(cfg_path.read_text()).get("architecture", "poolseg")
