@@ -94,8 +94,9 @@ def selection_score(rows: list[dict]) -> dict:
     return {"score": sum(per_k.values()) / len(per_k), "per_k": per_k, "tasks": tasks}
 
 
-def select(fold: str, folds_out: Path, out: Path, costs: dict) -> dict[str, int]:
-    """The chosen size of each model of ``fold``, scoring every candidate on its training datasets."""
+def select(fold: str, folds_out: Path, out: Path, costs: dict) -> dict:
+    """``{"chosen": {method: size}, "scores": {method: {size: selection_score}}}`` of ``fold``: every
+    candidate scored on the fold's training datasets."""
     training = selection_sources(fold)
     chosen, scores = {}, {}
     for method, name in MODELS.items():
