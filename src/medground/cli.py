@@ -336,6 +336,12 @@ def serve(
     icl_model: Annotated[
         Path | None, typer.Option(help="In-context model folder (default: the shipped weights).")
     ] = None,
+    icl_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Working resolution of the in-context model (default: its config.json's; shipped: 256). 64 answers /v1/segment about 2x faster."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; beyond loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     token: Annotated[
@@ -400,7 +406,7 @@ def serve(
             proxy = UpstreamGrounder(
                 upstream, upstream_model, upstream_family, upstream_min_pixels, upstream_max_pixels
             )
-        application = build_app(model, icl_model, settings, proxy)
+        application = build_app(model, icl_model, settings, proxy, icl_size)
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     typer.echo(f"medground serving on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1)")

@@ -15,3 +15,25 @@ def test_serve_with_a_missing_model_folder_fails_cleanly(tmp_path) -> None:
     result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nothing")])
     assert result.exit_code == 2
     assert f"no model directory at {tmp_path / 'nothing'}" in result.output
+
+
+def test_serve_with_an_in_context_size_the_model_cannot_take_fails_cleanly() -> None:
+    result = CliRunner().invoke(app, ["serve", "--icl-size", "30"])
+    assert result.exit_code == 2
+    assert "size 30 must be a positive multiple of 2**2" in result.output
+
+
+def test_build_app_serves_the_in_context_model_at_the_size_asked(monkeypatch) -> None:
+    from medground.icl.segmenter import InContextSegmenter
+    from medground.serve.app import build_app
+
+    loaded = []
+    load = InContextSegmenter.from_pretrained.__func__
+
+    def recording(cls, path=None, box_path=None, size=None):
+        loaded.append(load(cls, path, box_path, size))
+        return loaded[-1]
+
+    monkeypatch.setattr(InContextSegmenter, "from_pretrained", classmethod(recording))
+    build_app(icl_size=64)
+    assert [s.model.config.size for s in loaded] == [64]

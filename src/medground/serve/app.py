@@ -585,14 +585,15 @@ def build_app(
     icl_model: str | Path | None = None,
     settings: ServeSettings | None = None,
     upstream: UpstreamGrounder | None = None,
+    icl_size: int | None = None,
 ) -> FastAPI:
     """Load the grounding and in-context models (the shipped ones by default) and make the app.
 
     ``upstream``: proxy mode, grounding answered by that server (listed under its model name);
-    segmentation stays local.
+    segmentation stays local. ``icl_size``: the in-context model's working resolution (default: its own).
     """
     icl_id = _model_id(icl_model, DEFAULT_WEIGHTS, "medground-icl")
-    segmenter = InContextSegmenter.from_pretrained(icl_model)
+    segmenter = InContextSegmenter.from_pretrained(icl_model, size=icl_size)
     if upstream is not None:
         return create_app(upstream, segmenter, settings, (upstream.model, icl_id))
     ids = (_model_id(model, DEFAULT_MODEL, "bird-nano"), icl_id)
