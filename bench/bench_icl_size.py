@@ -24,7 +24,10 @@ seen:
   (the U-Net and support prior there keep the configuration fixed before the folds were scored), and
   paired by query: every run draws the same queries and supports.
 
-    python bench/bench_icl_size.py [--folds-out /work/runs/icl_folds] [--out /work/runs/icl_size]
+- ``--unet-size N`` also scores the U-Net baseline at working size N (its 30 steps unchanged): a check of
+  how much of the gap to the U-Net is resolution; added after the held-out results above were seen.
+
+    python bench/bench_icl_size.py [--folds-out /work/runs/icl_folds] [--out /work/runs/icl_size] [--unet-size 128]
 
 Writes ``OUT/fold<f>/selection.json`` (every candidate's selection score, the chosen sizes), ``OUT/fold<f>/...``
 (icl-eval folders, ``cost.json``),
@@ -48,6 +51,7 @@ from bench_icl_folds import (
     SEED,
     SHARED,
     TRAINED,
+    UNET_STEPS,
     UNTRAINED,
     _main_rows,
     _read_rows,
@@ -158,6 +162,33 @@ def score_held_out(fold: str, folds_out: Path, out: Path, chosen: dict[str, int]
     return rows
 
 
+def score_unet(fold: str, folds_out: Path, out: Path, size: int, costs: dict) -> list[dict]:
+    """Held-out rows of the U-Net baseline (b) at working size ``size`` (its pre-fixed 30 steps), from an
+    icl-eval run of the fold's trained model at that size (its own rows are not used), renamed."""
+    target = out / f"fold{fold}" / f"heldout_unet_{size}"
+    if not (target / "summary.json").is_file():
+        start = _cpu()
+        cfg = EvalConfig(
+            data=[str(MEDSEG)] + [str(SHARED / "medvol" / v) for v in SCORED_VOLUMES],
+            out=str(target),
+            ks=KS,
+            models=[f"{','.join(FOLDS[fold])}:{folds_out / f'fold{fold}' / 'trained'}"],
+            draws=DRAWS,
+            queries=QUERIES,
+            unet_steps=UNET_STEPS,
+            bootstrap=BOOT,
+            seed=SEED,
+            size=size,
+        )
+        evaluate(cfg)
+        costs[f"fold{fold}/heldout_unet_{size}"] = round(_cpu() - start, 2)
+    return [
+        {**r, "method": f"unet at {size}"}
+        for r in _read_rows(target / "results.jsonl")
+        if r["method"] == "unet" and r["role"] == "held-out"
+    ]
+
+
 def first_run_rows(folds_out: Path) -> list[dict]:
     """The held-out rows of bench_icl_folds.py's run (S = 64): ours, untrained, U-Net, prior."""
     rows = []
@@ -198,7 +229,7 @@ def report(rows: list[dict], selection: dict, costs: dict, out: Path) -> None:
         (chosen_trained, chosen_untrained),
         (chosen_trained, "unet"),
         (chosen_untrained, UNTRAINED),
-    ]
+    ] + [(chosen_trained, m) for m in sorted(main) if m.startswith("unet at ")]
     main_rows = _main_rows(rows)
     for a, b in pairs:
         diffs = [paired_difference(main_rows, a, b, k) for k in KS]
@@ -219,6 +250,9 @@ def main() -> None:
     parser.add_argument("--folds-out", type=Path, default=Path("/work/runs/icl_folds"))
     parser.add_argument("--out", type=Path, default=Path("/work/runs/icl_size"))
     parser.add_argument("--folds", default=",".join(FOLDS), help="comma-separated folds to run")
+    parser.add_argument(
+        "--unet-size", type=int, default=0, help="also score the U-Net baseline at this working size (0: no)"
+    )
     args = parser.parse_args()
     rows, selection, costs = [], {}, {}
     for fold in args.folds.split(","):
@@ -233,6 +267,8 @@ def main() -> None:
         selection[fold] = json.loads(sel_file.read_text())
         print(f"fold {fold}: chosen {selection[fold]['chosen']}")
         rows += score_held_out(fold, args.folds_out, args.out, selection[fold]["chosen"], fold_costs)
+        if args.unet_size:
+            rows += score_unet(fold, args.folds_out, args.out, args.unet_size, fold_costs)
         cost_file.write_text(json.dumps(fold_costs, indent=2) + "\n")
         costs.update(fold_costs)
     if set(selection) == set(FOLDS):

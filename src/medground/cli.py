@@ -339,7 +339,7 @@ def serve(
     icl_size: Annotated[
         int | None,
         typer.Option(
-            help="Working resolution of the in-context model (default: its config.json's; shipped: 256). 64 answers /v1/segment about 2x faster."
+            help="Working resolution of the in-context model (default: 64 for the shipped weights, for latency; a given --icl-model folder's own otherwise). 256 resolves thin structures (vessels, nuclei) better; /v1/segment then takes about 2x longer."
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; beyond loopback needs --token.")] = "127.0.0.1",

@@ -35,5 +35,6 @@ def test_build_app_serves_the_in_context_model_at_the_size_asked(monkeypatch) ->
         return loaded[-1]
 
     monkeypatch.setattr(InContextSegmenter, "from_pretrained", classmethod(recording))
-    build_app(icl_size=64)
-    assert [s.model.config.size for s in loaded] == [64]
+    build_app()  # the shipped weights are served at their training size (latency), unless asked
+    build_app(icl_size=256)
+    assert [s.model.config.size for s in loaded] == [64, 256]

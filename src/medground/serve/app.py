@@ -580,6 +580,12 @@ def create_app(
     return app
 
 
+SERVED_ICL_SIZE = 64
+"""Working size of the shipped in-context weights when served: their training size. At their own default
+(256) ``/v1/segment`` with k = 3 took 2.77 s at p95 under 4 clients on the 2-core VM, against a 2 s bar met
+at 64 (bench/RESULTS.md, "Serving under load"); ``--icl-size 256`` serves thin structures better."""
+
+
 def build_app(
     model: str | Path | None = None,
     icl_model: str | Path | None = None,
@@ -590,9 +596,12 @@ def build_app(
     """Load the grounding and in-context models (the shipped ones by default) and make the app.
 
     ``upstream``: proxy mode, grounding answered by that server (listed under its model name);
-    segmentation stays local. ``icl_size``: the in-context model's working resolution (default: its own).
+    segmentation stays local. ``icl_size``: the in-context model's working resolution; default
+    :data:`SERVED_ICL_SIZE` for the shipped weights (latency), a given folder's own size otherwise.
     """
     icl_id = _model_id(icl_model, DEFAULT_WEIGHTS, "medground-icl")
+    if icl_size is None and icl_model is None:
+        icl_size = SERVED_ICL_SIZE
     segmenter = InContextSegmenter.from_pretrained(icl_model, size=icl_size)
     if upstream is not None:
         return create_app(upstream, segmenter, settings, (upstream.model, icl_id))
