@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from bench_icl_folds import (
@@ -53,9 +52,12 @@ from bench_icl_folds import (
     TRAINED,
     UNET_STEPS,
     UNTRAINED,
+    _cpu,
     _main_rows,
     _read_rows,
+    eval_data,
     paired_difference,
+    pooled_rows,
 )
 
 from medground.icl.evaluate import EvalConfig, evaluate, qualifies, write_outputs
@@ -67,10 +69,6 @@ SIZES = (64, 128, 192, 256)
 SEL_DRAWS, SEL_QUERIES, SEL_SEED = 2, 2, 1
 MODELS = {TRAINED: "trained", UNTRAINED: "untrained"}
 """Method name in the pooled tables -> the fold's model folder name."""
-
-
-def _cpu() -> float:
-    return time.process_time() / 60
 
 
 def selection_sources(fold: str) -> list[str]:
@@ -131,32 +129,39 @@ def select(fold: str, folds_out: Path, out: Path, costs: dict) -> dict:
     return {"chosen": chosen, "scores": scores}
 
 
+def _held_out_rows(
+    fold: str, model: Path, target: Path, size: int, unet_steps: int, costs: dict
+) -> list[dict]:
+    """Result rows of icl-eval on ``fold``'s held-out datasets with ``model`` at working size ``size``, with
+    the folds run's draws (run into ``target`` unless done; its CPU minutes go to ``costs``)."""
+    if not (target / "summary.json").is_file():
+        start = _cpu()
+        cfg = EvalConfig(
+            data=eval_data(),
+            out=str(target),
+            ks=KS,
+            models=[f"{','.join(FOLDS[fold])}:{model}"],
+            draws=DRAWS,
+            queries=QUERIES,
+            unet_steps=unet_steps,
+            bootstrap=BOOT,
+            seed=SEED,
+            size=size,
+        )
+        evaluate(cfg)
+        costs[f"fold{fold}/{target.name}"] = round(_cpu() - start, 2)
+    return _read_rows(target / "results.jsonl")
+
+
 def score_held_out(fold: str, folds_out: Path, out: Path, chosen: dict[str, int], costs: dict) -> list[dict]:
     """Held-out rows of both models at their chosen sizes (run unless done), renamed to the pooled names."""
     rows = []
-    held = ",".join(FOLDS[fold])
     for method, name in MODELS.items():
         size = chosen[method]
         target = out / f"fold{fold}" / f"heldout_{name}_{size}"
-        if not (target / "summary.json").is_file():
-            start = _cpu()
-            cfg = EvalConfig(
-                data=[str(MEDSEG)] + [str(SHARED / "medvol" / v) for v in SCORED_VOLUMES],
-                out=str(target),
-                ks=KS,
-                models=[f"{held}:{folds_out / f'fold{fold}' / name}"],
-                draws=DRAWS,
-                queries=QUERIES,
-                unet_steps=0,
-                bootstrap=BOOT,
-                seed=SEED,
-                size=size,
-            )
-            evaluate(cfg)
-            costs[f"fold{fold}/heldout_{name}_{size}"] = round(_cpu() - start, 2)
         rows += [
             {**r, "method": f"{method} (chosen size)", "size": size}
-            for r in _read_rows(target / "results.jsonl")
+            for r in _held_out_rows(fold, folds_out / f"fold{fold}" / name, target, size, 0, costs)
             if r["method"] == TRAINED and r["role"] == "held-out"
         ]
     return rows
@@ -166,43 +171,21 @@ def score_unet(fold: str, folds_out: Path, out: Path, size: int, costs: dict) ->
     """Held-out rows of the U-Net baseline (b) at working size ``size`` (its pre-fixed 30 steps), from an
     icl-eval run of the fold's trained model at that size (its own rows are not used), renamed."""
     target = out / f"fold{fold}" / f"heldout_unet_{size}"
-    if not (target / "summary.json").is_file():
-        start = _cpu()
-        cfg = EvalConfig(
-            data=[str(MEDSEG)] + [str(SHARED / "medvol" / v) for v in SCORED_VOLUMES],
-            out=str(target),
-            ks=KS,
-            models=[f"{','.join(FOLDS[fold])}:{folds_out / f'fold{fold}' / 'trained'}"],
-            draws=DRAWS,
-            queries=QUERIES,
-            unet_steps=UNET_STEPS,
-            bootstrap=BOOT,
-            seed=SEED,
-            size=size,
-        )
-        evaluate(cfg)
-        costs[f"fold{fold}/heldout_unet_{size}"] = round(_cpu() - start, 2)
+    model = folds_out / f"fold{fold}" / "trained"
     return [
         {**r, "method": f"unet at {size}"}
-        for r in _read_rows(target / "results.jsonl")
+        for r in _held_out_rows(fold, model, target, size, UNET_STEPS, costs)
         if r["method"] == "unet" and r["role"] == "held-out"
     ]
 
 
 def first_run_rows(folds_out: Path) -> list[dict]:
-    """The held-out rows of bench_icl_folds.py's run (S = 64): ours, untrained, U-Net, prior."""
-    rows = []
-    for fold in FOLDS:
-        for name, untrained in (("eval_trained", False), ("eval_untrained", True)):
-            for r in _read_rows(folds_out / f"fold{fold}" / name / "results.jsonl"):
-                if r["role"] != "held-out" or r["method"].endswith("+text"):
-                    continue
-                if untrained:
-                    if r["method"] == TRAINED:
-                        rows.append({**r, "method": UNTRAINED})
-                else:
-                    rows.append(r)
-    return rows
+    """The held-out rows of bench_icl_folds.py's run (S = 64): ours, untrained, U-Net, prior (no text)."""
+    return [
+        r
+        for r in pooled_rows(folds_out, "eval")
+        if r["role"] == "held-out" and not r["method"].endswith("+text")
+    ]
 
 
 def report(rows: list[dict], selection: dict, costs: dict, out: Path) -> None:
