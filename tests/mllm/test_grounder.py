@@ -63,6 +63,40 @@ def _first_pixel(grid_value: int, size: int) -> int:
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_trained_models_decode_with_the_kv_cache_even_when_saved_without_it(overfit, family, tmp_path):
+    """The HF Trainer turns ``use_cache`` off for training; a saved model must still decode one new
+    token per step (the cache), not re-read the whole sequence every step, and answer the same."""
+    for name in ("config.json", "generation_config.json"):  # what medground train writes now
+        assert json.loads((overfit[family] / name).read_text())["use_cache"] is True, name
+    shutil.copytree(overfit[family], tmp_path / "m")
+    for name in ("config.json", "generation_config.json"):  # as models trained before the fix were saved
+        path = tmp_path / "m" / name
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"use_cache": False}))
+    grounder = Grounder.from_pretrained(tmp_path / "m")
+    lengths: list[int] = []
+    grounder.model.register_forward_pre_hook(
+        lambda _, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    image = overfit["data"] / "images" / "syn" / "img0.png"
+    answer = grounder.ask(image, "Where is the liver?")
+    assert len(lengths) > 5 and lengths[0] > 20 and set(lengths[1:]) == {1}, lengths
+    from medground.mllm.data import encode_prompt, load_image
+
+    inputs = encode_prompt(grounder.processor, load_image(image), "Where is the liver?")
+    tok = grounder.processor.tokenizer
+    without = grounder.model.generate(
+        **inputs,
+        max_new_tokens=len(lengths),
+        do_sample=False,
+        use_cache=False,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    decoded = tok.decode(without[0, inputs["input_ids"].shape[1] :].tolist(), skip_special_tokens=False)
+    assert answer.text == decoded.split("<|im_end|>")[0].strip()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_save_and_reload_give_identical_outputs(overfit, family, tmp_path):
     first = Grounder.from_pretrained(overfit[family])
     first.model.save_pretrained(tmp_path)

@@ -304,6 +304,7 @@ class Grounder:
             **inputs,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
+            use_cache=True,  # whatever the saved config says (models trained before 2026-12-01 say False)
             eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
             pad_token_id=tok.pad_token_id,
             streamer=None if on_text is None else _Streamer(tok, on_text),

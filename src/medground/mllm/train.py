@@ -354,8 +354,15 @@ def plain_model(family: Family, config: Any, state: dict[str, torch.Tensor], lor
 
 
 def save_model(model: Any, processor: Any, family: Family, cfg: TrainConfig, out: Path) -> None:
-    """Write safetensors weights, config, processor and ``medground.json`` into ``out``."""
+    """Write safetensors weights, config, processor and ``medground.json`` into ``out``.
+
+    The saved model is for inference, so its config and generation config ask for the KV cache: the
+    HF Trainer turns ``use_cache`` off for training (``TrainingArguments.use_cache``), and a model
+    saved that way would recompute the whole sequence for every new token in anyone's ``generate``.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    model.config.use_cache = True
+    model.generation_config.use_cache = True
     model.save_pretrained(out)
     processor.save_pretrained(out)
     meta = {
