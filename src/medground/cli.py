@@ -351,6 +351,13 @@ def serve(
     max_pixels: Annotated[int, typer.Option(help="Largest image (width x height) decoded.")] = 4096 * 4096,
     max_waiting: Annotated[int, typer.Option(help="Requests that may wait for the model (more: 503).")] = 8,
     wait_s: Annotated[float, typer.Option(help="Longest wait for the model, in seconds (then 503).")] = 60.0,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Questions the local grounding model answers together in one batch (1: one at a time).",
+        ),
+    ] = 8,
     upstream: Annotated[
         str | None,
         typer.Option(
@@ -391,6 +398,7 @@ def serve(
         max_pixels=max_pixels,
         max_waiting=max_waiting,
         wait_s=wait_s,
+        max_batch=max_batch,
         # on loopback, only loopback names: a web page cannot reach it through a rebound DNS name
         allowed_hosts=(host, "127.0.0.1", "localhost", "::1") if loopback else None,
     )

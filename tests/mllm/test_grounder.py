@@ -97,6 +97,30 @@ def test_trained_models_decode_with_the_kv_cache_even_when_saved_without_it(over
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_questions_answered_together_get_the_answers_given_alone(overfit, family):
+    """One batch of prompts of different lengths (another image size, a box, a history) answers each
+    question as it is answered alone: left padding moves no token's position or rope index."""
+    grounder = Grounder.from_pretrained(overfit[family])
+    images = overfit["data"] / "images" / "syn"
+    larger = Image.open(images / "img1.png").convert("RGB").resize((96, 72))
+    box_question = grounder.prompt("What is at {box}?", LIVER[2], 64, 48)
+    asked = [
+        (images / "img0.png", "Where is the liver?", None, ()),
+        (larger, "Where is the liver?", None, ()),
+        (images / "img2.png", "What is at {box}?", LIVER[2], ()),
+        (images / "img2.png", "Where is the liver?", None, [(box_question, "liver")]),
+    ]
+    alone = [grounder.ask(*a) for a in asked]
+    together = grounder.answer([grounder.encode(*a) for a in asked])
+    assert together == alone
+    assert len({a.text for a in alone}) > 1, "the questions differ, so equal answers are not one repeated"
+    lengths = {grounder.encode(*a).inputs["input_ids"].shape[1] for a in asked}
+    assert len(lengths) >= 3, lengths  # the batch really was padded
+    with pytest.raises(ValueError, match="one answer"):
+        grounder.answer([grounder.encode(*a) for a in asked[:2]], on_text=print)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_save_and_reload_give_identical_outputs(overfit, family, tmp_path):
     first = Grounder.from_pretrained(overfit[family])
     first.model.save_pretrained(tmp_path)

@@ -11,6 +11,7 @@ import pytest
 from medground.icl.segmenter import InContextSegmenter
 from medground.mllm.grounder import Grounder
 from medground.serve.app import create_app
+from medground.serve.batching import BatchingGrounder
 from medground.serve.local import running
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "medground" / "sample" / "medseg"
@@ -29,6 +30,8 @@ def models() -> tuple[Grounder, InContextSegmenter]:
 
 @pytest.fixture(scope="session")
 def server(models: tuple[Grounder, InContextSegmenter]) -> Iterator[str]:
-    """Base URL of a uvicorn server over the shipped models; stopped after the session."""
-    with running(create_app(*models)) as url:
+    """Base URL of a uvicorn server over the shipped models, grounding batched as ``medground serve``
+    does; stopped after the session."""
+    grounder, segmenter = models
+    with running(create_app(BatchingGrounder(grounder), segmenter)) as url:
         yield url

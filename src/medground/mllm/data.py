@@ -24,6 +24,7 @@ from medground.types import Box, Turn
 
 __all__ = [
     "IGNORE_INDEX",
+    "batch_prompts",
     "convert_text",
     "encode_prompt",
     "encode_record",
@@ -287,4 +288,29 @@ def encode_prompt(
         "mm_token_type_ids": (ids == image_id).long(),
         "pixel_values": vision["pixel_values"],
         "image_grid_thw": vision["image_grid_thw"],
+    }
+
+
+def batch_prompts(prompts: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """:func:`encode_prompt` outputs as one batch for ``generate``: token rows left-padded to the
+    longest (``pad_id``, attention 0), so every row's answer starts at the same column; images
+    concatenated in row order.
+
+    ``input_ids`` / ``attention_mask`` / ``mm_token_type_ids``: (B, L_max); ``pixel_values``: (sum of
+    patches, C*T*P*P); ``image_grid_thw``: (B, 3).
+    """
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    longest = max(p["input_ids"].shape[1] for p in prompts)
+
+    def rows(key: str, fill: int) -> Any:
+        return torch.cat([F.pad(p[key], (longest - p[key].shape[1], 0), value=fill) for p in prompts])
+
+    return {
+        "input_ids": rows("input_ids", pad_id),
+        "attention_mask": rows("attention_mask", 0),
+        "mm_token_type_ids": rows("mm_token_type_ids", 0),
+        "pixel_values": torch.cat([p["pixel_values"] for p in prompts]),
+        "image_grid_thw": torch.cat([p["image_grid_thw"] for p in prompts]),
     }

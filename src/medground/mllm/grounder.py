@@ -23,7 +23,7 @@ from PIL import Image
 
 from medground.grounding import Dialect, Grounded
 from medground.io import encode_rle
-from medground.mllm.data import encode_prompt, load_image, read_records, record_turns
+from medground.mllm.data import batch_prompts, encode_prompt, load_image, read_records, record_turns
 from medground.mllm.families import Family, family_for_model_type
 from medground.mllm.processor import load_processor
 from medground.mllm.train import META_FILE
@@ -37,6 +37,7 @@ __all__ = [
     "MASK_THRESHOLD",
     "Answer",
     "Grounder",
+    "EncodedQuestion",
     "SegmentedBox",
     "predict",
     "mask_boxes",
@@ -177,6 +178,15 @@ def _load_model(family: Family, source: str) -> Any:
     return model.eval()
 
 
+@dataclass(frozen=True)
+class EncodedQuestion:
+    """One question ready for the model: the asked picture (RGB, original pixels) and its
+    :func:`~medground.mllm.data.encode_prompt` inputs (a batch of one)."""
+
+    picture: Image.Image
+    inputs: dict[str, torch.Tensor] = field(repr=False)
+
+
 class Grounder:
     """A refer-and-ground model with its processor and dialect (build with :meth:`from_pretrained`).
 
@@ -274,7 +284,63 @@ class Grounder:
         text = self.dialect.box(box, width, height)
         return question.replace("{box}", text) if "{box}" in question else f"{question} {text}"
 
+    def encode(
+        self,
+        image: str | Path | np.ndarray | Image.Image,
+        question: str,
+        box: Box | list[int] | tuple[int, ...] | None = None,
+        history: Sequence[tuple[str, str]] = (),
+    ) -> EncodedQuestion:
+        """The model's inputs for one question (see :meth:`ask` for the arguments); raises ``ValueError``
+        for a box outside the image. The CPU work before the model (decode, resize, tokenize)."""
+        picture = self._load(image)
+        width, height = picture.size
+        return EncodedQuestion(
+            picture,
+            encode_prompt(self.processor, picture, self.prompt(question, box, width, height), history),
+        )
+
     @torch.no_grad()
+    def answer(
+        self,
+        questions: Sequence[EncodedQuestion],
+        segment: bool = False,
+        on_text: Callable[[str], None] | None = None,
+    ) -> list[Answer]:
+        """Greedy answers to ``questions`` (from :meth:`encode`), all in one ``generate`` call.
+
+        The rows are left-padded (:func:`~medground.mllm.data.batch_prompts`), so each answer is the
+        one its question gets alone (up to float rounding); a batch costs little more per step than one
+        row, which is what serving concurrent clients and scoring many questions gain. ``on_text``
+        streams the answer of a single question (see :meth:`ask`).
+        """
+        if on_text is not None and len(questions) != 1:
+            raise ValueError(f"on_text streams one answer; got {len(questions)} questions")
+        tok = self.processor.tokenizer
+        inputs = batch_prompts([q.inputs for q in questions], tok.pad_token_id)
+        device = next(self.model.parameters()).device
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        out = self.model.generate(
+            **inputs,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            use_cache=True,  # whatever the saved config says (models trained before 2026-12-01 say False)
+            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tok.pad_token_id,
+            streamer=None if on_text is None else _Streamer(tok, on_text),
+        )
+        start = inputs["input_ids"].shape[1]
+        answers = []
+        for row, question in zip(out, questions, strict=True):
+            text = answer_text(tok.decode(row[start:].tolist(), skip_special_tokens=False))
+            width, height = question.picture.size
+            boxes = self.dialect.parse(text, width, height)
+            if segment:
+                boxes = [*mask_boxes(self.box_segmenter(), question.picture, boxes)]
+            answers.append(Answer(text, boxes))
+        return answers
+
     def ask(
         self,
         image: str | Path | np.ndarray | Image.Image,
@@ -291,31 +357,9 @@ class Grounder:
         model's dialect (boxes already written with :meth:`prompt`). ``segment``: return each box as a
         :class:`SegmentedBox` with its mask (:func:`mask_boxes`). ``on_text``: called (in this
         thread) with each new piece of the answer's text as it is decoded, token by token; the pieces
-        join to the returned ``text``.
+        join to the returned ``text``. Several questions at once: :meth:`encode` + :meth:`answer`.
         """
-        picture = self._load(image)
-        width, height = picture.size
-        inputs = encode_prompt(self.processor, picture, self.prompt(question, box, width, height), history)
-        device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        tok = self.processor.tokenizer
-        out = self.model.generate(
-            **inputs,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            use_cache=True,  # whatever the saved config says (models trained before 2026-12-01 say False)
-            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tok.pad_token_id,
-            streamer=None if on_text is None else _Streamer(tok, on_text),
-        )
-        text = answer_text(
-            tok.decode(out[0, inputs["input_ids"].shape[1] :].tolist(), skip_special_tokens=False)
-        )
-        boxes = self.dialect.parse(text, width, height)
-        if segment:
-            boxes = [*mask_boxes(self.box_segmenter(), picture, boxes)]
-        return Answer(text, boxes)
+        return self.answer([self.encode(image, question, box, history)], segment, on_text)[0]
 
 
 def _row(grounder: Grounder, record: dict[str, Any], i: int, turn: Any, answer: Answer) -> dict[str, Any]:
@@ -371,14 +415,15 @@ def predict(
     with tmp.open("w", encoding="utf-8") as handle:
         for n, record in enumerate(records, 1):
             image = Path(data_dir) / record["image"]
-            for i, turn in enumerate(record_turns(record, grounder.dialect)):
-                line = done.get(f"{record['id']}/{i}")
-                if line is None:
-                    line = json.dumps(
-                        _row(grounder, record, i, turn, grounder.ask(image, turn.question)),
-                        ensure_ascii=False,
-                    )
-                handle.write(line + "\n")
+            turns = record_turns(record, grounder.dialect)
+            lines = {i: done.get(f"{record['id']}/{i}") for i in range(len(turns))}
+            missing = [i for i, line in lines.items() if line is None]
+            if missing:  # a record's questions share its image: one batch
+                asked = [grounder.encode(image, turns[i].question) for i in missing]
+                for i, answer in zip(missing, grounder.answer(asked), strict=True):
+                    lines[i] = json.dumps(_row(grounder, record, i, turns[i], answer), ensure_ascii=False)
+            for i in range(len(turns)):
+                handle.write(f"{lines[i]}\n")
                 count += 1
             if progress is not None:
                 progress(n, len(records))

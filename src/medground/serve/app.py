@@ -3,11 +3,12 @@
 Images arrive inside the JSON body (data URLs or base64), are decoded in memory and never written to
 disk or logs; the server never fetches a URL or opens a path a client names. FastAPI runs these sync
 routes in a thread pool, so requests arrive concurrently; each model has its own gate
-(:class:`_ModelGate`): one call at a time on a local model (its tokenizer and generate are not made
-for concurrent calls, and two calls would only split the same CPU cores), a bounded number waiting,
-each for a bounded time. A grounding call and a segmentation call may run at once. In proxy mode
-(:class:`~medground.serve.proxy.UpstreamGrounder`) the upstream server batches, so its gate lets
-several calls through.
+(:class:`_ModelGate`): a bounded number of calls let through, a bounded number waiting, each for a
+bounded time. The local grounding model answers the calls let through together
+(:class:`~medground.serve.batching.BatchingGrounder`: up to ``max_batch`` questions per ``generate``,
+one ``generate`` at a time); the in-context model takes one call at a time. A grounding call and a
+segmentation call may run at once. In proxy mode (:class:`~medground.serve.proxy.UpstreamGrounder`)
+the upstream server batches, so its gate lets several calls through.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from medground.grounding import Grounded
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
 from medground.io import ReadError, encode_rle, mask_array
 from medground.mllm.grounder import DEFAULT_MODEL, Answer, Grounder, SegmentedBox, mask_boxes
+from medground.serve.batching import BatchingGrounder
 from medground.serve.page import PUBLIC_PREFIX, mount_page
 from medground.serve.proxy import UpstreamError, UpstreamGrounder
 from medground.serve.schemas import (
@@ -85,6 +87,8 @@ class ServeSettings:
     max_pixels: int = 4096 * 4096
     max_waiting: int = 8
     """Requests that may wait for the model while one runs; more get 503 with Retry-After."""
+    max_batch: int = 8
+    """Questions the local grounding model answers in one batch (1: one at a time)."""
     wait_s: float = 60.0
     """Longest wait for the model; past it, 503 with Retry-After (a running call is not interrupted)."""
     allowed_hosts: tuple[str, ...] | None = None
@@ -261,7 +265,9 @@ def _model_id(path: str | Path | None, default: Path, name: str) -> str:
     return name if path is None or Path(path).resolve() == default.resolve() else Path(path).name
 
 
-def _text(message: ChatMessage, grounder: Grounder | UpstreamGrounder, size: tuple[int, int]) -> str:
+def _text(
+    message: ChatMessage, grounder: Grounder | BatchingGrounder | UpstreamGrounder, size: tuple[int, int]
+) -> str:
     """A message's text in the model's dialect: text parts as they are, box parts written as box text."""
     if message.content is None or isinstance(message.content, str):
         return message.content or ""
@@ -278,7 +284,10 @@ def _text(message: ChatMessage, grounder: Grounder | UpstreamGrounder, size: tup
 
 
 def _conversation(
-    messages: list[ChatMessage], grounder: Grounder | UpstreamGrounder, max_pixels: int, store: VolumeStore
+    messages: list[ChatMessage],
+    grounder: Grounder | BatchingGrounder | UpstreamGrounder,
+    max_pixels: int,
+    store: VolumeStore,
 ) -> tuple[Image.Image, list[tuple[str, str]], str]:
     """(image, earlier (question, answer) turns, last question) of a chat; 400 for what the model cannot take.
 
@@ -361,7 +370,7 @@ def _status(error: Exception) -> int:
 
 
 def create_app(
-    grounder: Grounder | UpstreamGrounder,
+    grounder: Grounder | BatchingGrounder | UpstreamGrounder,
     segmenter: InContextSegmenter,
     settings: ServeSettings | None = None,
     model_ids: tuple[str, str] = ("bird-nano", "medground-icl"),
@@ -606,4 +615,5 @@ def build_app(
     if upstream is not None:
         return create_app(upstream, segmenter, settings, (upstream.model, icl_id))
     ids = (_model_id(model, DEFAULT_MODEL, "bird-nano"), icl_id)
-    return create_app(Grounder.from_pretrained(model), segmenter, settings, ids)
+    batch = (settings or ServeSettings()).max_batch
+    return create_app(BatchingGrounder(Grounder.from_pretrained(model), batch), segmenter, settings, ids)
