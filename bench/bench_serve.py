@@ -194,6 +194,8 @@ def main() -> None:
     parser.add_argument("--serial", type=int, default=12, help="requests per route sent one at a time")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.soak_s < 60 + args.sample_s:
+        parser.error("--soak-s must cover a minute of samples (the memory bar compares each minute's median)")
     ground, segment = requests()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
