@@ -377,7 +377,9 @@ def create_app(
 ) -> FastAPI:
     """The app over loaded models; ``model_ids``: the names /v1/models lists (grounding, in-context).
 
-    ``grounder``: a local model, or an upstream server in proxy mode (several calls at once).
+    ``grounder``: a local model (one call at a time), a local model behind a
+    :class:`~medground.serve.batching.BatchingGrounder` (as :func:`build_app` serves it: calls let in
+    together share batches), or an upstream server in proxy mode (several calls at once).
     """
     settings = settings or ServeSettings()
     ground_id, icl_id = model_ids
