@@ -170,6 +170,7 @@ def _main_rows(rows: list[dict]) -> list[dict]:
 def bars(payload: dict, rows: list[dict]) -> list[str]:
     """The issue's three ICL bars on the pooled held-out known-patient table."""
     main, checks = payload["summaries"][MAIN], payload["gain_checks"][MAIN]
+    rows = _main_rows(rows)
     gain = paired_difference(rows, TRAINED, UNTRAINED, 4)
     lines = [
         f"- trained - untrained at k=4: {gain['dice']:+.3f} [{gain['lo']:+.3f}, {gain['hi']:+.3f}] "
