@@ -617,5 +617,6 @@ def build_app(
     if upstream is not None:
         return create_app(upstream, segmenter, settings, (upstream.model, icl_id))
     ids = (_model_id(model, DEFAULT_MODEL, "bird-nano"), icl_id)
-    batch = (settings or ServeSettings()).max_batch
-    return create_app(BatchingGrounder(Grounder.from_pretrained(model), batch), segmenter, settings, ids)
+    settings = settings or ServeSettings()
+    grounder = BatchingGrounder(Grounder.from_pretrained(model), settings.max_batch)
+    return create_app(grounder, segmenter, settings, ids)

@@ -45,7 +45,6 @@ class BatchingGrounder:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.grounder, self.max_concurrent = grounder, max_batch
-        self.dialect = grounder.dialect
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._worker = threading.Thread(target=self._serve, name="medground-batches", daemon=True)
         self._worker.start()
