@@ -63,7 +63,7 @@ from bench_icl_folds import (
 from medground.icl.evaluate import EvalConfig, evaluate, qualifies, write_outputs
 from medground.icl.protocol import FOLDS
 from medground.icl.report import MAIN
-from medground.icl.segtasks import load_segtasks
+from medground.icl.targets import load_targets
 
 SIZES = (64, 128, 192, 256)
 SEL_DRAWS, SEL_QUERIES, SEL_SEED = 2, 2, 1
@@ -76,7 +76,7 @@ def selection_sources(fold: str) -> list[str]:
     others cannot enter the selection score, so they are not scored at all)."""
     scored = sorted(p.name for p in MEDSEG.iterdir() if (p / "pairs.csv").is_file()) + SCORED_VOLUMES
     training = [s for s in scored if s not in FOLDS[fold]]
-    tasks = load_segtasks([_path(s) for s in training], SIZES[0], min_examples=2).tasks
+    tasks = load_targets([_path(s) for s in training], SIZES[0], min_examples=2).tasks
     return sorted({t.source for t in tasks if t.patients_known and qualifies(t, KS[-1])[0]})
 
 

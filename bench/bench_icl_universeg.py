@@ -34,7 +34,7 @@ from bench_icl_folds import BOOT, DRAWS, KS, QUERIES, SEED, eval_data, pooled_ro
 
 from medground.icl.evaluate import EvalConfig, evaluate, summarise, write_outputs
 from medground.icl.protocol import FOLDS
-from medground.icl.segtasks import load_segtasks
+from medground.icl.targets import load_targets
 from medground.icl.train import TrainConfig, train
 
 CALIBRATION_STEPS = 12
@@ -51,7 +51,7 @@ def calibrate(out: Path) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     start = _cpu()
-    loaded = load_segtasks(train_data(), 64)
+    loaded = load_targets(train_data(), 64)
     load = _cpu() - start
     cfg = TrainConfig(
         data=train_data(),

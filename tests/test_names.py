@@ -357,7 +357,7 @@ def test_icl_prompt_text_of_every_shipped_training_task():
 
 
 def test_icl_loader_gives_the_display_names_of_the_real_structures(shared_data):
-    from medground.icl.segtasks import segtasks_from_source
+    from medground.icl.targets import targets_from_source
 
     sources = sorted({t.split("/", 1)[0] for t in SHIPPED_TEXTS})
     found = {}
@@ -365,5 +365,5 @@ def test_icl_loader_gives_the_display_names_of_the_real_structures(shared_data):
         folder = next(
             shared_data / c / source for c in ("medseg", "medvol") if (shared_data / c / source).is_dir()
         )
-        found.update({t.name: t.text for t in segtasks_from_source(folder, 8).tasks})
+        found.update({t.name: t.text for t in targets_from_source(folder, 8).tasks})
     assert found == SHIPPED_TEXTS

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from medground.cli import app
 from medground.data.api import build_dataset
 from medground.data.records import RecordConfig, verify_turn
-from medground.data.tasks import ImageContext, TaskConfig, TaskState, make_conversation
-from medground.data.tasks.base import choose_structure, structure_groups
+from medground.data.generators import ImageContext, TaskConfig, TaskState, make_conversation
+from medground.data.generators.base import choose_structure, structure_groups
 from medground.eval.api import evaluate_predictions
 from medground.eval.report import main_metric, tables
 from medground.eval.rows import PredRow, auto_task, file_task_hint, normalise_task

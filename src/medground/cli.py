@@ -150,7 +150,7 @@ def build(
     from medground.data.records import RecordConfig
     from medground.data.regions import RegionConfig
     from medground.data.sources import VolumeOptions
-    from medground.data.tasks import TaskConfig
+    from medground.data.generators import TaskConfig
 
     if out is None and not plan_only:
         fail("--out is required (or pass --plan-only)")

@@ -14,7 +14,7 @@ from medground.cli import app
 from medground.data.export import export, load_hf_dataset
 from medground.data.records import RecordConfig
 from medground.data.report import write_report
-from medground.icl.segtasks import segtasks_from_engine
+from medground.icl.targets import targets_from_engine
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "medground" / "sample" / "medseg"
 SOURCES = sorted(str(p) for p in SAMPLE.iterdir() if (p / "pairs.csv").exists())
@@ -84,7 +84,7 @@ def test_report_draws_the_same_overlays_from_rle(builds):
 
 
 def test_icl_tasks_from_an_rle_build_equal_those_from_png(builds):
-    tasks = {form: segtasks_from_engine(out, size=32, keep_full=True) for form, out in builds.items()}
+    tasks = {form: targets_from_engine(out, size=32, keep_full=True) for form, out in builds.items()}
     assert [t.name for t in tasks["rle"].tasks] == [t.name for t in tasks["png"].tasks]
     assert tasks["rle"].tasks
     for a, b in zip(tasks["png"].tasks, tasks["rle"].tasks, strict=True):

@@ -1,7 +1,7 @@
 """The data engine's negative answers must read as "not present" to the strict protocol, and its
 positive answers must not."""
 
-from medground.data.tasks.base import fill, load_phrases, name_words
+from medground.data.generators.base import fill, load_phrases, name_words
 from medground.eval.strict import ABSENCE
 
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from medground.icl.evaluate import EvalConfig, qualifies, write_outputs
-from medground.icl.segtasks import SegTask
+from medground.icl.targets import SegTarget
 
 
-def _task(cases: list[str | None]) -> SegTask:
+def _task(cases: list[str | None]) -> SegTarget:
     n = len(cases)
     images, masks = torch.zeros(n, 3, 8, 8), torch.ones(n, 1, 8, 8)
-    return SegTask("src", "organ", "organ", images, masks, [f"i{j}" for j in range(n)], cases)
+    return SegTarget("src", "organ", "organ", images, masks, [f"i{j}" for j in range(n)], cases)
 
 
 def test_min_patients_refuses_tasks_with_too_few_or_unknown_patients() -> None:

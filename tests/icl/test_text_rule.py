@@ -11,7 +11,7 @@ from icl_helpers import FakeTextEncoder, disc, tiny_ridgeseg
 
 from medground.icl.evaluate import _predict
 from medground.icl.segmenter import InContextSegmenter
-from medground.icl.segtasks import SegTask
+from medground.icl.targets import SegTarget
 from medground.icl.solver import RidgeSeg
 
 SIZE = 32
@@ -126,7 +126,7 @@ def test_the_facade_and_icl_eval_go_through_the_rule(
         seg.segment(to_uint8[4], support=pairs, text="bright disc"), seg.segment(to_uint8[4], support=pairs)
     )
 
-    task = SegTask("discs", "disc", "bright disc", images, masks, [f"img{i}" for i in range(6)])
+    task = SegTarget("discs", "disc", "bright disc", images, masks, [f"img{i}" for i in range(6)])
     models = {"icl": model, "unet_steps": 0, "adapt_steps": 0}
     with_text, used = _predict("ridgeseg+text", models, task, [0, 1, 2, 3], [4, 5], text[0], seed=0)
     plain, none = _predict("ridgeseg", models, task, [0, 1, 2, 3], [4, 5], text[0], seed=0)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from medground.icl.episodes import EpisodeConfig
 from medground.icl.evaluate import EvalConfig, draw_plan, evaluate, parse_fold, qualifies, score, summarise
-from medground.icl.segtasks import SegTask, load_segtasks
+from medground.icl.targets import SegTarget, load_targets
 from medground.icl.train import TrainConfig, train
 
 
@@ -96,9 +96,9 @@ def test_parse_fold(tmp_path: Path) -> None:
         parse_fold("no/such/folder")
 
 
-def _task(cases: list[str | None]) -> SegTask:
+def _task(cases: list[str | None]) -> SegTarget:
     n = len(cases)
-    return SegTask(
+    return SegTarget(
         "src",
         "organ",
         "organ",
@@ -183,7 +183,7 @@ def test_evaluation_writes_report_with_all_methods(engine_dir: Path, tmp_path: P
     text = (report / "report.md").read_text()
     assert "demo/liver" in text and "Sanity check" in text
     assert (report / "dice_vs_k.png").is_file()
-    assert len(load_segtasks([engine_dir], 32).tasks) == 2
+    assert len(load_targets([engine_dir], 32).tasks) == 2
 
 
 def test_a_trained_universeg_is_scored_as_a_baseline_on_the_same_queries(

@@ -30,7 +30,7 @@ from PIL import Image
 
 from medground.data.knowledge import distant_structures, related
 from medground.data.regions import RegionConfig, extract_regions
-from medground.data.tasks import ImageContext, TaskConfig, Turn, make_conversation
+from medground.data.generators import ImageContext, TaskConfig, Turn, make_conversation
 from medground.grounding import Dialect, get_dialect
 from medground.io import MASK_FORMATS, encode_rle, write_mask_png, write_png
 from medground.names import clean_name

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from medground.icl.augment import AugmentConfig, augment_examples, augment_task
-from medground.icl.segtasks import SegTask
+from medground.icl.targets import SegTarget
 from medground.icl.synthetic import synthetic_episode
 
 __all__ = ["Batch", "EpisodeConfig", "sample_batch", "step_generator"]
@@ -52,7 +52,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def _real_examples(task: SegTask, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _real_examples(task: SegTarget, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """n examples of a task, without replacement when it has enough, else with replacement."""
     if len(task) >= n:
         idx = torch.randperm(len(task), generator=gen)[:n]
@@ -61,7 +61,7 @@ def _real_examples(task: SegTask, n: int, gen: torch.Generator) -> tuple[torch.T
     return task.images[idx], task.masks[idx]
 
 
-def _pick_task(pool: list[SegTask], gen: torch.Generator) -> SegTask:
+def _pick_task(pool: list[SegTarget], gen: torch.Generator) -> SegTarget:
     """A source uniformly, then one of its tasks uniformly (so a dataset with many one-image tasks
     does not dominate the episodes)."""
     sources = sorted({t.source for t in pool})
@@ -71,7 +71,7 @@ def _pick_task(pool: list[SegTask], gen: torch.Generator) -> SegTask:
 
 
 def sample_batch(
-    tasks: list[SegTask],
+    tasks: list[SegTarget],
     text_table: dict[str, torch.Tensor],
     size: int,
     gen: torch.Generator,

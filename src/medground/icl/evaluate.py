@@ -9,7 +9,7 @@ Protocol (each point is a rule a reader can check in ``results.jsonl``):
 - **Patients apart.** Supports never come from the query's patient. A draw picks a query patient (a
   different one per draw, cycling), up to ``queries`` of its images, and a random order of the
   images of all other patients; the support at k is the first k of that order (nested across k), so
-  every k scores the same queries. Tasks whose patients are unknown (``SegTask.cases`` has None) are
+  every k scores the same queries. Tasks whose patients are unknown (``SegTarget.cases`` has None) are
   drawn with each image as its own unit and reported apart, never mixed into the main table.
 - **Same tasks at every k.** A task is evaluated only if it qualifies for the largest k (at least
   k_max images outside its largest patient); the others are listed with the reason. Every table and
@@ -50,7 +50,7 @@ from medground.icl.baselines import support_prior, unet_from_scratch
 from medground.icl.preprocess import resize_back
 from medground.icl.protocol import domain_group, expand_held_out, not_trained_on
 from medground.icl.segmenter import load_pretrained
-from medground.icl.segtasks import SegTask, load_segtasks
+from medground.icl.targets import SegTarget, load_targets
 from medground.icl.universeg import UniverSeg
 
 __all__ = [
@@ -168,14 +168,14 @@ def _fold(spec: str | None, sources: set[str], in_distribution: bool) -> Fold:
     return Fold(",".join(held) if held else str(folder), folder, roles, _design_seen(folder))
 
 
-def _units(task: SegTask) -> list[str]:
+def _units(task: SegTarget) -> list[str]:
     """Patient key of every example; an unknown patient makes each image its own unit."""
     if task.patients_known:
         return [str(c) for c in task.cases]
     return [f"image:{i}" for i in task.ids]
 
 
-def qualifies(task: SegTask, k: int, min_patients: int = 0) -> tuple[bool, str]:
+def qualifies(task: SegTarget, k: int, min_patients: int = 0) -> tuple[bool, str]:
     """Whether every patient of the task can be a query with k supports from other patients (and the
     task has at least ``min_patients`` known patients)."""
     counts: dict[str, int] = defaultdict(int)
@@ -194,7 +194,7 @@ def qualifies(task: SegTask, k: int, min_patients: int = 0) -> tuple[bool, str]:
     )
 
 
-def draw_plan(task: SegTask, draws: int, queries: int, seed: int) -> list[tuple[list[int], list[int], str]]:
+def draw_plan(task: SegTarget, draws: int, queries: int, seed: int) -> list[tuple[list[int], list[int], str]]:
     """[(query indices, support order, query patient)] for each draw; supports at k = order[:k].
 
     The query patient of draw d is the d-th of a seeded random order of patients (cycling); its
@@ -218,7 +218,7 @@ def draw_plan(task: SegTask, draws: int, queries: int, seed: int) -> list[tuple[
 
 @torch.no_grad()
 def _predict(
-    method: str, models: dict, task: SegTask, sup: list[int], qry: list[int], text_vec, seed: int
+    method: str, models: dict, task: SegTarget, sup: list[int], qry: list[int], text_vec, seed: int
 ) -> tuple[torch.Tensor, bool | None]:
     """Probabilities (Q, 1, S, S) of one method for queries ``qry`` given support indices ``sup``, and
     for a "+text" method whether the text was used (the model's text rule may drop it; else None)."""
@@ -253,7 +253,7 @@ def _at_query_size(prob: torch.Tensor, height: int, width: int) -> np.ndarray:
     return resize_back(logit, height, width) >= 0.5
 
 
-def _eval_task(task: SegTask, models: dict, cfg: EvalConfig, text_vec, base: dict, rows: list[dict]) -> None:
+def _eval_task(task: SegTarget, models: dict, cfg: EvalConfig, text_vec, base: dict, rows: list[dict]) -> None:
     assert task.full_masks is not None
     for draw, (qry, order, patient) in enumerate(draw_plan(task, cfg.draws, cfg.queries, cfg.seed)):
         for k in cfg.ks:
@@ -404,7 +404,7 @@ def evaluate(cfg: EvalConfig, text_encoder=None) -> Path:
             )
         size = model.config.size
         if size not in loaded_by_size:
-            loaded = load_segtasks(cfg.data, size, min_examples=2, keep_full=True)
+            loaded = load_targets(cfg.data, size, min_examples=2, keep_full=True)
             print(loaded.summary())
             skipped += [s.as_dict() for s in loaded.skipped]
             loaded_by_size[size] = loaded

@@ -232,7 +232,7 @@ class InContextSegmenter:
         for start in range(0, len(arrays), self.batch_size):
             chunk = arrays[start : start + self.batch_size]
             batch = torch.stack([prepare_image(a, self.size, "query") for a in chunk])[None]
-            logits = self.model.segment(batch, ctx)[0, :, 0]  # (Q, S, S)
+            logits = self.model.segment(batch, ctx)[0, :, 0]  # (Q, S, S) logits; resize_back applies the sigmoid
             out.extend(resize_back(lg, a.shape[0], a.shape[1]) for lg, a in zip(logits, chunk, strict=True))
         return out
 

@@ -22,7 +22,7 @@ from medground.icl.augment import AugmentConfig
 from medground.icl.episodes import Batch, EpisodeConfig, sample_batch, step_generator
 from medground.icl.model import PoolSeg, PoolSegConfig
 from medground.icl.segmenter import save_pretrained
-from medground.icl.segtasks import SegTask, Skip, load_segtasks, split_held_out
+from medground.icl.targets import SegTarget, Skip, load_targets, split_held_out
 from medground.icl.solver import RidgeSeg, RidgeSegConfig
 from medground.icl.universeg import UniverSeg, UniverSegConfig
 
@@ -92,7 +92,7 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + (1 - dice).mean()
 
 
-def data_fingerprint(paths: list[str], tasks: list[SegTask]) -> str:
+def data_fingerprint(paths: list[str], tasks: list[SegTarget]) -> str:
     """sha256 over each input's manifest.json / pairs.csv bytes and the task list."""
     digest = hashlib.sha256()
     for path in sorted(map(Path, paths)):
@@ -149,7 +149,7 @@ def _plot_losses(losses: list[list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def _text_table(tasks: list[SegTask], text_encoder) -> dict[str, torch.Tensor]:
+def _text_table(tasks: list[SegTarget], text_encoder) -> dict[str, torch.Tensor]:
     texts = sorted({t.text for t in tasks if t.text})
     if not texts or text_encoder is None:
         return {}
@@ -185,13 +185,13 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, sched, batch: Batch, dev
 
 
 def _training_tasks(
-    cfg: TrainConfig, text_encoder, tasks: list[SegTask] | None
-) -> tuple[list[SegTask], dict[str, torch.Tensor], list[Skip]]:
+    cfg: TrainConfig, text_encoder, tasks: list[SegTarget] | None
+) -> tuple[list[SegTarget], dict[str, torch.Tensor], list[Skip]]:
     """The tasks not held out (held-out names expand to their domain groups), their text embeddings
     (not for UniverSeg, which takes no text) and what loading skipped (printed, saved in meta.json)."""
     skipped: list[Skip] = []
     if tasks is None:
-        loaded = load_segtasks(cfg.data, cfg.size)
+        loaded = load_targets(cfg.data, cfg.size)
         tasks, skipped = loaded.tasks, loaded.skipped
         print(loaded.summary())
     train_tasks, _ = split_held_out(tasks, cfg.held_out)
@@ -208,7 +208,7 @@ def train(
     cfg: TrainConfig,
     resume: bool = True,
     text_encoder=None,
-    tasks: list[SegTask] | None = None,
+    tasks: list[SegTarget] | None = None,
     progress: bool = True,
     stop_at: int | None = None,
 ) -> Path:
@@ -257,7 +257,7 @@ def _finish(
     model: nn.Module,
     out: Path,
     losses: list,
-    tasks: list[SegTask],
+    tasks: list[SegTarget],
     skipped: list[Skip],
     seconds: float,
 ) -> None:

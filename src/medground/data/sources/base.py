@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from medground.data.modalities import is_known_modality, normalise_modality
+from medground.modalities import is_known_modality, normalise_modality
 from medground.types import Rejected, Sample
 
 __all__ = [

@@ -38,7 +38,7 @@ from typing import ClassVar
 
 import ijson
 
-from medground.data.modalities import modality_from_sa_med2d_name, plane_from_sa_med2d_name
+from medground.modalities import modality_from_sa_med2d_name, plane_from_sa_med2d_name
 from medground.data.sources.base import (
     NEARBY_SLICES,
     Item,

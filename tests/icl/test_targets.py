@@ -12,12 +12,12 @@ from PIL import Image
 
 from medground.icl.augment import AugmentConfig, augment_examples, augment_task
 from medground.icl.episodes import EpisodeConfig, sample_batch, step_generator
-from medground.icl.segtasks import load_segtasks, segtasks_from_source, split_held_out
+from medground.icl.targets import load_targets, targets_from_source, split_held_out
 from medground.icl.synthetic import synthetic_episode
 
 
 def test_engine_regions_become_tasks_with_instances_united(engine_dir: Path) -> None:
-    tasks = {t.name: t for t in load_segtasks([engine_dir], size=24).tasks}
+    tasks = {t.name: t for t in load_targets([engine_dir], size=24).tasks}
     assert sorted(tasks) == ["demo/hip_left", "demo/liver"]
     hip = tasks["demo/hip_left"]
     assert len(hip) == 3 and len(tasks["demo/liver"]) == 2
@@ -43,22 +43,22 @@ def test_pairs_csv_reader_unites_instance_maps(tmp_path: Path) -> None:
     )
     (ds / "labels.json").write_text('{"0": "background", "1..N": "nucleus instance id"}')
     (ds / "meta.json").write_text('{"modality": "histopathology"}')
-    (task,) = segtasks_from_source(ds, size=16).tasks
+    (task,) = targets_from_source(ds, size=16).tasks
     assert task.name == "cells_histo/cell_nuclei" and task.text == "cell nuclei"
     assert float(task.masks.sum()) == pytest.approx(9 + 12)
 
 
 def test_unknown_held_out_source_lists_known(engine_dir: Path) -> None:
-    tasks = load_segtasks([engine_dir], size=32).tasks
+    tasks = load_targets([engine_dir], size=32).tasks
     with pytest.raises(ValueError, match=r"known sources: \['demo'\]"):
         split_held_out(tasks, ["nope"])
     train, held = split_held_out(tasks, ["demo"])
     assert train == [] and len(held) == 2
 
 
-def test_load_segtasks_rejects_unknown_layout(tmp_path: Path) -> None:
+def test_load_targets_rejects_unknown_layout(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="pairs.csv"):
-        load_segtasks([tmp_path], size=32)
+        load_targets([tmp_path], size=32)
 
 
 def test_task_augmentation_moves_image_and_mask_together() -> None:
@@ -91,7 +91,7 @@ def test_synthetic_tasks_have_non_empty_masks_and_are_seeded() -> None:
 
 
 def test_batches_have_the_drawn_shapes(engine_dir: Path) -> None:
-    tasks = load_segtasks([engine_dir], size=32).tasks
+    tasks = load_targets([engine_dir], size=32).tasks
     table = {"left hip": torch.ones(384)}
     cfg = EpisodeConfig(episodes=3, queries=2, max_k=4, p_text_only=0.5)
     seen_k = set()
@@ -107,10 +107,10 @@ def test_batches_have_the_drawn_shapes(engine_dir: Path) -> None:
 
 def test_episodes_pick_a_source_first() -> None:
     from medground.icl.episodes import _pick_task
-    from medground.icl.segtasks import SegTask
+    from medground.icl.targets import SegTarget
 
-    def task(source: str, key: str) -> SegTask:
-        return SegTask(source, key, key, torch.zeros(1, 3, 8, 8), torch.ones(1, 1, 8, 8), ["x"])
+    def task(source: str, key: str) -> SegTarget:
+        return SegTarget(source, key, key, torch.zeros(1, 3, 8, 8), torch.ones(1, 1, 8, 8), ["x"])
 
     pool = [task("many", f"s{i}") for i in range(20)] + [task("one", "only")]
     gen = torch.Generator().manual_seed(0)
@@ -119,10 +119,10 @@ def test_episodes_pick_a_source_first() -> None:
 
 
 def test_holding_out_one_fundus_vessel_set_holds_out_the_other() -> None:
-    from medground.icl.segtasks import SegTask
+    from medground.icl.targets import SegTarget
 
-    def task(source: str) -> SegTask:
-        return SegTask(source, "v", "v", torch.zeros(1, 3, 8, 8), torch.ones(1, 1, 8, 8), ["x"])
+    def task(source: str) -> SegTarget:
+        return SegTarget(source, "v", "v", torch.zeros(1, 3, 8, 8), torch.ones(1, 1, 8, 8), ["x"])
 
     tasks = [task("drive_fundus"), task("fives_fundus_vessels"), task("hc18_fetal_ultrasound")]
     train, held = split_held_out(tasks, ["drive_fundus"])
@@ -149,7 +149,7 @@ def test_skipped_images_and_tasks_are_listed_with_reasons(tmp_path: Path) -> Non
     (ds / "pairs.csv").write_text("\n".join(rows) + "\n")
     (ds / "labels.json").write_text('{"0": "background", "255": "structure"}')
     (ds / "meta.json").write_text('{"modality": "ct", "cases": "image"}')
-    loaded = load_segtasks([ds], size=16, min_examples=2)
+    loaded = load_targets([ds], size=16, min_examples=2)
     assert [t.name for t in loaded.tasks] == ["organs/liver"] and len(loaded.tasks[0]) == 3
     reasons = {s.what: s.reason for s in loaded.skipped}
     assert "too few examples: 1 usable image(s), needs 2" in reasons["organs/spleen"]

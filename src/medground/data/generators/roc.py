@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from medground.data.tasks.base import (
+from medground.data.generators.base import (
     TaskState,
     Turn,
     fill,

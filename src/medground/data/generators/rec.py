@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from medground.data.tasks.base import (
+from medground.data.generators.base import (
     TaskState,
     Turn,
     choose_structure,

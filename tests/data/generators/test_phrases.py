@@ -1,7 +1,7 @@
 import string
 
-from medground.data.tasks import load_phrases
-from medground.data.tasks.base import fill, name_words
+from medground.data.generators import load_phrases
+from medground.data.generators.base import fill, name_words
 
 ALLOWED = {
     "name",

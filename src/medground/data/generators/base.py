@@ -87,8 +87,8 @@ class TaskState:
 
 @lru_cache(maxsize=1)
 def load_phrases() -> dict:
-    """The phrasing bank shipped as ``medground/data/tasks/phrases.json``."""
-    text = resources.files("medground.data.tasks").joinpath("phrases.json").read_text(encoding="utf-8")
+    """The phrasing bank shipped as ``medground/data/generators/phrases.json``."""
+    text = resources.files("medground.data.generators").joinpath("phrases.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

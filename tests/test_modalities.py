@@ -1,6 +1,6 @@
 import pytest
 
-from medground.data.modalities import (
+from medground.modalities import (
     BIRD_FILE_PREFIX,
     DISPLAY_NAMES,
     MEDGRIT_MODALITIES,

@@ -1,16 +1,17 @@
-"""Segmentation tasks for in-context learning: one task = one structure of one dataset.
+"""Segmentation targets for in-context learning: one target = one structure of one dataset.
 
-(The word "task" alone means a conversation task of the data engine; here it is always a
-segmentation task, :class:`SegTask`.) Two readers build the same task list, already resized to the
-working size S:
-- :func:`segtasks_from_engine` reads a data-engine output folder (``records/*.jsonl`` + ``images/`` +
+("Task" means a conversation task of the data engine, :mod:`medground.tasks`; what the in-context
+segmenter learns and is scored on is a segmentation target, :class:`SegTarget`. Result rows keep
+their ``task`` column name for compatibility with the committed reports.) Two readers build the same
+target list, already resized to the working size S:
+- :func:`targets_from_engine` reads a data-engine output folder (``records/*.jsonl`` + ``images/`` +
   ``masks/`` PNGs or COCO RLE in the records, read by :func:`medground.io.region_mask`): regions are grouped by (source, key) and the instances of a key are united per image;
-- :func:`segtasks_from_source` reads a dataset in any layout the data engine reads (the kinds of
+- :func:`targets_from_source` reads a dataset in any layout the data engine reads (the kinds of
   ``medground.data.sources.REGISTRY``) through the engine's own sources, so the
   model never parses a dataset layout itself; masks are foreground where value > 0 (instances united).
 
 Nothing is dropped silently: every rejected item, empty mask and too-small task is listed in
-:attr:`SegTaskSet.skipped` with its reason. Each example keeps its patient key (``None`` when the
+:attr:`SegTargetSet.skipped` with its reason. Each example keeps its patient key (``None`` when the
 dataset does not say which patient an image shows), so evaluation can keep supports and queries
 apart by patient.
 """
@@ -34,18 +35,18 @@ from medground.names import clean_name, icl_key
 from medground.types import Rejected, Sample
 
 __all__ = [
-    "SegTask",
-    "SegTaskSet",
+    "SegTarget",
+    "SegTargetSet",
     "Skip",
-    "load_segtasks",
-    "segtasks_from_engine",
-    "segtasks_from_source",
+    "load_targets",
+    "targets_from_engine",
+    "targets_from_source",
     "split_held_out",
 ]
 
 
 @dataclass
-class SegTask:
+class SegTarget:
     """All examples of one structure of one source at the working size.
 
     images: (n, 3, S, S) float32 in [0, 1]; masks: (n, 1, S, S) float32 in [0, 1]; ``text`` is the
@@ -92,13 +93,13 @@ class Skip:
 
 
 @dataclass
-class SegTaskSet:
-    """Loaded tasks plus everything that was skipped on the way."""
+class SegTargetSet:
+    """Loaded targets plus everything that was skipped on the way."""
 
-    tasks: list[SegTask] = field(default_factory=list)
+    tasks: list[SegTarget] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
 
-    def __iadd__(self, other: SegTaskSet) -> SegTaskSet:
+    def __iadd__(self, other: SegTargetSet) -> SegTargetSet:
         self.tasks += other.tasks
         self.skipped += other.skipped
         return self
@@ -127,10 +128,10 @@ def _build(
     min_examples: int,
     keep_full: bool,
     image_of: Callable[[str], np.ndarray] = read_image,
-) -> SegTaskSet:
+) -> SegTargetSet:
     """groups[(source, key)][image id] = example -> tasks with instances united per image;
     ``image_of`` gives the image of an id (default: the id is a file path)."""
-    out = SegTaskSet()
+    out = SegTargetSet()
     for (source, key), per_image in sorted(groups.items()):
         name = f"{source}/{key}"
         images, masks, ids, cases, full = [], [], [], [], []
@@ -150,7 +151,7 @@ def _build(
             )
             continue
         out.tasks.append(
-            SegTask(
+            SegTarget(
                 source,
                 key,
                 names[(source, key)],
@@ -164,9 +165,9 @@ def _build(
     return out
 
 
-def segtasks_from_engine(
+def targets_from_engine(
     folder: Path, size: int, min_examples: int = 1, keep_full: bool = False
-) -> SegTaskSet:
+) -> SegTargetSet:
     """Tasks from a data-engine output folder (records/*.jsonl, images/, masks/ or RLE); a record's
     ``case`` (null = unknown) is the patient key."""
     folder = Path(folder)
@@ -195,9 +196,9 @@ def segtasks_from_engine(
     return _build(groups, names, size, min_examples, keep_full)
 
 
-def segtasks_from_source(
+def targets_from_source(
     spec: str | Path, size: int, min_examples: int = 1, keep_full: bool = False
-) -> SegTaskSet:
+) -> SegTargetSet:
     """Tasks from one dataset (``PATH`` or ``KIND:PATH``) read by the data engine's sources; a
     structure's key drops parenthesised notes ("cell nuclei (instance label map)" -> cell_nuclei).
     The sample's ``case`` is the patient key (None or "" = unknown)."""
@@ -229,13 +230,13 @@ def _rejected(entry: Rejected) -> Skip:
     return Skip(entry.input, f"rejected by the {entry.source or 'data'} source: {entry.reason}")
 
 
-def _segtasks_from_folder_of_datasets(
+def _targets_from_folder_of_datasets(
     path: Path, size: int, min_examples: int, keep_full: bool, reason: str
-) -> SegTaskSet:
-    out, found = SegTaskSet(), False
+) -> SegTargetSet:
+    out, found = SegTargetSet(), False
     for sub in sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []:
         try:
-            out += segtasks_from_source(sub, size, min_examples, keep_full)
+            out += targets_from_source(sub, size, min_examples, keep_full)
             found = True
         except SourceError as error:
             out.skipped.append(Skip(str(sub), f"not a dataset the data engine reads: {error}"))
@@ -247,26 +248,26 @@ def _segtasks_from_folder_of_datasets(
     return out
 
 
-def load_segtasks(
+def load_targets(
     paths: Iterable[Path | str], size: int, min_examples: int = 1, keep_full: bool = False
-) -> SegTaskSet:
+) -> SegTargetSet:
     """Tasks from any mix of data-engine folders, datasets the data engine reads, or parents of those.
 
     ``keep_full`` keeps every example's mask at its own resolution (evaluation scores there).
     """
-    out = SegTaskSet()
+    out = SegTargetSet()
     for path in map(Path, paths):
         if (path / "records").is_dir():
-            out += segtasks_from_engine(path, size, min_examples, keep_full)
+            out += targets_from_engine(path, size, min_examples, keep_full)
             continue
         try:
-            out += segtasks_from_source(path, size, min_examples, keep_full)
+            out += targets_from_source(path, size, min_examples, keep_full)
         except SourceError as error:
-            out += _segtasks_from_folder_of_datasets(path, size, min_examples, keep_full, str(error))
+            out += _targets_from_folder_of_datasets(path, size, min_examples, keep_full, str(error))
     return out
 
 
-def split_held_out(tasks: list[SegTask], held_out: Iterable[str]) -> tuple[list[SegTask], list[SegTask]]:
+def split_held_out(tasks: list[SegTarget], held_out: Iterable[str]) -> tuple[list[SegTarget], list[SegTarget]]:
     """(train, held-out) tasks: a task is held out when its source, or a member of its domain group
     (:mod:`medground.icl.protocol`), is named in ``held_out``; an unknown name is an error."""
     held = expand_held_out(held_out, {t.source for t in tasks})

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from medground.data.tasks.base import ImageContext, TaskConfig, TaskState, Turn
+from medground.data.generators.base import ImageContext, TaskConfig, TaskState, Turn
 from medground.grounding import Dialect
 from medground.tasks import TASKS, load, task_spec
 from medground.types import Region

@@ -13,7 +13,7 @@ import random
 
 from medground.data.knowledge import describe
 from medground.data.regions import relation_phrase
-from medground.data.tasks.base import (
+from medground.data.generators.base import (
     TaskState,
     Turn,
     fill,

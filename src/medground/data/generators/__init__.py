@@ -5,12 +5,12 @@ What each task is (its generator, whether it boxes its regions, its evaluation) 
 only from the dialect.
 """
 
-from medground.data.tasks.base import ImageContext, TaskConfig, TaskState, Turn, load_phrases
-from medground.data.tasks.conversation import get_task, make_conversation, plan_tasks
-from medground.data.tasks.mia import mia_turn
-from medground.data.tasks.rec import negative_turn, rec_turn
-from medground.data.tasks.reg import reg_turn
-from medground.data.tasks.roc import roc_turn
+from medground.data.generators.base import ImageContext, TaskConfig, TaskState, Turn, load_phrases
+from medground.data.generators.conversation import get_task, make_conversation, plan_tasks
+from medground.data.generators.mia import mia_turn
+from medground.data.generators.rec import negative_turn, rec_turn
+from medground.data.generators.reg import reg_turn
+from medground.data.generators.roc import roc_turn
 
 __all__ = [
     "ImageContext",

@@ -4,7 +4,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from medground.data.tasks import (
+from medground.data.generators import (
     ImageContext,
     TaskConfig,
     TaskState,
