@@ -153,3 +153,73 @@ def test_pad_shifts_boxes_and_image_by_the_border(dataset):
     # padded image 80 x 50; liver moves to [16, 10, 40, 30): x floor(16*1000/80) = 200, last x 39 -> 487;
     # y floor(10*1000/50) = 200, last y 29 -> 580.
     assert "<|box_start|>(200,200),(487,580)<|box_end|>" in turns[0].answer
+
+
+def _positions_record(second_position: str) -> dict:
+    """90 x 60 image: liver [30, 0, 60, 20) (centre (45, 10): upper third, central third) with a REG turn
+    and a REC turn, plus a second region [0, 40, 20, 60) whose phrase tells the display."""
+    liver, other = Box(30, 0, 60, 20), Box(0, 40, 20, 60)
+    return {
+        "id": "pos#0",
+        "width": 90,
+        "height": 60,
+        "dialect": "qwen-vl",
+        "conversations": [
+            {"from": "human", "value": f"<image>\nDescribe {QWEN_VL.box(liver, 90, 60)} and its position."},
+            {"from": "gpt", "value": "This is the liver, in the upper central part of the image."},
+            {"from": "human", "value": "Where is the liver?"},
+            {
+                "from": "gpt",
+                "value": f"The {QWEN_VL.ground('liver', [liver], 90, 60)} is in the upper central part of the image.",
+            },
+            {"from": "human", "value": f"What is at {QWEN_VL.box(other, 90, 60)}?"},
+            {"from": "gpt", "value": "It is the spleen."},
+        ],
+        "turns": [
+            {"task": "reg", "structure": "liver", "regions": [0]},
+            {"task": "rec", "structure": "liver", "regions": [0]},
+            {"task": "roc", "structure": "spleen", "regions": [1]},
+        ],
+        "regions": [
+            {"name": "liver", "box": liver.as_list(), "position": "in the upper central part of the image"},
+            {"name": "spleen", "box": other.as_list(), "position": second_position},
+        ],
+    }
+
+
+def test_position_phrases_follow_crop_and_pad_by_hand():
+    radiological = "in the lower left part of the image (the patient's right side in radiological view)"
+    record = _positions_record(radiological)
+    # crop [30, 0, 90, 60) (60 x 60): liver -> [0, 0, 30, 20), centre (15, 10): x third int(3*15/60) = 0
+    # left, y third int(3*10/60) = 0 upper; the record is radiological (the spleen's phrase names a side).
+    turns = record_turns(record, QWEN_VL, Box(30, 0, 90, 60))
+    left = "in the upper left part of the image (the patient's right side in radiological view)"
+    assert turns[0].answer == f"This is the liver, {left}."
+    assert turns[1].answer.endswith(f"is {left}.")
+    assert turns[2].answer == "It is the spleen."
+    # then a 60-pixel border on the left (120 x 60): liver -> [60, 0, 90, 20), centre (75, 10):
+    # x third int(3*75/120) = 1 central, so the phrase is the original one again, without a side.
+    turns = record_turns(record, QWEN_VL, Box(30, 0, 90, 60), (60, 0, 0, 0))
+    assert turns[0].answer == "This is the liver, in the upper central part of the image."
+    # a non-radiological display (a side-less phrase off the central column): no patient side.
+    turns = record_turns(
+        _positions_record("in the lower left part of the image"), QWEN_VL, Box(30, 0, 90, 60)
+    )
+    assert turns[0].answer == "This is the liver, in the upper left part of the image."
+    # unframed: the text as built.
+    assert (
+        record_turns(record, QWEN_VL)[0].answer
+        == "This is the liver, in the upper central part of the image."
+    )
+
+
+def test_turn_with_undecidable_position_is_dropped():
+    # every phrase central: the display is unknown, so the liver's new phrase (left, side or not) cannot be
+    # written; its REG and REC turns go, the ROC turn (no position) stays.
+    record = _positions_record("in the lower central part of the image")
+    turns = record_turns(record, QWEN_VL, Box(30, 0, 90, 60))
+    assert [t.task for t in turns] == ["roc"]
+    # a pad that keeps the liver in the central column keeps both position turns.
+    turns = record_turns(record, QWEN_VL, None, (10, 0, 10, 0))
+    assert [t.task for t in turns] == ["reg", "rec", "roc"]
+    assert turns[0].answer == "This is the liver, in the upper central part of the image."
