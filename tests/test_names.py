@@ -16,6 +16,7 @@ from medground.names import (
     mention_words,
     name_key,
     ordinal,
+    plural,
     singular,
     the_name,
 )
@@ -273,6 +274,38 @@ def test_singular_and_is_plural_read_one_table(word, expected):
     assert is_plural(word) is plural
     assert is_plural(f"left {word}") is plural  # the last word decides
     assert canonical_name(word) == one
+
+
+# singular name -> plural, by hand from an English dictionary
+PLURALS = {
+    "cell nucleus": "cell nuclei",
+    "left kidney": "left kidneys",
+    "T9 vertebra": "T9 vertebrae",
+    "artery": "arteries",
+    "airway": "airways",  # a vowel before y: just s
+    "sinus": "sinuses",
+    "lens": "lenses",
+    "thyroid nodule": "thyroid nodules",
+    "right 9th rib": "right 9th ribs",
+    "left lower lobe of the lung": "left lower lobes of the lung",  # the head noun, not the last word
+    "Polyp": "Polyps",
+    "metastasis": "metastases",
+    "tooth": "teeth",
+}
+
+
+@pytest.mark.parametrize(("one", "many"), sorted(PLURALS.items()))
+def test_plural_and_singular_read_one_table(one, many):
+    assert plural(one) == many
+    assert is_plural(many)
+    assert plural(many) == many  # already plural: unchanged
+    if " of " not in one:
+        assert canonical_name(many) == canonical_name(one)  # the strict protocol folds them back
+
+
+def test_plural_leaves_plural_names_alone():
+    for name in ("cell nuclei", "dental caries", "both lungs", "retinal vessels", ""):
+        assert plural(name) == name
 
 
 def test_names_as_the_engine_writes_them():

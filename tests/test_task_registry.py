@@ -1,8 +1,11 @@
-"""The task registry: the shipped tasks are complete, and a new task is one generator + one registry line.
+"""The task registry: every registered task is complete, and a new task is one generator + one registry line.
 
-The toy task here ("count": "How many X are there?" -> "3") is registered only for the test (monkeypatch)
-and flows through the data engine (plan, generator, verify_turn, records, manifest) and evaluation
-(rows, strict scorer, api counts, report) without any other list being edited.
+The tests check the registry's structure (every task has a generator and a scorer for each protocol it
+names, names are unambiguous, the default mix is the non-opt-in tasks) rather than its list of names, so
+registering a task changes none of them. The toy task here ("toy-count": "How many X are there?" -> "3")
+is registered only for the test (the ``registries`` fixture of tests/conftest.py restores every registry
+after it) and flows through the data engine (plan, generator, verify_turn, records, manifest) and
+evaluation (rows, strict scorer, api counts, report) without any other list being edited.
 """
 
 from __future__ import annotations
@@ -18,19 +21,21 @@ from typer.testing import CliRunner
 
 from medground.cli import app
 from medground.data.api import build_dataset
-from medground.data.records import RecordConfig, verify_turn
 from medground.data.generators import ImageContext, TaskConfig, TaskState, make_conversation
 from medground.data.generators.base import choose_structure, structure_groups
+from medground.data.records import RecordConfig, verify_turn
 from medground.eval.api import evaluate_predictions
 from medground.eval.report import main_metric, tables
 from medground.eval.rows import PredRow, auto_task, file_task_hint, normalise_task
 from medground.eval.stats import BootstrapConfig, aggregate, safe_div
 from medground.eval.strict import evaluate_strict
 from medground.grounding import get_dialect
-from medground.tasks import PROTOCOLS, TASKS, RowShape, TaskSpec, load, task_names
+from medground.tasks import PROTOCOLS, TASKS, RowShape, TaskSpec, default_tasks, load, task_names
 from medground.types import Box, Region, Turn
+from tests.conftest import REGISTRIES, TOY_PREFIX
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "medground" / "sample" / "medseg"
+ORDER_AT_IMPORT = tuple(TASKS)  # before any test of this file ran
 W, H = 200, 120
 CTX = ImageContext(W, H, "ct", "axial", "abdomen", "demo")
 
@@ -38,16 +43,19 @@ CTX = ImageContext(W, H, "ct", "axial", "abdomen", "demo")
 # ---- the new task: one generator and one scorer (what a contributor would put in data/ and eval/) ----
 
 
+TOY = f"{TOY_PREFIX}count"
+
+
 def count_turn(state: TaskState, rng: random.Random) -> Turn | None:
     """'How many X are there?' -> the number of X's instances; names them, boxes none."""
     groups = structure_groups(state.regions)
-    key = choose_structure(rng, list(groups), "count", state.used)
+    key = choose_structure(rng, list(groups), TOY, state.used)
     if key is None:
         return None
     indices = groups[key]
     name = state.regions[indices[0]].name
-    state.used.add(("count", key))
-    return Turn("count", f"How many {name} regions are there?", str(len(indices)), list(indices), name)
+    state.used.add((TOY, key))
+    return Turn(TOY, f"How many {name} regions are there?", str(len(indices)), list(indices), name)
 
 
 def strict_count(rows: list[PredRow], task: str, config: BootstrapConfig) -> dict:
@@ -59,22 +67,22 @@ def strict_count(rows: list[PredRow], task: str, config: BootstrapConfig) -> dic
 
 
 COUNT = TaskSpec(
-    name="count",
-    eval_name="count",
+    name=TOY,
+    eval_name=TOY,
     summary="'How many X are there?' -> a number",
     generator=f"{__name__}:count_turn",
     boxes=False,
     scorers={"strict": f"{__name__}:strict_count"},
     main_metric={"strict": "accuracy"},
-    aliases=("cnt",),
-    bird_file_tag="CNT",
+    aliases=(f"{TOY_PREFIX}cnt",),
+    bird_file_tag="TOYCNT",
 )
 
 
 @pytest.fixture
-def with_count(monkeypatch):
-    """The one registry line, for this test only."""
-    monkeypatch.setitem(TASKS, "count", COUNT)
+def with_count(registries):
+    """The one registry line, for this test only (restored by the ``registries`` fixture)."""
+    registries.add(TASKS, TOY, COUNT)
 
 
 def region(name: str, box: tuple[int, int, int, int], instance: int = 0) -> Region:
@@ -95,28 +103,65 @@ REGIONS = [
 # ---- the shipped registry ----
 
 
-def test_shipped_tasks_are_complete_and_unambiguous():
-    # the order is the default mix and the planner's draw order: changing it changes every build
-    assert task_names() == ("rec", "roc", "reg", "mia")
-    assert [s.eval_name for s in TASKS.values()] == ["vg", "roc", "rc", "mia"]
+def test_every_task_is_complete_and_unambiguous():
     names = [n for s in TASKS.values() for n in s.names]
     assert len(names) == len(set(names)), "a name or alias denotes two tasks"
+    assert not [n for n in names if n.startswith(TOY_PREFIX)], "a real name could collide with a test's toy"
     for spec in TASKS.values():
-        assert callable(load(spec.generator))
-        assert spec.negative is None or callable(load(spec.negative))
-        assert set(spec.scorers) == set(PROTOCOLS) == set(spec.main_metric)
-        assert all(callable(load(ref)) for ref in spec.scorers.values())
-    # what verify_turn checks: REC/ROC/REG box their regions, MIA holds no box; REC has negatives
-    assert [s.name for s in TASKS.values() if s.boxes] == ["rec", "roc", "reg"]
-    assert [s.name for s in TASKS.values() if s.negative] == ["rec"]
-    assert [s.name for s in TASKS.values() if s.whole_image] == ["mia"]
+        assert callable(load(spec.generator)), spec.name
+        assert spec.negative is None or callable(load(spec.negative)), spec.name
+        # every protocol the task names has a scorer that loads and a headline metric
+        assert spec.scorers and set(spec.scorers) <= set(PROTOCOLS), spec.name
+        assert set(spec.main_metric) == set(spec.scorers), spec.name
+        assert all(callable(load(ref)) for ref in spec.scorers.values()), spec.name
+        assert not (spec.whole_image and spec.boxes), f"{spec.name}: a whole-image task boxes no region"
+        assert spec.negative is None or spec.boxes, f"{spec.name}: a negative is verified by its boxes"
+
+
+def test_the_default_mix_is_the_tasks_not_opt_in_in_registry_order():
+    assert default_tasks() == tuple(n for n in task_names() if TASKS[n].default_mix)
+    assert default_tasks(), "a build needs at least one task by default"
+    assert TaskConfig().tasks == default_tasks()
+    build = CliRunner().invoke(app, ["build", "--help"], env={"COLUMNS": "400"}).output
+    assert f"[default: {','.join(default_tasks())}]" in build
+
+
+def test_an_opt_in_task_changes_no_default(with_count, registries):
+    before = default_tasks()
+    registries.add(
+        TASKS, f"{TOY_PREFIX}opt-in", replace(COUNT, name=f"{TOY_PREFIX}opt-in", default_mix=False)
+    )
+    assert default_tasks() == before and TaskConfig().tasks == before
+    assert f"{TOY_PREFIX}opt-in" in task_names()
+
+
+def test_registries_fixture_restores_order_and_contents(registries):
+    import importlib
+
+    for module, attribute in REGISTRIES:
+        assert hasattr(importlib.import_module(module), attribute), (
+            f"{module}.{attribute} moved: update REGISTRIES"
+        )
+    first = next(iter(TASKS))
+    spec = TASKS.pop(first)
+    TASKS[first] = spec  # moved to the end; the fixture puts it back in front after this test
+    with pytest.raises(ValueError, match="must start with"):
+        registries.add(TASKS, "count2", COUNT)
+    registries.add(TASKS, TOY, COUNT)
+    with pytest.raises(ValueError, match="already registered"):
+        registries.add(TASKS, TOY, COUNT)
+
+
+def test_registries_fixture_restored_the_previous_test():
+    # runs after test_registries_fixture_restores_order_and_contents (pytest keeps file order)
+    assert tuple(TASKS) == ORDER_AT_IMPORT
 
 
 def test_eval_names_aliases_tags_and_metrics_come_from_the_registry():
     expected = {"rec": "vg", "VG": "vg", "ro": "roc", "reg": "rc", "gc": "rc", "MII": "mia", "mia": "mia"}
     assert {k: normalise_task(k, "x") for k in expected} == expected
-    with pytest.raises(ValueError, match=r"rows.jsonl:3: unknown task 'count'"):
-        normalise_task("count", "rows.jsonl:3")
+    with pytest.raises(ValueError, match=r"rows.jsonl:3: unknown task 'toy-unknown'"):
+        normalise_task("toy-unknown", "rows.jsonl:3")
     assert file_task_hint(Path("qwen_MII_ct.jsonl")) == "mia"
     assert file_task_hint(Path("run_GC_x.jsonl")) == "rc"
     assert main_metric("bird", "vg") == "recall@0.5" and main_metric("strict", "vg") == "f1@0.5"
@@ -139,7 +184,8 @@ def test_strict_vg_tables_lead_with_the_registry_main_metric():
 def test_cli_help_lists_the_registry():
     wide = {"COLUMNS": "400"}
     build = " ".join(CliRunner().invoke(app, ["build", "--help"], env=wide).output.split())
-    assert all(f"{s.name}: {s.summary}" in build for s in TASKS.values()) and "rec,roc,reg,mia" in build
+    assert all(f"{s.name}: {s.summary}" in build for s in TASKS.values())
+    assert f"[default: {','.join(default_tasks())}]" in build
     evaluate = CliRunner().invoke(app, ["eval", "--help"], env=wide).output
     assert "vg (= rec) | roc | rc (= reg) | mia | auto" in evaluate
 
@@ -152,37 +198,35 @@ def test_verify_turn_reads_which_tasks_hold_boxes():
     roc = Turn("roc", f"What is at {box}?", "The liver.", [1], "liver")
     assert verify_turn(roc, REGIONS, qwen, W, H) is None
     assert "roc turn boxes" in verify_turn(replace(roc, regions=[0]), REGIONS, qwen, W, H)
-    assert "unknown task(s) 'count'" in verify_turn(Turn("count", "?", "3", [0]), REGIONS, qwen, W, H)
+    unknown = Turn("toy-unknown", "?", "3", [0])
+    assert "unknown task(s) 'toy-unknown'" in verify_turn(unknown, REGIONS, qwen, W, H)
 
 
 # ---- a new task through the engine and eval ----
 
 
 def test_a_registered_task_is_planned_generated_and_verified(with_count):
-    assert TaskConfig().tasks == ("rec", "roc", "reg", "mia", "count")
+    assert TaskConfig().tasks == (*ORDER_AT_IMPORT, TOY)  # default_mix: a new task joins the default mix
     qwen = get_dialect("qwen-vl")
-    turns = make_conversation(CTX, REGIONS, [], qwen, random.Random(0), TaskConfig(tasks=("count",)))
+    turns = make_conversation(CTX, REGIONS, [], qwen, random.Random(0), TaskConfig(tasks=(TOY,)))
     # two structures, each counted once; the answer is the number of its instances, counted here by hand
     assert sorted((t.structure, t.answer, t.regions) for t in turns) == [
         ("kidney", "3", [0, 2, 3]),
         ("liver", "1", [1]),
     ]
     assert all(verify_turn(t, REGIONS, qwen, W, H) is None for t in turns)
-    boxed = Turn("count", f"How many are in {qwen.box(REGIONS[1].box, W, H)}?", "1", [1], "liver")
-    assert verify_turn(boxed, REGIONS, qwen, W, H) == "count turn mentions a box but its task holds none"
+    boxed = Turn(TOY, f"How many are in {qwen.box(REGIONS[1].box, W, H)}?", "1", [1], "liver")
+    assert verify_turn(boxed, REGIONS, qwen, W, H) == f"{TOY} turn mentions a box but its task holds none"
     # mixed with REC: each task asks each of the two structures once, so four slots take all four pairs
-    mixed = make_conversation(CTX, REGIONS, [], qwen, random.Random(3), TaskConfig(tasks=("rec", "count")))
-    assert sorted((t.task, t.structure) for t in mixed) == [
-        ("count", "kidney"),
-        ("count", "liver"),
-        ("rec", "kidney"),
-        ("rec", "liver"),
-    ]
+    mixed = make_conversation(CTX, REGIONS, [], qwen, random.Random(3), TaskConfig(tasks=("rec", TOY)))
+    assert sorted((t.task, t.structure) for t in mixed) == sorted(
+        [(TOY, "kidney"), (TOY, "liver"), ("rec", "kidney"), ("rec", "liver")]
+    )
     assert all(verify_turn(t, REGIONS, qwen, W, H) is None for t in mixed)
 
 
 def test_a_registered_task_flows_through_build_and_strict_eval(with_count, tmp_path):
-    config = RecordConfig(seed=0, tasks=TaskConfig(tasks=("count",), max_turns=2))
+    config = RecordConfig(seed=0, tasks=TaskConfig(tasks=(TOY,), max_turns=2))
     manifest = build_dataset([SAMPLE / "covid19_medseg_ct"], tmp_path / "build", config, report=False)
     records = [
         json.loads(line)
@@ -190,8 +234,8 @@ def test_a_registered_task_flows_through_build_and_strict_eval(with_count, tmp_p
         for line in shard.read_text().splitlines()
     ]
     turns = [(r, i, t) for r in records for i, t in enumerate(r["turns"])]
-    assert turns and all(t["task"] == "count" for _, _, t in turns)
-    assert manifest["counts"]["tasks"] == {"count": len(turns)}
+    assert turns and all(t["task"] == TOY for _, _, t in turns)
+    assert manifest["counts"]["tasks"] == {TOY: len(turns)}
     for record, i, turn in turns:
         # the answer counts the record's regions of that name (read from the record, not the generator)
         answer = record["conversations"][2 * i + 1]["value"]
@@ -212,22 +256,21 @@ def test_a_registered_task_flows_through_build_and_strict_eval(with_count, tmp_p
     result = evaluate_predictions(
         predictions, protocol="strict", out=tmp_path / "report", bootstrap=BootstrapConfig(replicates=0)
     )
-    assert result["rows_per_task"]["count"] == len(turns)
-    assert result["tasks"]["count"]["micro"]["accuracy"] == pytest.approx(expected_correct / len(turns))
-    assert "strict / count" in (tmp_path / "report" / "report.md").read_text()
-    assert main_metric("strict", "count") == "accuracy"
-    with pytest.raises(ValueError, match=r"\['count'\] have no scorer in the bird protocol"):
+    assert result["rows_per_task"][TOY] == len(turns)
+    assert result["tasks"][TOY]["micro"]["accuracy"] == pytest.approx(expected_correct / len(turns))
+    assert f"strict / {TOY}" in (tmp_path / "report" / "report.md").read_text()
+    assert main_metric("strict", TOY) == "accuracy"
+    with pytest.raises(ValueError, match=rf"\['{TOY}'\] have no scorer in the bird protocol"):
         evaluate_predictions(predictions, protocol="bird")
-    assert normalise_task("CNT", "x") == "count"
+    assert normalise_task("TOY-CNT", "x") == TOY
 
 
-def test_auto_detection_tries_shapes_in_registry_order(with_count, monkeypatch):
-    # a shape-less task is never guessed; with a shape placed before MIA it is
+def test_auto_detection_tries_shapes_in_registry_order(with_count):
+    # a shape-less task is never guessed; with a shape placed before MIA it is (the registries fixture
+    # behind with_count puts TASKS back in its order after this test)
     assert auto_task("How many kidneys are there?", "3") == "mia"
-    mia = TASKS["mia"]
-    monkeypatch.setitem(TASKS, "count", replace(COUNT, shape=RowShape(False, answer_box=False, max_words=1)))
-    monkeypatch.delitem(TASKS, "mia")
-    monkeypatch.setitem(TASKS, "mia", mia)  # now after count
-    assert list(TASKS) == ["rec", "roc", "reg", "count", "mia"]
-    assert auto_task("How many kidneys are there?", "3") == "count"
+    TASKS[TOY] = replace(COUNT, shape=RowShape(False, answer_box=False, max_words=1))
+    TASKS["mia"] = TASKS.pop("mia")  # now after the toy
+    assert list(TASKS)[-2:] == [TOY, "mia"]
+    assert auto_task("How many kidneys are there?", "3") == TOY
     assert auto_task("Analyse this image.", "A CT scan of the abdomen.") == "mia"

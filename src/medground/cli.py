@@ -18,7 +18,7 @@ from medground.eval.command import eval_command
 from medground.grounding import DIALECTS
 from medground.icl.commands import icl_eval_command, icl_train_command, segment_command
 from medground.mllm.commands import ask_command, predict_command, train_command
-from medground.tasks import TASKS
+from medground.tasks import TASKS, default_tasks
 
 app = typer.Typer(
     name="medground",
@@ -99,10 +99,12 @@ def build(
         str,
         typer.Option(
             help="Comma-separated tasks mixed in each conversation: "
-            + "; ".join(f"{s.name}: {s.summary}" for s in TASKS.values())
+            + "; ".join(
+                f"{s.name}: {s.summary}{'' if s.default_mix else ' (opt-in)'}" for s in TASKS.values()
+            )
             + "."
         ),
-    ] = ",".join(TASKS),
+    ] = ",".join(default_tasks()),
     negative_rate: Annotated[
         float, typer.Option(help="Share of REC turns that ask about an absent structure.")
     ] = 0.15,
@@ -147,10 +149,10 @@ def build(
 ) -> None:
     """Turn segmentation collections into refer-and-ground conversation records."""
     from medground.data.api import build_dataset
+    from medground.data.generators import TaskConfig
     from medground.data.records import RecordConfig
     from medground.data.regions import RegionConfig
     from medground.data.sources import VolumeOptions
-    from medground.data.generators import TaskConfig
 
     if out is None and not plan_only:
         fail("--out is required (or pass --plan-only)")

@@ -8,8 +8,9 @@ Four things live here, each once:
   punctuation dropped, side words first, a leading "the" dropped). ``name_key`` keys a dataset name
   after :func:`clean_name` (knowledge table, negatives); ``canonical_name`` keys free text as a model
   writes it (strict protocol) and folds plurals, so "Kidneys" and "kidney" are one class.
-- :func:`singular` and :func:`is_plural`: one plural table (irregular plurals, plural-only words,
-  singular words ending in s) behind both singularising a word and verb agreement of a name.
+- :func:`singular`, :func:`plural` and :func:`is_plural`: one plural table (irregular plurals,
+  plural-only words, singular words ending in s) behind singularising a word, pluralising a name and
+  verb agreement of a name.
 - :data:`SYNONYM_GROUPS`: canonical names that denote one class under the strict protocol.
 
 :func:`icl_key` is a compatibility path, not a normaliser to reuse: it reproduces exactly the task keys
@@ -36,6 +37,7 @@ __all__ = [
     "name_key",
     "mention_words",
     "ordinal",
+    "plural",
     "singular",
     "the_name",
 ]
@@ -219,14 +221,51 @@ def singular(word: str) -> str:
     return word
 
 
+_SINGULAR_OF_IRREGULAR = {one: many for many, one in _IRREGULAR_PLURALS.items()}
+
+
+def _plural_word(word: str) -> str:
+    """Plural of one lower-case singular word: the irregular table read backwards, then English suffixes."""
+    if word in _SINGULAR_OF_IRREGULAR:
+        return _SINGULAR_OF_IRREGULAR[word]
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
+def plural(name: str) -> str:
+    """The plural of a structure name, for "How many X?", from the table behind :func:`singular`.
+
+    The head noun changes: the last word ("cell nucleus" -> "cell nuclei", "left kidney" -> "left
+    kidneys", "T9 vertebra" -> "T9 vertebrae", "artery" -> "arteries"), or the word before "of"
+    ("left lower lobe of the lung" -> "left lower lobes of the lung"). A name that is already plural
+    ("cell nuclei", "dental caries", "both lungs") is returned unchanged.
+    """
+    if not name.strip() or is_plural(name):
+        return name
+    words = name.split(" ")
+    at = _head_index(words)
+    many = _plural_word(words[at].lower())
+    words[at] = many[0].upper() + many[1:] if words[at][:1].isupper() else many
+    return " ".join(words)
+
+
 def is_plural(name: str) -> bool:
-    """Whether a name is grammatically plural, for verb agreement: its last word is plural by
-    :func:`singular`'s table ("cell nuclei", "retinal vessels", "dental caries") or it starts with "both"."""
+    """Whether a name is grammatically plural, for verb agreement: its head noun (the last word, or the
+    word before "of") is plural by :func:`singular`'s table ("cell nuclei", "retinal vessels", "dental
+    caries", "lower lobes of the lung") or it starts with "both"."""
     words = name.lower().split()
     if not words:
         return False
-    last = words[-1]
-    return words[0] == "both" or last in _PLURAL_ONLY or singular(last) != last
+    head = words[_head_index(words)]
+    return words[0] == "both" or head in _PLURAL_ONLY or singular(head) != head
+
+
+def _head_index(words: list[str]) -> int:
+    """Index of a name's head noun: the word before the first "of" ("lobes of the lung"), else the last."""
+    return words.index("of") - 1 if "of" in words[1:] else len(words) - 1
 
 
 # ---- comparison keys -----------------------------------------------------------------------------

@@ -17,8 +17,11 @@ generators and scorers are named as ``"module:function"`` strings and resolved l
 * scorer of protocol ``strict``: ``fn(rows, task=eval_name, config=BootstrapConfig) -> dict``.
 
 Adding a task is one generator module (plus its scorer, unless an existing one fits) and one line
-here. The order of :data:`TASKS` is the default task mix of a build and the order the conversation
-planner draws from, so appending keeps existing builds byte-identical; reordering does not.
+here. The tasks whose ``default_mix`` is True, in :data:`TASKS` order, are the default task mix of a
+build (:func:`default_tasks`, read by ``TaskConfig`` and ``build --tasks``); a task added with
+``default_mix=False`` is opt-in (``build --tasks rec,count``) and leaves every default build
+byte-identical. The order of :data:`TASKS` is also the order the conversation planner draws from, so
+append; reordering changes builds.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "TASKS",
     "RowShape",
     "TaskSpec",
+    "default_tasks",
     "eval_spec",
     "eval_specs",
     "load",
@@ -79,6 +83,7 @@ class TaskSpec:
     negative: str | None = None  # "module:function" of its absent-structure form (REC's negatives)
     whole_image: bool = False  # about the whole image: one turn at most, drawn with TaskConfig.mia_rate
     shape: RowShape | None = None  # for guessing the task of unlabelled rows; None: never guessed
+    default_mix: bool = True  # in the default task mix of a build; False: opt-in (named in --tasks)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -144,8 +149,13 @@ TASKS: dict[str, TaskSpec] = {
 
 
 def task_names() -> tuple[str, ...]:
-    """The engine's task names in registry order (the default mix of a build)."""
+    """Every engine task name, in registry order (opt-in tasks included)."""
     return tuple(TASKS)
+
+
+def default_tasks() -> tuple[str, ...]:
+    """The default task mix of a build: the tasks with ``default_mix``, in registry order."""
+    return tuple(name for name, spec in TASKS.items() if spec.default_mix)
 
 
 def unknown_tasks_message(names: list[str], known: tuple[str, ...] | None = None) -> str:

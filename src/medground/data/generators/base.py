@@ -15,7 +15,7 @@ from importlib import resources
 
 from medground.grounding import Dialect
 from medground.names import is_plural, name_key, the_name
-from medground.tasks import TASKS, task_names, unknown_tasks_message
+from medground.tasks import TASKS, default_tasks, task_names, unknown_tasks_message
 from medground.types import Region, Turn
 
 __all__ = [
@@ -36,10 +36,11 @@ __all__ = [
 class TaskConfig:
     """Which tasks a conversation mixes and how (Med-GRIT trains on multi-turn mixed conversations).
 
-    Task names are keys of :data:`medground.tasks.TASKS`; the default is all of them, in its order.
+    Task names are keys of :data:`medground.tasks.TASKS`; the default is its default mix
+    (:func:`medground.tasks.default_tasks`: the tasks that are not opt-in, in registry order).
     """
 
-    tasks: tuple[str, ...] = field(default_factory=task_names)  # which tasks may appear
+    tasks: tuple[str, ...] = field(default_factory=default_tasks)  # which tasks may appear
     max_turns: int = 4  # turns per conversation (fewer when the image offers fewer distinct questions)
     negative_rate: float = 0.15  # share of REC turns (a task with negatives) about an absent structure
     mia_rate: float = 0.5  # chance that a conversation contains one whole-image (MIA) turn
