@@ -51,3 +51,48 @@ def test_pooled_rows_of_two_folds_are_summarised_per_task(tmp_path: Path) -> Non
     assert saved["summaries"]["held-out, patients known"]["m"]["2"]["dice"] == pytest.approx(0.55)
     assert len((tmp_path / "pooled" / "results.jsonl").read_text().splitlines()) == len(rows)
     assert (tmp_path / "pooled" / "report.md").is_file() and (tmp_path / "pooled" / "dice_vs_k.png").is_file()
+
+
+def _equal_within(values: list[float], patients: int = 3) -> list[dict]:
+    """Rows of one method at k = 1: target t has ``patients`` patients, every row of it scoring values[t]."""
+    return [_row("1", f"s{t}/x", f"p{p}", "m", 1, v) for t, v in enumerate(values) for p in range(patients)]
+
+
+def test_interval_resamples_targets_as_well_as_patients() -> None:
+    from medground.icl.evaluate import summarise
+
+    # Two targets scoring 0 and 1 on every row: resampling patients within fixed targets would give
+    # [0.5, 0.5]; drawing 2 targets with replacement gives mean 0 (p = 1/4), 0.5 (1/2) or 1 (1/4), so the
+    # 2.5% and 97.5% points are 0 and 1.
+    s = summarise(_equal_within([0.0, 1.0]), 1000, 0)["m"][1]
+    assert s["dice"] == pytest.approx(0.5) and (s["lo"], s["hi"]) == (0.0, 1.0)
+    # One target: only patients vary; patient 0 scores 0, patient 1 scores 1 (one row each) -> same [0, 1].
+    rows = [_row("1", "a/x", "p0", "m", 1, 0.0), _row("1", "a/x", "p1", "m", 1, 1.0)]
+    s = summarise(rows, 1000, 0)["m"][1]
+    assert (s["lo"], s["hi"]) == (0.0, 1.0)
+
+
+def test_equal_within_targets_gives_the_target_level_bootstrap() -> None:
+    """Patients add nothing when all rows of a target are equal: the interval is the exact bootstrap of the
+    mean of 5 target values, computed by enumerating all 5**5 equally likely draws."""
+    import itertools
+
+    import numpy as np
+
+    from medground.icl.evaluate import summarise
+
+    values = [0.1, 0.3, 0.5, 0.7, 0.9]
+    means = np.sort([np.mean(draw) for draw in itertools.product(values, repeat=5)])
+    exact = (means[int(0.025 * len(means))], means[int(0.975 * len(means))])  # 0.26, 0.74
+    s = summarise(_equal_within(values), 4000, 0)["m"][1]
+    assert s["lo"] == pytest.approx(exact[0], abs=0.02) and s["hi"] == pytest.approx(exact[1], abs=0.02)
+
+
+def test_draws_are_shared_so_differences_are_paired() -> None:
+    from medground.icl.evaluate import summarise
+
+    rows = _equal_within([0.2, 0.5, 0.9])
+    rows += [{**r, "method": "n", "dice": r["dice"] + 0.1} for r in rows]
+    s = summarise(rows, 500, 0)
+    assert s["n"][1]["lo"] == pytest.approx(s["m"][1]["lo"] + 0.1)
+    assert s["n"][1]["hi"] == pytest.approx(s["m"][1]["hi"] + 0.1)

@@ -18,9 +18,10 @@ Protocol (each point is a rule a reader can check in ``results.jsonl``):
   resized bilinearly to the query's own (H, W) (as ``segment`` returns masks) and thresholded at 0.5;
   the truth is the query's full-resolution mask. Edge rules: both empty -> Dice 1, HD95 0; one empty
   -> Dice 0, HD95 = the image diagonal (pixels of the query).
-- **Intervals by patient.** Means are over tasks of the per-task mean over rows; 95% intervals come
-  from a bootstrap that resamples query patients within each task (same resamples for every method and
-  k, so differences are paired).
+- **Intervals over tasks and patients.** Means are over tasks of the per-task mean over rows; 95%
+  intervals come from a hierarchical bootstrap (:mod:`medground.icl.stats`) that resamples the tasks,
+  then the query patients within each drawn task (same resamples for every method and k, so
+  differences are paired).
 - **Baselines must pass a sanity check.** (a) the mean of the support masks, (b) a small U-Net fitted
   on the supports: the report states, per method, whether Dice at the largest k beats Dice at k = 1
   (with its interval). (c) UniverSeg is scored when ``--model`` names a folder that ``icl-train
@@ -50,6 +51,7 @@ from medground.icl.baselines import support_prior, unet_from_scratch
 from medground.icl.preprocess import resize_back
 from medground.icl.protocol import domain_group, expand_held_out, not_trained_on
 from medground.icl.segmenter import load_pretrained
+from medground.icl.stats import Resamples, hierarchical_interval
 from medground.icl.targets import SegTarget, load_targets
 from medground.icl.universeg import UniverSeg
 
@@ -253,7 +255,9 @@ def _at_query_size(prob: torch.Tensor, height: int, width: int) -> np.ndarray:
     return resize_back(logit, height, width) >= 0.5
 
 
-def _eval_task(task: SegTarget, models: dict, cfg: EvalConfig, text_vec, base: dict, rows: list[dict]) -> None:
+def _eval_task(
+    task: SegTarget, models: dict, cfg: EvalConfig, text_vec, base: dict, rows: list[dict]
+) -> None:
     assert task.full_masks is not None
     for draw, (qry, order, patient) in enumerate(draw_plan(task, cfg.draws, cfg.queries, cfg.seed)):
         for k in cfg.ks:
@@ -281,7 +285,9 @@ def _eval_task(task: SegTarget, models: dict, cfg: EvalConfig, text_vec, base: d
 
 def summarise(rows: list[dict], n_boot: int, seed: int) -> dict:
     """summary[method][k] = {dice, lo, hi, hd95, tasks, patients}: mean over tasks of per-task row means,
-    95% interval from resampling each task's query patients (paired across methods and k)."""
+    95% interval from a hierarchical bootstrap (:mod:`medground.icl.stats`): tasks resampled, then each
+    drawn task's query patients; the same resamples for every method and k (paired), except for a
+    method scored on fewer tasks, which gets its own over those."""
     clusters: dict[str, list[str]] = defaultdict(list)
     cells: dict[tuple[str, int, str, str], list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
@@ -289,33 +295,22 @@ def summarise(rows: list[dict], n_boot: int, seed: int) -> dict:
             clusters[r["task"]].append(r["patient"])
         cells[(r["method"], r["k"], r["task"], r["patient"])].append((r["dice"], r["hd95"]))
     tasks = sorted(clusters)
-    rng = np.random.default_rng(seed)
-    weights = {
-        t: np.stack(
-            [
-                np.bincount(rng.integers(0, len(clusters[t]), len(clusters[t])), minlength=len(clusters[t]))
-                for _ in range(n_boot)
-            ]
-        )
-        for t in tasks
-    }
+    shared = Resamples.draw([len(clusters[t]) for t in tasks], n_boot, seed)
     summary: dict = defaultdict(dict)
     for method, k in sorted({(m, k) for m, k, _, _ in cells}):
-        point, boot, hd = [], np.zeros(n_boot), []
         present = [t for t in tasks if (method, k, t, clusters[t][0]) in cells]
-        for t in present:
-            sums = np.array([sum(d for d, _ in cells[(method, k, t, p)]) for p in clusters[t]])
-            sizes = np.array([len(cells[(method, k, t, p)]) for p in clusters[t]])
-            point.append(sums.sum() / sizes.sum())
-            hd.append(np.mean([h for p in clusters[t] for _, h in cells[(method, k, t, p)]]))
-            w = weights[t]
-            boot += (w @ sums) / np.maximum(w @ sizes, 1)
-        boot /= max(len(present), 1)
+        by_task = [[cells[(method, k, t, p)] for p in clusters[t]] for t in present]
+        sums = [np.array([sum(d for d, _ in c) for c in patients]) for patients in by_task]
+        sizes = [np.array([len(c) for c in patients]) for patients in by_task]
+        draws = (
+            shared if len(present) == len(tasks) else Resamples.draw([len(c) for c in by_task], n_boot, seed)
+        )
+        lo, hi = hierarchical_interval(sums, sizes, draws)
         summary[method][k] = {
-            "dice": float(np.mean(point)),
-            "lo": float(np.percentile(boot, 2.5)),
-            "hi": float(np.percentile(boot, 97.5)),
-            "hd95": float(np.mean(hd)),
+            "dice": float(np.mean([s.sum() / n.sum() for s, n in zip(sums, sizes, strict=True)])),
+            "lo": lo,
+            "hi": hi,
+            "hd95": float(np.mean([np.mean([h for c in patients for _, h in c]) for patients in by_task])),
             "tasks": len(present),
             "patients": int(sum(len(clusters[t]) for t in present)),
         }
