@@ -1,11 +1,12 @@
 """Which sources are held out together: domain groups and leave-domain-out folds of the evaluation protocol.
 
-Two datasets of one imaging domain and one structure (DRIVE and FIVES: fundus photographs, retinal
-vessels) are near copies of each other for an in-context model: training on one and "holding out" the
-other measures little. So a fold never separates members of a group: holding out one member holds
-out the whole group, and a model that trained on a member does not count as held out from the others.
-This module is the one place these groups are defined; add a group here when a new collection brings
-near-identical datasets. Names are source names (dataset folder names).
+Two datasets of one imaging domain (one modality, overlapping body regions: DRIVE's vessels and IDRiD's
+optic disc, both colour fundus photographs of the retina) share most of what an in-context model learns
+about images: training on one and "holding out" the other measures little. So a fold never separates
+members of a domain: holding out one member holds out the whole domain, and a model that trained on a
+member does not count as held out from the others. ``SOURCE_DOMAINS`` is the one table, one rule for
+every modality; add a source there when a new collection arrives. Names are source names (dataset
+folder names).
 
 It is also the one place of the leave-domain-out folds (``FOLDS``, ``TRAINING_ONLY``, checked by
 ``check_folds``) that bench/bench_boxseg.py and bench/bench_icl_folds.py hold datasets out by.
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 __all__ = [
     "DOMAIN_GROUPS",
     "FOLDS",
+    "SOURCE_DOMAINS",
     "TRAINING_ONLY",
     "check_folds",
     "domain_group",
@@ -25,14 +27,47 @@ __all__ = [
     "not_trained_on",
 ]
 
-DOMAIN_GROUPS: dict[str, frozenset[str]] = {
-    "fundus vessels": frozenset({"drive_fundus", "fives_fundus_vessels"}),
-    "dermoscopy lesions": frozenset({"ph2_dermoscopy", "isic2016_dermoscopy", "isic2018_dermoscopy"}),
-    "GI endoscopy lesions": frozenset({"kvasir_seg_endoscopy", "edd2020_endoscopy_disease"}),
-    "H&E nuclei": frozenset({"cpm15_nuclei_histopathology", "monuseg_nuclei_histopathology"}),
-    "BraTS2021 case 01646": frozenset({"brats2021_flair_mr", "brats2021_sammed3d_mr"}),
+SOURCE_DOMAINS: dict[str, tuple[str, str]] = {
+    "drive_fundus": ("fundus", "retina"),
+    "fives_fundus_vessels": ("fundus", "retina"),
+    "idrid_fundus_optic_disc": ("fundus", "retina"),
+    "ph2_dermoscopy": ("dermoscopy", "skin"),
+    "isic2016_dermoscopy": ("dermoscopy", "skin"),
+    "isic2018_dermoscopy": ("dermoscopy", "skin"),
+    "kvasir_seg_endoscopy": ("endoscopy", "GI tract"),
+    "edd2020_endoscopy_disease": ("endoscopy", "GI tract"),
+    "cpm15_nuclei_histopathology": ("histopathology", "H&E tissue"),
+    "monuseg_nuclei_histopathology": ("histopathology", "H&E tissue"),
+    "glas_colon_glands_histopathology": ("histopathology", "H&E tissue"),
+    "brats2021_flair_mr": ("mr", "brain"),
+    "brats2021_sammed3d_mr": ("mr", "brain"),
+    "brats2015_deepmedic_mr": ("mr", "brain"),
+    "msd_hippocampus_mr": ("mr", "brain"),
+    "sct_spinalcord_mr": ("mr", "spinal cord"),
+    "covid19_medseg_ct": ("ct", "trunk (chest, abdomen, pelvis)"),
+    "msd_lung_tumour_ct_patches": ("ct", "trunk (chest, abdomen, pelvis)"),
+    "sa_med2d_demo_ct": ("ct", "trunk (chest, abdomen, pelvis)"),
+    "openkbp_headneck_ct": ("ct", "head and neck"),
+    "ddti_thyroid_nodule_ultrasound": ("ultrasound", "neck and limbs"),
+    "usgra_nerve_vessel_ultrasound": ("ultrasound", "neck and limbs"),
+    "hc18_fetal_ultrasound": ("ultrasound", "fetus"),
+    "shenzhen_cxr_lung_xray": ("x-ray", "chest"),
+    "dc1000_dental_xray": ("x-ray", "teeth"),
+    "fuseg_wound_photo": ("photography", "foot"),
 }
-"""Group name -> member sources. The BraTS pair is one patient stored twice (2D slices and the volume)."""
+"""Source -> (modality, body region): the one table domain groups come from. The rule, the same for every
+modality: sources of one modality whose body regions overlap (meta.json ``modality`` and ``body_region``)
+are one domain, whatever structure they label: optic disc and vessels of the retina, polyps and cancer
+of the GI tract, nuclei and glands in H&E tissue, tumour and hippocampus of the brain, lesions and organs
+of the trunk's CT (sa_med2d's AMOS / TotalSegmentator slices cover the chest), thyroid nodules and the
+neck's nerves (usgra's plexus views are of the neck). A source not listed is a domain of its own."""
+
+DOMAIN_GROUPS: dict[str, frozenset[str]] = {
+    f"{modality}, {region}": members
+    for (modality, region) in sorted(set(SOURCE_DOMAINS.values()))
+    if len(members := frozenset(s for s, d in SOURCE_DOMAINS.items() if d == (modality, region))) > 1
+}
+"""Group name ("modality, region") -> member sources, for every domain of SOURCE_DOMAINS with two or more."""
 
 
 def domain_group(source: str) -> frozenset[str]:
@@ -61,26 +96,27 @@ def not_trained_on(sources: Iterable[str], trained: Iterable[str]) -> set[str]:
 
 
 FOLDS: dict[str, tuple[str, ...]] = {
-    "1": ("drive_fundus", "fives_fundus_vessels", "ph2_dermoscopy", "hc18_fetal_ultrasound"),
+    "1": ("drive_fundus", "fives_fundus_vessels", "idrid_fundus_optic_disc", "hc18_fetal_ultrasound"),
     "2": (
         "cpm15_nuclei_histopathology",
         "monuseg_nuclei_histopathology",
-        "kvasir_seg_endoscopy",
-        "edd2020_endoscopy_disease",
-    ),
-    "3": ("brats2021_flair_mr", "covid19_medseg_ct", "fuseg_wound_photo", "dc1000_dental_xray"),
-    "4": (
         "glas_colon_glands_histopathology",
-        "msd_lung_tumour_ct_patches",
-        "idrid_fundus_optic_disc",
-        "msd_hippocampus_mr",
+        "ph2_dermoscopy",
     ),
-    "5": ("sa_med2d_demo_ct", "shenzhen_cxr_lung_xray", "usgra_nerve_vessel_ultrasound"),
+    "3": ("kvasir_seg_endoscopy", "edd2020_endoscopy_disease", "brats2021_flair_mr", "msd_hippocampus_mr"),
+    "4": ("covid19_medseg_ct", "msd_lung_tumour_ct_patches", "sa_med2d_demo_ct", "fuseg_wound_photo"),
+    "5": (
+        "ddti_thyroid_nodule_ultrasound",
+        "usgra_nerve_vessel_ultrasound",
+        "shenzhen_cxr_lung_xray",
+        "dc1000_dental_xray",
+    ),
 }
-"""Leave-domain-out folds over the shared collection (fixed 2026-12-01 before any fold was scored):
-the 18 2D datasets of ``shared/data/medseg`` (the folds bench_boxseg.py used) plus the one volume
-collection with several patients, the 8 hippocampus MR subjects (scored by patient). Fold name ->
-the sources it holds out; a fold's model trains on every other source."""
+"""Leave-domain-out folds over the shared collection, fixed 2026-12-08 with the domain table above (the
+folds of 2026-12-01 split the retina, H&E, brain MR and trunk CT domains over two folds each, so a fold's
+model had trained on the domain it was scored on): the 19 2D datasets of ``shared/data/medseg`` plus the
+8 hippocampus MR subjects (scored by patient), every domain whole in one fold. Fold name -> the sources
+it holds out; a fold's model trains on every other source."""
 
 TRAINING_ONLY: frozenset[str] = frozenset(
     {"brats2015_deepmedic_mr", "brats2021_sammed3d_mr", "openkbp_headneck_ct", "sct_spinalcord_mr"}
