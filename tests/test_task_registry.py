@@ -68,7 +68,7 @@ def strict_count(rows: list[PredRow], task: str, config: BootstrapConfig) -> dic
 
 COUNT = TaskSpec(
     name=TOY,
-    eval_name=TOY,
+    bird_name=TOY,
     summary="'How many X are there?' -> a number",
     generator=f"{__name__}:count_turn",
     boxes=False,
@@ -157,27 +157,41 @@ def test_registries_fixture_restored_the_previous_test():
     assert tuple(TASKS) == ORDER_AT_IMPORT
 
 
+def test_every_name_of_a_task_reads_as_its_one_name():
+    # BiRD's names, file tags and aliases are read at the edge and become the task's one name
+    for spec in TASKS.values():
+        for name in (
+            spec.name,
+            spec.bird_name,
+            *spec.aliases,
+            *([spec.bird_file_tag] if spec.bird_file_tag else []),
+        ):
+            assert normalise_task(name, "x") == normalise_task(name.upper(), "x") == spec.name
+        if spec.bird_file_tag:
+            assert file_task_hint(Path(f"run_{spec.bird_file_tag}_ct.jsonl")) == spec.name
+
+
 def test_eval_names_aliases_tags_and_metrics_come_from_the_registry():
-    expected = {"rec": "vg", "VG": "vg", "ro": "roc", "reg": "rc", "gc": "rc", "MII": "mia", "mia": "mia"}
+    expected = {"rec": "rec", "VG": "rec", "ro": "roc", "rc": "reg", "gc": "reg", "MII": "mia", "mia": "mia"}
     assert {k: normalise_task(k, "x") for k in expected} == expected
     with pytest.raises(ValueError, match=r"rows.jsonl:3: unknown task 'toy-unknown'"):
         normalise_task("toy-unknown", "rows.jsonl:3")
     assert file_task_hint(Path("qwen_MII_ct.jsonl")) == "mia"
-    assert file_task_hint(Path("run_GC_x.jsonl")) == "rc"
-    assert main_metric("bird", "vg") == "recall@0.5" and main_metric("strict", "vg") == "f1@0.5"
+    assert file_task_hint(Path("run_GC_x.jsonl")) == "reg"
+    assert main_metric("bird", "rec") == "recall@0.5" and main_metric("strict", "rec") == "f1@0.5"
     assert main_metric("strict", "absence") == "f1" and main_metric("bird", "absence") is None
 
 
 def test_strict_vg_tables_lead_with_the_registry_main_metric():
     row = PredRow(
-        "1", "ct_1.png", "ct", "ct", "vg", "q", "<box>(0,0),(9,9)</box>", "<box>(0,0),(9,9)</box>", "bird", 1
+        "1", "ct_1.png", "ct", "ct", "rec", "q", "<box>(0,0),(9,9)</box>", "<box>(0,0),(9,9)</box>", "bird", 1
     )
     result = {"protocol": "strict", "tasks": evaluate_strict([row], BootstrapConfig(replicates=0))}
     shown = [(t.title, t.header[2:]) for t in tables(result)]
     assert shown == [
-        ("strict / vg / IoU >= 0.5", ["precision@0.5", "recall@0.5", "f1@0.5", "mean_iou"]),
-        ("strict / vg / IoU >= 0.25", ["precision@0.25", "recall@0.25", "f1@0.25"]),
-        ("strict / vg / IoU >= 0.75", ["precision@0.75", "recall@0.75", "f1@0.75"]),
+        ("strict / rec / IoU >= 0.5", ["precision@0.5", "recall@0.5", "f1@0.5", "mean_iou"]),
+        ("strict / rec / IoU >= 0.25", ["precision@0.25", "recall@0.25", "f1@0.25"]),
+        ("strict / rec / IoU >= 0.75", ["precision@0.75", "recall@0.75", "f1@0.75"]),
     ]
 
 
@@ -187,7 +201,7 @@ def test_cli_help_lists_the_registry():
     assert all(f"{s.name}: {s.summary}" in build for s in TASKS.values())
     assert f"[default: {','.join(default_tasks())}]" in build
     evaluate = CliRunner().invoke(app, ["eval", "--help"], env=wide).output
-    assert "vg (= rec) | roc | rc (= reg) | mia | auto" in evaluate
+    assert "rec (= vg) | roc | reg (= rc) | mia | auto" in evaluate
 
 
 def test_verify_turn_reads_which_tasks_hold_boxes():

@@ -1,7 +1,8 @@
 """The task registry: every refer-and-ground task described once, for the engine, the CLI and eval.
 
-A task (``rec``, ``roc``, ``reg``, ``mia``) is one :class:`TaskSpec` in :data:`TASKS`: its name in
-records, its name in evaluation (BiRD's ``vg``/``roc``/``rc``/``mia``) and aliases, whether its turns
+A task (``rec``, ``roc``, ``reg``, ``mia``) is one :class:`TaskSpec` in :data:`TASKS`: its one name
+(in records, prediction rows, reports and the CLI), BiRD's name for it (``vg``/``roc``/``rc``/``mia``,
+used only at the BiRD-protocol edge: reading BiRD's files, labelling BiRD's report) and aliases, whether its turns
 box the regions they name (what :func:`medground.data.records.verify_turn` checks), how the
 conversation builder schedules it, its generator, its scorer and main metric per evaluation
 protocol, and how its rows look when a file does not say which task they are.
@@ -13,8 +14,8 @@ generators and scorers are named as ``"module:function"`` strings and resolved l
 
 * generator: ``fn(state: TaskState, rng: random.Random) -> Turn | None`` (None: nothing left to ask);
 * negative generator (a task that can ask about an absent structure): same signature;
-* scorer of protocol ``bird``: ``fn(rows: list[PredRow], task=eval_name) -> dict``;
-* scorer of protocol ``strict``: ``fn(rows, task=eval_name, config=BootstrapConfig) -> dict``.
+* scorer of protocol ``bird``: ``fn(rows: list[PredRow], task=name) -> dict``;
+* scorer of protocol ``strict``: ``fn(rows, task=name, config=BootstrapConfig) -> dict``.
 
 Adding a task is one generator module (plus its scorer, unless an existing one fits) and one line
 here. The tasks whose ``default_mix`` is True, in :data:`TASKS` order, are the default task mix of a
@@ -40,8 +41,7 @@ __all__ = [
     "RowShape",
     "TaskSpec",
     "default_tasks",
-    "eval_spec",
-    "eval_specs",
+    "find_task",
     "load",
     "scorers",
     "task_names",
@@ -71,14 +71,14 @@ class RowShape:
 class TaskSpec:
     """One task, described once; see the module docstring for the call conventions of the strings."""
 
-    name: str  # in records' "tasks"/"turns" and in ``build --tasks`` ("rec")
-    eval_name: str  # in evaluation rows and reports: BiRD's name ("vg")
+    name: str  # the one name: records' "tasks"/"turns", ``build --tasks``, prediction rows, reports ("rec")
+    bird_name: str  # BiRD's name, only at the BiRD-protocol edge: its files, its report's labels ("vg")
     summary: str  # one line for help texts: what is asked and answered
     generator: str  # "module:function" of the turn generator
     boxes: bool  # True: its text boxes exactly the regions it names; False: its text holds no box
     scorers: Mapping[str, str]  # protocol -> "module:function" of the scorer
     main_metric: Mapping[str, str]  # protocol -> the headline metric (the report's per-task plot)
-    aliases: tuple[str, ...] = ()  # more names evaluation accepts ("ro", BiRD's file tag)
+    aliases: tuple[str, ...] = ()  # more names ``eval --task`` and rows accept ("ro", BiRD's file tag)
     bird_file_tag: str | None = None  # BiRD result files named ``*_TAG_*`` hold this task ("VG")
     negative: str | None = None  # "module:function" of its absent-structure form (REC's negatives)
     whole_image: bool = False  # about the whole image: one turn at most, drawn with TaskConfig.mia_rate
@@ -87,8 +87,8 @@ class TaskSpec:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every name evaluation accepts for this task (lower case)."""
-        return tuple(dict.fromkeys(n.lower() for n in (self.eval_name, self.name, *self.aliases)))
+        """Every name evaluation accepts for this task (lower case): its name, BiRD's, the aliases."""
+        return tuple(dict.fromkeys(n.lower() for n in (self.name, self.bird_name, *self.aliases)))
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -96,19 +96,19 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec(
             name="rec",
-            eval_name="vg",
+            bird_name="vg",
             summary="'Where is X?' -> the boxes of every X (grounding)",
             generator="medground.data.generators.rec:rec_turn",
             negative="medground.data.generators.rec:negative_turn",
             boxes=True,
-            scorers={"bird": "medground.eval.bird:bird_vg", "strict": "medground.eval.strict:strict_vg"},
+            scorers={"bird": "medground.eval.bird:bird_vg", "strict": "medground.eval.strict:strict_rec"},
             main_metric={"bird": "recall@0.5", "strict": "f1@0.5"},
             bird_file_tag="VG",
             shape=RowShape(question_box=False, answer_box=True, max_words=10),
         ),
         TaskSpec(
             name="roc",
-            eval_name="roc",
+            bird_name="roc",
             summary="'What structure is at <box>?' -> its name",
             generator="medground.data.generators.roc:roc_turn",
             boxes=True,
@@ -120,7 +120,7 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec(
             name="reg",
-            eval_name="rc",
+            bird_name="rc",
             summary="'Describe the region <box>.' -> name, position, neighbour, anatomy",
             generator="medground.data.generators.reg:reg_turn",
             boxes=True,
@@ -132,7 +132,7 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec(
             name="mia",
-            eval_name="mia",
+            bird_name="mia",
             summary="'Analyse this image.' -> modality, plane, body region, structures",
             generator="medground.data.generators.mia:mia_turn",
             boxes=False,
@@ -175,13 +175,8 @@ def task_spec(name: str) -> TaskSpec:
     raise KeyError(unknown_choice("task", name, TASKS))
 
 
-def eval_specs() -> dict[str, TaskSpec]:
-    """Evaluation name -> spec, in registry order (the order of report sections)."""
-    return {spec.eval_name: spec for spec in TASKS.values()}
-
-
-def eval_spec(name: str, where: str) -> TaskSpec:
-    """The spec that evaluation name, engine name or alias ``name`` (any case) denotes.
+def find_task(name: str, where: str) -> TaskSpec:
+    """The spec that task name, BiRD name or alias ``name`` (any case) denotes ("vg" -> rec's spec).
 
     Unknown names raise ValueError starting with ``where`` (a file and line, or an option name).
     """
@@ -194,21 +189,21 @@ def eval_spec(name: str, where: str) -> TaskSpec:
 
 
 def scorers(protocol: str, present: set[str]) -> list[tuple[str, Callable[..., Any]]]:
-    """(evaluation name, scorer) of each task in ``present`` (evaluation names), in registry order.
+    """(task name, scorer) of each task in ``present`` (task names), in registry order.
 
     A present task without a scorer for ``protocol`` raises ValueError naming both, so that no row
     is dropped without a word.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-    specs = [spec for spec in TASKS.values() if spec.eval_name in present]
-    missing = [spec.eval_name for spec in specs if protocol not in spec.scorers]
+    specs = [spec for spec in TASKS.values() if spec.name in present]
+    missing = [spec.name for spec in specs if protocol not in spec.scorers]
     if missing:
         raise ValueError(
             f"task(s) {missing} have no scorer in the {protocol} protocol; score them with "
             f"--protocol {' or '.join(p for p in PROTOCOLS if p != protocol)}, or leave their rows out"
         )
-    return [(spec.eval_name, load(spec.scorers[protocol])) for spec in specs]
+    return [(spec.name, load(spec.scorers[protocol])) for spec in specs]
 
 
 @cache

@@ -42,19 +42,21 @@ def _vg_rows():
 def test_bird_vg_report_files(tmp_path):
     path = _write_jsonl(tmp_path / "test_VG_pred.jsonl", _vg_rows())
     result = evaluate_predictions(path, protocol="bird", out=tmp_path / "report")
-    assert result["tasks"]["vg"]["mean"] == pytest.approx((1 / (1 + EPS)) / 8)
+    # results are keyed by the task's one name; BiRD's name (from the _VG_ file tag) labels its tables
+    assert result["tasks"]["rec"]["mean"] == pytest.approx((1 / (1 + EPS)) / 8)
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert saved["tasks"]["vg"]["per_modality"]["ct"] == pytest.approx(1 / (1 + EPS))
+    assert saved["tasks"]["rec"]["per_modality"]["ct"] == pytest.approx(1 / (1 + EPS))
     markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## bird / vg (rec)" in markdown
     assert "| ct | 1.000000 | 1 | 1 |" in markdown and "0.125000" in markdown
-    assert (tmp_path / "report" / "bird_vg_per_modality.png").stat().st_size > 0
+    assert (tmp_path / "report" / "bird_rec_per_modality.png").stat().st_size > 0
     assert (tmp_path / "report" / "bird_per_task.png").exists()
 
 
 def test_strict_report_json_is_strict_json(tmp_path):
     path = _write_jsonl(tmp_path / "p.jsonl", _vg_rows())
-    result = evaluate_predictions(path, task="vg", protocol="strict", out=tmp_path / "r")
-    assert result["tasks"]["vg"]["micro"]["recall@0.5"] == pytest.approx(1 / 2)
+    result = evaluate_predictions(path, task="vg", protocol="strict", out=tmp_path / "r")  # BiRD's name works
+    assert result["tasks"]["rec"]["micro"]["recall@0.5"] == pytest.approx(1 / 2)
     text = (tmp_path / "r" / "report.json").read_text()
     assert "NaN" not in text
     json.loads(text)
@@ -179,12 +181,12 @@ def test_without_java_reports_skips_and_no_numbers(tmp_path, monkeypatch):
         "response": "A cyst in the kidney.",
     }
     path = _write_jsonl(tmp_path / "p.jsonl", [row])
-    bird = evaluate_predictions(path, task="rc", protocol="bird", out=tmp_path / "b")
-    assert bird["tasks"]["rc"]["mean"] == {} and bird["tasks"]["rc"]["per_modality"]["ct"] == {}
-    assert "Java not found" in bird["tasks"]["rc"]["not_computed"]["METEOR"]
+    bird = evaluate_predictions(path, task="reg", protocol="bird", out=tmp_path / "b")
+    assert bird["tasks"]["reg"]["mean"] == {} and bird["tasks"]["reg"]["per_modality"]["ct"] == {}
+    assert "Java not found" in bird["tasks"]["reg"]["not_computed"]["METEOR"]
     assert "Java not found" in (tmp_path / "b" / "report.md").read_text()
     strict = evaluate_predictions(path, task="rc", protocol="strict", bootstrap=None)
-    variants = strict["tasks"]["rc"]["variants"]
+    variants = strict["tasks"]["reg"]["variants"]
     assert "Java not found" in variants["java"]["not_computed"]
     assert variants["no_java"]["micro"]["Bleu_1"] == pytest.approx(1.0, abs=1e-6)
     assert "METEOR" not in variants["no_java"]["micro"]

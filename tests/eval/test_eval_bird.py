@@ -10,7 +10,7 @@ from medground.modalities import medgrit_modality
 EPS = 1e-8  # BiRD divides by (count + 1e-8)
 
 
-def row(image, annotation, response, task="vg", line=1):
+def row(image, annotation, response, task="rec", line=1):
     prefix = image.split("_")[0]
     known = prefix in ("ct", "mr", "x", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound")
     return PredRow(

@@ -45,9 +45,9 @@ def test_auto_task_rule():
     assert auto_task("What is in <box>(1,2),(3,4)</box>?", "Liver") == "roc"
     assert (
         auto_task("Describe <box>(1,2),(3,4)</box>", "A large lesion in the upper lobe of the left lung.")
-        == "rc"
+        == "reg"
     )
-    assert auto_task("Where is the liver?", "<ref>liver</ref><box>(1,2),(3,4)</box>") == "vg"
+    assert auto_task("Where is the liver?", "<ref>liver</ref><box>(1,2),(3,4)</box>") == "rec"
     assert auto_task("Describe the image.", "This is a CT scan of the abdomen.") == "mia"
 
 
@@ -86,8 +86,8 @@ def test_flat_rows_and_record_rows(tmp_path):
     }
     rows = load_rows(_write(tmp_path / "p.jsonl", [flat, record]))
     assert [(r.task, r.bird_modality, r.negative) for r in rows] == [
-        ("vg", "x", True),
-        ("vg", "ct", False),
+        ("rec", "x", True),
+        ("rec", "ct", False),
         ("roc", "ct", False),
     ]
     assert rows[1].question == "Where is the liver?" and rows[2].response == "the liver"

@@ -6,12 +6,12 @@ import pytest
 from medground.eval.matching import match_boxes
 from medground.eval.rows import PredRow
 from medground.eval.stats import BootstrapConfig
-from medground.eval.strict import strict_absence, strict_roc, strict_vg
+from medground.eval.strict import strict_absence, strict_rec, strict_roc
 
 NO_CI = BootstrapConfig(replicates=0)
 
 
-def bird(modality, annotation, response, task="vg", line=1):
+def bird(modality, annotation, response, task="rec", line=1):
     return PredRow(
         id=str(line),
         image=f"{modality}_{line}.png",
@@ -26,7 +26,7 @@ def bird(modality, annotation, response, task="vg", line=1):
     )
 
 
-def ours(modality, annotation, response, negative=False, task="vg", structure=None, line=1, size=(200, 100)):
+def ours(modality, annotation, response, negative=False, task="rec", structure=None, line=1, size=(200, 100)):
     return PredRow(
         id=str(line),
         image="i.png",
@@ -66,7 +66,7 @@ def test_vg_one_to_one_micro_macro():
         bird("mr", "<box>(0,0),(99,99)</box>", "no idea", line=3),
         bird("mr", "<box>(0,0),(99,99)</box>", "<ref>x</ref><box>(0,0),(99,99)</box>", line=4),
     ]
-    result = strict_vg(rows, NO_CI)
+    result = strict_rec(rows, NO_CI)
     iou_a = 9025 / 10975
     micro = result["micro"]
     assert micro["precision@0.5"] == pytest.approx(3 / 3)
@@ -93,7 +93,7 @@ def test_vg_uses_row_frame_and_counts_negative_boxes_as_false_positives():
         ),
         ours("x-ray", "There is no liver here.", "The liver is not present.", negative=True, line=3),
     ]
-    result = strict_vg(rows, NO_CI)
+    result = strict_rec(rows, NO_CI)
     # IoU 0.5 in pixels (on the 1000 grid it would be 246/496 < 0.5)
     assert result["micro"]["recall@0.5"] == pytest.approx(1.0)
     assert result["micro"]["precision@0.5"] == pytest.approx(1 / 2)
@@ -101,7 +101,7 @@ def test_vg_uses_row_frame_and_counts_negative_boxes_as_false_positives():
 
 
 def test_vg_without_boxes_and_not_negative_is_skipped():
-    result = strict_vg([bird("ct", "no box here", "<box>(0,0),(9,9)</box>")], NO_CI)
+    result = strict_rec([bird("ct", "no box here", "<box>(0,0),(9,9)</box>")], NO_CI)
     assert result["skipped"][0]["line"] == 1 and result["micro"]["recall@0.5"] is None
 
 
@@ -150,7 +150,7 @@ def test_f1_is_zero_when_nothing_predicted_and_macro_counts_it():
         bird("ct", "<box>(0,0),(99,99)</box>", "<box>(0,0),(99,99)</box>", line=1),
         bird("mr", "<box>(0,0),(99,99)</box>", "no box", line=2),
     ]
-    result = strict_vg(rows, NO_CI)
+    result = strict_rec(rows, NO_CI)
     assert result["per_group"]["mr"]["precision@0.5"] is None  # nothing predicted: undefined
     assert result["per_group"]["mr"]["f1@0.5"] == 0.0
     assert result["macro"]["f1@0.5"] == pytest.approx(0.5)

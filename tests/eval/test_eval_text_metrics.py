@@ -90,7 +90,7 @@ def test_bird_text_matches_cocoevalcap_per_modality(tmp_path, monkeypatch):
             image=img,
             modality=img.split("_")[0],
             bird_modality=bird_modality_key(img.split("_")[0]),
-            task="rc",
+            task="reg",
             question="q",
             annotation=a,
             response=r,
@@ -100,7 +100,7 @@ def test_bird_text_matches_cocoevalcap_per_modality(tmp_path, monkeypatch):
         for i, (img, a, r) in enumerate(items, 1)
     ]
     monkeypatch.setattr(coco_eval_module, "Spice", _NoSpice)
-    ours = bird_text(rows, "rc")
+    ours = bird_text(rows, "reg")
     for modality in ("ct",):  # one modality keeps the Java start-ups few; mr/oct rows must not leak into ct
         subset = [(i, img, a, r) for i, (img, a, r) in enumerate(items, 1) if img.startswith(modality)]
         anno = {

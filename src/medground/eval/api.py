@@ -14,7 +14,7 @@ from medground.eval.report import write_report
 from medground.eval.rows import load_rows
 from medground.eval.stats import BootstrapConfig
 from medground.eval.text_metrics import java_available
-from medground.tasks import PROTOCOLS, eval_specs
+from medground.tasks import PROTOCOLS, TASKS
 
 if TYPE_CHECKING:
     from medground.eval.seg_metrics import EmptyRule
@@ -34,8 +34,8 @@ def evaluate_predictions(
 ) -> dict:
     """Score a predictions JSONL (BiRD rows, medground flat rows or records + responses).
 
-    task: ``auto`` or a task of :data:`medground.tasks.TASKS` (vg/roc/rc/mia; rec/reg and aliases
-    accepted). protocol: ``bird`` (BiRD's scripts,
+    task: ``auto`` or a task of :data:`medground.tasks.TASKS` (rec/roc/reg/mia; BiRD's vg/rc and
+    aliases accepted). Results are keyed by task name (``rec``), whatever the rows called it. protocol: ``bird`` (BiRD's scripts,
     quirks included) or ``strict``. bootstrap: intervals of the strict protocol.
     Returns ``{"kind", "protocol", "source", "rows", "tasks": {task: result}, "java", "notes"}``.
     """
@@ -58,7 +58,7 @@ def evaluate_predictions(
             "install a Java runtime (e.g. default-jre-headless) to compute them"
         ]
     )
-    counts = {t: sum(r.task == t for r in rows) for t in eval_specs()}
+    counts = {t: sum(r.task == t for r in rows) for t in TASKS}
     result = {
         "kind": "predictions",
         "protocol": protocol,

@@ -109,7 +109,7 @@ def _other_note(other: dict | None) -> list[str]:
     ]
 
 
-def bird_vg(rows: list[PredRow], task: str = "vg") -> dict:
+def bird_vg(rows: list[PredRow], task: str = "rec") -> dict:
     """VG recall@0.5 per BiRD modality and their 8-modality mean (eval_VG_score_modality.py)."""
     counts = {m: [0, 0] for m in (*BIRD_MODALITIES, OTHER)}
     skipped, items, scored = [], [], []

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from medground.tasks import PROTOCOLS, eval_specs
+from medground.tasks import PROTOCOLS, TASKS
 
 __all__ = ["eval_command"]
 
@@ -34,8 +34,8 @@ def _labels(text: str | None) -> list[int] | None:
 
 
 def _task_help() -> str:
-    """``vg (= rec) | roc | rc (= reg) | mia | auto: ...``, from the task registry."""
-    names = [n if n == s.name else f"{n} (= {s.name})" for n, s in eval_specs().items()]
+    """``rec (= vg) | roc | reg (= rc) | mia | auto: ...``, from the task registry (BiRD's names in brackets)."""
+    names = [n if n == s.bird_name else f"{n} (= {s.bird_name})" for n, s in TASKS.items()]
     return (
         " | ".join([*names, "auto"]) + ": one task for every row, or auto (per row; see medground.eval.rows)."
     )

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medground.tasks import eval_specs
+from medground.tasks import TASKS
 
 __all__ = ["Table", "main_metric", "markdown", "print_report", "tables", "write_report"]
 
@@ -22,8 +22,8 @@ _ANALYSES = {("strict", "absence"): "f1"}  # results that are no task: the stric
 
 def main_metric(protocol: str, task: str) -> str | None:
     """The headline metric of a result section: the task's ``main_metric`` in :data:`medground.tasks.TASKS`
-    (``vg`` -> recall@0.5 in bird, f1@0.5 in strict), ``f1`` for strict's absence detection."""
-    spec = eval_specs().get(task)
+    (``rec`` -> recall@0.5 in bird, f1@0.5 in strict), ``f1`` for strict's absence detection."""
+    spec = TASKS.get(task)
     return spec.main_metric.get(protocol) if spec else _ANALYSES.get((protocol, task))
 
 
@@ -50,10 +50,16 @@ def _fmt(value: object, digits: int) -> str:
     return str(value)
 
 
+def _bird_title(task: str) -> str:
+    """``bird / vg (rec)``: BiRD's name for the task labels its protocol's tables, the task name beside it."""
+    spec = TASKS.get(task)
+    return f"bird / {spec.bird_name} ({task})" if spec and spec.bird_name != task else f"bird / {task}"
+
+
 def _bird_table(task: str, res: dict) -> Table:
     if res["metric"] == "caption":
         metrics = list(res["mean"]) or ["(none)"]
-        table = Table(f"bird / {task}", ["modality", "items", *metrics])
+        table = Table(_bird_title(task), ["modality", "items", *metrics])
         for m, n in res["counts"].items():
             scores = res["per_modality"].get(m, {})
             table.rows.append([m, str(n), *(_fmt(scores.get(k), 6) for k in metrics)])
@@ -67,7 +73,7 @@ def _bird_table(task: str, res: dict) -> Table:
             f"{k} not computed: {v}" for k, v in res["not_computed"].items()
         ]
     else:
-        table = Table(f"bird / {task}", ["modality", res["metric"], "hits", "count"])
+        table = Table(_bird_title(task), ["modality", res["metric"], "hits", "count"])
         for m, score in res["per_modality"].items():
             hits, count = list(res["counts"][m].values())
             table.rows.append([m, _fmt(score, 6), str(hits), str(count)])

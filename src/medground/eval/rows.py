@@ -7,8 +7,8 @@ Three input forms are accepted, one JSON object per line:
    scripts split the whole ``image`` string, which is the same for the bare names they write).
 2. medground's flat prediction rows, one per turn (what ``medground predict`` writes)::
 
-       {"id": str, "image": str, "modality": str, "task": "rec"|"roc"|"reg"|"mia" (or vg/rc, any name
-        or alias of medground.tasks.TASKS),
+       {"id": str, "image": str, "modality": str, "task": "rec"|"roc"|"reg"|"mia" (or BiRD's vg/rc,
+        any name or alias of medground.tasks.TASKS),
         "question": str, "annotation": str, "response": str,
         "width": int, "height": int,          # pixels of the saved image the boxes refer to
         "negative": bool,                     # the question asks for an absent structure
@@ -19,8 +19,9 @@ Three input forms are accepted, one JSON object per line:
 3. A data-engine record (``conversations`` + ``turns``) plus ``"response"``: a list with one answer
    per turn, or a string when the record has one turn. It is split into flat rows as in form 2.
 
-Task names are normalised to their evaluation names in :data:`medground.tasks.TASKS` (BiRD's:
-``rec`` -> ``vg``, ``reg`` -> ``rc``; ``roc`` and ``mia`` stay), where their aliases are listed too.
+Task names are normalised to the one task name of :data:`medground.tasks.TASKS` (``rec``, ``roc``,
+``reg``, ``mia``): BiRD's names (``vg`` -> ``rec``, ``rc`` -> ``reg``), its file tags and the aliases
+listed there are read at this edge only.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from medground.grounding import DIALECTS, get_dialect
 from medground.modalities import BIRD_FILE_PREFIX, MEDGRIT_MODALITIES, OTHER, medgrit_modality
-from medground.tasks import TASKS, RowShape, eval_spec
+from medground.tasks import TASKS, RowShape, find_task
 
 __all__ = [
     "BIRD_MODALITIES",
@@ -92,8 +93,8 @@ def bird_modality_key(modality: str) -> str | None:
 
 
 def normalise_task(task: str, where: str) -> str:
-    """A task name or alias -> its evaluation name (``rec`` -> ``vg``); unknown names raise naming ``where``."""
-    return eval_spec(task, where).eval_name
+    """A task name, BiRD name or alias -> the task name (``vg`` -> ``rec``); unknown names raise naming ``where``."""
+    return find_task(task, where).name
 
 
 def file_task_hint(path: Path) -> str | None:
@@ -101,7 +102,7 @@ def file_task_hint(path: Path) -> str | None:
     the tags are the registry's ``bird_file_tag``)."""
     for spec in TASKS.values():
         if spec.bird_file_tag and f"_{spec.bird_file_tag}_" in f"_{path.name}_":
-            return spec.eval_name
+            return spec.name
     return None
 
 
@@ -123,12 +124,12 @@ def auto_task(question: str, annotation: str) -> str:
     the first task of the registry whose :class:`RowShape` the row fits.
 
     For the shipped tasks: a question that points at a box is ``roc`` when the reference answer has at
-    most 5 words and no box, else ``rc``; a question without a box whose answer has a box and at most
-    10 words beside its ``<ref>``/``<box>`` tags is ``vg``; everything else is ``mia``.
+    most 5 words and no box, else ``reg``; a question without a box whose answer has a box and at most
+    10 words beside its ``<ref>``/``<box>`` tags is ``rec``; everything else is ``mia``.
     """
     for spec in TASKS.values():
         if spec.shape is not None and _fits(spec.shape, question, annotation):
-            return spec.eval_name
+            return spec.name
     raise ValueError(
         f"no task of the registry fits the question {question[:60]!r}; name the task with --task"
     )
@@ -211,7 +212,7 @@ def load_rows(path: Path, task: str = "auto") -> list[PredRow]:
     """Read a predictions JSONL file (any of the three forms above) into flat rows.
 
     ``task``: ``auto`` (per row: the row's own ``task`` field, else the BiRD file-name tag, else
-    :func:`auto_task`) or one of vg/roc/rc/mia to force it for every row.
+    :func:`auto_task`) or a task name (rec/roc/reg/mia, BiRD's vg/rc too) to force it for every row.
     """
     path = Path(path)
     if not path.is_file():

@@ -3,8 +3,8 @@
 Rules (each differs from BiRD's on purpose):
 
 * the whole response is kept (only chat special tokens are removed, :func:`strict_clean`);
-* VG: boxes are parsed with the row's dialect (medground rows, in the saved image's pixels) or the
-  qwen-vl dialect on a 1000 x 1000 frame (BiRD rows); predicted and ground-truth boxes are matched
+* REC (BiRD: VG): boxes are parsed with the row's dialect (medground rows, in the saved image's
+  pixels) or the qwen-vl dialect on a 1000 x 1000 frame (BiRD rows); predicted and ground-truth boxes are matched
   one to one (Hungarian) at IoU >= 0.25, 0.5 and 0.75, giving precision, recall and F1; mean IoU is
   the total IoU of the max-IoU one-to-one assignment divided by the number of ground-truth boxes.
   A negative question (structure absent) has no ground-truth box: any predicted box there is a
@@ -13,7 +13,8 @@ Rules (each differs from BiRD's on purpose):
   response, up to :mod:`medground.names` canonical spelling and synonyms;
 * absence detection over rows that carry a ``negative`` flag: positive = "the structure is not
   present"; predicted positive when the response matches :data:`ABSENCE`;
-* RC/MIA: text metrics with Java (PTB tokenizer, METEOR) and without (simple tokenizer; no METEOR);
+* REG/MIA (BiRD: RC/MII): text metrics with Java (PTB tokenizer, METEOR) and without (simple
+  tokenizer; no METEOR);
 * scores per modality, micro (items pooled) and macro (mean over modalities); 95% percentile
   bootstrap intervals for the micro scores (text: ROUGE-L and METEOR item means only, corpus
   BLEU/CIDEr get none) that resample patients when every row states its ``case``, else images (by
@@ -45,7 +46,7 @@ __all__ = [
     "strict_absence",
     "strict_roc",
     "strict_text",
-    "strict_vg",
+    "strict_rec",
     "units_of",
 ]
 
@@ -103,8 +104,8 @@ def _prf(prefix: str, key: str) -> dict:
     return {f"precision@{prefix}": precision, f"recall@{prefix}": recall, f"f1@{prefix}": f1}
 
 
-def strict_vg(rows: list[PredRow], config: BootstrapConfig, task: str = "vg") -> dict:
-    """One-to-one VG scores; per item: targets, predicted, tp@t, IoU sum."""
+def strict_rec(rows: list[PredRow], config: BootstrapConfig, task: str = "rec") -> dict:
+    """One-to-one REC (grounding) scores; per item: targets, predicted, tp@t, IoU sum."""
     cols: dict[str, list[float]] = {
         "targets": [],
         "predicted": [],
@@ -206,7 +207,7 @@ def _text_variant(rows: list[PredRow], scorer: CaptionScorer, config: BootstrapC
 
 
 def strict_text(rows: list[PredRow], task: str, config: BootstrapConfig) -> dict:
-    """RC/MIA caption metrics twice: ``java`` (PTB + METEOR) and ``no_java`` (simple tokenizer)."""
+    """REG/MIA caption metrics twice: ``java`` (PTB + METEOR) and ``no_java`` (simple tokenizer)."""
     with CaptionScorer("simple", meteor=False) as scorer:
         variants = {"no_java": _text_variant(rows, scorer, config)}
     variants["no_java"]["not_computed"] = {"METEOR": "left out of the Java-free variant (METEOR needs Java)"}
