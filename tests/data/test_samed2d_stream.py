@@ -85,7 +85,10 @@ def test_items_are_the_sorted_images_with_their_sorted_masks_from_both_files(tmp
     assert nearby["ct_00--AMOS--c9--x_0003"] == ["kidney_left"]
     assert nearby["ct_00--AMOS--c9--x_0004"] == ["liver", "spleen"]
     assert nearby["mr_t1--BraTS--c1--z_0012"] == []
-    assert source.protocols() == {"AMOS": ["kidney_left", "liver", "spleen"], "BraTS": ["edema", "tumor"]}
+    assert source.protocols() == {
+        "AMOS ct": ["kidney_left", "liver", "spleen"],
+        "BraTS mr": ["edema", "tumor"],
+    }
     assert source.vocabulary() == ["edema", "kidney_left", "liver", "spleen", "tumor"]
     assert {i.case for i in items} == {"AMOS--c9", "BraTS--c1"}
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 from importlib import resources
 
 from medground.choices import unknown_choice
-from medground.names import name_key
+from medground.names import name_key, singular
 
 __all__ = [
     "BODY_REGIONS",
@@ -79,6 +79,9 @@ _REGION_ALIASES: dict[str, str] = {
     "leg": "lower limb",
     "arm": "upper limb",
     "obstetric": "fetus",
+    "fetal": "fetus",
+    "fetal head": "fetus",
+    "pregnancy": "fetus",
     "uterus": "pelvis",
     "prostate": "pelvis",
     "cervical spine": "spine",
@@ -87,8 +90,10 @@ _REGION_ALIASES: dict[str, str] = {
 }
 
 
-# Regions that can share an image with a region (so their structures may be visible but unannotated).
-_NEIGHBOURS: dict[str, frozenset[str]] = {
+# Regions that can share an image with a region (so their structures may be visible but unannotated),
+# as written; :data:`_NEIGHBOURS` is this table made symmetric (a region that can share an image with
+# another can share it both ways: fetus lists abdomen, so abdomen has fetus).
+_WRITTEN_NEIGHBOURS: dict[str, frozenset[str]] = {
     "head": frozenset({"neck", "eye", "oral cavity", "spine"}),
     "neck": frozenset({"head", "chest", "spine", "oral cavity", "upper limb"}),
     "chest": frozenset({"neck", "abdomen", "spine", "upper limb", "breast"}),
@@ -105,6 +110,14 @@ _NEIGHBOURS: dict[str, frozenset[str]] = {
     "tissue": frozenset(),
     "whole body": frozenset(BODY_REGIONS),
 }
+_NEIGHBOURS: dict[str, frozenset[str]] = {
+    region: near | {other for other, theirs in _WRITTEN_NEIGHBOURS.items() if region in theirs}
+    for region, near in _WRITTEN_NEIGHBOURS.items()
+}
+
+# Regions where any anatomy may be in the picture: a fetus has every organ (a fetal-head ultrasound shows
+# a brain, a skull, a cerebellum whatever its "obstetric" region says); a whole-body scan shows them all.
+_NO_DISTANT: frozenset[str] = frozenset({"fetus", "whole body"})
 
 
 @dataclass(frozen=True)
@@ -171,14 +184,18 @@ def describe(name: str) -> str:
 
 
 def _canonical_key(name: str) -> str | None:
-    """The table key of a name or alias, else its own :func:`name_key` (None for an empty name)."""
+    """The table key of a name or alias, else of its singular ("polyps" -> "polyp", "kidneys" -> "kidney":
+    a plural names the same structure), else the singular :func:`name_key` (None for an empty name)."""
     entry = lookup(name)
     if entry is not None:
         return entry.key
     try:
-        return name_key(name)
+        key = name_key(name)
     except ValueError:
         return None
+    one = " ".join(singular(word) for word in key.split())
+    entry = lookup(one)
+    return entry.key if entry is not None else one
 
 
 @lru_cache(maxsize=4096)
@@ -209,7 +226,8 @@ def lineage(name: str) -> frozenset[str]:
 
 
 def related(a: str, b: str) -> bool:
-    """Whether one structure is the other, part of it, or contains it ("kidney" and "left kidney")."""
+    """Whether one structure is the other, part of it, or contains it ("kidney" and "left kidney"), in
+    either number ("kidneys" and "left kidney", "ribs" and "rib_left_1", "polyps" and "polyp")."""
     key_a, key_b = _canonical_key(a), _canonical_key(b)
     if key_a is None or key_b is None:
         return False
@@ -268,7 +286,7 @@ def distant_structures(body_region: str | None, kind: str | None = None) -> list
 @lru_cache(maxsize=256)
 def _distant(body_region: str | None, kind: str | None) -> tuple[str, ...]:
     regions = _regions_in(body_region) if body_region else set()
-    if not regions or "whole body" in regions:
+    if not regions or regions & _NO_DISTANT:
         return ()
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")

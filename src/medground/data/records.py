@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medground.data.generators import ImageContext, TaskConfig, Turn, make_conversation
 from medground.data.knowledge import distant_structures, related
 from medground.data.regions import RegionConfig, extract_regions
-from medground.data.generators import ImageContext, TaskConfig, Turn, make_conversation
 from medground.grounding import Dialect, get_dialect
 from medground.io import MASK_FORMATS, encode_rle, write_mask_png, write_png
 from medground.names import clean_name
@@ -42,6 +42,7 @@ __all__ = [
     "RecordConfig",
     "absent_names",
     "make_records",
+    "present_as_read",
     "resize_sample",
     "save_sample",
     "split_of",
@@ -62,7 +63,7 @@ class RecordConfig:
     """Everything that decides the records of one sample."""
 
     seed: int = 0  # seeds phrasing, task choice and splits
-    dialect: str = "qwen-vl"  # box dialect of the conversations (see medground.grounding)
+    dialect: str = "qwen-vl-grid"  # box dialect of the conversations (see medground.grounding)
     max_side: int | None = None  # resize saved images so that the longer side is at most this (None: keep)
     conversations_per_image: int = 1  # records per image, each a differently seeded conversation
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test shares of the cases
@@ -100,7 +101,11 @@ def split_of(case: str | None, seed: int, ratios: tuple[float, float, float]) ->
 
 
 def resize_sample(sample: Sample, max_side: int | None) -> Sample:
-    """The sample with its longer side at most ``max_side`` (image bilinear, masks nearest)."""
+    """The sample with its longer side at most ``max_side`` (image bilinear, masks nearest).
+
+    Nearest-neighbour resizing can drop a small structure (a 3 x 3 tumour in a 1024^2 image is gone at
+    256), so what was present as read is kept in ``meta["present"]``: the negatives are decided on it.
+    """
     if max_side is None or max(sample.height, sample.width) <= max_side:
         return sample
     scale = max_side / max(sample.height, sample.width)
@@ -116,6 +121,7 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
         k: v for k, v in sample.meta.items() if k != "file"
     }  # pixels changed: the file is no copy any more
     meta["resized_from"] = [sample.width, sample.height]
+    meta["present"] = sorted(present_as_read(sample))
     return Sample(
         sample.id,
         image,
@@ -178,17 +184,26 @@ def verify_turn(turn: Turn, regions: list[Region], dialect: Dialect, width: int,
     return None
 
 
+def present_as_read(sample: Sample) -> set[str]:
+    """Raw keys with a pixel in the masks as the source read them (before any resize), and keys whose
+    mask was rejected (``meta["unsure"]``: unreadable, the wrong size, undeclared values): nobody knows
+    those are absent."""
+    found = {s.name for s in sample.structures if s.mask.any()}
+    return found | set(sample.meta.get("present", ())) | set(sample.meta.get("unsure", ()))
+
+
 def absent_names(sample: Sample, vocabulary: list[str] | None) -> tuple[list[str], str | None]:
     """Structures a negative question may ask about, and the rule that chose them (or None: none).
 
     ``vocabulary`` is the label set of the protocol that labelled this image (None: unknown). A
-    structure of it is absent ("protocol") unless it has any pixel in this image (specks included:
-    too small to ask about is not absent), is labelled in a neighbouring slice of the case
-    (``meta["nearby"]``), or is part of / contains a structure present or nearby (no "no kidney" beside
-    "left kidney"). When that leaves nothing, anatomy of distant body regions is absent ("distant":
-    no liver in a brain MRI), with the same part-of check; never in histopathology or microscopy.
+    structure of it is absent ("protocol") unless it has any pixel in this image as read (specks
+    included: too small to ask about is not absent; before any resize: :func:`present_as_read`), its
+    mask was rejected, it is labelled in a neighbouring slice of the case (``meta["nearby"]``), or it is
+    part of / contains a structure present or nearby (no "no kidney" beside "left kidney", "kidneys").
+    When that leaves nothing, anatomy of distant body regions is absent ("distant": no liver in a brain
+    MRI), with the same part-of check; never in histopathology or microscopy.
     """
-    present = {s.name for s in sample.structures if s.mask.any()} | set(sample.meta.get("nearby", ()))
+    present = present_as_read(sample) | set(sample.meta.get("nearby", ()))
     present_names = {clean_name(p) for p in present}
 
     def allowed(names: set[str]) -> list[str]:

@@ -9,9 +9,11 @@ Three truths every source states once, here by shared helpers:
 
 - **who the patient is** (:meth:`Source.patient`): the layout's own key (a ``case`` column, a DICOM
   PatientID, an SA-Med2D name, a volume's name, a 2D slice name's suffix: :func:`case_key`), under the
-  dataset's ``meta.json`` ``"cases"`` (``"image"``: each image its own patient; ``"unknown"``: nobody
-  knows) and ``"case_namespace"`` (a prefix for ids that two datasets reuse for different patients);
-  ``None`` when unknown;
+  dataset's ``meta.json`` ``"cases"`` (``"image"``: each image its own patient; ``"dataset"``: the
+  patients are not known, so the whole dataset is kept together as one group, in one split;
+  ``"unknown"``: nobody knows, all to train), ``"case_alias"`` (raw key -> the one key of a patient that
+  other sources name differently: ``{"Case_00220": "kits19:case_00220"}``) and ``"case_namespace"`` (a
+  prefix for ids that two datasets reuse for different patients); ``None`` when unknown;
 - **which protocol labelled an image** (:meth:`Source.protocols`, ``Sample.meta["protocol"]``), so a
   structure is called absent only where that protocol labels it exhaustively, and which structures are
   labelled in its neighbouring slices (``Sample.meta["nearby"]``);
@@ -21,13 +23,14 @@ Three truths every source states once, here by shared helpers:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import ClassVar
 
-from medground.modalities import is_known_modality, normalise_modality
+from medground.modalities import is_known_modality, modality_from_sa_med2d_name, normalise_modality
 from medground.types import Rejected, Sample
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "read_protocols",
     "resolve",
     "slice_position",
+    "slice_positions",
 ]
 
 LoadResult = Sample | Rejected
@@ -50,7 +54,7 @@ LoadResult = Sample | Rejected
 NEARBY_SLICES = 3  # a structure labelled this many slices away or nearer is not called absent
 
 _SLICE_SUFFIX = re.compile(r"[_-](?:z|x|y|slice)?_?(\d+)$")
-_CASES = ("image", "unknown")
+_CASES = ("image", "dataset", "unknown")
 
 
 class SourceError(ValueError):
@@ -80,6 +84,34 @@ def slice_position(stem: str) -> tuple[str, int] | None:
         return None
     rest = stem[: match.start()]
     return (rest, int(match[1])) if any(ch.isdigit() for ch in rest) else None
+
+
+def _natural(name: str) -> list:
+    """Sort key that orders digit runs by value: ``2.png`` before ``10.png``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def slice_positions(paths: Iterable[PurePath], depth: int) -> dict[PurePath, tuple[str, int]]:
+    """(case, slice index) of each 2D slice file among ``paths``, for the neighbouring-slice rule.
+
+    A name that carries its index (:func:`slice_position`) gives it. A file in a case folder, at least
+    ``depth`` folders deep (``images/case_07/0005.png`` at depth 2: below the dataset's ``images/``),
+    whose name does not, is a slice of that folder: its index is its rank among the folder's other such
+    files in natural name order (``0005.png`` after ``0004.png``; ``2.png`` before ``10.png``).
+    """
+    found: dict[PurePath, tuple[str, int]] = {}
+    folders: dict[PurePath, list[PurePath]] = {}
+    for path in paths:
+        position = slice_position(path.stem)
+        if position is not None:
+            found[path] = position
+        elif len(path.parts) > depth:
+            folders.setdefault(path.parent, []).append(path)
+    for folder, files in folders.items():
+        if len(files) > 1:
+            for rank, path in enumerate(sorted(files, key=lambda p: _natural(p.name))):
+                found[path] = (folder.as_posix(), rank)
+    return found
 
 
 def case_key(stem: str) -> str | None:
@@ -139,29 +171,42 @@ def protocol_of(
     """The protocol that labelled an image, by its file stem, or None when it cannot be told.
 
     With a prefix map (:func:`read_protocols`): the longest matching prefix's protocol (no match: None).
-    Else in an SA-Med2D-20M collection: the sub-dataset its name carries (``ct_00--AMOS--...`` -> "AMOS";
-    names without the convention: None, since SA-Med2D mixes sub-datasets with different label sets).
-    Else ``default`` (a dataset labelled by one protocol).
+    Else in an SA-Med2D-20M collection: the sub-dataset and modality its name carries
+    (``ct_00--AMOS--...`` -> "AMOS ct"; one sub-dataset labels other structures per modality: CHAOS
+    labels the liver in CT, liver and spleen in MR; names without the convention: None, since SA-Med2D
+    mixes sub-datasets with different label sets). Else ``default`` (a dataset labelled by one protocol).
     """
     if prefixes is not None:
         matches = [p for p in prefixes if stem.startswith(p)]
         return prefixes[max(matches, key=len)] if matches else None
     if sa_med2d:
         parts = _sa_med2d_parts(stem)
-        return parts[1] if parts else None
+        return f"{parts[1]} {_prefix_modality(parts[0])}" if parts else None
     return default
+
+
+@functools.lru_cache(maxsize=256)
+def _prefix_modality(prefix: str) -> str | None:
+    """The modality of an SA-Med2D name's first field (``ct_00`` -> "ct"); cached per prefix, since the
+    name parser's paths would otherwise keep every one of millions of file names alive."""
+    return modality_from_sa_med2d_name(f"{prefix}--_--_--_")
 
 
 def labelled(results: Iterable[LoadResult], payload: dict) -> Iterator[LoadResult]:
     """The results of a planar load, each Sample told which protocol labelled it and what is nearby.
 
     ``payload["protocol"]`` (an id of :meth:`Source.protocols`, None = unknown) and ``payload["nearby"]``
-    (raw keys labelled in neighbouring slices) go to ``Sample.meta`` for the negatives.
+    (raw keys labelled in neighbouring slices) go to ``Sample.meta`` for the negatives, and
+    ``payload["unsure"]`` (raw keys annotated in this image without a usable mask) joins
+    ``meta["unsure"]``: none of those is called absent.
     """
     for result in results:
         if isinstance(result, Sample):
             result.meta["protocol"] = payload.get("protocol")
             result.meta["nearby"] = list(payload.get("nearby", ()))
+            unsure = set(result.meta.get("unsure", ())) | set(payload.get("unsure", ()))
+            if unsure:
+                result.meta["unsure"] = sorted(unsure)
         yield result
 
 
@@ -186,8 +231,9 @@ class Source:
     kind: str = ""
     name: str = ""
     planning_only: tuple[str, ...] = ()  # attributes that only items() needs; not shipped to workers
-    cases: str | None = None  # meta.json "cases": "image", "unknown" or None (the layout's keys)
+    cases: str | None = None  # meta.json "cases": "image", "dataset", "unknown" or None (the layout's keys)
     case_namespace: str | None = None  # meta.json "case_namespace": prefix of every patient key
+    case_alias: dict[str, str] | None = None  # meta.json "case_alias": raw key -> shared patient key
     layout: ClassVar[str] = ""  # the files this kind reads, one line: CLI help and errors show it
 
     @classmethod
@@ -209,29 +255,47 @@ class Source:
             self.warnings.append(message)
 
     def read_case_policy(self, meta: dict, where: Path) -> None:
-        """Take ``cases`` and ``case_namespace`` from a dataset's meta.json; bad values name the file."""
+        """Take ``cases``, ``case_alias`` and ``case_namespace`` from a dataset's meta.json; bad values name
+        the file."""
         cases = meta.get("cases")
         if cases is not None and cases not in _CASES:
-            raise SourceError(f'{where}: "cases" must be "image" or "unknown", got {cases!r}')
+            raise SourceError(f'{where}: "cases" must be one of {", ".join(_CASES)}, got {cases!r}')
         namespace = meta.get("case_namespace")
         if namespace is not None and (not isinstance(namespace, str) or not namespace.strip()):
             raise SourceError(f'{where}: "case_namespace" must be a non-empty string, got {namespace!r}')
-        self.cases, self.case_namespace = cases, namespace
+        alias = meta.get("case_alias")
+        if alias is not None and (
+            not isinstance(alias, dict)
+            or not all(
+                isinstance(k, str) and k and isinstance(v, str) and v.strip() for k, v in alias.items()
+            )
+        ):
+            raise SourceError(
+                f'{where}: "case_alias" must map this dataset\'s patient keys to the keys other sources use '
+                f'for the same patients, e.g. {{"Case_00220": "kits19:case_00220"}}; got {alias!r}'
+            )
+        self.cases, self.case_namespace, self.case_alias = cases, namespace, alias
 
     def patient(self, derived: str | None, image_key: str, stated: str | None = None) -> str | None:
         """The patient key of one image: ``stated`` (a ``case`` column, a DICOM PatientID, a COCO image's
         ``patient_id``) wins; else ``derived`` (from the names) under the meta.json policy.
 
-        ``"cases": "image"`` gives "<source>/<image_key>"; ``"cases": "unknown"`` gives None; both apply
-        only to images whose patient nobody stated. A ``case_namespace`` prefixes the key ("NS:key").
-        None means unknown: the image goes to train.
+        ``"cases": "image"`` gives "<source>/<image_key>"; ``"cases": "dataset"`` gives "<source>/*" (one
+        group, one split); ``"cases": "unknown"`` gives None; all three apply only to images whose patient
+        nobody stated. A key listed in ``case_alias`` becomes its alias as written (the key that patient
+        has in every source); else a ``case_namespace`` prefixes it ("NS:key"). None means unknown: the
+        image goes to train.
         """
         if stated:
             key: str | None = stated
         elif self.cases == "unknown":
             return None
+        elif self.cases == "dataset":
+            key = f"{self.name}/*"
         else:
             key = f"{self.name}/{image_key}" if self.cases == "image" else derived
+        if key is not None and self.case_alias and key in self.case_alias:
+            return self.case_alias[key].strip()
         if key is None or not self.case_namespace:
             return key
         return f"{self.case_namespace}:{key}"

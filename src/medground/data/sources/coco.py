@@ -34,8 +34,11 @@ top-level value is not an object, or that has no categories, is not a COCO insta
 ``meta.json`` beside the JSON gives ``modality`` (else ``--modality``), ``body_region``, ``plane``,
 ``display``, ``cases``, ``case_namespace`` and ``protocols``, as for the medseg layout. The patient key is
 an image's ``patient_id`` (or ``case``) field, else the slice suffix of its file name
-(``BraTS2021_01646_z042.png``), else unknown. All categories of the file are one labelling protocol
-(COCO annotates each category exhaustively), unless meta.json maps file-name prefixes to protocols.
+(``BraTS2021_01646_z042.png``), else unknown. The file is one labelling protocol (COCO annotates each
+category exhaustively), unless meta.json maps file-name prefixes to protocols; a protocol labels the
+categories annotated at least once in its images (exported files often list placeholder categories
+nobody annotated), or meta.json's ``labelled`` list. A category annotated in an image without a usable
+mask (box-only, undecodable) is never called absent from that image.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from medground.data.sources.base import (
     nearby_names,
     protocol_of,
     read_protocols,
-    slice_position,
+    slice_positions,
 )
 from medground.data.sources.medseg import clean_region, plane_from_text, read_meta
 from medground.data.sources.peek import json_first_entry
@@ -172,6 +175,15 @@ class CocoSource(Source):
         self.plane = meta.get("plane") or plane_from_text(meta.get("body_region"))
         self.display = meta.get("display")
         self.prefixes = read_protocols(meta, self.base / "meta.json")
+        self.labelled_categories = meta.get("labelled")
+        if self.labelled_categories is not None and (
+            not isinstance(self.labelled_categories, list)
+            or not all(isinstance(n, str) and n for n in self.labelled_categories)
+        ):
+            raise SourceError(
+                f'{self.base / "meta.json"}: "labelled" must list the category names the file labels '
+                f'exhaustively, e.g. ["polyp"]; got {self.labelled_categories!r}'
+            )
         self.categories: dict[Any, str] = {}
         for category in self._stream("categories.item"):
             if (
@@ -260,27 +272,29 @@ class CocoSource(Source):
         candidates = [self.base / file_name, self.base / "images" / file_name]
         return next((c for c in candidates if c.is_file()), None)
 
-    def _planned(self) -> Iterator[tuple[dict, list[list]]]:
-        """(image entry, its usable annotations ``[id, category, segmentation, crowd]`` in file order), in
-        file-name order (ties: file order)."""
+    def _planned(self) -> Iterator[tuple[dict, list[list], list[str]]]:
+        """(image entry, its usable annotations ``[id, category, segmentation, crowd]`` in file order, the
+        categories annotated there without a mask: box-only), in file-name order (ties: file order)."""
         rows = self._db.execute("SELECT key, entry FROM images ORDER BY file_name, seq")
         for key, entry in rows:
             found = self._db.execute(
-                "SELECT entry FROM annotations WHERE image = ? AND entry IS NOT NULL ORDER BY seq", (key,)
-            )
-            yield json.loads(entry), [json.loads(a) for (a,) in found]
+                "SELECT entry, category FROM annotations WHERE image = ? ORDER BY seq", (key,)
+            ).fetchall()
+            usable = [json.loads(a) for a, _ in found if a is not None]
+            yield json.loads(entry), usable, sorted({c for a, c in found if a is None})
 
     def items(self) -> Iterator[Item | Rejected]:
         for where, reason in self._db.execute("SELECT input, reason FROM rejected ORDER BY seq"):
             yield Rejected(where, reason, self.name)
+        positions = slice_positions((Path(image["file_name"]) for image, _, _ in self._planned()), depth=1)
         neighbours: dict[str, list[tuple[int, frozenset[str]]]] = {}
-        for image, found in self._planned():
-            position = slice_position(Path(image["file_name"]).stem)
+        for image, found, _ in self._planned():
+            position = positions.get(Path(image["file_name"]))
             if position is not None:
                 names = frozenset(category for _, category, _, _ in found)
                 neighbours.setdefault(position[0], []).append((position[1], names))
         keys: set[str] = set()
-        for image, found in self._planned():
+        for image, found, boxed in self._planned():
             file_name = image["file_name"]
             where = self._where("image", image["id"])
             path = self._image_path(file_name)
@@ -304,7 +318,8 @@ class CocoSource(Source):
                 "width": image["width"],
                 "annotations": [tuple(a) for a in found],
                 "protocol": protocol_of(stem, self.prefixes, False, self.name),
-                "nearby": nearby_names(slice_position(stem), neighbours),
+                "nearby": nearby_names(positions.get(Path(file_name)), neighbours),
+                "unsure": boxed,
             }
             yield Item(
                 self.name,
@@ -316,11 +331,13 @@ class CocoSource(Source):
     def load(self, item: Item) -> Iterator[LoadResult]:
         height, width = item.payload["height"], item.payload["width"]
         specs: list[MaskSpec] = []
+        unsure = set(item.payload.get("unsure", ()))
         for ident, category, segmentation, crowd in item.payload["annotations"]:
             where = self._where("annotation", ident)
             try:
                 mask = decode_segmentation(segmentation, height, width)
             except (ValueError, TypeError) as error:
+                unsure.add(category)
                 yield Rejected(where, f"segmentation unusable: {error}", self.name)
                 continue
             specs.append(MaskSpec(where, category, instance_map=not crowd, decoded=mask))
@@ -336,17 +353,20 @@ class CocoSource(Source):
             body_region=self.body_region,
             display=self.display,
         )
-        yield from labelled(planar, item.payload)
+        yield from labelled(planar, {**item.payload, "unsure": sorted(unsure)})
 
     def protocols(self) -> dict[str, list[str]]:
-        if self.prefixes is None:
-            return {self.name: sorted(set(self.categories.values()))}
+        """Protocol -> the categories it labels: those with at least one annotation in the file (a listed
+        category nobody annotated, a placeholder such as "teeth" in exported files, is not known to be
+        labelled), or meta.json's ``"labelled"`` list of category names where given."""
         found: dict[str, set[str]] = {}
         rows = self._db.execute(
             "SELECT DISTINCT i.file_name, a.category FROM annotations a JOIN images i ON i.key = a.image"
         )
         for file_name, category in rows:
-            protocol = protocol_of(Path(file_name).stem, self.prefixes, False, None)
+            protocol = protocol_of(Path(file_name).stem, self.prefixes, False, self.name)
             if protocol:
                 found.setdefault(protocol, set()).add(category)
+        if self.labelled_categories is not None:
+            found = {protocol: set(self.labelled_categories) for protocol in found}
         return {protocol: sorted(names) for protocol, names in sorted(found.items())}

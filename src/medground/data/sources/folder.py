@@ -26,7 +26,7 @@ from medground.data.sources.base import (
     nearby_names,
     protocol_of,
     read_protocols,
-    slice_position,
+    slice_positions,
 )
 from medground.data.sources.medseg import clean_region, plane_from_text, read_meta
 from medground.data.sources.planar import MaskSpec, PlanarSource
@@ -107,9 +107,12 @@ class FolderSource(PlanarSource):
             owner = self._owner(mask.stem, stems)
             if owner is not None and fnmatch.fnmatch(mask.name, self.mask_pattern.format(stem=owner)):
                 owned.setdefault(owner, []).append(mask)
+        image_root = self.root / self.images_dir
+        relative = {image.stem: image.relative_to(image_root) for image in images}
+        positions = slice_positions(relative.values(), depth=1)
         neighbours: dict[str, list[tuple[int, frozenset[str]]]] = {}
         for stem, masks in owned.items():
-            position = slice_position(stem)
+            position = positions.get(relative[stem])
             if position is not None:
                 names = {self._spec(m, stem).name for m in masks}
                 if "" in names:  # a label map: any declared label may be there
@@ -127,7 +130,7 @@ class FolderSource(PlanarSource):
                 "image": str(image),
                 "masks": [self._spec(m, image.stem) for m in masks],
                 "protocol": protocol_of(image.stem, self.prefixes, False, self.name),
-                "nearby": nearby_names(slice_position(image.stem), neighbours),
+                "nearby": nearby_names(positions.get(relative[image.stem]), neighbours),
             }
             yield Item(self.name, image.stem, self.patient(case_key(image.stem), image.stem), payload)
 

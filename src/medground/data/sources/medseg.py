@@ -31,7 +31,7 @@ from medground.data.sources.base import (
     protocol_of,
     read_protocols,
     resolve,
-    slice_position,
+    slice_positions,
 )
 from medground.data.sources.peek import csv_header
 from medground.data.sources.planar import MaskSpec, PlanarSource
@@ -164,9 +164,10 @@ class MedsegSource(PlanarSource):
     def items(self) -> Iterator[Item | Rejected]:
         grouped, bad = self._images()
         yield from bad
+        positions = slice_positions([Path(image) for image in grouped], depth=2)
         neighbours: dict[str, list[tuple[int, frozenset[str]]]] = {}
         for image, rows in grouped.items():
-            position = slice_position(Path(image).stem)
+            position = positions.get(Path(image))
             if position is not None:
                 neighbours.setdefault(position[0], []).append((position[1], self._names(rows)))
         for image in sorted(grouped):
@@ -179,7 +180,7 @@ class MedsegSource(PlanarSource):
                 "image": str(resolve(self.root, image)),
                 "masks": [self._spec(r) for r in rows],
                 "protocol": self._protocol(relative),
-                "nearby": nearby_names(slice_position(relative.stem), neighbours),
+                "nearby": nearby_names(positions.get(relative), neighbours),
             }
             yield Item(self.name, key, case, payload)
 

@@ -39,6 +39,11 @@ class MaskSpec:
     decoded: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
+def _names(spec: MaskSpec) -> list[str]:
+    """Raw keys a mask may hold: its structure, or every value a label map declares."""
+    return [spec.name] if spec.values is None or spec.instance_map else sorted({n for _, n in spec.values})
+
+
 def _structures(spec: MaskSpec, mask: np.ndarray) -> list[StructureMask] | str:
     """Structure masks in one mask file, or the reason it cannot be used."""
     if spec.instance_map:
@@ -70,13 +75,16 @@ def load_planar(
         return
     height, width = image.shape[:2]
     structures: list[StructureMask] = []
+    unsure: set[str] = set()  # keys of rejected masks: not known to be absent
     for spec in masks:
         try:
             mask = read_mask(spec.path) if spec.decoded is None else spec.decoded
         except ReadError as error:
+            unsure.update(_names(spec))
             yield Rejected(spec.path, f"mask unreadable: {error.reason}", item.source)
             continue
         if mask.shape != (height, width):
+            unsure.update(_names(spec))
             yield Rejected(
                 spec.path,
                 f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {width}x{height} "
@@ -86,6 +94,7 @@ def load_planar(
             continue
         found = _structures(spec, mask)
         if isinstance(found, str):
+            unsure.update(_names(spec))
             yield Rejected(spec.path, found, item.source)
             continue
         if not any(s.mask.any() for s in found):
@@ -95,7 +104,9 @@ def load_planar(
     if not structures:
         yield Rejected(image_path, "no usable mask for this image", item.source)
         return
-    meta = {"file": image_path} if as_stored else {}
+    meta: dict = {"file": image_path} if as_stored else {}
+    if unsure:
+        meta["unsure"] = sorted(unsure)
     yield Sample(
         id=f"{item.source}/{item.key}",
         image=image,

@@ -10,7 +10,8 @@ voxel become samples.
 
 The patient key is the pairs.csv ``case`` column, else the image volume's own name (never a slice rule
 on volume names): pairs that share an image volume (several label volumes of one CT) or a label volume
-(several sequences registered to one label) are one case, named after the first image in file order.
+(several sequences registered to one label) are one case, named after the first image in file order
+(without an nnU-Net channel suffix: ``case_00220_0000`` of label ``case_00220`` is case ``case_00220``).
 Several sequences of one subject with labels of their own need the ``case`` column. A slice's label
 volume is its labelling protocol (its named values are labelled exhaustively), and each slice knows
 the structures labelled within a few slices of it, so neither is ever called absent wrongly.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,7 @@ from medground.io import (
 )
 from medground.types import Rejected, Sample, StructureMask
 
-__all__ = ["NiftiSource", "VolumeOptions", "VolumeSource", "nifti_stem"]
+__all__ = ["NiftiSource", "VolumeOptions", "VolumeSource", "nifti_stem", "volume_case"]
 
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -106,6 +108,14 @@ def _labels_for(labels: dict, label_path: str, row_values: str | None) -> dict[i
     return _named_values(labels)
 
 
+def volume_case(image: str | Path, label: str | Path) -> str:
+    """The case name of an (image, label) volume pair: the image's stem without an nnU-Net channel
+    suffix (``case_00220_0000`` with label ``case_00220`` -> ``case_00220``: the patient, not channel 0),
+    else the image's stem."""
+    stem, label_stem = nifti_stem(image), nifti_stem(label)
+    return label_stem if re.fullmatch(re.escape(label_stem) + r"_\d{4}", stem) else stem
+
+
 def _shared_cases(pairs: list[dict]) -> list[str]:
     """One case name per pair: pairs linked by a shared image or label volume form one case, named
     after the stem of its first image volume in ``pairs`` order (union-find over the file paths)."""
@@ -122,7 +132,7 @@ def _shared_cases(pairs: list[dict]) -> list[str]:
             parent[max(a, b)] = min(a, b)
     names: dict[str, str] = {}
     for pair in pairs:
-        names.setdefault(root("i:" + pair["image"]), nifti_stem(pair["image"]))
+        names.setdefault(root("i:" + pair["image"]), volume_case(pair["image"], pair["label"]))
     return [names[root("i:" + pair["image"])] for pair in pairs]
 
 
