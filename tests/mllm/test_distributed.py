@@ -2,13 +2,16 @@
 
 Same seed, data and global batch (2 processes x 1 record vs 1 process x 2 records), fp32, no dropout:
 the weights saved by the 2-process runs, reloaded, equal those of the single-process run. The accelerate
-configs are the shipped ones with ``use_cpu``, 2 processes and no mixed precision.
+configs are the shipped ones with ``use_cpu``, 2 processes and no mixed precision. Every FSDP run (full,
+LoRA, resumed) must print that all its parameters were DTensors after ``prepare``; a run that fell back to
+DDP prints no such line (and ``medground train`` itself refuses to go on), so these tests fail then.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -71,6 +74,17 @@ def _stdout(run: subprocess.Popen) -> str:
     return (out.parent / f"{out.name}.out").read_text()
 
 
+def _sharded(stdout: str) -> tuple[int, int, int]:
+    """(sharded, total, processes) from the line a run prints once its model is prepared under FSDP2;
+    a run that printed none (it was not sharded) fails here."""
+    found = re.findall(
+        r"^fsdp2: (\d+) of (\d+) parameter tensors sharded \(DTensor\) across (\d+) processes$", stdout, re.M
+    )
+    assert len(found) == 1, f"no FSDP2 sharding line in the run's output:\n{stdout[-2000:]}"
+    sharded, total, processes = (int(v) for v in found[0])
+    return sharded, total, processes
+
+
 def _single(data: Path, out: Path, *extra: str) -> None:
     result = CliRunner().invoke(
         app, ["train", "--data", str(data), "--out", str(out), "--batch-size", "2", *COMMON, *extra]
@@ -129,6 +143,10 @@ def test_ddp_and_fsdp2_full_saves_equal_the_single_process_run(runs):
         assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     assert (root / "fsdp" / "checkpoints" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()
     assert not (root / "ddp" / "checkpoints" / "checkpoint-2" / "pytorch_model_fsdp_0").exists()
+    # After prepare every parameter of the FSDP run was a DTensor over the 2 processes; DDP printed no such line.
+    sharded, total, processes = _sharded(runs["fsdp"])
+    assert sharded == total > 0 and processes == 2
+    assert "fsdp2:" not in runs["ddp"]
     single = _weights(root / "single")
     assert not torch.equal(single["lm_head.weight"], _weights(root / "init")["lm_head.weight"])
     _assert_equal(_weights(root / "ddp"), single, atol=1e-5)
@@ -141,6 +159,10 @@ def test_ddp_and_fsdp2_full_saves_equal_the_single_process_run(runs):
 def test_fsdp2_lora_merged_save_equals_the_single_process_run(runs):
     root = runs["root"]
     assert not (root / "fsdp-lora" / "adapter_config.json").exists()
+    # Sharded, not a silent DDP fallback: every parameter (adapters and frozen base) a DTensor after prepare;
+    # LoRA adds two matrices per adapted projection to the full run's tensors.
+    sharded, total, processes = _sharded(runs["fsdp-lora"])
+    assert sharded == total > _sharded(runs["fsdp"])[1] and processes == 2
     merged, single, init = (_weights(root / n) for n in ("fsdp-lora", "single-lora", "init"))
     _assert_equal(merged, single, atol=1e-5)
     # LoRA moved the adapted projections and nothing else.
@@ -156,6 +178,8 @@ def test_fsdp2_lora_merged_save_equals_the_single_process_run(runs):
 
 def test_resume_last_across_processes_continues_the_interrupted_run(runs):
     root = runs["root"]
+    # The resumed run was sharded too (same tensors as the uninterrupted one).
+    assert _sharded(runs["resumed"]) == _sharded(runs["fsdp"])
     _assert_equal(_weights(root / "resumed"), _weights(root / "fsdp"), atol=1e-6)
     # Steps 1-2 came from the checkpoint: only steps 3 and 4 were run again, with the same losses.
     assert _losses(runs["resumed"]) == _losses(runs["fsdp"])[2:]
@@ -201,3 +225,14 @@ def test_plain_model_takes_a_gathered_state_and_names_what_is_missing():
     del state["model.language_model.layers.0.mlp.up_proj.weight"]
     with pytest.raises(RuntimeError, match=r"missing \['model.language_model.layers.0.mlp.up_proj.weight'\]"):
         plain_model(family, model.config, state)
+
+
+def test_unsharded_model_under_an_fsdp_request_fails_loudly():
+    """The check every FSDP-launched run makes after prepare: a model whose parameters are plain tensors (what
+    a silent fall-back to DDP trains) is refused, naming the count; an empty model too."""
+    from medground.mllm.train import check_sharded
+
+    with pytest.raises(RuntimeError, match=r"FSDP was asked .* 2 of 2 parameter tensors are not sharded"):
+        check_sharded(torch.nn.Linear(3, 2), world_size=2)
+    with pytest.raises(RuntimeError, match=r"0 of 0 parameter tensors"):
+        check_sharded(torch.nn.Identity(), world_size=2)

@@ -41,6 +41,7 @@ __all__ = [
     "TrainResult",
     "apply_preset",
     "build_trainer",
+    "check_sharded",
     "config_from_dict",
     "load_base",
     "plain_model",
@@ -368,7 +369,7 @@ def save_model(model: Any, processor: Any, family: Family, cfg: TrainConfig, out
     meta = {
         "format": 1,
         "family": family.name,
-        "dialect": family.name,
+        "dialect": family.box_dialect,
         "min_pixels": cfg.min_pixels,
         "max_pixels": cfg.max_pixels,
         "train": asdict(cfg),
@@ -378,30 +379,73 @@ def save_model(model: Any, processor: Any, family: Family, cfg: TrainConfig, out
     tmp.replace(out / META_FILE)
 
 
+def _fsdp_asked() -> bool:
+    """Whether ``accelerate launch`` was given an FSDP config (it sets ``ACCELERATE_USE_FSDP``)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def check_sharded(model: Any, world_size: int) -> str:
+    """The line a run prints once its model is prepared under FSDP2; raises when a parameter is not a
+    DTensor (FSDP2 ``fully_shard``): the run would silently train unsharded (e.g. DDP) though FSDP was asked."""
+    from torch.distributed.tensor import DTensor
+
+    params = list(model.parameters())
+    sharded, total = sum(isinstance(p, DTensor) for p in params), len(params)
+    if total == 0 or sharded != total:
+        raise RuntimeError(
+            f"FSDP was asked (ACCELERATE_USE_FSDP) but {total - sharded} of {total} parameter tensors are not "
+            f"sharded after prepare ({type(model).__name__}); the run would train without FSDP. Check the "
+            "accelerate config (distributed_type: FSDP, fsdp_version: 2) and the accelerate version"
+        )
+    return f"fsdp2: {sharded} of {total} parameter tensors sharded (DTensor) across {world_size} processes"
+
+
+def _shard_check_callback() -> Any:
+    """A Trainer callback that runs :func:`check_sharded` on the prepared model at the first step it trains
+    (the Trainer prepares the model after ``on_train_begin``) and prints its line on the main process."""
+    import torch.distributed as dist
+    from transformers import TrainerCallback
+
+    class ShardCheck(TrainerCallback):
+        checked = False
+
+        def on_step_begin(
+            self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+        ) -> None:
+            if self.checked:
+                return
+            self.checked = True
+            line = check_sharded(model, dist.get_world_size() if dist.is_initialized() else 1)
+            if state.is_world_process_zero:
+                print(line, flush=True)
+
+    return ShardCheck()
+
+
 def _fsdp_on_cpu_processes(trainer: Any) -> None:
     """Turn on FSDP2 for ``accelerate launch`` with an FSDP config and ``use_cpu`` (CPU processes, gloo).
 
-    accelerate 1.15 switches its state to FSDP only for accelerator device types (MULTI_GPU, ...); on
+    accelerate (1.16, the pinned range) switches its state to FSDP only for accelerator device types (MULTI_GPU, ...); on
     CPU processes it leaves MULTI_CPU, and the Trainer would silently train with DDP while the user
     asked for sharding. FSDP2 (``fully_shard``) itself runs on CPU with gloo, so the state is switched
     here with the plugin the launcher described (``FSDP_*`` environment). FSDP1 refuses CPU-only runs.
     """
-    import os
-
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = trainer.accelerator.state
-    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if not wanted or state.distributed_type != DistributedType.MULTI_CPU:
+    if not _fsdp_asked() or state.distributed_type != DistributedType.MULTI_CPU:
         return
     plugin = FullyShardedDataParallelPlugin()
     if plugin.fsdp_version != 2:
         raise ValueError(
             f"FSDP on CPU processes needs fsdp_version: 2 in the accelerate config (got {plugin.fsdp_version})"
         )
-    # Both shared states: every later AcceleratorState() copies PartialState's distributed_type back.
-    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    # Both states, through their public attributes (each is one object per process): every later
+    # AcceleratorState() copies PartialState's distributed_type back.
+    PartialState().distributed_type = DistributedType.FSDP
     state.distributed_type = DistributedType.FSDP
     state.fsdp_plugin = plugin
     trainer.is_fsdp_enabled = True
@@ -447,12 +491,15 @@ def build_trainer(
 
     :func:`train` uses it; so does bench/gpu_check.py, on a model built in memory.
     """
+    callbacks = [_cpu_budget_callback(cfg.max_minutes)] if cfg.max_minutes > 0 else []
+    if _fsdp_asked():
+        callbacks.append(_shard_check_callback())
     return _trainer_class()(
         model=_prepare(model, cfg),
         args=_training_args(cfg),
         train_dataset=RecordDataset(records, processor, family, cfg.data, cfg),
         data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pack),
-        callbacks=[_cpu_budget_callback(cfg.max_minutes)] if cfg.max_minutes > 0 else None,
+        callbacks=callbacks or None,
     )
 
 
