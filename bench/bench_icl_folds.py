@@ -20,7 +20,8 @@ Protocol, fixed 2026-12-01 05:50 UTC before any fold model was trained or scored
 - Scoring: ``medground.icl.evaluate`` (icl-eval's protocol: supports from other patients, one task
   set for every k, Dice at the query's resolution, bootstrap over query patients) at k = 1, 2, 4, 8,
   ``DRAWS`` draws x ``QUERIES`` queries, seed 0; baselines (a) support prior, (b) U-Net fitted on the
-  supports for ``UNET_STEPS`` steps (the configuration of ``medground.icl.baselines``). k = 16 is
+  supports for ``UNET_STEPS`` steps (``medground.icl.baselines.UNET_STEPS``, icl-eval's default: 60;
+  the 2026-12-01 run used 30). k = 16 is
   scored apart (``K16``), on tasks with at least 17 patients (those of drive, hc18, ph2, idrid), with
   their k = 1..8 rows beside it. In-distribution rows: fold ``IN_DISTRIBUTION_FOLD`` only (CPU).
 - (c) UniverSeg is not trained here (no CPU time left for it after the rest; its earlier runs failed
@@ -52,6 +53,7 @@ from pathlib import Path
 
 import torch
 
+from medground.icl.baselines import UNET_STEPS
 from medground.icl.evaluate import EvalConfig, evaluate, summarise, write_outputs
 from medground.icl.protocol import FOLDS, TRAINING_ONLY, check_folds
 from medground.icl.report import MAIN
@@ -62,7 +64,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MEDSEG = SHARED / "medseg"
 SCORED_VOLUMES = ["msd_hippocampus_mr"]
 STEPS, SEED = 500, 0
-KS, K16, DRAWS, QUERIES, UNET_STEPS, BOOT = [1, 2, 4, 8], 16, 3, 2, 30, 1000
+KS, K16, DRAWS, QUERIES, BOOT = [1, 2, 4, 8], 16, 3, 2, 1000
 IN_DISTRIBUTION_FOLD, SHIPPED_FOLD = "1", "1"
 TRAINED, UNTRAINED = "ridgeseg", "ridgeseg untrained"
 WITH_TEXT = "ridgeseg+text"

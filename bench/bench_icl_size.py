@@ -24,7 +24,8 @@ seen:
   (the U-Net and support prior there keep the configuration fixed before the folds were scored), and
   paired by query: every run draws the same queries and supports.
 
-- ``--unet-size N`` also scores the U-Net baseline at working size N (its 30 steps unchanged): a check of
+- ``--unet-size N`` also scores the U-Net baseline at working size N (``UNET_STEPS`` steps, icl-eval's default
+  60 since 2026-12-08; the 2026-12-01 run used 30): a check of
   how much of the gap to the U-Net is resolution; added after the held-out results above were seen.
 
     python bench/bench_icl_size.py [--folds-out /work/runs/icl_folds] [--out /work/runs/icl_size] [--unet-size 128]
@@ -50,7 +51,6 @@ from bench_icl_folds import (
     SEED,
     SHARED,
     TRAINED,
-    UNET_STEPS,
     UNTRAINED,
     _cpu,
     _main_rows,
@@ -60,6 +60,7 @@ from bench_icl_folds import (
     pooled_rows,
 )
 
+from medground.icl.baselines import UNET_STEPS
 from medground.icl.evaluate import EvalConfig, evaluate, qualifies, write_outputs
 from medground.icl.protocol import FOLDS
 from medground.icl.report import MAIN
@@ -168,7 +169,7 @@ def score_held_out(fold: str, folds_out: Path, out: Path, chosen: dict[str, int]
 
 
 def score_unet(fold: str, folds_out: Path, out: Path, size: int, costs: dict) -> list[dict]:
-    """Held-out rows of the U-Net baseline (b) at working size ``size`` (its pre-fixed 30 steps), from an
+    """Held-out rows of the U-Net baseline (b) at working size ``size`` (``UNET_STEPS`` steps), from an
     icl-eval run of the fold's trained model at that size (its own rows are not used), renamed."""
     target = out / f"fold{fold}" / f"heldout_unet_{size}"
     model = folds_out / f"fold{fold}" / "trained"

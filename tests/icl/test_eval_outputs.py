@@ -96,3 +96,23 @@ def test_draws_are_shared_so_differences_are_paired() -> None:
     s = summarise(rows, 500, 0)
     assert s["n"][1]["lo"] == pytest.approx(s["m"][1]["lo"] + 0.1)
     assert s["n"][1]["hi"] == pytest.approx(s["m"][1]["hi"] + 0.1)
+
+
+def test_unet_baseline_runs_the_same_steps_everywhere() -> None:
+    """icl-eval's option, EvalConfig and unet_from_scratch share one default; the folds bench uses it."""
+    import inspect
+    import sys
+
+    from medground.icl.baselines import UNET_STEPS, unet_from_scratch
+    from medground.icl.commands import icl_eval_command
+
+    assert UNET_STEPS == 60
+    assert EvalConfig().unet_steps == UNET_STEPS
+    assert inspect.signature(unet_from_scratch).parameters["steps"].default == UNET_STEPS
+    assert inspect.signature(icl_eval_command).parameters["unet_steps"].default == UNET_STEPS
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    try:
+        import bench_icl_folds
+    finally:
+        sys.path.pop(0)
+    assert bench_icl_folds.UNET_STEPS == UNET_STEPS

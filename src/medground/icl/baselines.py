@@ -13,7 +13,10 @@ from torch import nn
 from medground.icl.augment import AugmentConfig, augment_examples, augment_task
 from medground.icl.model import ConvBlock, Encoder, standardize
 
-__all__ = ["SmallUNet", "support_prior", "unet_from_scratch"]
+__all__ = ["UNET_STEPS", "SmallUNet", "support_prior", "unet_from_scratch"]
+
+UNET_STEPS = 60
+"""Training steps of baseline (b): the one default of ``unet_from_scratch``, ``icl-eval`` and every bench."""
 
 
 def support_prior(masks: torch.Tensor, n_queries: int) -> torch.Tensor:
@@ -45,7 +48,7 @@ def unet_from_scratch(
     images: torch.Tensor,
     masks: torch.Tensor,
     queries: torch.Tensor,
-    steps: int = 60,
+    steps: int = UNET_STEPS,
     seed: int = 0,
     lr: float = 3e-3,
 ) -> torch.Tensor:

@@ -47,7 +47,7 @@ import torch
 
 from medground.eval.seg_metrics import EmptyRule, MaskScores, score_masks
 from medground.icl.adapt import adapt_to_support
-from medground.icl.baselines import support_prior, unet_from_scratch
+from medground.icl.baselines import UNET_STEPS, support_prior, unet_from_scratch
 from medground.icl.preprocess import resize_back
 from medground.icl.protocol import domain_group, expand_held_out, not_trained_on
 from medground.icl.segmenter import load_pretrained
@@ -85,7 +85,7 @@ class EvalConfig:
     """Draws (query patient + support order) per task."""
     queries: int = 4
     """Queries per draw, all from the draw's query patient."""
-    unet_steps: int = 60
+    unet_steps: int = UNET_STEPS
     """Steps of the from-scratch U-Net (baseline b); 0 skips it."""
     adapt_steps: int = 0
     """If > 0, also evaluate our model fine-tuned on each support set for this many steps ("<arch>+adapt")."""
