@@ -234,14 +234,24 @@ def _print_plan(planned: dict) -> None:
 
 @app.command()
 def export(
-    out_dir: Annotated[Path, typer.Argument(help="A build's output folder.")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Argument(help="A build's output folder (with --check-config: the export folder, optional)."),
+    ] = None,
     fmt: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--format", "-f", help="llava, sharegpt, llamafactory, swift, or sharded: parquet, webdataset."
+            "--format",
+            "-f",
+            help="llava, sharegpt, llamafactory, swift, swift-objects, internvl, or sharded: parquet, webdataset.",
         ),
-    ],
-    dest: Annotated[Path | None, typer.Option(help="Where to write (default: OUT_DIR/export/...).")] = None,
+    ] = None,
+    dest: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder, or a file name ending in the format's suffix (default: OUT_DIR/export/...)."
+        ),
+    ] = None,
     split: Annotated[str | None, typer.Option(help="Only this split (train, val, test).")] = None,
     dialect: Annotated[
         str | None,
@@ -249,21 +259,56 @@ def export(
     ] = None,
     max_pixels: Annotated[
         int,
-        typer.Option(help="Pixel budget of images saved for qwen2.5-vl (default: LLaMA-Factory's 768*768)."),
+        typer.Option(
+            help="Pixel budget of images saved for qwen2.5-vl; the trainer's image_max_pixels / MAX_PIXELS "
+            "must be at least the size printed (default: LLaMA-Factory's 768*768)."
+        ),
     ] = 768 * 768,
     shard_size: Annotated[
         int | None,
         typer.Option(help="Samples per shard of parquet and webdataset exports (default 10000)."),
     ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="A system prompt for every row (default: the trainer template's).")
+    ] = None,
+    keep_image_metadata: Annotated[
+        bool, typer.Option(help="Copy images with their EXIF/XMP/PNG text (default: dropped).")
+    ] = False,
+    check_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Check a LLaMA-Factory YAML or a file with an ms-swift command: will the exports it names "
+            "get their boxes right? (exit 1 if not)"
+        ),
+    ] = None,
 ) -> None:
-    """Write a build's records in the format of a trainer (LLaVA, ShareGPT, LLaMA-Factory, ms-swift), or as
-    Parquet / WebDataset shards that carry the images, streamed with bounded memory."""
-    from medground.data.export import export as export_records
+    """Write a build's records in the format of a trainer (LLaVA, ShareGPT, LLaMA-Factory, ms-swift,
+    InternVL), or as Parquet / WebDataset shards that carry the images, streamed with bounded memory;
+    prints the data path and the trainer settings its boxes need. --check-config checks a trainer config."""
+    from medground.data import export as exports
 
     try:
+        if check_config is not None:
+            ok, lines = exports.check_config(check_config, out_dir)
+            typer.echo("\n".join(lines))
+            raise typer.Exit(0 if ok else 1)
+        if out_dir is None or fmt is None:
+            fail("give a build folder and --format (or --check-config FILE)")
         with _shown_warnings():
-            written = export_records(out_dir, fmt, dest, split, dialect, max_pixels, shard_size)
+            written = exports.export(
+                out_dir,
+                fmt,
+                dest,
+                split,
+                dialect,
+                max_pixels,
+                shard_size,
+                system=system,
+                keep_metadata=keep_image_metadata,
+            )
         typer.echo(written)
+        manifest = json.loads(exports.manifest_path(written).read_text(encoding="utf-8"))
+        typer.echo(exports.requirement_line(manifest))
     except (ValueError, KeyError, FileNotFoundError) as error:
         fail(str(error))
 

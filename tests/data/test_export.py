@@ -32,7 +32,7 @@ def _jsonl(path: Path) -> list[dict]:
 def test_llava(tmp_path):
     root = build_output(tmp_path / "out")
     path = export(root, "llava")
-    assert path == root / "export" / "llava.json"
+    assert path == root / "export" / "llava_qwen-vl-grid.json"  # the default name carries the dialect
     items = json.loads(path.read_text())
     assert [it["id"] for it in items] == RECORD_IDS
     assert items[0]["image"] == "images/demo_ct/a.png" and (root / items[0]["image"]).exists()
@@ -44,7 +44,7 @@ def test_llava(tmp_path):
 def test_sharegpt_and_split(tmp_path):
     root = build_output(tmp_path / "out")
     items = _jsonl(export(root, "sharegpt"))
-    assert len(items) == 3
+    assert len(items) == 3 and [it["id"] for it in items] == RECORD_IDS
     assert items[0]["messages"][:2] == [
         {"role": "user", "content": Q_A},
         {"role": "assistant", "content": A_A},
@@ -54,6 +54,7 @@ def test_sharegpt_and_split(tmp_path):
     val = _jsonl(export(root, "sharegpt", split="val"))
     assert val == [
         {
+            "id": "demo_ct/b#0",
             "messages": [
                 {"role": "user", "content": "<image>\nFind the liver."},
                 {"role": "assistant", "content": "The <ref>liver</ref><box>(125,125),(600,850)</box>."},
@@ -61,7 +62,9 @@ def test_sharegpt_and_split(tmp_path):
             "images": ["images/demo_ct/b.png"],
         }
     ]
-    assert (root / "export" / "sharegpt_val.jsonl").exists()
+    assert (root / "export" / "sharegpt_qwen-vl-grid_val.jsonl").exists()
+    info = json.loads((root / "export" / "dataset_info.json").read_text())  # sharegpt gets one too
+    assert sorted(info) == ["sharegpt_qwen-vl-grid", "sharegpt_qwen-vl-grid_val"]
     with pytest.raises(ValueError, match="no records with split 'tset'"):
         export(root, "sharegpt", dest=tmp_path / "x.jsonl", split="tset")
     assert not (tmp_path / "x.jsonl").exists() and not list(tmp_path.glob(".x.jsonl*"))
@@ -71,11 +74,11 @@ def test_llamafactory(tmp_path):
     root = build_output(tmp_path / "out")
     dest = tmp_path / "lf"
     path = export(root, "llamafactory", dest=dest)
-    assert path == dest / "medground.jsonl"
+    assert path == dest / "medground_qwen-vl-grid.jsonl"
     info = json.loads((dest / "dataset_info.json").read_text())
     assert info == {
-        "medground": {
-            "file_name": "medground.jsonl",
+        "medground_qwen-vl-grid": {
+            "file_name": "medground_qwen-vl-grid.jsonl",
             "formatting": "sharegpt",
             "columns": {"messages": "messages", "images": "images"},
             "tags": {
@@ -83,6 +86,7 @@ def test_llamafactory(tmp_path):
                 "content_tag": "content",
                 "user_tag": "user",
                 "assistant_tag": "assistant",
+                "system_tag": "system",
             },
         }
     }
@@ -91,9 +95,15 @@ def test_llamafactory(tmp_path):
     assert (dest / items[0]["images"][0]).exists()
     assert items[0]["messages"][0] == {"role": "user", "content": Q_A}
     export(root, "llamafactory", dest=dest, split="train")  # a second entry is added, the first kept
+    export(root, "llamafactory", dest=dest, dialect="qwen2-vl-norm1000")  # another dialect: a third
     info = json.loads((dest / "dataset_info.json").read_text())
-    assert sorted(info) == ["medground", "medground_train"]
-    assert info["medground_train"]["file_name"] == "medground_train.jsonl"
+    assert sorted(info) == [
+        "medground_qwen-vl-grid",
+        "medground_qwen-vl-grid_train",
+        "medground_qwen2-vl-norm1000",
+    ]
+    assert info["medground_qwen-vl-grid_train"]["file_name"] == "medground_qwen-vl-grid_train.jsonl"
+    assert len(_jsonl(path)) == 3  # not overwritten by the other dialect
 
 
 def test_swift_relative_paths_and_placeholder(tmp_path):
@@ -103,8 +113,11 @@ def test_swift_relative_paths_and_placeholder(tmp_path):
     rec["conversations"][0]["value"] = "Describe this image."  # placeholder missing
     rec["conversations"][1]["value"] = "An <image> of the eye."  # stray placeholder outside turn 0
     shard.write_text(json.dumps(rec) + "\n")
-    items = _jsonl(export(root, "swift"))
+    items = _jsonl(export(root, "swift", system="You read medical images."))
     folder = root / "export"
+    assert all(it["messages"][0] == {"role": "system", "content": "You read medical images."} for it in items)
+    for it in items:
+        it["messages"] = it["messages"][1:]
     assert items[0]["images"] == ["images/demo_ct/a.png"]  # relative to the export file's folder
     assert not os.path.isabs(items[2]["images"][0]) and (folder / items[2]["images"][0]).exists()
     assert items[2]["messages"][0]["content"] == "<image>\nDescribe this image."
@@ -116,10 +129,13 @@ def test_unknown_format(tmp_path):
     root = build_output(tmp_path / "out")
     with pytest.raises(
         KeyError,
-        match="known: llava, sharegpt, llamafactory, swift, parquet, webdataset. Did you mean 'swift'",
+        match="known: llava, sharegpt, llamafactory, swift, swift-objects, internvl, parquet, webdataset",
     ):
         export(root, "swfit")
-    assert sorted(EXPORTERS) == ["llamafactory", "llava", "sharegpt", "swift"]
+    assert sorted(EXPORTERS) == ["internvl", "llamafactory", "llava", "sharegpt", "swift", "swift-objects"]
+    for fmt in ("llava", "internvl"):  # their loaders take the system prompt from the template
+        with pytest.raises(ValueError, match="--system is not supported"):
+            export(root, fmt, system="x")
     with pytest.raises(FileNotFoundError, match="medground build"):
         export(tmp_path / "empty", "llava")
 
@@ -231,11 +247,11 @@ def test_qwen25_export_boxes_match_the_masks_in_the_image_the_trainer_feeds(tmp_
 
     root, masks = _big_build(tmp_path / "build")
     dest = tmp_path / "lf"
-    path = export(root, "llamafactory", dest=dest, dialect="qwen2.5-vl")
+    path = export(root, "llamafactory", dest=dest, dialect="qwen2.5-vl-pixels")
     item = _jsonl(path)[0]
 
     # LLaMA-Factory's converter: media path joined to media_dir (= dataset_dir, the export folder) is a file
-    info = json.loads((dest / "dataset_info.json").read_text())["medground"]
+    info = json.loads((dest / "dataset_info.json").read_text())["medground_qwen2.5-vl-pixels"]
     assert (dest / info["file_name"]).is_file()
     image_path = os.path.join(dest, item["images"][0])
     assert os.path.isfile(image_path)
@@ -279,7 +295,7 @@ def test_qwen25_export_boxes_match_the_masks_in_the_image_the_trainer_feeds(tmp_
     # the folder survives a move: every path still resolves from the export file's folder
     moved = tmp_path / "elsewhere" / "lf"
     shutil.move(dest, moved)
-    assert os.path.isfile(os.path.join(moved, _jsonl(moved / "medground.jsonl")[0]["images"][0]))
+    assert os.path.isfile(os.path.join(moved, _jsonl(moved / path.name)[0]["images"][0]))
 
 
 def test_every_format_and_dialect_loads_through_the_consumers_path(tmp_path, monkeypatch):
@@ -293,10 +309,14 @@ def test_every_format_and_dialect_loads_through_the_consumers_path(tmp_path, mon
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 path = export(root, fmt, dest=tmp_path / dialect / fmt, dialect=dialect)
-            assert any("plain characters" in str(w.message) for w in caught) == (dialect == "qwen-vl")
+            warned = any("plain characters" in str(w.message) for w in caught)
+            assert warned == (dialect == "qwen-vl-grid" and fmt != "swift-objects")
             folder = path.parent
             if fmt == "llava":
                 item = json.loads(path.read_text())[0]
+                image, texts = item["image"], [t["value"] for t in item["conversations"]]
+            elif fmt == "internvl":
+                item = _jsonl(path)[0]
                 image, texts = item["image"], [t["value"] for t in item["conversations"]]
             else:
                 item = _jsonl(path)[0]
@@ -304,11 +324,20 @@ def test_every_format_and_dialect_loads_through_the_consumers_path(tmp_path, mon
                 rows = load_dataset(
                     "json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf")
                 )
-                assert rows.num_rows == 1 and rows[0]["images"] == [image]
+                assert rows.num_rows == 1 and rows[0]["images"] == [image] and rows[0]["id"] == "kvasir/k1#0"
+            assert item["id"] == "kvasir/k1#0"
             assert not os.path.isabs(image) and (folder / image).is_file()
             # ms-swift's _check_path: relative to the working directory (run from the export folder)
             monkeypatch.chdir(folder)
             assert os.path.exists(image)
+            if (
+                fmt == "swift-objects"
+            ):  # swift fills one <bbox> per box and one <ref-object> per ref, in order
+                objects = item["objects"]
+                assert sum(t.count("<bbox>") for t in texts) == len(objects["bbox"]) == 4
+                assert sum(t.count("<ref-object>") for t in texts) == len(objects["ref"])
+                assert objects["bbox_type"] == "real"
+                continue
             # each turn's boxes are the target dialect's, and they parse back to the regions' boxes
             target = DIALECTS[dialect]
             with Image.open(folder / image) as fed:

@@ -46,11 +46,38 @@ def _shards(folder: Path, suffix: str) -> list[str]:
     return [str(p) for p in sorted(folder.glob(f"shard-*{suffix}"))]
 
 
+def _self_contained(carried: dict, record: dict, name: str, size: tuple[int, int]) -> None:
+    """``carried`` is ``record`` in the frame of the image carried as ``name`` (``size``): no path back to
+    the build, masks as RLE whose decoded box (pycocotools, not medground) is the region's box."""
+    from pycocotools import mask as coco_mask
+
+    assert carried["image"] == name and (carried["width"], carried["height"]) == size
+    assert carried["original"] == {
+        "image": record["image"],
+        "width": record["width"],
+        "height": record["height"],
+        "boxes": [r["box"] for r in record["regions"]],
+    }
+    assert "mask" not in json.dumps(carried["regions"])
+    for region in carried["regions"]:
+        rle = {"size": region["rle"]["size"], "counts": region["rle"]["counts"].encode()}
+        mask = coco_mask.decode(rle).astype(bool)
+        assert mask.shape == (size[1], size[0]) and int(mask.sum()) == region["area"]
+        ys, xs = np.nonzero(mask)
+        assert [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] == region["box"]
+    rest = {k: v for k, v in carried.items() if k not in ("image", "width", "height", "regions", "original")}
+    assert rest == {k: v for k, v in record.items() if k not in ("image", "width", "height", "regions")}
+
+
 def test_parquet_round_trips_every_record_and_image_byte(tmp_path):
     root, records = _build_with_a_jpeg(tmp_path / "out")
     folder = export(root, "parquet", shard_size=2)
-    assert folder == root / "export" / "parquet"
-    assert sorted(p.name for p in folder.iterdir()) == ["shard-000000.parquet", "shard-000001.parquet"]
+    assert folder == root / "export" / "parquet_qwen-vl-grid"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "export.json",
+        "shard-000000.parquet",
+        "shard-000001.parquet",
+    ]
 
     ds = load_dataset(
         "parquet", data_files=_shards(folder, ".parquet"), split="train", cache_dir=str(tmp_path / "hf")
@@ -59,11 +86,12 @@ def test_parquet_round_trips_every_record_and_image_byte(tmp_path):
     assert ds[0]["image"].size == (64, 48)  # the image column decodes to PIL by itself
     raw = ds.cast_column("image", HFImage(decode=False))
     for row, record in zip(raw, records, strict=True):
-        assert json.loads(row["record"]) == record
-        assert row["image"]["bytes"] == (root / record["image"]).read_bytes()
-        assert row["image"]["path"] == record["image"]
+        name = row["key"] + Path(record["image"]).suffix
+        _self_contained(json.loads(row["record"]), record, name, (record["width"], record["height"]))
+        assert row["image"]["bytes"] == (root / record["image"]).read_bytes()  # no metadata to drop
+        assert row["image"]["path"] == name
         assert (row["width"], row["height"]) == (record["width"], record["height"])
-        assert row["split"] == record["split"] and row["dialect"] == "qwen-vl"
+        assert row["split"] == record["split"] and row["dialect"] == "qwen-vl-grid"
         # the record's own dialect: turns unchanged (each already has one <image>, in the first turn)
         assert row["conversations"] == record["conversations"]
     assert raw[2]["image"]["path"].endswith(".jpg")
@@ -72,7 +100,7 @@ def test_parquet_round_trips_every_record_and_image_byte(tmp_path):
 def test_webdataset_round_trips_every_record_and_image_byte(tmp_path):
     root, records = _build_with_a_jpeg(tmp_path / "out")
     folder = export(root, "webdataset", shard_size=2)
-    assert folder == root / "export" / "webdataset"
+    assert folder == root / "export" / "webdataset_qwen-vl-grid"
     urls = _shards(folder, ".tar")
     with tarfile.open(urls[0]) as tar:
         assert tar.getnames() == ["000000.png", "000000.json", "000001.png", "000001.json"]
@@ -85,9 +113,14 @@ def test_webdataset_round_trips_every_record_and_image_byte(tmp_path):
         ext = Path(record["image"]).suffix[1:]
         assert sample[ext] == (root / record["image"]).read_bytes()
         meta = sample["json"]
-        assert meta["record"] == record and meta["id"] == record["id"] and meta["image"] == record["image"]
+        name = f"{sample['__key__']}.{ext}"
+        assert meta["id"] == record["id"] and meta["image"] == name  # the member's own name in the shard
+        _self_contained(meta["record"], record, name, (record["width"], record["height"]))
         assert meta["conversations"] == record["conversations"]
         assert (meta["width"], meta["height"]) == Image.open(io.BytesIO(sample[ext])).size
+    # the README's reading: .decode("pil") gives PIL images
+    decoded = next(iter(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil")))
+    assert isinstance(decoded["png"], Image.Image) and decoded["png"].size == (64, 48)
 
 
 def test_split_and_dialect_rerender_boxes_and_images_in_both_formats(tmp_path):
@@ -98,21 +131,24 @@ def test_split_and_dialect_rerender_boxes_and_images_in_both_formats(tmp_path):
         expected = original.resize((56, 56), Image.Resampling.LANCZOS)
     answer = 'The {"bbox_2d": [7, 7, 35, 49], "label": "liver"}.'
 
-    parquet = export(root, "parquet", split="val", dialect="qwen2.5-vl")
-    assert parquet == root / "export" / "parquet_val"
+    parquet = export(root, "parquet", split="val", dialect="qwen2.5-vl-pixels")
+    assert parquet == root / "export" / "parquet_qwen2.5-vl-pixels_val"
     ds = load_dataset(
         "parquet", data_files=_shards(parquet, ".parquet"), split="train", cache_dir=str(tmp_path / "hf")
     )
-    assert ds["id"] == ["demo_ct/b#0"] and ds[0]["dialect"] == "qwen2.5-vl"
+    assert ds["id"] == ["demo_ct/b#0"] and ds[0]["dialect"] == "qwen2.5-vl-pixels"
     assert ds[0]["conversations"][1]["value"] == answer
     assert (ds[0]["width"], ds[0]["height"]) == (56, 56)
     assert list(ds[0]["image"].getdata()) == list(expected.getdata())
-    assert json.loads(ds[0]["record"]) == records[1]  # the record itself keeps the build's frame
+    # the record in the carried frame: the liver's mask, resized by nearest neighbour, spans [7, 35) x [7, 49)
+    carried = json.loads(ds[0]["record"])
+    _self_contained(carried, records[1], "000000.png", (56, 56))
+    assert carried["regions"][0]["box"] == [7, 7, 35, 49]
 
-    tars = export(root, "webdataset", split="val", dialect="qwen2.5-vl")
+    tars = export(root, "webdataset", split="val", dialect="qwen2.5-vl-pixels")
     (sample,) = list(wds.WebDataset(_shards(tars, ".tar"), shardshuffle=False, empty_check=False).decode())
     assert sample["json"]["conversations"][1]["value"] == answer
-    assert sample["json"]["image"] == "images_qwen2.5-vl_589824px/demo_ct/b.png"
+    assert sample["json"]["image"] == "000000.png" and sample["json"]["record"] == carried
     with Image.open(io.BytesIO(sample["png"])) as image:
         assert image.mode == "L" and list(image.getdata()) == list(expected.getdata())
 
@@ -147,7 +183,9 @@ def test_cli_export_shards(tmp_path):
     root, _ = _build_with_a_jpeg(tmp_path / "out")
     result = CliRunner().invoke(app, ["export", str(root), "--format", "parquet", "--shard-size", "1"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == str(root / "export" / "parquet")
-    assert len(_shards(root / "export" / "parquet", ".parquet")) == 3
+    folder = root / "export" / "parquet_qwen-vl-grid"
+    assert result.stdout.splitlines()[0] == str(folder)
+    assert "no pixel setting needed" in result.stdout
+    assert len(_shards(folder, ".parquet")) == 3
     result = CliRunner().invoke(app, ["export", str(root), "--format", "sharegpt", "--shard-size", "1"])
     assert result.exit_code != 0 and "shard_size applies to parquet and webdataset only" in result.output

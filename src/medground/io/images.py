@@ -37,6 +37,7 @@ __all__ = [
     "MaskFile",
     "StoredImage",
     "check_png_stream",
+    "copy_image",
     "encode_mask_png",
     "encode_png",
     "image_size",
@@ -44,6 +45,7 @@ __all__ = [
     "read_image_as_stored",
     "read_mask",
     "read_mask_file",
+    "strip_image_metadata",
     "to_uint8_minmax",
     "write_mask_png",
     "write_png",
@@ -586,3 +588,88 @@ def _write_plain(target: str | Path, data: bytes) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+# PNG chunks kept by :func:`strip_image_metadata`: the critical ones and those that say how to show the
+# pixels. Text (tEXt, zTXt, iTXt), EXIF (eXIf), time (tIME) and private chunks are dropped.
+_PNG_KEPT = {
+    b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"cICP",
+    b"pHYs", b"bKGD",
+}  # fmt: skip
+# JPEG markers kept before the scan: JFIF (APP0), ICC profile (APP2), Adobe colour transform (APP14).
+# EXIF and XMP (APP1), IPTC (APP13), the other APPn and comments (COM) are dropped.
+_JPEG_APP_KEPT = {0xE0: b"JFIF", 0xE2: b"ICC_PROFILE", 0xEE: b"Adobe"}
+
+
+def _png_without_metadata(path: Path, data: bytes) -> bytes:
+    parts, pos = [data[:8]], 8
+    while pos + 8 <= len(data):
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        kind, end = data[pos + 4 : pos + 8], pos + 12 + length
+        if end > len(data):
+            raise ReadError(path, f"PNG chunk {kind!r} at byte {pos} runs past the end of the file")
+        if kind in _PNG_KEPT:
+            parts.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            break
+    return b"".join(parts)
+
+
+def _jpeg_without_metadata(path: Path, data: bytes) -> bytes:
+    parts, pos = [data[:2]], 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ReadError(path, f"JPEG marker expected at byte {pos}, found 0x{data[pos]:02x}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the entropy-coded data and the rest are kept as they are
+            parts.append(data[pos:])
+            return b"".join(parts)
+        end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        signature = _JPEG_APP_KEPT.get(marker)
+        dropped = 0xE0 <= marker <= 0xEF or marker == 0xFE  # APPn or COM
+        if not dropped or (signature and data[pos + 4 : pos + 4 + len(signature)] == signature):
+            parts.append(data[pos:end])
+        pos = end
+    raise ReadError(path, "JPEG without a start-of-scan marker: truncated or not a JPEG")
+
+
+def strip_image_metadata(path: str | Path) -> bytes:
+    """The bytes of image file ``path`` without metadata that may name a patient.
+
+    PNG: only the chunks of ``_PNG_KEPT`` (pixels, palette, colour) are kept, byte for byte; JPEG: the
+    segments before the scan except EXIF/XMP (APP1), IPTC (APP13), other APPn and comments are kept,
+    and the compressed scan is copied unchanged (no re-encoding, same pixels). BMP holds no metadata
+    and is returned as is. Other formats (TIFF) are decoded and written again in the same format with
+    no tags but the pixel layout. Raises ReadError for a missing or malformed file.
+    """
+    p = require_file(path)
+    _check_suffix(p)
+    data = p.read_bytes()
+    if data.startswith(_PNG_SIGNATURE):
+        return _png_without_metadata(p, data)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_without_metadata(p, data)
+    if data.startswith(b"BM"):
+        return data
+    with _open(p, decode=True) as image:
+        clean = image.copy()  # a plain Image: no tag directory for the TIFF writer to carry over
+        clean.info = {}
+        buffer = io.BytesIO()
+        clean.save(buffer, format=image.format)
+    return buffer.getvalue()
+
+
+def copy_image(
+    src: str | Path, dst: str | Path, *, keep_metadata: bool = False, durable: bool = True
+) -> None:
+    """Copy image file ``src`` to ``dst`` (parent folders created) without its metadata
+    (:func:`strip_image_metadata`), or byte for byte with ``keep_metadata``; ``durable`` as in
+    :func:`write_png`."""
+    if keep_metadata:
+        _write(dst, require_file(src).read_bytes(), durable)
+        return
+    _write(dst, strip_image_metadata(src), durable)
