@@ -27,6 +27,8 @@ serve: install
 browsers:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+	chromium --headless=new --no-sandbox --disable-gpu --dump-dom about:blank >/dev/null 2>&1 || \
+	  (echo "chromium is installed but does not start headless" >&2; exit 1)
 
 test: install
 	$(BIN)/python -m pytest
