@@ -100,7 +100,7 @@ def drag(
     view = driver.find_element(By.ID, "view")
     w, h = view.size["width"], view.size["height"]
     at = lambda p: (int(p[0] - w / 2), int(p[1] - h / 2))  # noqa: E731  (selenium: offsets from the centre)
-    actions = ActionBuilder(driver)
+    actions = ActionBuilder(driver, duration=10)  # ms per move (selenium's default: 250)
     pressed = MouseButton.RIGHT if button == "right" else MouseButton.LEFT
     actions.pointer_action.move_to(view, *at(start)).pointer_down(pressed)
     for n in range(1, steps + 1):

@@ -35,13 +35,16 @@ CARDS = {"bird-nano": DEFAULT_MODEL / "TRAINING.md"}
 ``/static/cards/{id}.md`` so the page can link the card of the model that answers."""
 
 
-def _windows(store: VolumeStore, volume_id: str) -> dict[str, list[float]]:
-    """Every window name of a held volume -> its [lo, hi] in the volume's values (CT presets in HU: level
-    -/+ width / 2; "percentiles": the non-zero 0.5/99.5 percentiles, computed once per volume)."""
+def _windows(store: VolumeStore, volume_id: str, percentiles: bool) -> dict[str, list[float]]:
+    """Window names of a held volume -> their [lo, hi] in the volume's values: CT presets in HU (level
+    -/+ width / 2) and, when ``percentiles`` (they read every voxel; computed once per volume), "percentiles":
+    the non-zero 0.5/99.5 percentiles."""
     held = store.get(volume_id)
-    if held.percentiles is None:
-        held.percentiles = mr_percentiles(held.volume.array)
-    ranges = {PERCENTILES: list(held.percentiles)}
+    ranges = {}
+    if percentiles:
+        if held.percentiles is None:
+            held.percentiles = mr_percentiles(held.volume.array)
+        ranges[PERCENTILES] = list(held.percentiles)
     for name in CT_WINDOWS:
         level, width = ct_window(name)
         ranges[name] = [level - width / 2, level + width / 2]
@@ -70,7 +73,7 @@ def preview_png(image: Image.Image) -> bytes:
 
 
 def page_router(store: VolumeStore, max_pixels: int) -> APIRouter:
-    """``GET /v1/volumes/{id}/windows.json`` (window name -> [lo, hi]),
+    """``GET /v1/volumes/{id}/windows.json[?percentiles=true]`` (window name -> [lo, hi]),
     ``GET /v1/volumes/{id}/{plane}/{index}.f32`` (the display slice's values: float32 little-endian,
     (height, width) row-major, in the frame of the ``.png`` slice), ``POST /v1/images/preview.png``
     (an image a browser cannot decode, TIFF, as PNG; at most ``max_pixels``, checked from its header
@@ -85,8 +88,8 @@ def page_router(store: VolumeStore, max_pixels: int) -> APIRouter:
         return Response(preview_png(image), media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @router.get("/v1/volumes/{volume_id}/windows.json")
-    def windows(volume_id: str) -> JSONResponse:
-        return JSONResponse(_windows(store, volume_id), headers={"Cache-Control": "no-store"})
+    def windows(volume_id: str, percentiles: bool = False) -> JSONResponse:
+        return JSONResponse(_windows(store, volume_id, percentiles), headers={"Cache-Control": "no-store"})
 
     @router.get("/v1/volumes/{volume_id}/{plane}/{index}.f32")
     def slice_values(volume_id: str, plane: str, index: int) -> Response:

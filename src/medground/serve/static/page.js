@@ -33,7 +33,8 @@ const state = {
   slice: null, // SliceInfo the answer refers to
   opened: 0, // bumps when a file opens: replies for an older file are dropped
   firstSliceMarked: false,
-  wlTimes: [], // ms from each window/level pointer event to the view redrawn (bench_page reads them)
+  wlTimes: [], // ms from each window/level pointer event to the view's pixels changed (bench_page reads them)
+  wlFrames: [], // ms from each window/level pointer event to the next animation frame after it
 };
 
 // --- status next to the control that caused it: busy (spinner), done, or an error
@@ -157,18 +158,18 @@ async function openVolume(blob, name, opened) {
     method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: blob,
   });
   const info = await reply.json();
-  const windows = await (await api(`/v1/volumes/${info.id}/windows.json`)).json();
   if (opened !== state.opened) return;
   state.volume = info;
-  state.windows = windows;
+  state.point = info.shape.map((n) => Math.floor(n / 2));
+  // a single slice (one DICOM file) is shown in its own plane, the one with one slice; else axial
+  $("plane").value = PLANES.find((p) => info.planes[p].count === 1) || "axial";
+  const [windows] = await Promise.all([windowRanges(info.window), fetchSlice($("plane").value)]);
+  if (opened !== state.opened) return;
   state.wl = windows[info.window];
   state.preset = info.window;
   $("window").replaceChildren(...info.windows.map((w) => new Option(w, w, false, w === info.window)), new Option("custom (dragged)", "custom"));
   $("volume-controls").hidden = false;
   $("planes").hidden = false;
-  state.point = info.shape.map((n) => Math.floor(n / 2));
-  // a single slice (one DICOM file) is shown in its own plane, the one with one slice; else axial
-  $("plane").value = PLANES.find((p) => info.planes[p].count === 1) || "axial";
   await showPlane();
   const plane = $("plane").value;
   status("open-status", `${name}: volume ${info.shape.join(" x ")} (R-A-S voxels, ${info.spacing.map((s) => s.toFixed(2)).join(" x ")} mm), ${info.planes[plane].count} ${plane} slices`, "done");
@@ -283,10 +284,16 @@ $("slice").addEventListener("input", () => {
   $("slice-out").textContent = $("slice").value;
   movePoint(next);
 });
-$("window").addEventListener("change", () => {
+async function windowRanges(name) {
+  // window name -> [lo, hi]; the volume's percentiles only when asked for (the server reads every voxel)
+  const wanted = name === "percentiles" && !("percentiles" in state.windows) ? "?percentiles=true" : "";
+  if (wanted || !Object.keys(state.windows).length) state.windows = await (await api(`/v1/volumes/${state.volume.id}/windows.json${wanted}`)).json();
+  return state.windows;
+}
+$("window").addEventListener("change", async () => {
   if ($("window").value === "custom") return;
   state.preset = $("window").value;
-  state.wl = state.windows[state.preset];
+  try { state.wl = (await windowRanges(state.preset))[state.preset]; } catch (error) { status("open-status", "Window: " + error.message, "error"); return; }
   rewindow(true);
 });
 for (const plane of PLANES) {
@@ -469,6 +476,7 @@ function resetForNewPicture() {
   state.volume = null;
   state.point = null;
   state.slices = {};
+  state.windows = {};
   state.history = [];
   state.box = null;
   picture.width = 0;
@@ -522,7 +530,9 @@ view.addEventListener("pointermove", (event) => {
     state.wl = [level - width / 2, level + width / 2];
     $("window").value = "custom";
     rewindow(false);
-    state.wlTimes.push(performance.now() - event.timeStamp);
+    const at = event.timeStamp;
+    state.wlTimes.push(performance.now() - at);
+    requestAnimationFrame(() => state.wlFrames.push(performance.now() - at));
   } else if (drag.mode === "point") pointAt(event);
 });
 function endDrag() {
