@@ -94,7 +94,7 @@ class EvalConfig:
     min_patients: int = 0
     """Score only tasks with at least this many known patients (k = 16 needs 17); 0 = no such rule."""
     bootstrap: int = 1000
-    """Bootstrap resamples of query patients for the 95% intervals."""
+    """Hierarchical bootstrap resamples (tasks, then query patients) for the 95% intervals."""
     seed: int = 0
     """Seed of the draws and the bootstrap."""
     threads: int = 1
