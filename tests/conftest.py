@@ -13,7 +13,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 REGISTRIES: tuple[tuple[str, str], ...] = (
     ("medground.tasks", "TASKS"),
-    ("medground.grounding.dialects", "DIALECTS"),
+    ("medground.grounding", "DIALECTS"),
     ("medground.data.sources", "REGISTRY"),
     ("medground.data.sources", "SOURCES"),
     ("medground.data.export", "EXPORTERS"),

@@ -25,7 +25,8 @@ from medground.data.generators import ImageContext, TaskConfig, TaskState, make_
 from medground.data.generators.base import choose_structure, structure_groups
 from medground.data.records import RecordConfig, verify_turn
 from medground.eval.api import evaluate_predictions
-from medground.eval.report import main_metric, tables
+from medground.eval.metrics import MetricSpec, declares, headline
+from medground.eval.report import tables
 from medground.eval.rows import PredRow, auto_task, file_task_hint, normalise_task
 from medground.eval.stats import BootstrapConfig, aggregate, safe_div
 from medground.eval.strict import evaluate_strict
@@ -58,6 +59,7 @@ def count_turn(state: TaskState, rng: random.Random) -> Turn | None:
     return Turn(TOY, f"How many {name} regions are there?", str(len(indices)), list(indices), name)
 
 
+@declares(MetricSpec("accuracy", "headline"))
 def strict_count(rows: list[PredRow], task: str, config: BootstrapConfig) -> dict:
     """Exact-match accuracy of the answer, per modality and pooled."""
     correct = np.asarray([r.response.strip() == r.annotation.strip() for r in rows], dtype=float)
@@ -73,7 +75,6 @@ COUNT = TaskSpec(
     generator=f"{__name__}:count_turn",
     boxes=False,
     scorers={"strict": f"{__name__}:strict_count"},
-    main_metric={"strict": "accuracy"},
     aliases=(f"{TOY_PREFIX}cnt",),
     bird_file_tag="TOYCNT",
 )
@@ -112,8 +113,9 @@ def test_every_task_is_complete_and_unambiguous():
         assert spec.negative is None or callable(load(spec.negative)), spec.name
         # every protocol the task names has a scorer that loads and a headline metric
         assert spec.scorers and set(spec.scorers) <= set(PROTOCOLS), spec.name
-        assert set(spec.main_metric) == set(spec.scorers), spec.name
-        assert all(callable(load(ref)) for ref in spec.scorers.values()), spec.name
+        for protocol, ref in spec.scorers.items():
+            declared = load(ref).metrics  # the scorer declares its metrics, exactly one headline
+            assert [m.role for m in declared].count("headline") == 1, (spec.name, protocol)
         assert not (spec.whole_image and spec.boxes), f"{spec.name}: a whole-image task boxes no region"
         assert spec.negative is None or spec.boxes, f"{spec.name}: a negative is verified by its boxes"
 
@@ -178,11 +180,9 @@ def test_eval_names_aliases_tags_and_metrics_come_from_the_registry():
         normalise_task("toy-unknown", "rows.jsonl:3")
     assert file_task_hint(Path("qwen_MII_ct.jsonl")) == "mia"
     assert file_task_hint(Path("run_GC_x.jsonl")) == "reg"
-    assert main_metric("bird", "rec") == "recall@0.5" and main_metric("strict", "rec") == "f1@0.5"
-    assert main_metric("strict", "absence") == "f1" and main_metric("bird", "absence") is None
 
 
-def test_strict_vg_tables_lead_with_the_registry_main_metric():
+def test_strict_rec_tables_lead_with_the_declared_headline():
     row = PredRow(
         "1", "ct_1.png", "ct", "ct", "rec", "q", "<box>(0,0),(9,9)</box>", "<box>(0,0),(9,9)</box>", "bird", 1
     )
@@ -273,7 +273,7 @@ def test_a_registered_task_flows_through_build_and_strict_eval(with_count, tmp_p
     assert result["rows_per_task"][TOY] == len(turns)
     assert result["tasks"][TOY]["micro"]["accuracy"] == pytest.approx(expected_correct / len(turns))
     assert f"strict / {TOY}" in (tmp_path / "report" / "report.md").read_text()
-    assert main_metric("strict", TOY) == "accuracy"
+    assert headline(result["tasks"][TOY]).name == "accuracy"
     with pytest.raises(ValueError, match=rf"\['{TOY}'\] have no scorer in the bird protocol"):
         evaluate_predictions(predictions, protocol="bird")
     assert normalise_task("TOY-CNT", "x") == TOY

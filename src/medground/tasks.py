@@ -4,8 +4,9 @@ A task (``rec``, ``roc``, ``reg``, ``mia``) is one :class:`TaskSpec` in :data:`T
 (in records, prediction rows, reports and the CLI), BiRD's name for it (``vg``/``roc``/``rc``/``mia``,
 used only at the BiRD-protocol edge: reading BiRD's files, labelling BiRD's report) and aliases, whether its turns
 box the regions they name (what :func:`medground.data.records.verify_turn` checks), how the
-conversation builder schedules it, its generator, its scorer and main metric per evaluation
-protocol, and how its rows look when a file does not say which task they are.
+conversation builder schedules it, its generator, its scorer per evaluation protocol (each scorer
+declares its own metrics and headline: :mod:`medground.eval.metrics`), and how its rows look when a
+file does not say which task they are.
 
 Dependencies stay one way (``medground.tasks`` is ground floor and imports nothing of ours):
 generators and scorers are named as ``"module:function"`` strings and resolved lazily with
@@ -76,8 +77,7 @@ class TaskSpec:
     summary: str  # one line for help texts: what is asked and answered
     generator: str  # "module:function" of the turn generator
     boxes: bool  # True: its text boxes exactly the regions it names; False: its text holds no box
-    scorers: Mapping[str, str]  # protocol -> "module:function" of the scorer
-    main_metric: Mapping[str, str]  # protocol -> the headline metric (the report's per-task plot)
+    scorers: Mapping[str, str]  # protocol -> "module:function" of the scorer (it declares its metrics)
     aliases: tuple[str, ...] = ()  # more names ``eval --task`` and rows accept ("ro", BiRD's file tag)
     bird_file_tag: str | None = None  # BiRD result files named ``*_TAG_*`` hold this task ("VG")
     negative: str | None = None  # "module:function" of its absent-structure form (REC's negatives)
@@ -102,7 +102,6 @@ TASKS: dict[str, TaskSpec] = {
             negative="medground.data.generators.rec:negative_turn",
             boxes=True,
             scorers={"bird": "medground.eval.bird:bird_vg", "strict": "medground.eval.strict:strict_rec"},
-            main_metric={"bird": "recall@0.5", "strict": "f1@0.5"},
             bird_file_tag="VG",
             shape=RowShape(question_box=False, answer_box=True, max_words=10),
         ),
@@ -113,7 +112,6 @@ TASKS: dict[str, TaskSpec] = {
             generator="medground.data.generators.roc:roc_turn",
             boxes=True,
             scorers={"bird": "medground.eval.bird:bird_roc", "strict": "medground.eval.strict:strict_roc"},
-            main_metric={"bird": "accuracy", "strict": "accuracy"},
             aliases=("ro",),
             bird_file_tag="RO",
             shape=RowShape(question_box=True, answer_box=False, max_words=5),
@@ -125,7 +123,6 @@ TASKS: dict[str, TaskSpec] = {
             generator="medground.data.generators.reg:reg_turn",
             boxes=True,
             scorers={"bird": "medground.eval.bird:bird_text", "strict": "medground.eval.strict:strict_text"},
-            main_metric={"bird": "CIDEr", "strict": "CIDEr"},
             aliases=("gc",),
             bird_file_tag="GC",
             shape=RowShape(question_box=True),
@@ -138,7 +135,6 @@ TASKS: dict[str, TaskSpec] = {
             boxes=False,
             whole_image=True,
             scorers={"bird": "medground.eval.bird:bird_text", "strict": "medground.eval.strict:strict_text"},
-            main_metric={"bird": "CIDEr", "strict": "CIDEr"},
             aliases=("mii",),
             bird_file_tag="MII",
             shape=RowShape(question_box=False),

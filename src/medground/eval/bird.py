@@ -25,6 +25,7 @@ import re
 
 import numpy as np
 
+from medground.eval.metrics import MetricSpec, declares
 from medground.eval.postprocess import bird_regularize
 from medground.eval.rows import BIRD_MODALITIES, PredRow
 from medground.eval.text_metrics import SPICE_NOTE, TEXT_METRICS, CaptionScorer, tokenize
@@ -109,6 +110,7 @@ def _other_note(other: dict | None) -> list[str]:
     ]
 
 
+@declares(MetricSpec("recall@0.5", "headline", digits=6))
 def bird_vg(rows: list[PredRow], task: str = "rec") -> dict:
     """VG recall@0.5 per BiRD modality and their 8-modality mean (eval_VG_score_modality.py)."""
     counts = {m: [0, 0] for m in (*BIRD_MODALITIES, OTHER)}
@@ -161,6 +163,7 @@ def bird_vg(rows: list[PredRow], task: str = "rec") -> dict:
     }
 
 
+@declares(MetricSpec("accuracy", "headline", digits=6))
 def bird_roc(rows: list[PredRow], task: str = "roc") -> dict:
     """ROC accuracy per BiRD modality and the 8-modality mean (eval_RO_score_modality.py).
 
@@ -212,6 +215,7 @@ def _bird_tokens(rows: list[PredRow]) -> tuple[list[str], list[str]]:
     return out_refs, out_cands
 
 
+@declares(*(MetricSpec(m, "headline" if m == "CIDEr" else "secondary", digits=6) for m in TEXT_METRICS))
 def bird_text(rows: list[PredRow], task: str) -> dict:
     """RC or MIA caption metrics per BiRD modality, PTB tokenizer, one reference per item.
 

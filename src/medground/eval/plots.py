@@ -1,10 +1,17 @@
-"""PNG plots for eval reports (matplotlib, Agg backend): per modality per task, per task, per case."""
+"""PNG plots for eval reports (matplotlib, Agg backend): per modality per task, per task, per case.
+
+What is drawn is read from the metrics each scorer declares (:mod:`medground.eval.metrics`): per task,
+the metrics of the headline's table per modality; across tasks, each task's headline, its direction
+marked (↑ higher is better, ↓ lower); for masks, one box plot per direction.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from medground.eval.metrics import declared, headline, in_group
 
 __all__ = ["plot_result"]
 
@@ -37,40 +44,21 @@ def _bars(path: Path, title: str, groups: list[str], series: dict[str, list[floa
     return path
 
 
-def _task_series(
-    protocol: str, task: str, res: dict
-) -> tuple[list[str], dict[str, list[float | None]]] | None:
+def _task_series(protocol: str, res: dict) -> tuple[list[str], dict[str, list[float | None]]] | None:
+    """Modalities and, per metric of the headline's table, its value per modality (None: a gap)."""
+    groups = in_group(res)
+    shown = [m.name for m in next(iter(groups.values()))] if groups else []
     if protocol == "bird":
         per = res["per_modality"]
         if res["metric"] == "caption":
-            metrics = list(res["mean"])
+            metrics = [m for m in shown if m in res["mean"]]
             return list(per), {m: [per[g].get(m) for g in per] for m in metrics} if metrics else None
         return list(per), {res["metric"]: list(per.values())}
     block = res["variants"].get("java", {}) if "variants" in res else res
     if "micro" not in block:
         block = res["variants"]["no_java"] if "variants" in res else block
     per = block["per_group"]
-    keys = [
-        k
-        for k in block["micro"]
-        if k.startswith(
-            (
-                "recall@0.5",
-                "precision@0.5",
-                "f1@0.5",
-                "accuracy",
-                "f1",
-                "precision",
-                "recall",
-                "Bleu_4",
-                "ROUGE_L",
-                "CIDEr",
-                "METEOR",
-                "mean_iou",
-            )
-        )
-    ]
-    keys = [k for k in keys if "@0.25" not in k and "@0.75" not in k]
+    keys = [k for k in shown if k in block["micro"]]
     return list(per), {k: [per[g].get(k) for g in per] for k in keys}
 
 
@@ -78,24 +66,23 @@ def plot_result(result: dict, out: Path) -> list[Path]:
     """Write the plots for a prediction or segmentation result into ``out``; returns their paths."""
     if result.get("kind") == "segmentation":
         return _plot_segmentation(result, out)
-    from medground.eval.report import main_metric
-
     paths, overall = [], {}
     protocol = result["protocol"]
     for task, res in result["tasks"].items():
-        series = _task_series(protocol, task, res)
+        series = _task_series(protocol, res)
         if series and series[1]:
             groups, values = series
             paths.append(
                 _bars(out / f"{protocol}_{task}_per_modality.png", f"{protocol} / {task}", groups, values)
             )
-        metric = main_metric(protocol, task)
-        overall[f"{task} {metric}"] = _headline(protocol, res, metric)
+        head = headline(res)
+        if head is not None:
+            overall[f"{task} {head.name} {head.arrow}"] = _headline(protocol, res, head.name)
     if overall:
         paths.append(
             _bars(
                 out / f"{protocol}_per_task.png",
-                f"{protocol}: main metric per task",
+                f"{protocol}: headline metric per task",
                 list(overall),
                 {"score": list(overall.values())},
             )
@@ -103,7 +90,7 @@ def plot_result(result: dict, out: Path) -> list[Path]:
     return paths
 
 
-def _headline(protocol: str, res: dict, metric: str | None) -> float | None:
+def _headline(protocol: str, res: dict, metric: str) -> float | None:
     if protocol == "bird":
         mean = res["mean"]
         return mean.get(metric) if isinstance(mean, dict) else mean
@@ -113,12 +100,16 @@ def _headline(protocol: str, res: dict, metric: str | None) -> float | None:
 
 def _plot_segmentation(result: dict, out: Path) -> list[Path]:
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
-    for ax, metrics in zip(axes, (("dice", "iou", "nsd"), ("hd95",)), strict=True):
+    panels = [(d, [s.name for s in declared(result) if s.direction == d]) for d in ("higher", "lower")]
+    panels = [(d, names) for d, names in panels if names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
+    for ax, (direction, metrics) in zip(axes[0], panels, strict=True):
         data = [[c[m] for c in result["cases"] if c[m] is not None and np.isfinite(c[m])] for m in metrics]
         ax.boxplot([d if d else [np.nan] for d in data])
         ax.set_xticks(range(1, len(metrics) + 1), metrics)
-    axes[1].set_ylabel(result["rules"]["units"])
+        ax.set_title(f"{direction} is better", fontsize="small")
+        if direction == "lower":
+            ax.set_ylabel(result["rules"]["units"])
     fig.suptitle("segmentation: per-case distribution")
     fig.tight_layout()
     path = out / "segmentation_per_case.png"

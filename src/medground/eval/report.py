@@ -1,8 +1,11 @@
 """Reports: one JSON with every number, a Markdown table, PNG plots and a rich table in the terminal.
 
 All views are built from the same :func:`tables`, so the terminal and Markdown show the same numbers
-as the JSON (rounded for display: 6 decimals for the bird protocol, as its scripts round, 4 else).
-A metric that was not computed shows as ``—`` with the reason listed under the table, never as 0.
+as the JSON. Which metrics a table shows, in which order and table, with how many decimals (6 for the
+bird protocol, as its scripts round, 4 else), and which one is the headline: all of it is read from
+the metrics each scorer declares (:mod:`medground.eval.metrics`), so a metric a scorer adds appears
+here without an edit. A metric that was not computed shows as ``—`` with the reason listed under the
+table, never as 0.
 """
 
 from __future__ import annotations
@@ -13,18 +16,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medground.eval.metrics import MetricSpec, declared, headline, in_group
 from medground.tasks import TASKS
 
-__all__ = ["Table", "main_metric", "markdown", "print_report", "tables", "write_report"]
-
-_ANALYSES = {("strict", "absence"): "f1"}  # results that are no task: the strict protocol's absence detection
-
-
-def main_metric(protocol: str, task: str) -> str | None:
-    """The headline metric of a result section: the task's ``main_metric`` in :data:`medground.tasks.TASKS`
-    (``rec`` -> recall@0.5 in bird, f1@0.5 in strict), ``f1`` for strict's absence detection."""
-    spec = TASKS.get(task)
-    return spec.main_metric.get(protocol) if spec else _ANALYSES.get((protocol, task))
+__all__ = ["Table", "markdown", "print_report", "tables", "write_report"]
 
 
 @dataclass
@@ -38,6 +33,12 @@ class Table:
 
 
 _OTHER_ROW = "other (not in the mean)"
+
+
+def _headline_note(res: dict) -> list[str]:
+    """``headline: f1@0.5 (higher is better)``, from the scorer's declaration (nothing when it has none)."""
+    head = headline(res)
+    return [f"headline: {head.name} ({head.direction} is better)"] if head else []
 
 
 def _fmt(value: object, digits: int) -> str:
@@ -57,18 +58,20 @@ def _bird_title(task: str) -> str:
 
 
 def _bird_table(task: str, res: dict) -> Table:
+    specs = declared(res)
+    digits = specs[0].digits if specs else 6
     if res["metric"] == "caption":
-        metrics = list(res["mean"]) or ["(none)"]
+        metrics = [m.name for m in specs if m.name in res["mean"]] or ["(none)"]
         table = Table(_bird_title(task), ["modality", "items", *metrics])
         for m, n in res["counts"].items():
             scores = res["per_modality"].get(m, {})
-            table.rows.append([m, str(n), *(_fmt(scores.get(k), 6) for k in metrics)])
-        table.rows.append(["mean", "", *(_fmt(res["mean"].get(k), 6) for k in metrics)])
+            table.rows.append([m, str(n), *(_fmt(scores.get(k), digits) for k in metrics)])
+        table.rows.append(["mean", "", *(_fmt(res["mean"].get(k), digits) for k in metrics)])
         other = res.get("other")
         if other:
             n = str(sum(other["modalities"].values()))
             scores = other["scores"]
-            table.rows.append([_OTHER_ROW, n, *(_fmt(scores.get(k), 6) for k in metrics)])
+            table.rows.append([_OTHER_ROW, n, *(_fmt(scores.get(k), digits) for k in metrics)])
         table.notes += res.get("notes", []) + [
             f"{k} not computed: {v}" for k, v in res["not_computed"].items()
         ]
@@ -76,27 +79,30 @@ def _bird_table(task: str, res: dict) -> Table:
         table = Table(_bird_title(task), ["modality", res["metric"], "hits", "count"])
         for m, score in res["per_modality"].items():
             hits, count = list(res["counts"][m].values())
-            table.rows.append([m, _fmt(score, 6), str(hits), str(count)])
-        table.rows.append(["mean (8 modalities)", _fmt(res["mean"], 6), "", ""])
+            table.rows.append([m, _fmt(score, digits), str(hits), str(count)])
+        table.rows.append(["mean (8 modalities)", _fmt(res["mean"], digits), "", ""])
         other = res.get("other")
         if other:
             hits, count = (str(v) for v in other["counts"].values())
-            table.rows.append([_OTHER_ROW, _fmt(other["score"], 6), hits, count])
+            table.rows.append([_OTHER_ROW, _fmt(other["score"], digits), hits, count])
     if res.get("skipped"):
         table.notes.append(f"{len(res['skipped'])} rows skipped (reasons in report.json)")
     if res["metric"] != "caption":
         table.notes += res.get("notes", [])
+    table.notes += _headline_note(res)
     return table
 
 
-def _aggregate_table(title: str, res: dict, metrics: list[str] | None = None) -> Table:
-    metrics = metrics or list(res["micro"])
+def _aggregate_table(title: str, res: dict, specs: list[MetricSpec]) -> Table:
+    """Per-group, micro, macro and interval rows of the declared metrics ``specs`` the result computed."""
+    specs = [s for s in specs if s.name in res["micro"]]
+    metrics = [s.name for s in specs]
     table = Table(title, ["modality", "n", *metrics])
     for g, scores in res["per_group"].items():
-        table.rows.append([g, str(res["n"].get(g, "")), *(_fmt(scores.get(m), 4) for m in metrics)])
+        table.rows.append([g, str(res["n"].get(g, "")), *(_fmt(scores.get(s.name), s.digits) for s in specs)])
     total = str(sum(res["n"].values()))
-    table.rows.append(["micro", total, *(_fmt(res["micro"][m], 4) for m in metrics)])
-    table.rows.append(["macro", "", *(_fmt(res["macro"].get(m), 4) for m in metrics)])
+    table.rows.append(["micro", total, *(_fmt(res["micro"][s.name], s.digits) for s in specs)])
+    table.rows.append(["macro", "", *(_fmt(res["macro"].get(s.name), s.digits) for s in specs)])
     boot = res.get("bootstrap") or {}
     level = f"{100 * boot.get('level', 0.95):g}%"
     table.rows.append([f"micro {level} CI", "", *(_fmt(res["ci"].get(m), 3) for m in metrics)])
@@ -116,18 +122,20 @@ def _bootstrap_note(boot: dict) -> str:
     )
 
 
+def _specs(res: dict, computed: dict) -> list[MetricSpec]:
+    """The metrics ``res`` declares, else (a result saved before declarations) every one it computed."""
+    return list(declared(res)) or [MetricSpec(m) for m in computed]
+
+
 def _strict_tables(task: str, res: dict) -> list[Table]:
-    """One table per IoU threshold when the result has per-threshold scores (VG: 12 columns do not fit
-    a terminal), the main metric's threshold first and with mean IoU; else one table."""
-    thresholds = [k.partition("@")[2] for k in res["micro"] if k.startswith("f1@")]
-    if not thresholds:
-        return [_aggregate_table(f"strict / {task}", res)]
-    main = (main_metric("strict", task) or "").partition("@")[2]
-    thresholds.sort(key=lambda t: t != main)  # stable: the main one, then the result's order
+    """One table per group of declared metrics (REC: one per IoU threshold, as 12 columns do not fit a
+    terminal), the headline's group first; a result that declares nothing shows every metric it has."""
+    groups = in_group(res) or {"": _specs(res, res["micro"])}
     out = []
-    for t in thresholds:
-        metrics = [f"precision@{t}", f"recall@{t}", f"f1@{t}"] + (["mean_iou"] if t == main else [])
-        out.append(_aggregate_table(f"strict / {task} / IoU >= {t}", res, metrics))
+    for group, specs in groups.items():
+        title = f"strict / {task} / {group}" if group else f"strict / {task}"
+        out.append(_aggregate_table(title, res, specs))
+    out[0].notes += _headline_note(res)
     if res.get("skipped"):
         out[-1].notes.append(f"{len(res['skipped'])} rows skipped (reasons in report.json)")
     return out
@@ -144,8 +152,11 @@ def tables(result: dict) -> list[Table]:
         elif "variants" in res:
             for name, variant in res["variants"].items():
                 if "micro" in variant:
-                    table = _aggregate_table(f"strict / {task} / {name}", variant)
+                    table = _aggregate_table(
+                        f"strict / {task} / {name}", variant, _specs(res, variant["micro"])
+                    )
                     table.notes += [f"{k} not computed: {v}" for k, v in variant["not_computed"].items()]
+                    table.notes += _headline_note(res)
                     out.append(table)
                 else:
                     out.append(
@@ -164,15 +175,16 @@ def tables(result: dict) -> list[Table]:
 
 
 def _seg_table(result: dict) -> Table:
-    table = Table("segmentation", ["scope", "cases", "dice", "iou", "hd95", "nsd"])
+    specs = _specs(result, result["summary"])
+    table = Table("segmentation", ["scope", "cases", *(s.name for s in specs)])
     scopes = [("all", result["summary"])] + [(f"group {g}", s) for g, s in result["per_group"].items()]
     scopes += [(f"label {lb}", s) for lb, s in result["per_label"].items() if lb != "None"]
     for name, summary in scopes:
         table.rows.append(
             [
                 name,
-                str(summary["dice"]["n"] + summary["dice"]["n_undefined"]),
-                *(_fmt(summary[m]["mean"], 4) for m in ("dice", "iou", "hd95", "nsd")),
+                str(summary[specs[0].name]["n"] + summary[specs[0].name]["n_undefined"]),
+                *(_fmt(summary[s.name]["mean"], s.digits) for s in specs),
             ]
         )
     rules = result["rules"]
@@ -180,6 +192,7 @@ def _seg_table(result: dict) -> Table:
         f"means over defined values; HD95 in {rules['units']}; NSD tolerance "
         f"{rules['tolerance_mm']} mm; empty masks: {rules['empty']}"
     )
+    table.notes += _headline_note(result)
     if result["missing"]:
         table.notes.append(
             f"{len(result['missing'])} cases without a prediction, scored as empty predictions"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medground.eval.metrics import MetricSpec, declares
 from medground.eval.seg_metrics import EmptyRule, failure_scores, score_masks
 from medground.io import MASK_FILE_SUFFIXES, MaskFile, read_mask_file
 
@@ -30,7 +31,13 @@ __all__ = ["MASK_SUFFIXES", "MaskPair", "evaluate_pairs", "pairs_from_csv", "pai
 MASK_SUFFIXES: tuple[str, ...] = MASK_FILE_SUFFIXES
 """Suffixes of the files a folder pairing picks up (those :func:`medground.io.read_mask_file` reads)."""
 _AFFINE_ATOL = 1e-3
-_METRICS = ("dice", "iou", "hd95", "nsd")
+_DECLARED = (
+    MetricSpec("dice", "headline"),
+    MetricSpec("iou"),
+    MetricSpec("hd95", direction="lower"),  # in mm, or voxels without spacing
+    MetricSpec("nsd"),
+)
+_METRICS = tuple(m.name for m in _DECLARED)
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,7 @@ def _summary(rows: list[dict]) -> dict:
     return out
 
 
+@declares(*_DECLARED)
 def evaluate_pairs(
     pairs: list[MaskPair],
     spacing: tuple[float, ...] | None = None,

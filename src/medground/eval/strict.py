@@ -29,10 +29,11 @@ import re
 import numpy as np
 
 from medground.eval.matching import iou_matrix, match_boxes, matched_iou_sum
+from medground.eval.metrics import MetricSpec, declares
 from medground.eval.postprocess import strict_clean
 from medground.eval.rows import PredRow
 from medground.eval.stats import BootstrapConfig, Units, aggregate, bootstrap_ci, describe_bootstrap, safe_div
-from medground.eval.text_metrics import SPICE_NOTE, CaptionScorer, java_available, tokenize
+from medground.eval.text_metrics import SPICE_NOTE, TEXT_METRICS, CaptionScorer, java_available, tokenize
 from medground.grounding import get_dialect
 from medground.names import class_mentioned
 from medground.tasks import scorers
@@ -104,6 +105,19 @@ def _prf(prefix: str, key: str) -> dict:
     return {f"precision@{prefix}": precision, f"recall@{prefix}": recall, f"f1@{prefix}": f1}
 
 
+def _rec_metrics() -> list[MetricSpec]:
+    """precision, recall, F1 at every threshold (one table each; F1 at 0.5 is the headline), mean IoU."""
+    specs = [
+        MetricSpec(
+            f"{name}@{t}", "headline" if (name, t) == ("f1", 0.5) else "secondary", group=f"IoU >= {t}"
+        )
+        for t in THRESHOLDS
+        for name in ("precision", "recall", "f1")
+    ]
+    return [*specs, MetricSpec("mean_iou")]
+
+
+@declares(*_rec_metrics())
 def strict_rec(rows: list[PredRow], config: BootstrapConfig, task: str = "rec") -> dict:
     """One-to-one REC (grounding) scores; per item: targets, predicted, tp@t, IoU sum."""
     cols: dict[str, list[float]] = {
@@ -139,6 +153,7 @@ def strict_rec(rows: list[PredRow], config: BootstrapConfig, task: str = "rec") 
     return {"task": task, **summary, "items": items, "skipped": skipped}
 
 
+@declares(MetricSpec("accuracy", "headline"))
 def strict_roc(rows: list[PredRow], config: BootstrapConfig, task: str = "roc") -> dict:
     """Whole-word class accuracy with canonical names and synonyms."""
     correct = [
@@ -154,6 +169,7 @@ def strict_roc(rows: list[PredRow], config: BootstrapConfig, task: str = "roc") 
     return {"task": task, **summary, "items": items}
 
 
+@declares(MetricSpec("precision"), MetricSpec("recall"), MetricSpec("f1", "headline"))
 def strict_absence(rows: list[PredRow], config: BootstrapConfig) -> dict:
     """Precision/recall/F1 of "not present" over rows with a ``negative`` flag (all tasks)."""
     flagged = [r for r in rows if r.negative is not None]
@@ -206,6 +222,7 @@ def _text_variant(rows: list[PredRow], scorer: CaptionScorer, config: BootstrapC
     }
 
 
+@declares(*(MetricSpec(m, "headline" if m == "CIDEr" else "secondary") for m in TEXT_METRICS))
 def strict_text(rows: list[PredRow], task: str, config: BootstrapConfig) -> dict:
     """REG/MIA caption metrics twice: ``java`` (PTB + METEOR) and ``no_java`` (simple tokenizer)."""
     with CaptionScorer("simple", meteor=False) as scorer:
