@@ -448,6 +448,7 @@ def serve(
         max_batch=max_batch,
         # on loopback, only loopback names: a web page cannot reach it through a rebound DNS name
         allowed_hosts=(host, "127.0.0.1", "localhost", "::1") if loopback else None,
+        browser_guard=token is None,  # no token (loopback): refuse what a web page could send unasked
     )
     if (upstream is None) != (upstream_model is None):
         fail("--upstream and --upstream-model go together (the server's URL and the model name it serves)")
@@ -465,7 +466,9 @@ def serve(
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     typer.echo(f"medground serving on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1)")
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    from medground.serve.limits import UVICORN_OPTIONS
+
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, **UVICORN_OPTIONS)
 
 
 app.command("eval")(eval_command)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from medground.serve.batching import BatchingGrounder
+from medground.serve.batching import BatchingGrounder, ClientGoneError
 
 from .conftest import CXR, SAMPLE
 
@@ -35,13 +35,13 @@ class _Held:
         self.release, self.fail = threading.Event(), False
         real = grounder.answer
 
-        def answer(questions, segment=False, on_text=None):
+        def answer(questions, segment=False, on_text=None, stopping_criteria=None):
             self.sizes.append(len(questions))
             if len(self.sizes) == 1:
                 assert self.release.wait(60)
             if self.fail:
                 raise RuntimeError("model failed")
-            return real(questions, segment, on_text)
+            return real(questions, segment, on_text, stopping_criteria)
 
         monkeypatch.setattr(grounder, "answer", answer)
 
@@ -112,3 +112,33 @@ def test_errors_reach_every_caller_of_their_batch_and_bad_boxes_never_queue(mode
 def test_max_batch_must_be_positive(models):
     with pytest.raises(ValueError, match="max_batch"):
         BatchingGrounder(models[0], max_batch=0)
+
+
+def test_a_question_whose_client_left_is_dropped_while_waiting_and_stopped_while_running(models, monkeypatch):
+    grounder, _ = models
+    whole, third = grounder.ask(*ASKED[0]).text, grounder.ask(*ASKED[2])
+    batcher = BatchingGrounder(grounder, max_batch=4)
+    left, pieces = threading.Event(), []
+
+    def leave_after_first_piece(piece: str) -> None:
+        pieces.append(piece)
+        left.set()
+
+    with pytest.raises(ClientGoneError):  # running: its row stops at the next generate step
+        batcher.ask(*ASKED[0], on_text=leave_after_first_piece, cancelled=left)
+    assert whole.startswith("".join(pieces)) and len(pieces) <= 2 and len("".join(pieces)) < len(whole)
+    held = _Held(grounder, monkeypatch)
+    gone = threading.Event()
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(batcher.ask, *ASKED[0])
+        while not held.sizes:
+            time.sleep(0.005)
+        calls = [lambda: batcher.ask(*ASKED[1], cancelled=gone), lambda: batcher.ask(*ASKED[2])]
+        waiting, other = _queue_in_order(batcher, pool, calls)
+        gone.set()  # its client leaves while it waits: it never reaches the model
+        held.release.set()
+        with pytest.raises(ClientGoneError):
+            waiting.result(60)
+        assert other.result(60) == third
+        assert first.result(60).text == whole
+    assert held.sizes == [1, 1]

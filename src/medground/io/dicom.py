@@ -9,6 +9,7 @@ normal ``n = row_dir x col_dir`` (ImageOrientationPatient), pixel ``(row r, colu
 from __future__ import annotations
 
 import io
+import struct
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,20 @@ from medground.io.nifti import Volume, canonical_volume
 if TYPE_CHECKING:  # pydicom is imported where a file is read: it costs ~0.2 s at start-up
     import pydicom
 
-__all__ = ["MemoryFile", "dicom_series_info", "load_dicom_files", "load_dicom_seg", "load_dicom_series"]
+__all__ = [
+    "DEFLATED",
+    "MemoryFile",
+    "dicom_series_info",
+    "load_dicom_files",
+    "load_dicom_seg",
+    "load_dicom_series",
+    "transfer_syntax",
+]
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+"""Deflated Explicit VR Little Endian: the whole dataset after the file meta is one zlib stream, which
+pydicom inflates at once, unbounded, even to read a header (a few hundred kB can inflate to GBs)."""
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _ORIENT_ATOL = 1e-4
@@ -48,6 +62,29 @@ class MemoryFile:
 
     def __str__(self) -> str:
         return self.name
+
+
+def transfer_syntax(data: bytes) -> str | None:
+    """The TransferSyntaxUID (0002,0010) of a DICOM Part-10 file held in memory, read from its file meta
+    group (explicit VR little endian, never compressed) without touching the dataset after it; None when
+    ``data`` has no DICM preamble or no such element. Lets a caller refuse :data:`DEFLATED` first."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return None
+    pos = 132
+    while pos + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            return None
+        if data[pos + 4 : pos + 6] in _LONG_VRS:
+            if pos + 12 > len(data):
+                return None
+            length, start = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+        else:
+            length, start = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        if element == 0x0010:
+            return data[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = start + length
+    return None
 
 
 def _source(path: Path | MemoryFile) -> Path | io.BytesIO:

@@ -306,13 +306,15 @@ class Grounder:
         questions: Sequence[EncodedQuestion],
         segment: bool = False,
         on_text: Callable[[str], None] | None = None,
+        stopping_criteria: Any = None,
     ) -> list[Answer]:
         """Greedy answers to ``questions`` (from :meth:`encode`), all in one ``generate`` call.
 
         The rows are left-padded (:func:`~medground.mllm.data.batch_prompts`), so each answer is the
         one its question gets alone (up to float rounding); a batch costs little more per step than one
         row, which is what serving concurrent clients and scoring many questions gain. ``on_text``
-        streams the answer of a single question (see :meth:`ask`).
+        streams the answer of a single question (see :meth:`ask`). ``stopping_criteria``: passed to
+        ``generate`` (transformers' ``StoppingCriteriaList``; the server stops a left client's row).
         """
         if on_text is not None and len(questions) != 1:
             raise ValueError(f"on_text streams one answer; got {len(questions)} questions")
@@ -329,6 +331,7 @@ class Grounder:
             eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
             pad_token_id=tok.pad_token_id,
             streamer=None if on_text is None else _Streamer(tok, on_text),
+            stopping_criteria=stopping_criteria,
         )
         start = inputs["input_ids"].shape[1]
         answers = []

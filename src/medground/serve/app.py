@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import io
 import json
 import queue
@@ -23,8 +22,7 @@ import re
 import threading
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +31,16 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medground.grounding import Grounded
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
 from medground.io import ReadError, encode_rle, mask_array
 from medground.mllm.grounder import DEFAULT_MODEL, Answer, Grounder, SegmentedBox, mask_boxes
-from medground.serve.batching import BatchingGrounder
+from medground.serve.batching import BatchingGrounder, ClientGoneError
+from medground.serve.limits import Metrics, RequestGuard, cancel_event, error_response
 from medground.serve.page import PUBLIC_PREFIX, mount_page
 from medground.serve.proxy import UpstreamError, UpstreamGrounder
 from medground.serve.schemas import (
@@ -68,9 +68,18 @@ from medground.serve.schemas import (
 from medground.serve.volumes import SLICE_INFO, VolumeStore, volume_router
 from medground.viz import fill_masks
 
-__all__ = ["ServeSettings", "build_app", "create_app", "decode_image"]
+__all__ = [
+    "ServeSettings",
+    "build_app",
+    "check_pixel_budget",
+    "create_app",
+    "decode_image",
+    "load_pixels",
+    "open_image",
+]
 
 _DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,(?P<data>.*)", re.DOTALL)
+_SPACE = re.compile(r"\s+")
 _URL = re.compile(r"[a-z][\w+.-]*:", re.IGNORECASE)  # http:, https:, file:, ftp:, ... (base64 has no colon)
 _RULE = "only data URLs (data:image/png;base64,...) or base64 are accepted; the server never fetches URLs or opens files"
 _FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
@@ -80,11 +89,27 @@ _FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 @dataclass(frozen=True)
 class ServeSettings:
     """Limits and access: ``token`` (bearer; None = no check), request bodies up to ``max_body_bytes``,
-    decoded images up to ``max_pixels`` (width x height, checked from the header before decoding)."""
+    decoded images up to ``max_pixels`` (width x height, checked from the header before decoding).
+    Every limit is checked before the work it bounds (:mod:`medground.serve.limits`)."""
 
     token: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 4096 * 4096
+    max_request_pixels: int = 32 * 1024 * 1024
+    """Pixels of all images of one request together (query, supports and their masks), from their headers."""
+    max_question_chars: int = 4000
+    """Characters of a question (with a chat's earlier turns): longer ones get 400 before any tokenizing."""
+    max_question_tokens: int = 1024
+    """Tokens of the same text in the local model's tokenizer (not counted in proxy mode)."""
+    max_inflight_bytes: int = 512 * 1024 * 1024
+    """Body bytes all requests in progress may hold together; past it, 503 with Retry-After."""
+    body_idle_s: float = 10.0
+    """Longest wait for the next piece of a request body (then 408)."""
+    body_timeout_s: float = 120.0
+    """Longest time to receive a whole request body (then 408)."""
+    browser_guard: bool = False
+    """Without a token: refuse a foreign ``Origin`` and uploads whose content type a web page may send
+    unasked (none, text/plain, form types). ``medground serve`` sets it on loopback without a token."""
     max_waiting: int = 8
     """Requests that may wait for the model while one runs; more get 503 with Retry-After."""
     max_batch: int = 8
@@ -114,86 +139,36 @@ class _ModelGate:
         self.slots = threading.BoundedSemaphore(max_waiting + running)  # the running calls + the waiting ones
         self.max_waiting, self.wait_s = max_waiting, wait_s
 
-    def acquire(self) -> None:
-        """Wait for the model; 503 with Retry-After when too many wait or the wait is too long."""
+    def acquire(self, cancelled: threading.Event | None = None) -> None:
+        """Wait for the model; 503 with Retry-After when too many wait or the wait is too long,
+        :class:`~medground.serve.batching.ClientGoneError` when ``cancelled`` is set while waiting."""
         busy = {"Retry-After": "1"}
         if not self.slots.acquire(blocking=False):
             raise HTTPException(503, f"server busy: {self.max_waiting} requests already waiting", busy)
-        if not self.runs.acquire(timeout=self.wait_s):
-            self.slots.release()
-            raise HTTPException(503, f"server busy: waited {self.wait_s:g} s for the model", busy)
+        deadline = time.monotonic() + self.wait_s
+        while not self.runs.acquire(timeout=min(0.1, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or (cancelled is not None and cancelled.is_set()):
+                self.slots.release()
+                if cancelled is not None and cancelled.is_set():
+                    raise ClientGoneError("the client left while waiting for the model")
+                raise HTTPException(503, f"server busy: waited {self.wait_s:g} s for the model", busy)
 
     def release(self) -> None:
         self.runs.release()
         self.slots.release()
 
     @contextmanager
-    def __call__(self) -> Iterator[None]:
-        self.acquire()
+    def __call__(self, cancelled: threading.Event | None = None) -> Iterator[None]:
+        self.acquire(cancelled)
         try:
             yield
         finally:
             self.release()
 
 
-def _host_name(header: str) -> str:
-    """The name in a Host header, without its port: ``[::1]:8000`` -> ``::1``, ``localhost:8000`` -> ``localhost``."""
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-class _BodyLimit:
-    """ASGI middleware: 413 for a body over the limit, from its Content-Length or, for a chunked body,
-    as soon as the chunks read pass it; the body read is then handed on whole (it is JSON held in memory
-    anyway)."""
-
-    def __init__(self, app: Any, limit: int, larger: dict[str, int] | None = None) -> None:
-        self.app, self.limit, self.larger = app, limit, larger or {}
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.larger.get(scope["path"], self.limit)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            too_big = _error(413, f"request body of {int(length)} bytes is over the {limit}-byte limit")
-            await too_big(scope, receive, send)
-            return
-        chunks, seen, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            more = message.get("more_body", False)
-            if seen > limit:
-                await _error(413, f"request body is over the {limit}-byte limit")(scope, receive, send)
-                return
-        body, sent = b"".join(chunks), False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """An OpenAI-style error body ``{"error": {"message", "type", "code"}}``."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "code": status}}, status_code=status, headers=headers
-    )
-
-
-def decode_image(text: str, what: str, max_pixels: int) -> Image.Image:
-    """A PIL image from a ``data:image/...;base64,`` URL or bare base64, decoded in memory.
+def open_image(text: str, what: str, max_pixels: int) -> Image.Image:
+    """A PIL image opened from a ``data:image/...;base64,`` URL or bare base64 (whitespace and line
+    breaks allowed), its header read but its pixels not yet decoded (:func:`load_pixels` does that).
 
     Raises HTTPException 400 for URLs, paths (not base64) or undecodable data (naming ``what``), 413
     for more than ``max_pixels`` pixels (read from the header, before the pixels are inflated).
@@ -201,10 +176,15 @@ def decode_image(text: str, what: str, max_pixels: int) -> Image.Image:
     match = _DATA_URL.fullmatch(text.strip())
     if match is None and _URL.match(text.strip()):
         raise HTTPException(400, f"{what}: {_RULE}")
+    packed = _SPACE.sub("", match["data"] if match else text)
     try:
-        raw = base64.b64decode(match["data"] if match else text.strip(), validate=True)
+        raw = base64.b64decode(packed, validate=True)
     except (binascii.Error, ValueError) as error:
-        raise HTTPException(400, f"{what}: not valid base64 ({error}); {_RULE}") from error
+        raise HTTPException(
+            400,
+            f"{what}: not valid base64 ({error}): expected the characters A-Z a-z 0-9 + / and = padding "
+            f"to a multiple of 4 (got {len(packed)} characters); {_RULE}",
+        ) from error
     try:
         image = Image.open(io.BytesIO(raw), formats=_FORMATS)
     except Image.DecompressionBombError as error:  # PIL's own ceiling, far above max_pixels by default
@@ -216,11 +196,33 @@ def decode_image(text: str, what: str, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         raise HTTPException(413, f"{what}: {width}x{height} is over the {max_pixels}-pixel limit")
+    return image
+
+
+def load_pixels(image: Image.Image, what: str) -> Image.Image:
+    """``image`` (from :func:`open_image`) with its pixels decoded; 400 naming ``what`` when they cannot be."""
     try:
         image.load()
     except Exception as error:
         raise HTTPException(400, f"{what}: the image data is truncated or corrupt ({error})") from error
     return image
+
+
+def decode_image(text: str, what: str, max_pixels: int) -> Image.Image:
+    """:func:`open_image` then :func:`load_pixels`: a decoded PIL image (same errors)."""
+    return load_pixels(open_image(text, what, max_pixels), what)
+
+
+def check_pixel_budget(images: list[Image.Image], budget: int) -> None:
+    """413 when the images of one request (headers read, pixels not yet decoded) have more than
+    ``budget`` pixels together."""
+    total = sum(image.width * image.height for image in images)
+    if total > budget:
+        raise HTTPException(
+            413,
+            f"the request's {len(images)} images hold {total} pixels together, over the {budget}-pixel "
+            "budget of one request; send fewer or smaller images",
+        )
 
 
 def _array(image: Image.Image) -> np.ndarray:
@@ -289,7 +291,8 @@ def _conversation(
     max_pixels: int,
     store: VolumeStore,
 ) -> tuple[Image.Image, list[tuple[str, str]], str]:
-    """(image, earlier (question, answer) turns, last question) of a chat; 400 for what the model cannot take.
+    """(image, earlier (question, answer) turns, last question) of a chat; 400 for what the model cannot
+    take. The image's header is read, its pixels are not decoded yet (:func:`load_pixels`).
 
     System messages are not passed on: the model answers under the system prompt it was trained with.
     """
@@ -306,11 +309,11 @@ def _conversation(
             400, f"a conversation needs exactly one image, in a user message (got {len(images)})"
         )
     part = images[0][1]
-    picture = (
+    picture = (  # pixels decoded later, once the model gate lets the request in
         store.picture(part.volume_slice)
         if part.type == "volume_slice"
-        else decode_image(part.image_url.url, "image_url", max_pixels)
-    ).convert("RGB")
+        else open_image(part.image_url.url, "image_url", max_pixels)
+    )
     roles = [m.role for m in turns]
     if not roles or roles[-1] != "user" or any(r == roles[i + 1] for i, r in enumerate(roles[:-1])):
         raise HTTPException(400, "messages must alternate user and assistant and end with a user message")
@@ -321,43 +324,30 @@ def _conversation(
     return picture, history, texts[-1]
 
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+def _tokenizer(grounder: Grounder | BatchingGrounder | UpstreamGrounder) -> Any | None:
+    """The local model's tokenizer (None in proxy mode: the upstream counts its own tokens)."""
+    local = grounder.grounder if isinstance(grounder, BatchingGrounder) else grounder
+    return local.processor.tokenizer if isinstance(local, Grounder) else None
 
 
-class _Metrics:
-    """Request counts by (route, method, status) and latency sums by route, as Prometheus text."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.counts: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.seconds: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-
-    def add(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one request; unknown routes and methods are counted as "other" (labels stay bounded)."""
-        method = method if method in _METHODS else "other"
-        with self.lock:
-            self.counts[route, method, status] += 1
-            self.seconds[route][0] += seconds
-            self.seconds[route][1] += 1
-
-    def text(self) -> str:
-        lines = [
-            "# HELP medground_requests_total Requests answered, by route, method and status.",
-            "# TYPE medground_requests_total counter",
-        ]
-        with self.lock:
-            for (route, method, status), n in sorted(self.counts.items()):
-                lines.append(
-                    f'medground_requests_total{{route="{route}",method="{method}",status="{status}"}} {n}'
-                )
-            lines += [
-                "# HELP medground_request_seconds Time to the response's start, by route.",
-                "# TYPE medground_request_seconds summary",
-            ]
-            for route, (total, n) in sorted(self.seconds.items()):
-                lines.append(f'medground_request_seconds_sum{{route="{route}"}} {total:.6f}')
-                lines.append(f'medground_request_seconds_count{{route="{route}"}} {int(n)}')
-        return "\n".join(lines) + "\n"
+def check_question(texts: list[str], settings: ServeSettings, tokenizer: Any | None) -> None:
+    """400 when a question with its earlier turns is over ``max_question_chars`` characters (checked
+    first, so a huge text is never tokenized) or ``max_question_tokens`` tokens of ``tokenizer``."""
+    chars = sum(len(t) for t in texts)
+    if chars > settings.max_question_chars:
+        raise HTTPException(
+            400,
+            f"the question is {chars} characters long (with earlier turns), over the limit of "
+            f"{settings.max_question_chars}; ask a shorter question",
+        )
+    if tokenizer is not None:
+        tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        if tokens > settings.max_question_tokens:
+            raise HTTPException(
+                400,
+                f"the question is {tokens} tokens long (with earlier turns), over the limit of "
+                f"{settings.max_question_tokens}; ask a shorter question",
+            )
 
 
 def _status(error: Exception) -> int:
@@ -386,101 +376,119 @@ def create_app(
     gate = _ModelGate(settings.max_waiting, settings.wait_s, getattr(grounder, "max_concurrent", 1))
     icl_gate = _ModelGate(settings.max_waiting, settings.wait_s)
     store = VolumeStore(settings.max_volumes, settings.max_volume_store_bytes)
+    tokenizer = _tokenizer(grounder)
 
-    def _decode(text: str, what: str) -> Image.Image:
-        return decode_image(text, what, settings.max_pixels)
+    def _open(text: str, what: str) -> Image.Image:
+        return open_image(text, what, settings.max_pixels)
 
-    metrics = _Metrics()
+    metrics = Metrics()
     started = int(time.time())
     app = FastAPI(title="medground", version="1", docs_url=None, redoc_url=None, openapi_url=None)
-    routes: set[str] = set()
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return _error(error.status_code, str(error.detail), error.headers)
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own, and Starlette's 404/405
+    async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return error_response(error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(ClientGoneError)
+    async def _cancelled(_: Request, error: ClientGoneError) -> JSONResponse:
+        return error_response(499, f"client closed the request: {error}")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
-
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        path = request.url.path
-        route = path if path in routes else "other"
-        if settings.allowed_hosts is not None:
-            name = _host_name(request.headers.get("host", ""))
-            if name not in settings.allowed_hosts:
-                metrics.add(route, request.method, 400, time.perf_counter() - start)
-                return _error(400, f"Host {name!r} is not one this server answers to (DNS rebinding guard)")
-        if settings.token is not None and path not in ("/health", "/") and not path.startswith(PUBLIC_PREFIX):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
-                response: Response = _error(
-                    401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-                )
-                metrics.add(route, request.method, 401, time.perf_counter() - start)
-                return response
-        response = await call_next(request)
-        metrics.add(route, request.method, response.status_code, time.perf_counter() - start)
-        return response
+        return error_response(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
 
     def _grounding(answer: Answer, picture: Image.Image) -> Grounding:
         boxes = [_answer_box(g) for g in answer.boxes]
         where = picture.info.get(SLICE_INFO)  # the volume slice the picture is, if it is one
         return Grounding(boxes=boxes, width=picture.width, height=picture.height, slice=where)
 
-    def _segmented(answer: Answer, picture: Image.Image) -> Answer:
+    def _segmented(answer: Answer, picture: Image.Image, cancelled: threading.Event) -> Answer:
         """``answer`` with each box's mask from the served segmenter (through its own gate)."""
         try:
-            with icl_gate():
+            with icl_gate(cancelled):
                 return Answer(answer.text, [*mask_boxes(segmenter, picture, answer.boxes)])
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
+
+    def _check(picture: Image.Image, question: str, history: list[tuple[str, str]]) -> None:
+        """The question's length and the picture's pixels against their limits (before the gate)."""
+        check_question([*(t for turn in history for t in turn), question], settings, tokenizer)
+        check_pixel_budget([picture], settings.max_request_pixels)
+
+    def _call(
+        picture: Image.Image,
+        question: str,
+        box: list[int] | None,
+        history: list[tuple[str, str]],
+        cancelled: threading.Event,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """The grounder's answer; a batched local model stops generating it once ``cancelled`` is set."""
+        if isinstance(grounder, BatchingGrounder):
+            return grounder.ask(picture, question, box, history, on_text=on_text, cancelled=cancelled)
+        if on_text is None:
+            return grounder.ask(picture, question, box, history)
+        return grounder.ask(picture, question, box, history, on_text=on_text)
 
     def _ask(
         picture: Image.Image,
         question: str,
         box: list[int] | None,
         history: list[tuple[str, str]],
+        cancelled: threading.Event,
         segment: bool = False,
     ) -> tuple[str, Grounding]:
+        """Answer about ``picture`` (from :func:`open_image`: decoded once the gate lets the call in)."""
+        _check(picture, question, history)
         try:
-            with gate():
-                answer = grounder.ask(picture, question, box, history)
+            with gate(cancelled):
+                picture = load_pixels(picture, "image").convert("RGB")
+                answer = _call(picture, question, box, history, cancelled)
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
         except UpstreamError as error:
             raise HTTPException(502, str(error)) from error
         if segment:
-            answer = _segmented(answer, picture)
+            answer = _segmented(answer, picture, cancelled)
         return answer.text, _grounding(answer, picture)
 
     def _ask_streamed(
-        picture: Image.Image, question: str, history: list[tuple[str, str]], segment: bool = False
-    ) -> queue.Queue[str | Answer | Exception]:
-        """Start answering on a thread of its own (holding the gate until done): the queue gets each
-        text piece as it is decoded, then the :class:`Answer` (or the exception that stopped it).
+        picture: Image.Image,
+        question: str,
+        history: list[tuple[str, str]],
+        cancelled: threading.Event,
+        segment: bool = False,
+    ) -> tuple[Image.Image, queue.Queue[str | Answer | Exception]]:
+        """Start answering on a thread of its own (holding the gate until done): returns the decoded
+        picture and a queue that gets each text piece as it is decoded, then the :class:`Answer` (or the
+        exception that stopped it).
 
-        The gate is taken here, so a busy server answers 503 before the stream starts; the thread
-        releases it even when the client leaves mid-answer.
+        The gate is taken and the picture decoded here, so a busy server or a corrupt image is answered
+        (503, 400) before the stream starts; the thread releases the gate even when the client leaves
+        mid-answer, and stops generating once ``cancelled`` is set.
         """
+        _check(picture, question, history)
         pieces: queue.Queue[str | Answer | Exception] = queue.Queue()
-        gate.acquire()
+        gate.acquire(cancelled)
+        try:
+            picture = load_pixels(picture, "image_url").convert("RGB")
+        except HTTPException:
+            gate.release()
+            raise
 
         def work() -> None:
             try:
-                answer = grounder.ask(picture, question, None, history, on_text=pieces.put)
-                pieces.put(_segmented(answer, picture) if segment else answer)
+                answer = _call(picture, question, None, history, cancelled, on_text=pieces.put)
+                pieces.put(_segmented(answer, picture, cancelled) if segment else answer)
             except Exception as error:  # handed to the stream, which reports it in its last event
                 pieces.put(error)
             finally:
                 gate.release()
 
         threading.Thread(target=work, name="medground-stream", daemon=True).start()
-        return pieces
+        return picture, pieces
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -491,10 +499,9 @@ def create_app(
         return ModelList(data=[ModelCard(id=m, created=started) for m in (ground_id, icl_id)])
 
     @app.post("/v1/ground", response_model=GroundResponse)
-    def ground(body: GroundRequest) -> GroundResponse:
-        picture = store.image_or_slice(body.image, body.volume_slice, ("image", "volume_slice"), _decode)
-        picture = picture.convert("RGB")
-        text, found = _ask(picture, body.question, body.box, [], body.segment)
+    def ground(body: GroundRequest, request: Request) -> GroundResponse:
+        picture = store.image_or_slice(body.image, body.volume_slice, ("image", "volume_slice"), _open)
+        text, found = _ask(picture, body.question, body.box, [], cancel_event(request.scope), body.segment)
         return GroundResponse(
             model=ground_id,
             answer=text,
@@ -505,7 +512,7 @@ def create_app(
         )
 
     @app.post("/v1/chat/completions", response_model=None)
-    def chat(body: ChatRequest) -> ChatCompletion | StreamingResponse:
+    def chat(body: ChatRequest, request: Request) -> ChatCompletion | StreamingResponse:
         if body.model not in (None, ground_id):
             raise HTTPException(
                 404, f"model {body.model!r} is not served here; /v1/models lists {ground_id!r}"
@@ -513,13 +520,14 @@ def create_app(
         picture, history, question = _conversation(body.messages, grounder, settings.max_pixels, store)
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         segment = body.medground is not None and body.medground.segment
+        cancelled = cancel_event(request.scope)
         if not body.stream:
-            text, found = _ask(picture, question, None, history, segment)
+            text, found = _ask(picture, question, None, history, cancelled, segment)
             message = AssistantMessage(content=text, medground=found)
             return ChatCompletion(
                 id=reply_id, created=created, model=ground_id, choices=[Choice(message=message)]
             )
-        pieces = _ask_streamed(picture, question, history, segment)
+        picture, pieces = _ask_streamed(picture, question, history, cancelled, segment)
 
         def event(choice: ChunkChoice) -> str:
             """One SSE event; the delta's unset fields are left out, the ``medground`` field is whole."""
@@ -551,18 +559,20 @@ def create_app(
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @app.post("/v1/segment", response_model=SegmentResponse)
-    def segment(body: SegmentRequest) -> SegmentResponse:
-        query_image = store.image_or_slice(body.query, body.query_slice, ("query", "query_slice"), _decode)
-        query = _array(query_image)
-        pairs = [
-            (
-                _array(decode_image(p.image, f"support[{i}].image", settings.max_pixels)),
-                _mask(decode_image(p.mask, f"support[{i}].mask", settings.max_pixels), f"support[{i}].mask"),
-            )
-            for i, p in enumerate(body.support)
+    def segment(body: SegmentRequest, request: Request) -> SegmentResponse:
+        query_image = store.image_or_slice(body.query, body.query_slice, ("query", "query_slice"), _open)
+        names = [(f"support[{i}].image", f"support[{i}].mask") for i in range(len(body.support))]
+        opened = [
+            (_open(p.image, a), _open(p.mask, b)) for p, (a, b) in zip(body.support, names, strict=True)
         ]
+        check_pixel_budget([query_image, *(i for pair in opened for i in pair)], settings.max_request_pixels)
         try:
-            with icl_gate():
+            with icl_gate(cancel_event(request.scope)):  # pixels decoded only once the gate lets it in
+                query = _array(load_pixels(query_image, "query"))
+                pairs = [
+                    (_array(load_pixels(image, a)), _mask(load_pixels(mask, b), b))
+                    for (image, mask), (a, b) in zip(opened, names, strict=True)
+                ]
                 prob = segmenter.segment(query, support=pairs, text=body.text or None, box=body.box)
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
@@ -584,10 +594,22 @@ def create_app(
         return PlainTextResponse(metrics.text(), media_type="text/plain; version=0.0.4")
 
     app.include_router(volume_router(store, settings.max_voxels, settings.max_volume_bytes))
-    mount_page(app)
-    routes.update(r.path for r in app.routes if hasattr(r, "path"))
-    volume_limit = {"/v1/volumes": settings.max_volume_bytes}  # outermost: before anything reads the body
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes, larger=volume_limit)
+    mount_page(app, store, settings.max_pixels)
+    app.add_middleware(  # the outermost layer: nothing reads a body before it has checked the headers
+        RequestGuard,
+        metrics=metrics,
+        routes=lambda: app.routes,
+        max_body_bytes=settings.max_body_bytes,
+        limits={"/v1/volumes": settings.max_volume_bytes},
+        max_inflight_bytes=settings.max_inflight_bytes,
+        token=settings.token,
+        allowed_hosts=settings.allowed_hosts,
+        browser_guard=settings.browser_guard,
+        public=("/health", "/"),
+        public_prefixes=(PUBLIC_PREFIX,),
+        body_idle_s=settings.body_idle_s,
+        body_timeout_s=settings.body_timeout_s,
+    )
     return app
 
 

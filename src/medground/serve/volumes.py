@@ -29,7 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from PIL import Image
 
-from medground.io.dicom import MemoryFile, load_dicom_files
+from medground.io.dicom import DEFLATED, MemoryFile, load_dicom_files, transfer_syntax
 from medground.io.display import (
     AXES,
     CT_WINDOWS,
@@ -188,52 +188,103 @@ def _info(volume_id: str, held: _Held) -> VolumeInfo:
     )
 
 
-def _inflate(data: bytes, name: str, max_voxels: int) -> bytes:
-    """Gunzip a .nii.gz in memory, reading only as far as its header says the file goes (a gzip bomb
-    stops at the header's size); 413 when the header's voxel count is over ``max_voxels``."""
-    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        head = stream.decompress(data, _NIFTI2)  # max_length: never more than asked for
-        total = _nifti_size(head, name, max_voxels)
-        rest = total - len(head)
-        body = head[:total] if rest <= 0 else head + stream.decompress(stream.unconsumed_tail, rest)
-    except zlib.error as error:
-        raise HTTPException(400, f"{name}: not a readable gzip file ({error})") from error
+class _Prefix:
+    """The first bytes of an upload, inflated (gzip) or sliced (raw) only as far as asked, never beyond."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        self.name, self.gzip = name, data[:2] == _GZIP
+        self.stream = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gzip else None
+        self.pending, self.out = data, bytearray() if self.gzip else data
+
+    def upto(self, n: int) -> bytes | bytearray:
+        """Up to ``n`` bytes from the start (fewer only where the file ends; all held bytes, uncopied,
+        when ``n`` reaches past them); 400 for a corrupt gzip."""
+        while self.stream is not None and len(self.out) < n and (self.pending or self.stream.unconsumed_tail):
+            try:
+                piece = self.stream.decompress(self.pending, n - len(self.out))  # never more than asked
+            except zlib.error as error:
+                raise HTTPException(400, f"{self.name}: not a readable gzip file ({error})") from error
+            self.pending = self.stream.unconsumed_tail
+            self.out += piece
+            if not piece and not self.pending:
+                break
+        return self.out if n >= len(self.out) else self.out[:n]
+
+
+def _nifti_bytes(data: bytes, name: str, max_voxels: int, max_bytes: int) -> bytes | bytearray:
+    """The NIfTI file an upload holds (gunzipped in memory when gzipped), read only as far as its header
+    says it goes: voxels past ``max_voxels`` or a file past ``max_bytes`` get 413 before any voxel is
+    inflated, and the voxels' offset must end the header and its extensions (rounded up to 16 bytes, as
+    the standard asks), so a forged offset cannot make the server inflate what no voxel needs."""
+    prefix = _Prefix(data, name)
+    size, voxels, bitpix, offset, order = _nifti_header(prefix.upto(_NIFTI2), name)
+    if voxels > max_voxels:
+        raise HTTPException(413, f"{name}: {voxels} voxels is over the {max_voxels}-voxel limit")
+    total = offset + (voxels * bitpix + 7) // 8
+    if total > max_bytes:
+        raise HTTPException(413, f"{name}: its header says {total} bytes, over the {max_bytes}-byte limit")
+    ends = _extensions_end(prefix, size, offset, order)
+    if not size + 4 <= offset <= -(-ends // 16) * 16:
+        raise HTTPException(
+            400,
+            f"{name}: corrupt NIfTI header: vox_offset {offset} is not where its header and extensions "
+            f"end ({ends} bytes); rewrite the file (e.g. nibabel.save)",
+        )
+    body = prefix.upto(total)
     if len(body) < total:
         raise HTTPException(
-            400, f"{name}: truncated: the header says {total} bytes, the gzip holds {len(body)}"
+            400, f"{name}: truncated: the header says {total} bytes, the file holds {len(body)}"
         )
     return body
 
 
-def _nifti_size(head: bytes, name: str, max_voxels: int) -> int:
-    """Bytes a NIfTI file's header says it spans (offset + voxels x item size); 413 past ``max_voxels``."""
+def _extensions_end(prefix: _Prefix, size: int, offset: int, order: str) -> int:
+    """Byte where a NIfTI header's extensions end (its size + 4 when it has none); each extension is
+    ``esize`` (a multiple of 16, at least 16) then ``ecode``, and all of them lie before ``offset``."""
+    end = size + 4
+    flag = prefix.upto(end)[size:end]
+    if len(flag) < 4 or flag[0] == 0:
+        return end
+    while end + 8 <= offset:
+        head = prefix.upto(end + 8)[end:]
+        if len(head) < 8:
+            break
+        esize = struct.unpack(order + "i", head[:4])[0]
+        if esize < 16 or esize % 16 or end + esize > offset:
+            break
+        end += esize
+    return end
+
+
+def _nifti_header(head: bytes | bytearray, name: str) -> tuple[int, int, int, int, str]:
+    """(header size, voxels, bits per voxel, vox_offset, byte order) of a NIfTI-1/2 header; 400 if corrupt."""
     for order in "<>":
         if len(head) >= 4 and struct.unpack(order + "i", head[:4])[0] in (_NIFTI1, _NIFTI2):
             break
     else:
         raise HTTPException(400, f"{name}: not a NIfTI file (no 348- or 540-byte header)")
-    if struct.unpack(order + "i", head[:4])[0] == _NIFTI1 and len(head) >= _NIFTI1:
+    size = struct.unpack(order + "i", head[:4])[0]
+    if len(head) < size:
+        raise HTTPException(400, f"{name}: truncated NIfTI header ({len(head)} bytes)")
+    if size == _NIFTI1:
         dims = struct.unpack(order + "8h", head[40:56])
         bitpix, offset = (
             struct.unpack(order + "h", head[72:74])[0],
             struct.unpack(order + "f", head[108:112])[0],
         )
-    elif len(head) >= _NIFTI2:
+    else:
         dims = struct.unpack(order + "8q", head[16:80])
         bitpix, offset = (
             struct.unpack(order + "h", head[14:16])[0],
             struct.unpack(order + "q", head[168:176])[0],
         )
-    else:
-        raise HTTPException(400, f"{name}: truncated NIfTI header ({len(head)} bytes)")
     n = int(dims[0])
-    if not 1 <= n <= 7 or any(d < 1 for d in dims[1 : n + 1]) or bitpix < 1:
-        raise HTTPException(400, f"{name}: corrupt NIfTI header (dim {list(dims)}, bitpix {bitpix})")
+    if not 1 <= n <= 7 or any(d < 1 for d in dims[1 : n + 1]) or bitpix < 1 or not 0 <= offset < 2**62:
+        raise HTTPException(
+            400, f"{name}: corrupt NIfTI header (dim {list(dims)}, bitpix {bitpix}, vox_offset {offset})"
+        )
     voxels = int(np.prod([int(d) for d in dims[1 : n + 1]], dtype=object))
-    if voxels > max_voxels:
-        raise HTTPException(413, f"{name}: {voxels} voxels is over the {max_voxels}-voxel limit")
-    return int(offset) + (voxels * int(bitpix) + 7) // 8
+    return size, voxels, int(bitpix), int(offset), order
 
 
 def _unzip(data: bytes, name: str, max_bytes: int) -> list[MemoryFile]:
@@ -261,17 +312,14 @@ def _unzip(data: bytes, name: str, max_bytes: int) -> list[MemoryFile]:
 
 def read_volume(data: bytes, name: str, max_voxels: int, max_bytes: int) -> tuple[Volume, bool]:
     """(canonical RAS+ volume, True if DICOM says CT) from an upload's bytes, judged by content, never by
-    ``name``: gzip (.nii.gz), NIfTI-1/2 (.nii), a zip of one DICOM series, or one DICOM file."""
+    ``name``: gzip (.nii.gz), NIfTI-1/2 (.nii), a zip of one DICOM series, or one DICOM file. ``max_bytes``
+    bounds the upload's inflated size (a gunzipped NIfTI, a zip's files)."""
     try:
-        if data[:2] == _GZIP:
-            volume = load_volume_bytes(_inflate(data, name, max_voxels), name)
-        elif data[:4] == _ZIP:
+        if data[:4] == _ZIP:
             return _dicom(_unzip(data, name, max_bytes), name, max_voxels)
-        elif len(data) > 132 and data[128:132] == b"DICM":
+        if len(data) > 132 and data[128:132] == b"DICM":
             return _dicom([MemoryFile(name, data)], name, max_voxels)
-        else:
-            _nifti_size(data[:_NIFTI2], name, max_voxels)
-            volume = load_volume_bytes(data, name)
+        volume = load_volume_bytes(_nifti_bytes(data, name, max_voxels, max_bytes), name)
     except ReadError as error:
         raise HTTPException(400, str(error)) from error
     except HTTPException:
@@ -289,6 +337,12 @@ def _dicom(files: list[MemoryFile], name: str, max_voxels: int) -> tuple[Volume,
 
     series, modalities, voxels = set(), set(), 0
     for file in files:
+        if transfer_syntax(file.data) == DEFLATED:  # pydicom would inflate it whole, unbounded
+            raise HTTPException(
+                415,
+                f"{file.name}: Deflated Explicit VR Little Endian DICOM is not accepted (it is inflated "
+                "whole before any check); re-export it uncompressed, e.g. dcmconv +te or gdcmconv --raw",
+            )
         try:
             ds = pydicom.dcmread(io.BytesIO(file.data), stop_before_pixels=True)
         except Exception:
