@@ -29,7 +29,7 @@ from medground.data.export.common import (
     iter_records,
     shard_paths,
 )
-from medground.data.export.files import EXPORTERS, FILE_SUFFIXES, write_file_export
+from medground.data.export.files import EXPORTERS, FILE_SUFFIXES, check_pairing, write_file_export
 from medground.data.export.hf import load_hf_dataset, record_features
 from medground.data.export.shards import (
     DEFAULT_SHARD_SIZE,
@@ -110,8 +110,8 @@ def export(
     are written in ``qwen-vl`` tags.
 
     Raises KeyError for an unknown format or dialect, ValueError when no record matches, ``max_pixels``
-    is too small, ``shard_size`` is given for a one-file format or is below 1, or ``system`` is given for
-    a format whose loader cannot take it; FileNotFoundError for a missing image.
+    is too small, ``shard_size`` is given for a one-file format or is below 1, ``system`` is given for
+    a format whose loader cannot take it, or the dialect cannot be right for the format (``check_pairing``); FileNotFoundError for a missing image.
     """
     if fmt not in FORMATS:
         raise KeyError(unknown_choice("export format", fmt, FORMATS))
@@ -123,6 +123,7 @@ def export(
         raise ValueError(f"shard_size must be at least 1 sample, got {shard_size}")
     root = Path(out_dir)
     target = export_dialect(root, split, dialect)  # KeyError for an unknown dialect
+    check_pairing(fmt, target)
     options = ExportOptions(target if dialect else None, max_pixels, system, keep_metadata)
     stem = f"{_DATASET_PREFIX.get(fmt, fmt)}_{target}{'_' + split if split else ''}"
     written = _destination(root, fmt, dest, stem)

@@ -37,7 +37,7 @@ from medground.grounding import Dialect, JsonDialect, get_dialect
 from medground.io import atomic_output, atomic_write_json
 from medground.types import Box
 
-__all__ = ["EXPORTERS", "FILE_SUFFIXES", "write_file_export"]
+__all__ = ["EXPORTERS", "FILE_SUFFIXES", "check_pairing", "write_file_export"]
 
 ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
 NO_SYSTEM_TURN = {"llava", "internvl"}
@@ -184,6 +184,17 @@ def _internvl_meta(data_file: Path, name: str, count: int) -> Path:
     path = data_file.with_name(data_file.name.removesuffix(".jsonl") + "_meta.json")
     atomic_write_json(path, meta, fsync=False)
     return path
+
+
+def check_pairing(fmt: str, dialect: str) -> None:
+    """Refuse a pixel-frame dialect for the InternVL format: InternVL feeds 448-pixel tiles of the image
+    resized to a tile grid (``dynamic_preprocess``), so pixels of the saved image mean nothing to it."""
+    if fmt == "internvl" and not get_dialect(dialect).relative:
+        raise ValueError(
+            f"--dialect {dialect} writes pixels of the image a Qwen2.5-VL processor feeds; InternVL's "
+            "finetune feeds 448-pixel tiles of the image resized to a tile grid, so those numbers would be "
+            "wrong: use a relative dialect (internvl-norm1000, InternVL's own)"
+        )
 
 
 def write_file_export(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,9 +231,15 @@ def _llamafactory_settings(config: Path, folder: Path | None) -> _Settings:
     )
 
 
-def _env_or_flag(text: str, env: str, flag: str) -> str | None:
-    found = re.search(rf"(?:^|\s){env}=(\S+)", text) or re.search(rf"--{flag}[=\s]+(\S+)", text)
-    return found.group(1).strip("'\"") if found else None
+def _env_or_flag(words: list[str], env: str, flag: str) -> str | None:
+    """The value of ``ENV=value`` or ``--flag value`` / ``--flag=value`` among a command's words."""
+    for i, word in enumerate(words):
+        for prefix in (f"{env}=", f"--{flag}="):
+            if word.startswith(prefix):
+                return word[len(prefix) :]
+        if word == f"--{flag}" and i + 1 < len(words):
+            return words[i + 1]
+    return None
 
 
 def _swift_settings(config: Path, folder: Path | None) -> _Settings:
@@ -249,10 +254,10 @@ def _swift_settings(config: Path, folder: Path | None) -> _Settings:
     base = folder or Path.cwd()
     return _Settings(
         "ms-swift",
-        int(_env_or_flag(text, "MAX_PIXELS", "max_pixels") or SWIFT_DEFAULTS["MAX_PIXELS"]),
-        int(_env_or_flag(text, "MIN_PIXELS", "min_pixels") or SWIFT_DEFAULTS["MIN_PIXELS"]),
+        int(_env_or_flag(words, "MAX_PIXELS", "max_pixels") or SWIFT_DEFAULTS["MAX_PIXELS"]),
+        int(_env_or_flag(words, "MIN_PIXELS", "min_pixels") or SWIFT_DEFAULTS["MIN_PIXELS"]),
         [manifest_path(base / d) for d in data],
-        bbox_format=_env_or_flag(text, "QWENVL_BBOX_FORMAT", "bbox_format") or "legacy",
+        bbox_format=_env_or_flag(words, "QWENVL_BBOX_FORMAT", "bbox_format") or "legacy",
     )
 
 
