@@ -31,7 +31,7 @@ def synthetic(root: Path, n: int = 16) -> Path:
     from medground.grounding import get_dialect
     from medground.types import Box
 
-    tag, rng = get_dialect("qwen-vl"), np.random.default_rng(0)
+    tag, rng = get_dialect("qwen-vl-grid"), np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
     (root / "records").mkdir()
     rows = []
@@ -48,7 +48,7 @@ def synthetic(root: Path, n: int = 16) -> Path:
                 "width": 256,
                 "height": 192,
                 "split": "train",
-                "dialect": "qwen-vl",
+                "dialect": "qwen-vl-grid",
                 "modality": "ct",
                 "conversations": [
                     {"from": "human", "value": "<image>\nWhere is the liver?"},

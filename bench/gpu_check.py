@@ -108,7 +108,7 @@ NAMES = ("liver", "spleen", "left kidney", "right kidney", "heart", "left lung",
 def make_records(root: Path, n: int, size: int, seed: int = 0) -> Path:
     """``n`` synthetic data-engine records (split train) with images under ``root``: 1-6 REC turns each."""
     rng = np.random.default_rng(seed)
-    tag = get_dialect("qwen-vl")
+    tag = get_dialect("qwen-vl-grid")
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "records").mkdir(parents=True, exist_ok=True)
     lines = []
@@ -136,7 +136,7 @@ def make_records(root: Path, n: int, size: int, seed: int = 0) -> Path:
                 "width": size,
                 "height": size,
                 "split": "train",
-                "dialect": "qwen-vl",
+                "dialect": "qwen-vl-grid",
                 "conversations": convs,
                 "turns": turns,
                 "regions": regions,

@@ -15,7 +15,7 @@ from medground.data import engine
 from medground.data.api import build_dataset
 from medground.data.engine import BuildError
 from medground.data.records import RecordConfig
-from medground.grounding import get_dialect
+from medground.grounding import DIALECTS, get_dialect
 from medground.types import tight_box
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "medground" / "sample" / "medseg"
@@ -69,7 +69,7 @@ def test_every_box_is_the_tight_box_of_its_mask_file(tmp_path, max_side):
         assert len(record["conversations"]) == 2 * len(record["turns"])
 
 
-@pytest.mark.parametrize("dialect", ["qwen-vl", "qwen2-vl", "qwen2.5-vl", "qwen3-vl"])
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
 def test_answers_ground_exactly_the_regions_they_list(tmp_path, dialect):
     _build(tmp_path / "out", config=RecordConfig(seed=3, dialect=dialect))
     parser = get_dialect(dialect)

@@ -6,6 +6,7 @@ A tiny OpenAI-compatible server on 127.0.0.1 (random port) returns canned rewrit
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from medground.data.rewrite import Rewriter, protected_spans, rewrite_record, verify_rewrite
+from medground.grounding import DIALECTS, TagDialect, get_dialect
+
+QWEN = get_dialect("qwen-vl-grid")
 
 BOX = "<box>(156,166),(453,395)</box>"
 ANSWER = f"The <ref>liver</ref>{BOX} is in the upper left of the image."
@@ -56,27 +60,49 @@ def server() -> Iterator[tuple[str, list[dict]]]:
     httpd.server_close()
 
 
-def test_protected_spans_every_dialect():
+def test_protected_spans_are_those_of_the_texts_dialect():
     text = (
         "<image>\nThe <ref>liver</ref><box>(1,2),(3,4)</box><box>(5,6),(7,8)</box> and "
         "<|object_ref_start|>spleen<|object_ref_end|><|box_start|>(10,20),(30,40)<|box_end|> and "
         '{"bbox_2d": [1, 2, 3, 4], "label": "kidney"} then <box>(1,2),(3,4)</box>.'
     )
-    assert protected_spans(text) == [
+    assert protected_spans(text, QWEN) == [
         "<image>",
         "<ref>liver</ref>",
         "<box>(1,2),(3,4)</box>",
         "<box>(5,6),(7,8)</box>",
-        "<|object_ref_start|>spleen<|object_ref_end|>",
-        "<|box_start|>(10,20),(30,40)<|box_end|>",
-        '{"bbox_2d": [1, 2, 3, 4], "label": "kidney"}',
         "<box>(1,2),(3,4)</box>",
     ]
-    assert protected_spans("no boxes here") == []
+    assert protected_spans(text, get_dialect("qwen2-vl-norm1000")) == [
+        "<image>",
+        "<|object_ref_start|>spleen<|object_ref_end|>",
+        "<|box_start|>(10,20),(30,40)<|box_end|>",
+    ]
+    assert protected_spans(text, get_dialect("qwen3-vl-norm1000")) == [
+        "<image>",
+        '{"bbox_2d": [1, 2, 3, 4], "label": "kidney"}',
+    ]
+    florence = "liver<loc_1><loc_2><loc_3><loc_4> and spleen<loc_5><loc_6><loc_7><loc_8><loc_9><loc_10><loc_11><loc_12>"
+    assert protected_spans(florence, get_dialect("florence-2-loc")) == [
+        "<loc_1><loc_2><loc_3><loc_4>",
+        "<loc_5><loc_6><loc_7><loc_8><loc_9><loc_10><loc_11><loc_12>",
+    ]
+    assert protected_spans("no boxes here", QWEN) == []
+
+
+def test_a_loose_pattern_of_another_dialect_does_not_change_protection(monkeypatch):
+    class Loose(TagDialect):
+        @property
+        def protected_pattern(self):  # every word
+            return re.compile(r"\w+")
+
+    before = protected_spans(ANSWER, QWEN)
+    monkeypatch.setitem(DIALECTS, "zz-loose-test", Loose("zz-loose-test", "<a>", "</a>", "<b>", "</b>"))
+    assert protected_spans(ANSWER, QWEN) == before == ["<ref>liver</ref>", BOX]
 
 
 def test_verify_rewrite_rules():
-    spans = ["liver", *protected_spans(ANSWER)]
+    spans = ["liver", *protected_spans(ANSWER, QWEN)]
     assert verify_rewrite(ANSWER, f"See the <ref>liver</ref>{BOX} at top left.", spans) is None
     assert "occurs 0 times" in verify_rewrite(ANSWER, "See the <ref>liver</ref> at top left.", spans)
     changed = verify_rewrite(ANSWER, "See the <ref>liver</ref><box>(156,166),(453,396)</box>.", spans)
@@ -93,32 +119,32 @@ def test_verify_rewrite_rules():
 def test_rewriter_verifies_and_caches(server, tmp_path):
     url, calls = server
     rw = Rewriter(url, "tiny-model", tmp_path / "cache", timeout=5, api_key="k")
-    text, reason = rw.rewrite_turn(ANSWER, ["liver"])
+    text, reason = rw.rewrite_turn(ANSWER, ["liver"], QWEN)
     assert (text, reason) == (CANNED[ANSWER], None)
     assert calls[0]["path"] == "/v1/chat/completions" and calls[0]["auth"] == "Bearer k"
     body = calls[0]["body"]
     assert body["model"] == "tiny-model" and body["temperature"] == 0 and body["seed"] == 0
     assert f"- {BOX}" in body["messages"][-1]["content"]
     # image placeholder stays in front and is not sent
-    assert rw.rewrite_turn("<image>\nWhere is the liver?", ["liver"]) == (
+    assert rw.rewrite_turn("<image>\nWhere is the liver?", ["liver"], QWEN) == (
         "<image>\nWhere is the liver located?",
         None,
     )
     assert "<image>" not in calls[1]["body"]["messages"][-1]["content"]
     bad_box = "The <ref>spleen</ref><box>(1,2),(3,4)</box> is here."
-    text, reason = rw.rewrite_turn(bad_box, ["spleen"])
+    text, reason = rw.rewrite_turn(bad_box, ["spleen"], QWEN)
     assert text == bad_box and "<box>(1,2),(3,4)</box>" in reason
-    text, reason = rw.rewrite_turn("It is the spleen.", ["spleen"])
+    text, reason = rw.rewrite_turn("It is the spleen.", ["spleen"], QWEN)
     assert text == "It is the spleen." and "'spleen' occurs 0 times" in reason
     assert rw.stats() == {"requests": 4, "cache_hits": 0, "rejections": 2, "errors": 0}
     assert len(list((tmp_path / "cache").glob("*.json"))) == 4
     # a fresh rewriter on the same cache makes no request and gives the same answers
     again = Rewriter(url, "tiny-model", tmp_path / "cache", timeout=5)
-    assert again.rewrite_turn(ANSWER, ["liver"]) == (CANNED[ANSWER], None)
-    assert again.rewrite_turn("It is the spleen.", ["spleen"])[0] == "It is the spleen."
+    assert again.rewrite_turn(ANSWER, ["liver"], QWEN) == (CANNED[ANSWER], None)
+    assert again.rewrite_turn("It is the spleen.", ["spleen"], QWEN)[0] == "It is the spleen."
     assert len(calls) == 4 and again.stats() == {"requests": 0, "cache_hits": 2, "rejections": 1, "errors": 0}
     # another model is another cache key
-    Rewriter(url, "other-model", tmp_path / "cache").rewrite_turn(ANSWER, ["liver"])
+    Rewriter(url, "other-model", tmp_path / "cache").rewrite_turn(ANSWER, ["liver"], QWEN)
     assert len(calls) == 5
 
 
@@ -126,6 +152,7 @@ def test_rewrite_record(server, tmp_path):
     url, calls = server
     record = {
         "id": "r#0",
+        "dialect": "qwen-vl-grid",
         "regions": [{"name": "liver"}],
         "turns": [{"structure": "liver"}, {"structure": "spleen"}],
         "conversations": [
@@ -145,6 +172,10 @@ def test_rewrite_record(server, tmp_path):
     assert len(reasons) == 1 and reasons[0].startswith("r#0 turn 3: ")
     assert record["conversations"][1]["value"] == ANSWER  # input not changed
     assert "- liver" in calls[0]["body"]["messages"][-1]["content"]
+    with pytest.raises(ValueError, match="no 'dialect'"):
+        rewrite_record(
+            {k: v for k, v in record.items() if k != "dialect"}, Rewriter(url, "m", tmp_path / "c")
+        )
 
 
 def test_network_failure_keeps_original(tmp_path):
@@ -152,7 +183,7 @@ def test_network_failure_keeps_original(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     rw = Rewriter(f"http://127.0.0.1:{port}/v1", "m", tmp_path / "cache", timeout=2)
-    text, reason = rw.rewrite_turn(ANSWER, ["liver"])
+    text, reason = rw.rewrite_turn(ANSWER, ["liver"], QWEN)
     assert text == ANSWER and reason.startswith(
         f"LLM request to http://127.0.0.1:{port}/v1/chat/completions failed"
     )
@@ -165,8 +196,8 @@ def test_network_failure_keeps_original(tmp_path):
 def test_damaged_cache_entry_is_asked_again(server, tmp_path):
     url, calls = server
     rw = Rewriter(url, "m", tmp_path / "cache")
-    rw.rewrite_turn("Where is the liver?", ["liver"])
+    rw.rewrite_turn("Where is the liver?", ["liver"], QWEN)
     (entry,) = (tmp_path / "cache").glob("*.json")
     entry.write_text("{not json")
-    assert rw.rewrite_turn("Where is the liver?", ["liver"]) == ("Where is the liver located?", None)
+    assert rw.rewrite_turn("Where is the liver?", ["liver"], QWEN) == ("Where is the liver located?", None)
     assert len(calls) == 2 and json.loads(entry.read_text())["response"] == "Where is the liver located?"

@@ -1,6 +1,7 @@
 """Reading the three prediction forms and the task rules."""
 
 import json
+import re
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_flat_rows_and_record_rows(tmp_path):
         "width": 20,
         "height": 10,
         "negative": True,
-        "dialect": "qwen-vl",
+        "dialect": "qwen2-vl-norm1000",
     }
     record = {
         "id": "b",
@@ -71,7 +72,7 @@ def test_flat_rows_and_record_rows(tmp_path):
         "width": 8,
         "height": 8,
         "modality": "ct",
-        "dialect": "qwen-vl",
+        "dialect": "qwen-vl",  # an old name: read, under its name now
         "conversations": [
             {"from": "human", "value": "<image>\nWhere is the liver?"},
             {"from": "gpt", "value": "<ref>liver</ref><box>(0,0),(999,999)</box>"},
@@ -84,7 +85,9 @@ def test_flat_rows_and_record_rows(tmp_path):
         ],
         "response": ["<box>(0,0),(999,999)</box>", "the liver"],
     }
-    rows = load_rows(_write(tmp_path / "p.jsonl", [flat, record]))
+    with pytest.warns(DeprecationWarning, match="qwen-vl-grid"):
+        rows = load_rows(_write(tmp_path / "p.jsonl", [flat, record]))
+    assert [r.dialect for r in rows] == ["qwen2-vl-norm1000", "qwen-vl-grid", "qwen-vl-grid"]
     assert [(r.task, r.bird_modality, r.negative) for r in rows] == [
         ("rec", "x", True),
         ("rec", "ct", False),
@@ -106,6 +109,27 @@ def test_bad_inputs_raise_with_location(tmp_path):
         )
     with pytest.raises(FileNotFoundError):
         load_rows(tmp_path / "missing.jsonl")
+    flat = {"id": 1, "modality": "ct", "task": "rec", "annotation": "", "response": "", "dialect": "qwen9-vl"}
+    with pytest.raises(ValueError, match=r"dialect.jsonl:1: unknown dialect 'qwen9-vl'"):
+        load_rows(_write(tmp_path / "dialect.jsonl", [flat]))
+
+
+def test_a_loose_pattern_of_another_dialect_does_not_change_task_guessing(monkeypatch):
+    from medground.grounding import DIALECTS, TagDialect
+
+    class Loose(TagDialect):
+        @property
+        def bare_pattern(self):  # any digit is a "box"
+            return re.compile(r"\d")
+
+    rows = [
+        ("How many kidneys are there in 2024?", "2"),
+        ("Describe the image.", "This is a CT scan of the abdomen."),
+    ]
+    before = [auto_task(q, a) for q, a in rows]
+    monkeypatch.setitem(DIALECTS, "zz-loose-test", Loose("zz-loose-test", "<a>", "</a>", "<b>", "</b>"))
+    assert [auto_task(q, a) for q, a in rows] == before
+    assert before[0] not in ("roc", "reg")  # the question has no box of the rows' dialect
 
 
 def test_bird_modality_key():

@@ -41,7 +41,7 @@ def ours(modality, annotation, response, negative=False, task="rec", structure=N
         width=size[0],
         height=size[1],
         negative=negative,
-        dialect="qwen-vl",
+        dialect="qwen-vl-grid",
         structure=structure,
     )
 

@@ -1,28 +1,56 @@
 import json
+import math
+import re
 
 import pytest
 
-from medground.grounding import DIALECTS, get_dialect, smart_resize
+from medground.grounding import DEPRECATED_NAMES, DIALECTS, Grounded, get_dialect, reground_text, smart_resize
 from medground.types import Box
 
 
 def test_qwen_vl_serialises_on_the_1000_grid_by_hand():
-    d = get_dialect("qwen-vl")
+    d = get_dialect("qwen-vl-grid")
     # 200 x 100 image: x bin = floor(x * 5), y bin = floor(y * 10); end uses the last pixel (x1 - 1)
     text = d.ground("liver", [Box(10, 20, 51, 41)], 200, 100)
     assert text == "<ref>liver</ref><box>(50,200),(250,400)</box>"
 
 
 def test_full_image_box_ends_at_999_on_a_1000_wide_image():
-    d = get_dialect("qwen-vl")
+    d = get_dialect("qwen-vl-grid")
     assert d.box(Box(0, 0, 1000, 2000), 1000, 2000) == "<box>(0,0),(999,999)</box>"
 
 
-def test_qwen2_vl_uses_special_tokens():
-    d = get_dialect("qwen2-vl")
+def test_qwen2_vl_uses_special_tokens_and_box_edges():
+    d = get_dialect("qwen2-vl-norm1000")
+    # edges: round(x * 1000 / w); the exclusive edge 100 of a 100-px side is 1000 (Qwen's own conversion)
     text = d.ground("spleen", [Box(0, 0, 100, 100)], 100, 100)
-    assert text == "<|object_ref_start|>spleen<|object_ref_end|><|box_start|>(0,0),(990,990)<|box_end|>"
+    assert text == "<|object_ref_start|>spleen<|object_ref_end|><|box_start|>(0,0),(1000,1000)<|box_end|>"
     assert d.parse(text, 100, 100)[0].box == Box(0, 0, 100, 100)
+    # 200 x 100, box [20, 10, 60, 50): 20*5 = 100, 10*10 = 100, 60*5 = 300, 50*10 = 500
+    assert d.box(Box(20, 10, 60, 50), 200, 100) == "<|box_start|>(100,100),(300,500)<|box_end|>"
+
+
+def _qwen2vl_format(box, h, w):
+    """Qwen's ``convert_to_qwen2vl_format`` (QwenLM/Qwen3-VL qwen-vl-finetune/tools/process_bbox.ipynb at
+    96588727), written again here from its text: round(v / size * 1000), clipped to [0, 1000]."""
+    x1, y1, x2, y2 = box
+    return [max(0, min(round(v / s * 1000), 1000)) for v, s in ((x1, w), (y1, h), (x2, w), (y2, h))]
+
+
+@pytest.mark.parametrize("name", ["qwen2-vl-norm1000", "qwen3-vl-norm1000", "internvl-norm1000"])
+def test_qwen2_qwen3_internvl_numbers_are_qwens_own_conversion(name):
+    d = get_dialect(name)
+    # the notebook's own example: COCO box [146, 137, 615, 415] of a 640 x 428 image
+    for box, (w, h) in [
+        ((146, 137, 615, 415), (640, 428)),
+        ((0, 0, 640, 428), (640, 428)),
+        ((3, 5, 7, 9), (33, 21)),
+    ]:
+        text = d.box(Box(*box), w, h)
+        assert [
+            int(n)
+            for n in re.findall(r"\b\d+\b", text.replace("<|box_start|>", "").replace("<|box_end|>", ""))
+        ] == (_qwen2vl_format(box, h, w))
 
 
 @pytest.mark.parametrize("name", list(DIALECTS))
@@ -33,7 +61,11 @@ def test_box_text_box_is_exact_for_sides_up_to_1000(name, size):
     boxes = [Box(0, 0, w, h), Box(1, 2, 3, 4), Box(w // 3, h // 4, w - 1, h - 2), Box(w - 1, h - 1, w, h)]
     # qwen2.5-vl counts pixels of the resized input: exact only where that input is not smaller
     rh, rw = smart_resize(h, w)
-    slack = 0 if name != "qwen2.5-vl" else max(0, round(h / rh + 0.5) - 1, round(w / rw + 0.5) - 1)
+    slack = 0
+    if name == "qwen2.5-vl-pixels":
+        slack = max(0, round(h / rh + 0.5) - 1, round(w / rw + 0.5) - 1)
+    if name == "llava-1.5-square":  # two decimals of the padded square: steps of max(w, h) / 100 px
+        slack = math.ceil(max(w, h) / 200 + 0.5)
     for box in boxes:
         parsed = d.parse(d.ground("x", [box], w, h), w, h)
         assert len(parsed) == 1 and parsed[0].label == "x"
@@ -42,21 +74,27 @@ def test_box_text_box_is_exact_for_sides_up_to_1000(name, size):
         assert error <= slack, (name, size, box, got)
 
 
-@pytest.mark.parametrize("name", ["qwen-vl", "qwen2-vl", "qwen3-vl"])
+_TEXT = {
+    "qwen-vl-grid": "<box>({},{}),({},{})</box>",
+    "qwen2-vl-norm1000": "<|box_start|>({},{}),({},{})<|box_end|>",
+    "qwen3-vl-norm1000": '{{"bbox_2d": [{}, {}, {}, {}]}}',
+    "internvl-norm1000": "<box>[[{}, {}, {}, {}]]</box>",
+    "florence-2-loc": "<loc_{}><loc_{}><loc_{}><loc_{}>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_TEXT))
 def test_text_box_text_is_exact_for_large_images(name):
     d = get_dialect(name)
     w, h = 2943, 1435
     for coords in [(0, 0, 999, 999), (123, 456, 789, 998), (500, 1, 501, 2)]:
-        if name == "qwen3-vl":
-            text = json.dumps({"bbox_2d": list(coords)})
-        else:
-            text = d.box(Box(0, 0, 1, 1), w, h).replace("(0,0),(0,0)", "({},{}),({},{})".format(*coords))
+        text = _TEXT[name].format(*coords)
         box = d.parse(text, w, h)[0].box
         assert d.box(box, w, h) == text
 
 
 def test_qwen25_uses_pixels_of_the_resized_input():
-    d = get_dialect("qwen2.5-vl")
+    d = get_dialect("qwen2.5-vl-pixels")
     # 1000 x 500 image -> smart_resize(500, 1000) = (504, 1008): x scale 1.008, y scale 1.008
     assert smart_resize(500, 1000) == (504, 1008)
     text = d.ground("lesion", [Box(100, 50, 300, 250)], 1000, 500)
@@ -65,10 +103,10 @@ def test_qwen25_uses_pixels_of_the_resized_input():
 
 
 def test_json_dialect_groups_several_boxes_in_a_list():
-    d = get_dialect("qwen3-vl")
+    d = get_dialect("qwen3-vl-norm1000")
     text = d.ground("hip", [Box(0, 0, 10, 10), Box(50, 50, 100, 100)], 100, 100)
     items = json.loads(text)
-    assert [i["bbox_2d"] for i in items] == [[0, 0, 90, 90], [500, 500, 990, 990]]
+    assert [i["bbox_2d"] for i in items] == [[0, 0, 100, 100], [500, 500, 1000, 1000]]
     assert [g.box for g in d.parse("The hips: " + text, 100, 100)] == [
         Box(0, 0, 10, 10),
         Box(50, 50, 100, 100),
@@ -76,7 +114,7 @@ def test_json_dialect_groups_several_boxes_in_a_list():
 
 
 def test_parse_ignores_garbage_and_orders_swapped_corners():
-    d = get_dialect("qwen-vl")
+    d = get_dialect("qwen-vl-grid")
     assert d.parse("no box here <box>(1,2)</box>", 100, 100) == []
     assert d.parse("<box>(500,500),(100,100)</box>", 100, 100)[0].box == Box(10, 10, 51, 51)
 
@@ -91,8 +129,47 @@ def test_smart_resize_matches_transformers():
 
 
 def test_unknown_dialect_names_the_closest():
-    with pytest.raises(KeyError, match="qwen2-vl"):
-        get_dialect("qwen2vl")
+    with pytest.raises(KeyError, match="qwen2-vl-norm1000"):
+        get_dialect("qwen2-vl-norm100")
+
+
+@pytest.mark.parametrize("old", sorted(DEPRECATED_NAMES))
+def test_old_names_still_read_with_a_warning_and_are_not_listed(old):
+    with pytest.warns(DeprecationWarning, match=DEPRECATED_NAMES[old]):
+        dialect = get_dialect(old)
+    assert dialect is DIALECTS[DEPRECATED_NAMES[old]] and old not in DIALECTS
+    with pytest.raises(KeyError) as error:
+        get_dialect("nonsense")
+    assert old not in str(error.value).split("known: ")[1].split(".")[0].split(", ")
+
+
+def test_no_dialect_name_is_a_family_or_format_name():
+    from medground.data.export import EXPORTERS, SHARDED_FORMATS
+    from medground.mllm.families import FAMILIES
+
+    taken = {*FAMILIES, *EXPORTERS, *SHARDED_FORMATS}
+    assert taken and not taken & set(DIALECTS)
+    for name, dialect in DIALECTS.items():
+        assert dialect.name == name
+    for family in FAMILIES.values():
+        assert family.box_dialect in DIALECTS
+
+
+def test_render_joins_with_each_dialects_own_separators():
+    boxes = [Grounded(None, Box(0, 0, 10, 10)), Grounded(None, Box(10, 10, 20, 20))]
+    qwen, florence = get_dialect("qwen-vl-grid"), get_dialect("florence-2-loc")
+    # 100 x 100: qwen bins of the first and last pixel; Florence bins of the edges, nothing between boxes
+    assert qwen.render(boxes, 100, 100) == "<box>(0,0),(90,90)</box>, <box>(100,100),(190,190)</box>"
+    assert (
+        florence.render(boxes, 100, 100)
+        == "<loc_0><loc_0><loc_100><loc_100><loc_100><loc_100><loc_200><loc_200>"
+    )
+    two = [Grounded("liver", Box(0, 0, 10, 10)), Grounded("spleen", Box(10, 10, 20, 20))]
+    assert (
+        florence.render(two, 100, 100)
+        == "liver<loc_0><loc_0><loc_100><loc_100>spleen<loc_100><loc_100><loc_200><loc_200>"
+    )
+    assert florence.parse(florence.render(two, 100, 100), 100, 100) == two
 
 
 @pytest.mark.parametrize("name", sorted(DIALECTS))
@@ -144,7 +221,7 @@ def _internvl_denormalise(values, width, height):
     ],
 )
 def test_internvl_follows_internvls_own_formula(box, size):
-    d = get_dialect("internvl")
+    d = get_dialect("internvl-norm1000")
     w, h = size
     numbers = _internvl_normalise(box, w, h)
     assert d.ground("liver", [Box(*box)], w, h) == f"<ref>liver</ref><box>[{numbers}]</box>"
@@ -161,7 +238,7 @@ def test_internvl_follows_internvls_own_formula(box, size):
 
 
 def test_internvl_groups_boxes_in_one_tag_and_reads_internvls_example():
-    d = get_dialect("internvl")
+    d = get_dialect("internvl-norm1000")
     text = d.ground("hip", [Box(0, 0, 10, 10), Box(50, 50, 100, 100)], 100, 100)
     assert text == "<ref>hip</ref><box>[[0, 0, 100, 100], [500, 500, 1000, 1000]]</box>"
     # InternVL's docs example (RefCOCO, 427 x 640): [[243, 469, 558, 746]]
@@ -172,13 +249,29 @@ def test_internvl_groups_boxes_in_one_tag_and_reads_internvls_example():
 
 
 def test_a_new_tag_syntax_works_through_every_consumer_by_construction():
-    from medground.grounding import TagDialect, reground_text
+    from medground.grounding import TagDialect
     from medground.mllm.data import convert_text
 
     custom = TagDialect("custom", "<obj>", "</obj>", "<bb>", "</bb>")
     text = "The " + custom.ground("liver", [Box(20, 10, 60, 50)], 200, 100) + " is here."
     assert text == "The <obj>liver</obj><bb>(100,100),(295,490)</bb> is here."
     assert custom.has_box(text) and [m.group(0) for m in custom.span_pattern.finditer(text)] == [text[4:-9]]
-    expected = 'The {"bbox_2d": [100, 100, 295, 490], "label": "liver"} is here.'
-    assert reground_text(text, custom, get_dialect("qwen3-vl"), 200, 100) == expected
-    assert convert_text(text, custom, get_dialect("qwen3-vl"), 200, 100) == expected
+    expected = 'The {"bbox_2d": [100, 100, 300, 500], "label": "liver"} is here.'
+    assert reground_text(text, custom, get_dialect("qwen3-vl-norm1000"), 200, 100) == expected
+    assert convert_text(text, custom, get_dialect("qwen3-vl-norm1000"), 200, 100) == expected
+
+
+def test_a_loose_pattern_of_another_dialect_does_not_change_conversion(monkeypatch):
+    from medground.grounding import TagDialect
+
+    class Loose(TagDialect):
+        @property
+        def span_pattern(self):  # matches any digit anywhere
+            return re.compile(r"\d")
+
+    monkeypatch.setitem(DIALECTS, "zz-loose-test", Loose("zz-loose-test", "<a>", "</a>", "<b>", "</b>"))
+    qwen = get_dialect("qwen-vl-grid")
+    text = "In 2024, the <ref>liver</ref><box>(100,100),(295,490)</box> at 3 cm."
+    assert reground_text(text, qwen, get_dialect("qwen3-vl-norm1000"), 200, 100, [Box(20, 10, 60, 50)]) == (
+        'In 2024, the {"bbox_2d": [100, 100, 300, 500], "label": "liver"} at 3 cm.'
+    )

@@ -1,4 +1,4 @@
-"""Tiny synthetic data-engine output: bright shapes on dark images, records in the qwen-vl dialect."""
+"""Tiny synthetic data-engine output: bright shapes on dark images, records in the qwen-vl-grid dialect."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def make_dataset(root: Path, n_images: int = 2, width: int = 64, height: int = 4
     Image i shifts both shapes by 2*i pixels; image 0 is gray, the others RGB. Every record has a REC
     turn (liver -> box) and a ROC turn (spleen's box -> name); odd images are split "test".
     """
-    tag = get_dialect("qwen-vl")
+    tag = get_dialect("qwen-vl-grid")
     (root / "images" / "syn").mkdir(parents=True, exist_ok=True)
     (root / "records").mkdir(parents=True, exist_ok=True)
     lines = []
@@ -51,7 +51,7 @@ def make_dataset(root: Path, n_images: int = 2, width: int = 64, height: int = 4
                 "source": "syn",
                 "case": f"c{i}",
                 "split": "test" if i % 2 else "train",
-                "dialect": "qwen-vl",
+                "dialect": "qwen-vl-grid",
                 "tasks": ["rec", "roc"],
                 "conversations": convs,
                 "turns": [

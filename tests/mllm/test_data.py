@@ -18,19 +18,20 @@ from medground.mllm.processor import build_processor
 from medground.mllm.tiny import train_tokenizer
 from medground.types import Box
 
-QWEN_VL = get_dialect("qwen-vl")
+QWEN_VL = get_dialect("qwen-vl-grid")
 
 
 def test_convert_tag_to_each_dialect_by_hand():
-    # 200 x 100 image, box [20, 10, 60, 50): grid x = floor(20*1000/200) = 100, last x 59 -> 295;
-    # y = floor(10*1000/100) = 100, last y 49 -> 490.
+    # 200 x 100 image, box [20, 10, 60, 50): qwen-vl grid x = floor(20*1000/200) = 100, last x 59 -> 295;
+    # y = floor(10*1000/100) = 100, last y 49 -> 490. Edges (qwen2/qwen3): 20*5 = 100, 10*10 = 100, 60*5 = 300,
+    # 50*10 = 500.
     text = "The <ref>liver</ref><box>(100,100),(295,490)</box> is here."
     box = Box(20, 10, 60, 50)
-    assert convert_text(text, QWEN_VL, get_dialect("qwen2-vl"), 200, 100, [box]) == (
-        "The <|object_ref_start|>liver<|object_ref_end|><|box_start|>(100,100),(295,490)<|box_end|> is here."
+    assert convert_text(text, QWEN_VL, get_dialect("qwen2-vl-norm1000"), 200, 100, [box]) == (
+        "The <|object_ref_start|>liver<|object_ref_end|><|box_start|>(100,100),(300,500)<|box_end|> is here."
     )
-    assert convert_text(text, QWEN_VL, get_dialect("qwen3-vl"), 200, 100, [box]) == (
-        'The {"bbox_2d": [100, 100, 295, 490], "label": "liver"} is here.'
+    assert convert_text(text, QWEN_VL, get_dialect("qwen3-vl-norm1000"), 200, 100, [box]) == (
+        'The {"bbox_2d": [100, 100, 300, 500], "label": "liver"} is here.'
     )
     # qwen2.5-vl at max 56*56 px: 200 x 100 -> (h, w) = (28, 84)... by smart_resize: round -> (112, 196) too big,
     # beta = sqrt(20000/3136) = 2.525; h = floor(100/2.525/28)*28 = 28, w = floor(200/2.525/28)*28 = 56.
@@ -42,12 +43,12 @@ def test_convert_tag_to_each_dialect_by_hand():
 
 def test_convert_keeps_several_boxes_and_bare_boxes():
     text = "What is at <box>(0,0),(499,499)</box>? <ref>kidney</ref><box>(0,0),(99,99)</box><box>(500,500),(999,999)</box>"
-    out = convert_text(text, QWEN_VL, get_dialect("qwen3-vl"), 1000, 1000)
+    out = convert_text(text, QWEN_VL, get_dialect("qwen3-vl-norm1000"), 1000, 1000)
     assert out == (
-        'What is at {"bbox_2d": [0, 0, 499, 499]}? [{"bbox_2d": [0, 0, 99, 99], "label": "kidney"}, '
-        '{"bbox_2d": [500, 500, 999, 999], "label": "kidney"}]'
+        'What is at {"bbox_2d": [0, 0, 500, 500]}? [{"bbox_2d": [0, 0, 100, 100], "label": "kidney"}, '
+        '{"bbox_2d": [500, 500, 1000, 1000], "label": "kidney"}]'
     )
-    back = convert_text(out, get_dialect("qwen3-vl"), QWEN_VL, 1000, 1000)
+    back = convert_text(out, get_dialect("qwen3-vl-norm1000"), QWEN_VL, 1000, 1000)
     assert (
         back
         == "What is at <box>(0,0),(499,499)</box>? <ref>kidney</ref><box>(0,0),(99,99)</box><box>(500,500),(999,999)</box>"
@@ -68,7 +69,7 @@ def test_exact_boxes_survive_grid_rounding():
 def test_read_records_and_turns(dataset):
     records = read_records(dataset)
     assert [r["split"] for r in records] == ["train", "test"]
-    turns = record_turns(records[0], get_dialect("qwen2-vl"))
+    turns = record_turns(records[0], get_dialect("qwen2-vl-norm1000"))
     assert turns[0].question == "Where is the liver?"
     assert turns[0].task == "rec" and turns[1].structure == "spleen"
     assert turns[0].answer.startswith("The <|object_ref_start|>liver<|object_ref_end|><|box_start|>")
@@ -121,7 +122,7 @@ def test_load_image_gray_rgba_and_errors(tmp_path):
 
 def test_record_json_fixture_is_valid(dataset):
     line = (dataset / "records" / "shard-00000.jsonl").read_text().splitlines()[0]
-    assert json.loads(line)["dialect"] == "qwen-vl"
+    assert json.loads(line)["dialect"] == "qwen-vl-grid"
 
 
 def test_crop_moves_boxes_into_the_window_and_keeps_mentioned_regions(dataset):
@@ -134,10 +135,10 @@ def test_crop_moves_boxes_into_the_window_and_keeps_mentioned_regions(dataset):
         crop = random_crop(record, random.Random(seed), 0.5)
         assert crop.x0 <= 6 and crop.y0 <= 8 and crop.x1 >= 58 and crop.y1 >= 40
     crop = Box(4, 2, 60, 44)  # 56 x 42 window
-    turns = record_turns(record, get_dialect("qwen2-vl"), crop)
-    # liver moves to [2, 6, 26, 26) in 56 x 42: grid x floor(2*1000/56) = 35, last x 25 -> 446;
-    # y floor(6*1000/42) = 142, last y 25 -> 595.
-    assert "<|box_start|>(35,142),(446,595)<|box_end|>" in turns[0].answer
+    turns = record_turns(record, get_dialect("qwen2-vl-norm1000"), crop)
+    # liver moves to [2, 6, 26, 26) in 56 x 42: edges round(2000/56) = 36, round(6000/42) = 143,
+    # round(26000/56) = 464, round(26000/42) = 619.
+    assert "<|box_start|>(36,143),(464,619)<|box_end|>" in turns[0].answer
 
 
 def test_pad_shifts_boxes_and_image_by_the_border(dataset):
@@ -149,10 +150,10 @@ def test_pad_shifts_boxes_and_image_by_the_border(dataset):
     for seed in range(20):
         left, top, right, bottom = random_pad(64, 48, random.Random(seed), 0.25)
         assert 0 <= left <= 16 and 0 <= right <= 16 and 0 <= top <= 12 and 0 <= bottom <= 12
-    turns = record_turns(record, get_dialect("qwen2-vl"), None, (10, 2, 6, 0))
-    # padded image 80 x 50; liver moves to [16, 10, 40, 30): x floor(16*1000/80) = 200, last x 39 -> 487;
-    # y floor(10*1000/50) = 200, last y 29 -> 580.
-    assert "<|box_start|>(200,200),(487,580)<|box_end|>" in turns[0].answer
+    turns = record_turns(record, get_dialect("qwen2-vl-norm1000"), None, (10, 2, 6, 0))
+    # padded image 80 x 50; liver moves to [16, 10, 40, 30): edges 16000/80 = 200, 10000/50 = 200,
+    # 40000/80 = 500, 30000/50 = 600.
+    assert "<|box_start|>(200,200),(500,600)<|box_end|>" in turns[0].answer
 
 
 def _positions_record(second_position: str) -> dict:
@@ -163,7 +164,7 @@ def _positions_record(second_position: str) -> dict:
         "id": "pos#0",
         "width": 90,
         "height": 60,
-        "dialect": "qwen-vl",
+        "dialect": "qwen-vl-grid",
         "conversations": [
             {"from": "human", "value": f"<image>\nDescribe {QWEN_VL.box(liver, 90, 60)} and its position."},
             {"from": "gpt", "value": "This is the liver, in the upper central part of the image."},

@@ -31,4 +31,4 @@ def test_qwen25_dialect_follows_the_processor_resize():
     dialect = get_family("qwen2.5-vl").dialect(28 * 28, 56 * 56)
     assert dialect.box(Box(0, 0, 50, 30), 100, 60) == '{"bbox_2d": [0, 0, 28, 14]}'
     # The grid dialects do not depend on the resize.
-    assert get_family("qwen3-vl").dialect(1, 2) is get_dialect("qwen3-vl")
+    assert get_family("qwen3-vl").dialect(1, 2) is get_dialect("qwen3-vl-norm1000")

@@ -98,10 +98,15 @@ def fake_vllm(seen: list[dict]) -> FastAPI:
         rows, cols = np.nonzero(resized > 125)
         found = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
         answer = f"The lesion is here: {json.dumps({'bbox_2d': found, 'label': 'lesion'})}<|im_end|>"
-        if body["model"] == "my-qwen2":  # Qwen2-VL: tags, corners on the [0, 1000) grid of the image
+        if (
+            body["model"] == "my-qwen2"
+        ):  # Qwen2-VL: tags, box edges round(1000 e / size) (Qwen's process_bbox)
             rows, cols = np.nonzero(np.asarray(picture) > 125)
-            x0, y0 = cols.min() * 1000 // picture.width, rows.min() * 1000 // picture.height
-            x1, y1 = cols.max() * 1000 // picture.width, rows.max() * 1000 // picture.height
+            x0, y0 = round(cols.min() * 1000 / picture.width), round(rows.min() * 1000 / picture.height)
+            x1, y1 = (
+                round((cols.max() + 1) * 1000 / picture.width),
+                round((rows.max() + 1) * 1000 / picture.height),
+            )
             answer = (
                 "<|object_ref_start|>lesion<|object_ref_end|>"
                 f"<|box_start|>({x0},{y0}),({x1},{y1})<|box_end|><|im_end|>"
@@ -281,8 +286,8 @@ def test_serve_cli_proxy_mode(upstream, monkeypatch) -> None:
     assert bad.exit_code == 2 and "'qwen9-vl' is not one of qwen2-vl, qwen2.5-vl, qwen3-vl" in bad.output
 
 
-def test_qwen2_vl_upstream_boxes_are_tags_on_the_1000_grid(upstream, models) -> None:
-    """Qwen2-VL's box text is special tokens on the [0, 1000) grid of the image, whatever the resize."""
+def test_qwen2_vl_upstream_boxes_are_tags_on_the_1000_scale(upstream, models) -> None:
+    """Qwen2-VL's box text is special tokens with edges on the [0, 1000] scale of the image, whatever the resize."""
     _, seen = upstream
     seen.clear()
     grounder = UpstreamGrounder(upstream[0], "my-qwen2", "qwen2-vl", MIN_PIXELS, MAX_PIXELS)
@@ -292,6 +297,6 @@ def test_qwen2_vl_upstream_boxes_are_tags_on_the_1000_grid(upstream, models) -> 
     assert reply.status_code == 200, reply.text
     assert reply.json()["boxes"] == [{"label": "lesion", "box": list(OBJECT)}]  # 1000 px wide: exact
     text = next(p["text"] for p in seen[0]["messages"][-1]["content"] if p["type"] == "text")
-    # x: 600 -> 600, last pixel 899 -> 899; y: 350 * 1000 / 700 = 500, last pixel 649 -> 927.1 -> 927
-    assert text == "What is at <|box_start|>(600,500),(899,927)<|box_end|>?"
+    # edges: x 600 -> 600, 900 -> 900; y 350 * 1000 / 700 = 500, 650 * 1000 / 700 = 928.6 -> 929
+    assert text == "What is at <|box_start|>(600,500),(900,929)<|box_end|>?"
     assert seen[0]["skip_special_tokens"] is False

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from medground.grounding import DIALECTS
+from medground.grounding import Dialect, get_dialect
 
 __all__ = ["DEFAULT_INSTRUCTIONS", "Rewriter", "protected_spans", "rewrite_record", "verify_rewrite"]
 
@@ -32,19 +32,15 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
-def _span_pattern() -> re.Pattern[str]:
-    """One regex matching the image placeholder and every dialect's protected strings (its references and boxes)."""
-    parts = [re.escape(IMAGE_TOKEN)] + [d.protected_pattern.pattern for d in DIALECTS.values()]
-    return re.compile("|".join(dict.fromkeys(parts)), re.DOTALL)
+def protected_spans(text: str, dialect: Dialect) -> list[str]:
+    """Every ``<image>`` and every reference and box string of ``dialect`` in ``text``, in reading order.
 
-
-def protected_spans(text: str) -> list[str]:
-    """Every ``<image>``, reference and box string of any dialect in ``text``, in reading order.
-
-    E.g. ``<ref>liver</ref>``, ``<box>(1,2),(3,4)</box>``, ``<|box_start|>(1,2),(3,4)<|box_end|>``,
-    ``{"bbox_2d": [1, 2, 3, 4], "label": "liver"}``; repeated strings are listed once per occurrence.
+    E.g. ``<ref>liver</ref>`` and ``<box>(1,2),(3,4)</box>`` for qwen-vl-grid, ``{"bbox_2d": [1, 2, 3, 4],
+    "label": "liver"}`` for qwen3-vl-norm1000; repeated strings are listed once per occurrence. Only the
+    text's own dialect is looked for, so another dialect's pattern never changes what is protected.
     """
-    return [m.group(0) for m in _span_pattern().finditer(text)]
+    pattern = re.compile(f"{re.escape(IMAGE_TOKEN)}|{dialect.protected_pattern.pattern}", re.DOTALL)
+    return [m.group(0) for m in pattern.finditer(text)]
 
 
 def verify_rewrite(original: str, rewritten: str, protected: list[str]) -> str | None:
@@ -155,17 +151,18 @@ class Rewriter:
         os.replace(tmp, path)
         return reply
 
-    def rewrite_turn(self, text: str, protected: list[str]) -> tuple[str, str | None]:
+    def rewrite_turn(self, text: str, protected: list[str], dialect: Dialect) -> tuple[str, str | None]:
         """(text to use, rejection reason or None). A leading ``<image>`` placeholder is kept in place.
 
-        protected: strings that must survive unchanged (e.g. structure names); the box strings and
-        placeholders found by ``protected_spans`` are added. On rejection or error the original is returned.
+        protected: strings that must survive unchanged (e.g. structure names); the box strings of
+        ``dialect`` (the text's) and placeholders found by ``protected_spans`` are added. On rejection or
+        error the original is returned.
         """
         match = re.match(rf"\s*{re.escape(IMAGE_TOKEN)}\s*", text)
         prefix, body = (match.group(0), text[match.end() :]) if match else ("", text)
         if not body.strip():
             return text, None
-        spans = list(protected) + protected_spans(body)
+        spans = list(protected) + protected_spans(body, dialect)
         try:
             reply = self.complete(self.messages(body, spans)).strip()
         except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
@@ -184,8 +181,15 @@ def rewrite_record(
     """A copy of ``record`` with the turns of ``roles`` rewritten, and the reasons for turns kept as they were.
 
     Protected in every turn: each region name and each turn's structure (so names are neither dropped nor
-    invented) plus the box strings of the turn. Reasons read ``"<record id> turn <i>: <reason>"``.
+    invented) plus the box strings of the turn, in the record's ``dialect``. Reasons read
+    ``"<record id> turn <i>: <reason>"``. A record without ``dialect`` raises ValueError.
     """
+    if not record.get("dialect"):
+        raise ValueError(
+            f"record {record.get('id')!r} has no 'dialect'; records written by medground build carry one "
+            "(rebuild, or add the dialect its boxes are written in)"
+        )
+    dialect = get_dialect(record["dialect"])
     out = copy.deepcopy(record)
     names = {r.get("name", "") for r in record.get("regions") or []}
     names |= {t.get("structure", "") for t in record.get("turns") or []}
@@ -194,7 +198,7 @@ def rewrite_record(
     for i, turn in enumerate(out["conversations"]):
         if turn["from"] not in roles:
             continue
-        turn["value"], reason = rewriter.rewrite_turn(turn["value"], protected)
+        turn["value"], reason = rewriter.rewrite_turn(turn["value"], protected, dialect)
         if reason is not None:
             reasons.append(f"{record.get('id')} turn {i}: {reason}")
     return out, reasons

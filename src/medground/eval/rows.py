@@ -12,12 +12,15 @@ Three input forms are accepted, one JSON object per line:
         "question": str, "annotation": str, "response": str,
         "width": int, "height": int,          # pixels of the saved image the boxes refer to
         "negative": bool,                     # the question asks for an absent structure
-        "dialect": "qwen-vl"|"qwen2-vl"|"qwen2.5-vl"|"qwen3-vl",
+        "dialect": str,                       # a name of medground.grounding.DIALECTS (default qwen-vl-grid)
         "structure": str | null,              # optional: the class name asked about (roc)
         "case": str | null}                   # optional: the patient key (records carry it; null: unknown)
 
 3. A data-engine record (``conversations`` + ``turns``) plus ``"response"``: a list with one answer
    per turn, or a string when the record has one turn. It is split into flat rows as in form 2.
+
+A row's ``dialect`` is kept under its current name (an old name such as ``qwen-vl`` is read with a
+DeprecationWarning); an unknown one is an error naming the line.
 
 Task names are normalised to the one task name of :data:`medground.tasks.TASKS` (``rec``, ``roc``,
 ``reg``, ``mia``): BiRD's names (``vg`` -> ``rec``, ``rc`` -> ``reg``), its file tags and the aliases
@@ -30,11 +33,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from medground.grounding import DIALECTS, get_dialect
+from medground.grounding import Dialect, get_dialect
 from medground.modalities import BIRD_FILE_PREFIX, MEDGRIT_MODALITIES, OTHER, medgrit_modality
 from medground.tasks import TASKS, RowShape, find_task
 
 __all__ = [
+    "BIRD_DIALECT",
     "BIRD_MODALITIES",
     "PredRow",
     "auto_task",
@@ -47,12 +51,8 @@ __all__ = [
 BIRD_MODALITIES: tuple[str, ...] = tuple(BIRD_FILE_PREFIX[m] for m in MEDGRIT_MODALITIES)
 """BiRD's eight modality keys (``ct``, ``mr``, ``x``, ...), in the order of its scripts' dictionaries."""
 
-_QWEN_VL = get_dialect("qwen-vl")  # BiRD's rows are written in it
-
-
-def _has_box(text: str) -> bool:
-    """Whether ``text`` holds a box of any dialect (tagged or bare coordinates)."""
-    return any(d.has_box(text) for d in DIALECTS.values())
+BIRD_DIALECT: Dialect = get_dialect("qwen-vl-grid")
+"""The dialect BiRD's rows are written in (and the default of a row that names none)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class PredRow:
     width: int | None = None
     height: int | None = None
     negative: bool | None = None
-    dialect: str = "qwen-vl"
+    dialect: str = BIRD_DIALECT.name
     structure: str | None = None
     case: str | None = None
 
@@ -106,29 +106,29 @@ def file_task_hint(path: Path) -> str | None:
     return None
 
 
-def _fits(shape: RowShape, question: str, annotation: str) -> bool:
-    """Whether a question/answer pair looks like rows of a task of this shape (:class:`RowShape`)."""
-    if _has_box(question) != shape.question_box:
+def _fits(shape: RowShape, question: str, annotation: str, dialect: Dialect) -> bool:
+    """Whether a question/answer pair in ``dialect`` looks like rows of a task of this shape (:class:`RowShape`)."""
+    if dialect.has_box(question) != shape.question_box:
         return False
-    boxed = bool(_QWEN_VL.box_contents(annotation))
+    boxed = bool(dialect.box_contents(annotation))
     if shape.answer_box is True and not boxed:
         return False
-    if shape.answer_box is False and _has_box(annotation):
+    if shape.answer_box is False and dialect.has_box(annotation):
         return False
-    text = _QWEN_VL.protected_pattern.sub(" ", annotation) if boxed else annotation
+    text = dialect.protected_pattern.sub(" ", annotation) if boxed else annotation
     return shape.max_words is None or len(text.split()) <= shape.max_words
 
 
-def auto_task(question: str, annotation: str) -> str:
+def auto_task(question: str, annotation: str, dialect: Dialect = BIRD_DIALECT) -> str:
     """Guess a BiRD row's task from its text (used only when neither ``--task`` nor the file name says):
-    the first task of the registry whose :class:`RowShape` the row fits.
+    the first task of the registry whose :class:`RowShape` the row fits, boxes found in ``dialect`` only.
 
     For the shipped tasks: a question that points at a box is ``roc`` when the reference answer has at
     most 5 words and no box, else ``reg``; a question without a box whose answer has a box and at most
     10 words beside its ``<ref>``/``<box>`` tags is ``rec``; everything else is ``mia``.
     """
     for spec in TASKS.values():
-        if spec.shape is not None and _fits(spec.shape, question, annotation):
+        if spec.shape is not None and _fits(spec.shape, question, annotation, dialect):
             return spec.name
     raise ValueError(
         f"no task of the registry fits the question {question[:60]!r}; name the task with --task"
@@ -170,10 +170,20 @@ def _flat_row(obj: dict, line: int, task: str | None, where: str) -> PredRow:
         width=_opt_int(obj.get("width")),
         height=_opt_int(obj.get("height")),
         negative=bool(obj["negative"]) if obj.get("negative") is not None else None,
-        dialect=str(obj.get("dialect") or "qwen-vl"),
+        dialect=_dialect_name(obj.get("dialect"), where),
         structure=obj.get("structure"),
         case=None if obj.get("case") is None else str(obj["case"]),
     )
+
+
+def _dialect_name(name: object, where: str) -> str:
+    """A row's dialect under its current name (BiRD's when the row names none); unknown names raise."""
+    if not name:
+        return BIRD_DIALECT.name
+    try:
+        return get_dialect(str(name)).name
+    except KeyError as error:
+        raise ValueError(f"{where}: {error.args[0]}") from None
 
 
 def _opt_int(value: object) -> int | None:

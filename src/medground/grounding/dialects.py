@@ -1,44 +1,33 @@
 """Box dialects: each a class that owns all of its text (serialise, parse, span patterns, quantise).
 
-| dialect    | text                                                                     | coordinates              |
-|------------|--------------------------------------------------------------------------|--------------------------|
-| qwen-vl    | ``<ref>liver</ref><box>(x0,y0),(x1,y1)</box>`` (BiRD, Med-GRIT)         | integers in [0, 1000)    |
-| qwen2-vl   | ``<|object_ref_start|>liver<|object_ref_end|><|box_start|>(x0,y0),(x1,y1)<|box_end|>`` | integers in [0, 1000) |
-| qwen2.5-vl | ``{"bbox_2d": [x0, y0, x1, y1], "label": "liver"}``                      | pixels of the resized input (smart_resize, factor 28) |
-| qwen3-vl   | ``{"bbox_2d": [x0, y0, x1, y1], "label": "liver"}``                      | integers in [0, 1000)    |
-| internvl   | ``<ref>liver</ref><box>[[x0, y0, x1, y1], ...]</box>``                   | integers in [0, 1000]    |
+The table of dialects is in :mod:`medground.grounding.registry`; the two 1000-step scales of the grid
+dialects, and which family's code defines each, are in :mod:`medground.grounding.scales`.
 
-The [0, 1000) bin grid (Qwen): a pixel column ``x`` of an image ``w`` wide falls in bin
-``floor(x * 1000 / w)``; a box's start is its first pixel and its end is its *last* pixel (x1 - 1), so a
-full-width box ends at 999 on wide images. Parsing takes a bin back to its first pixel,
-``ceil(n * w / 1000)``. So box -> text -> box is exact for sides up to 1000 px and text -> box -> text is
-exact for sides of at least 1000 px; otherwise each is within one grid step.
-
-The [0, 1000] edge scale (InternVL): box *edges* scaled by 1000 / size and rounded, ``round(x0 * 1000 / w)``
-... ``round(x1 * 1000 / w)`` with x1 the exclusive edge (a full-width box ends at 1000); read back as
-``round(n * w / 1000)``. That is InternVL's own definition: its chat-data docs normalise
-``round(x / width * 1000)`` and its RefCOCO evaluation multiplies by ``width / 1000``.
+A dialect declares how it joins boxes (``group_separator`` between grounded groups, ``box_separator``
+between unlabelled boxes) and whether its labels are delimited. Tag and JSON dialects delimit labels;
+an :class:`UndelimitedDialect` (Florence-2's ``liver<loc_..>``) does not: a group's label is the text
+before its boxes, and its span pattern holds boxes only.
 
 Every consumer (the engine, the rewriter, training, export, evaluation) reaches box text only through a
-:class:`Dialect`; a new syntax is one subclass and one line in :data:`DIALECTS`.
+:class:`Dialect`, one dialect at a time; a new syntax is one subclass and one registry line.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
-import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
-from medground.choices import unknown_choice
 from medground.grounding.resize import smart_resize
+from medground.grounding.scales import BINS, EDGES, Scale, edges_to_box
 from medground.types import Box
 
-__all__ = ["DIALECTS", "Dialect", "Grounded", "InternVLDialect", "JsonDialect", "TagDialect", "get_dialect"]
+__all__ = ["Dialect", "Grounded", "InternVLDialect", "JsonDialect", "TagDialect", "UndelimitedDialect"]
 
-GRID = 1000
 _NUM = r"-?\d+(?:\.\d+)?"
 
 
@@ -50,42 +39,6 @@ class Grounded:
     box: Box
 
 
-def _to_grid(value: int, size: int) -> int:
-    """Pixel index (0..size-1) -> grid bin in [0, 1000)."""
-    return min(GRID - 1, max(0, math.floor(value * GRID / size)))
-
-
-def _from_grid(value: float, size: int) -> int:
-    """Grid bin -> first pixel index of that bin, clipped to the image."""
-    return min(size - 1, max(0, math.ceil(value * size / GRID)))
-
-
-def box_to_grid(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
-    """Canonical box -> (x0, y0, x1, y1) on the [0, 1000) grid (x1/y1 = bin of the last pixel)."""
-    return (
-        _to_grid(box.x0, width),
-        _to_grid(box.y0, height),
-        _to_grid(box.x1 - 1, width),
-        _to_grid(box.y1 - 1, height),
-    )
-
-
-def box_from_grid(values: tuple[float, ...], width: int, height: int) -> Box:
-    """(x0, y0, x1, y1) on the [0, 1000) grid -> canonical box (x1/y1 exclusive); corners may come swapped."""
-    gx0, gy0, gx1, gy1 = values
-    x0, x1 = sorted((_from_grid(gx0, width), _from_grid(gx1, width)))
-    y0, y1 = sorted((_from_grid(gy0, height), _from_grid(gy1, height)))
-    return Box(x0, y0, x1 + 1, y1 + 1)
-
-
-def _edges_to_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Box:
-    """Continuous pixel edges (any order) -> canonical box, rounded and clipped, at least 1 px a side."""
-    x0, x1 = sorted((x0, x1))
-    y0, y1 = sorted((y0, y1))
-    cx0, cy0 = min(width - 1, max(0, round(x0))), min(height - 1, max(0, round(y0)))
-    return Box(cx0, cy0, max(cx0 + 1, min(width, round(x1))), max(cy0 + 1, min(height, round(y1))))
-
-
 class Dialect(ABC):
     """How one model family writes boxes in text, for an image ``width`` x ``height`` pixels.
 
@@ -94,6 +47,18 @@ class Dialect(ABC):
     """
 
     name: str
+    group_separator: ClassVar[str] = " "
+    """Text between two grounded groups in :meth:`render`."""
+    box_separator: ClassVar[str] = ", "
+    """Text between two consecutive unlabelled boxes in :meth:`render`."""
+    labels_delimited: ClassVar[bool] = True
+    """Whether a label has its own delimiters (``<ref>..</ref>``); see :class:`UndelimitedDialect`."""
+
+    @property
+    def relative(self) -> bool:
+        """Whether the numbers are relative to the image (any saved size reads back the same region);
+        False for pixels of a model's resized input, which need the image's width and height."""
+        return True
 
     @abstractmethod
     def box(self, box: Box, width: int, height: int) -> str:
@@ -139,21 +104,18 @@ class Dialect(ABC):
         return bool(self.span_pattern.search(text) or self.bare_pattern.search(text))
 
     def render(self, found: list[Grounded], width: int, height: int) -> str:
-        """Labelled boxes -> text; consecutive boxes with one label become one grounded group."""
+        """Labelled boxes -> text; consecutive boxes with one label become one grounded group.
+
+        Groups are joined with ``group_separator``, unlabelled boxes with ``box_separator``.
+        """
         parts: list[str] = []
-        i = 0
-        while i < len(found):
-            label = found[i].label
-            j = i
-            while j < len(found) and found[j].label == label:
-                j += 1
-            boxes = [g.box for g in found[i:j]]
+        for label, group in itertools.groupby(found, key=lambda g: g.label):
+            boxes = [g.box for g in group]
             if label is None:
-                parts.append(", ".join(self.box(b, width, height) for b in boxes))
+                parts.append(self.box_separator.join(self.box(b, width, height) for b in boxes))
             else:
                 parts.append(self.ground(label, boxes, width, height))
-            i = j
-        return " ".join(parts)
+        return self.group_separator.join(parts)
 
     def for_processor(self, factor: int, min_pixels: int, max_pixels: int) -> Dialect:
         """This dialect as a model whose processor resizes by ``smart_resize(factor, min_pixels, max_pixels)``
@@ -194,10 +156,11 @@ def _tag_patterns(
 
 @dataclass(frozen=True)
 class TagDialect(Dialect):
-    """Tag-delimited ``(x0,y0),(x1,y1)`` boxes on the [0, 1000) bin grid: Qwen-VL (BiRD) and Qwen2-VL.
+    """Tag-delimited ``(x0,y0),(x1,y1)`` boxes on a 1000-step scale: Qwen-VL (BiRD; BINS) and Qwen2-VL (EDGES).
 
     A box without its own reference takes the label of the last reference before it (``<ref>hip</ref>
-    <box>..</box><box>..</box>`` is two hips).
+    <box>..</box><box>..</box>`` is two hips). ``scale``: :data:`~medground.grounding.scales.BINS` or
+    :data:`~medground.grounding.scales.EDGES`.
     """
 
     name: str
@@ -205,13 +168,14 @@ class TagDialect(Dialect):
     ref_close: str
     box_open: str
     box_close: str
+    scale: Scale = BINS
 
     def box(self, box: Box, width: int, height: int) -> str:
-        x0, y0, x1, y1 = box_to_grid(box, width, height)
+        x0, y0, x1, y1 = self.scale.encode(box, width, height)
         return f"{self.box_open}({x0},{y0}),({x1},{y1}){self.box_close}"
 
     def quantise(self, box: Box, width: int, height: int) -> Box:
-        return box_from_grid(box_to_grid(box, width, height), width, height)
+        return self.scale.quantise(box, width, height)
 
     def ground(self, label: str, boxes: list[Box], width: int, height: int) -> str:
         if not boxes:
@@ -246,7 +210,7 @@ class TagDialect(Dialect):
             if match.group(1) is not None:
                 label = match.group(1).strip()
             coords = tuple(float(match.group(i)) for i in range(2, 6))
-            found.append(Grounded(label, box_from_grid(coords, width, height)))
+            found.append(Grounded(label, self.scale.decode(coords, width, height)))
         return found
 
 
@@ -255,10 +219,14 @@ _JSON_ITEM = r"\{[^{}]*\"bbox_2d\"[^{}]*\}"
 
 @dataclass(frozen=True)
 class JsonDialect(Dialect):
-    """JSON boxes ``{"bbox_2d": [...], "label": ...}``: Qwen2.5-VL (resized-input pixels) and Qwen3-VL (grid).
+    """JSON boxes ``{"bbox_2d": [...], "label": ...}``: Qwen2.5-VL (resized-input pixels) and Qwen3-VL (EDGES).
 
-    Several boxes of one label are a JSON list of such objects. ``absolute``: numbers are pixels of the
-    model's input after ``smart_resize(factor, min_pixels, max_pixels)``; else the [0, 1000) bin grid.
+    Several boxes of one label are a JSON list of such objects. ``absolute``: numbers are pixel edges of
+    the model's input after ``smart_resize(factor, min_pixels, max_pixels)``, ``round(x * new_w / w)``
+    with x1 exclusive, as Qwen's ``convert_to_qwen25vl_format`` (QwenLM/Qwen3-VL,
+    qwen-vl-finetune/tools/process_bbox.ipynb at commit 96588727) rounds them (that notebook also clips
+    x1/y1 to new_w - 1 / new_h - 1; here a box touching the right or bottom border ends at new_w / new_h,
+    its exclusive edge). Else the [0, 1000] edge scale (:data:`~medground.grounding.scales.EDGES`).
     """
 
     name: str
@@ -268,15 +236,13 @@ class JsonDialect(Dialect):
     max_pixels: int = 14 * 14 * 4 * 1280
 
     def _scale(self, width: int, height: int) -> tuple[float, float]:
-        """Model units per image pixel along x and y."""
-        if not self.absolute:
-            return GRID / width, GRID / height
+        """Resized-input pixels per image pixel along x and y (``absolute`` only)."""
         rh, rw = smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
         return rw / width, rh / height
 
     def _coords(self, box: Box, width: int, height: int) -> list[int]:
         if not self.absolute:
-            return list(box_to_grid(box, width, height))
+            return list(EDGES.encode(box, width, height))
         sx, sy = self._scale(width, height)
         return [
             round(box.x0 * sx),
@@ -287,9 +253,9 @@ class JsonDialect(Dialect):
 
     def _box(self, values: list[float], width: int, height: int) -> Box:
         if not self.absolute:
-            return box_from_grid(tuple(values), width, height)
+            return EDGES.decode(tuple(values), width, height)
         sx, sy = self._scale(width, height)
-        return _edges_to_box(values[0] / sx, values[1] / sy, values[2] / sx, values[3] / sy, width, height)
+        return edges_to_box(values[0] / sx, values[1] / sy, values[2] / sx, values[3] / sy, width, height)
 
     def box(self, box: Box, width: int, height: int) -> str:
         return json.dumps({"bbox_2d": self._coords(box, width, height)})
@@ -331,6 +297,10 @@ class JsonDialect(Dialect):
                 continue
         return found
 
+    @property
+    def relative(self) -> bool:
+        return not self.absolute
+
     def for_processor(self, factor: int, min_pixels: int, max_pixels: int) -> Dialect:
         if not self.absolute:
             return self
@@ -356,29 +326,17 @@ _INTERNVL_TAG = rf"<box>\s*\[\s*{_INTERNVL_PLAIN_BOX}(?:\s*,\s*{_INTERNVL_PLAIN_
 
 @dataclass(frozen=True)
 class InternVLDialect(Dialect):
-    """InternVL's ``<ref>liver</ref><box>[[x0, y0, x1, y1], ...]</box>``: box edges on a [0, 1000] scale.
+    """InternVL's ``<ref>liver</ref><box>[[x0, y0, x1, y1], ...]</box>``: box edges on the [0, 1000] scale.
 
-    Numbers are ``round(edge * 1000 / size)`` of the box's edges (x1/y1 exclusive), as InternVL's chat-data
-    docs define them; several boxes of one label share one ``<box>`` tag.
+    Numbers are :data:`~medground.grounding.scales.EDGES` (``round(edge * 1000 / size)``, x1/y1 exclusive),
+    as InternVL's chat-data docs define them; several boxes of one label share one ``<box>`` tag.
     """
 
-    name: str = "internvl"
+    name: str
 
     @staticmethod
     def _numbers(box: Box, width: int, height: int) -> list[int]:
-        return [
-            round(box.x0 * GRID / width),
-            round(box.y0 * GRID / height),
-            round(box.x1 * GRID / width),
-            round(box.y1 * GRID / height),
-        ]
-
-    @staticmethod
-    def _box(values: list[float], width: int, height: int) -> Box:
-        x0, y0, x1, y1 = values
-        return _edges_to_box(
-            x0 * width / GRID, y0 * height / GRID, x1 * width / GRID, y1 * height / GRID, width, height
-        )
+        return list(EDGES.encode(box, width, height))
 
     def _list(self, boxes: list[Box], width: int, height: int) -> str:
         return "<box>[" + ", ".join(str(self._numbers(b, width, height)) for b in boxes) + "]</box>"
@@ -392,7 +350,7 @@ class InternVLDialect(Dialect):
         return f"<ref>{label}</ref>" + self._list(boxes, width, height)
 
     def quantise(self, box: Box, width: int, height: int) -> Box:
-        return self._box([float(v) for v in self._numbers(box, width, height)], width, height)
+        return EDGES.quantise(box, width, height)
 
     @property
     def span_pattern(self) -> re.Pattern[str]:
@@ -414,23 +372,55 @@ class InternVLDialect(Dialect):
             label = match.group(1).strip() if match.group(1) is not None else None
             for coords in re.finditer(_INTERNVL_BOX, match.group(2)):
                 values = [float(coords.group(i)) for i in range(1, 5)]
-                found.append(Grounded(label, self._box(values, width, height)))
+                found.append(Grounded(label, EDGES.decode(tuple(values), width, height)))
         return found
 
 
-DIALECTS: dict[str, Dialect] = {
-    "qwen-vl": TagDialect("qwen-vl", "<ref>", "</ref>", "<box>", "</box>"),
-    "qwen2-vl": TagDialect(
-        "qwen2-vl", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>"
-    ),
-    "qwen2.5-vl": JsonDialect("qwen2.5-vl", absolute=True, factor=28, max_pixels=12845056),
-    "qwen3-vl": JsonDialect("qwen3-vl", absolute=False, factor=32),
-    "internvl": InternVLDialect("internvl"),
-}
+class UndelimitedDialect(Dialect):
+    """A dialect whose labels have no delimiters, e.g. Florence-2's ``liver<loc_..><loc_..><loc_..><loc_..>``.
 
+    A grounded group is its label written as plain text, then its boxes. Reading back, a group's label
+    is the text between the previous box group (or the previous ``>``, or the start) and its first box,
+    stripped of spaces and ``,;:`` (None when that leaves nothing): Florence-2's own rule, which takes
+    the ``[^<]+`` before the location tokens. So ``span_pattern`` holds boxes only: converting to
+    another dialect keeps a label as plain text and writes the boxes unlabelled.
 
-def get_dialect(name: str) -> Dialect:
-    """The dialect registered under ``name``; an unknown name lists the known ones and the closest."""
-    if name in DIALECTS:
-        return DIALECTS[name]
-    raise KeyError(unknown_choice("dialect", name, DIALECTS))
+    A subclass sets ``box_pattern`` (one box, a capture group per number x0, y0, x1, y1) and
+    ``run_pattern`` (one or more boxes as written together) and gives ``decode`` (numbers -> box) and
+    ``box``; ``label_separator`` goes between a label and its boxes.
+    """
+
+    labels_delimited: ClassVar[bool] = False
+    label_separator: ClassVar[str] = ""
+    box_pattern: ClassVar[re.Pattern[str]]
+    run_pattern: ClassVar[re.Pattern[str]]
+
+    @property
+    def span_pattern(self) -> re.Pattern[str]:
+        """One or more boxes written together (``run_pattern``); the label is outside the span."""
+        return self.run_pattern
+
+    @abstractmethod
+    def decode(self, values: tuple[float, ...], width: int, height: int) -> Box:
+        """The four numbers of one box -> canonical box of a width x height image."""
+
+    def quantise(self, box: Box, width: int, height: int) -> Box:
+        return self.parse(self.box(box, width, height), width, height)[0].box
+
+    def ground(self, label: str, boxes: list[Box], width: int, height: int) -> str:
+        if not boxes:
+            raise ValueError(f"cannot ground {label!r} without a box")
+        return (
+            label + self.label_separator + self.box_separator.join(self.box(b, width, height) for b in boxes)
+        )
+
+    def parse(self, text: str, width: int, height: int) -> list[Grounded]:
+        found: list[Grounded] = []
+        end = 0
+        for run in self.span_pattern.finditer(text):
+            label = text[end : run.start()].rsplit(">", 1)[-1].strip(" \t\r\n,;:") or None
+            for match in self.box_pattern.finditer(run.group(0)):
+                values = tuple(float(match.group(i)) for i in range(1, 5))
+                found.append(Grounded(label, self.decode(values, width, height)))
+            end = run.end()
+        return found

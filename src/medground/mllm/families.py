@@ -8,7 +8,7 @@ cheap), its vision patch size and spatial merge, and the box dialect its instruc
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from medground.choices import unknown_choice
@@ -25,7 +25,7 @@ class Family:
     """One model family: its transformers classes, vision geometry and box dialect."""
 
     name: str
-    """Registry name, also the name of its box dialect ("qwen2-vl", "qwen2.5-vl", "qwen3-vl")."""
+    """Registry name ("qwen2-vl", "qwen2.5-vl", "qwen3-vl"); never a dialect name."""
     model_type: str
     """``model_type`` of the family's ``config.json`` ("qwen2_vl", ...)."""
     config_class: str
@@ -40,6 +40,8 @@ class Family:
     """Per-channel normalisation mean of the image processor."""
     image_std: tuple[float, float, float] = OPENAI_CLIP_STD
     """Per-channel normalisation std of the image processor."""
+    box_dialect: str = field(kw_only=True)
+    """Name of the box dialect its instruction tuning used (a key of ``medground.grounding.DIALECTS``)."""
 
     @property
     def factor(self) -> int:
@@ -60,13 +62,25 @@ class Family:
         Qwen2.5-VL writes absolute pixels of the resized input, so its dialect must resize exactly as
         the processor does; the grid dialects do not depend on the resize.
         """
-        return get_dialect(self.name).for_processor(self.factor, min_pixels, max_pixels)
+        return get_dialect(self.box_dialect).for_processor(self.factor, min_pixels, max_pixels)
 
 
 FAMILIES: dict[str, Family] = {
-    "qwen2-vl": Family("qwen2-vl", "qwen2_vl", "Qwen2VLConfig", "Qwen2VLForConditionalGeneration", 14),
+    "qwen2-vl": Family(
+        "qwen2-vl",
+        "qwen2_vl",
+        "Qwen2VLConfig",
+        "Qwen2VLForConditionalGeneration",
+        14,
+        box_dialect="qwen2-vl-norm1000",
+    ),
     "qwen2.5-vl": Family(
-        "qwen2.5-vl", "qwen2_5_vl", "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", 14
+        "qwen2.5-vl",
+        "qwen2_5_vl",
+        "Qwen2_5_VLConfig",
+        "Qwen2_5_VLForConditionalGeneration",
+        14,
+        box_dialect="qwen2.5-vl-pixels",
     ),
     "qwen3-vl": Family(
         "qwen3-vl",
@@ -76,6 +90,7 @@ FAMILIES: dict[str, Family] = {
         16,
         image_mean=(0.5, 0.5, 0.5),
         image_std=(0.5, 0.5, 0.5),
+        box_dialect="qwen3-vl-norm1000",
     ),
 }
 
