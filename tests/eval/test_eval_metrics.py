@@ -74,9 +74,18 @@ def test_bad_declarations_fail_at_import():
 
 
 def test_groups_put_the_headline_table_first():
-    groups = in_group({"metrics": [m.__dict__ for m in strict_rec.metrics]})
-    assert list(groups) == ["IoU >= 0.5", "IoU >= 0.25", "IoU >= 0.75"]
-    assert [m.name for m in groups["IoU >= 0.5"]] == ["precision@0.5", "recall@0.5", "f1@0.5", "mean_iou"]
+    specs = [
+        MetricSpec("p@low", group="low"),
+        MetricSpec("f1@high", "headline", group="high"),
+        MetricSpec("f1@low", group="low"),
+        MetricSpec("mean"),  # no group: the headline's table
+    ]
+    groups = in_group({"metrics": [m.__dict__ for m in specs]})
+    assert {k: [m.name for m in v] for k, v in groups.items()} == {
+        "high": ["f1@high", "mean"],
+        "low": ["p@low", "f1@low"],
+    }
+    assert list(groups) == ["high", "low"]
 
 
 @pytest.mark.parametrize(
