@@ -35,7 +35,7 @@ from medground.tasks import scorers
 
 __all__ = ["bird_box_iou", "bird_roc", "bird_text", "bird_vg", "evaluate_bird"]
 
-_QWEN_VL = get_dialect("qwen-vl")  # BiRD reads <box>(.*?)</box>, else bare (x,y),(x,y) pairs
+_QWEN_VL = get_dialect("qwen-vl-grid")  # BiRD reads <box>(.*?)</box>, else bare (x,y),(x,y) pairs
 _EPS = 1e-8
 _LINE_BREAK = re.compile("[\r\x0b\x0c\x85\u2028\u2029]")
 
@@ -148,7 +148,7 @@ def bird_vg(rows: list[PredRow], task: str = "rec") -> dict:
         )
     scores, mean = _modality_scores(counts)
     other = _other(scored, *counts[OTHER], ("found", "targets"))
-    dialects = sorted({r.dialect for r in rows if r.dialect != "qwen-vl"})
+    dialects = sorted({r.dialect for r in rows if r.dialect != _QWEN_VL.name})
     notes = [f"BiRD's protocol reads qwen-vl <box> text only; some rows use {dialects}"] if dialects else []
     return {
         "task": task,

@@ -83,10 +83,12 @@ def units_of(rows: list[PredRow]) -> Units:
 
 
 def row_boxes(row: PredRow, text: str) -> list[Box]:
-    """Canonical boxes in ``text``: the row's dialect at its image size, or qwen-vl on 1000 x 1000."""
+    """Canonical boxes in ``text``: the row's dialect at its image size, or on 1000 x 1000 without one."""
     if row.origin == "bird" or row.width is None or row.height is None:
-        if row.dialect == "qwen2.5-vl":
-            raise ValueError(f"line {row.line} (id {row.id!r}): qwen2.5-vl boxes need 'width' and 'height'")
+        if not get_dialect(row.dialect).relative:
+            raise ValueError(
+                f"line {row.line} (id {row.id!r}): {row.dialect} boxes need 'width' and 'height'"
+            )
         return [g.box for g in get_dialect(row.dialect).parse(text, 1000, 1000)]
     return [g.box for g in get_dialect(row.dialect).parse(text, row.width, row.height)]
 
