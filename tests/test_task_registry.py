@@ -189,7 +189,7 @@ def test_strict_rec_tables_lead_with_the_declared_headline():
     result = {"protocol": "strict", "tasks": evaluate_strict([row], BootstrapConfig(replicates=0))}
     shown = [(t.title, t.header[2:]) for t in tables(result)]
     assert shown == [
-        ("strict / rec / IoU >= 0.5", ["precision@0.5", "recall@0.5", "f1@0.5", "mean_iou"]),
+        ("strict / rec / IoU >= 0.5", ["precision@0.5", "recall@0.5", "f1@0.5", "mean_iou", "mean_giou"]),
         ("strict / rec / IoU >= 0.25", ["precision@0.25", "recall@0.25", "f1@0.25"]),
         ("strict / rec / IoU >= 0.75", ["precision@0.75", "recall@0.75", "f1@0.75"]),
     ]

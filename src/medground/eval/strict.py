@@ -6,7 +6,11 @@ Rules (each differs from BiRD's on purpose):
 * REC (BiRD: VG): boxes are parsed with the row's dialect (medground rows, in the saved image's
   pixels) or the qwen-vl dialect on a 1000 x 1000 frame (BiRD rows); predicted and ground-truth boxes are matched
   one to one (Hungarian) at IoU >= 0.25, 0.5 and 0.75, giving precision, recall and F1; mean IoU is
-  the total IoU of the max-IoU one-to-one assignment divided by the number of ground-truth boxes.
+  the total IoU of the max-IoU one-to-one assignment divided by the number of ground-truth boxes;
+  mean GIoU (generalised IoU: IoU minus the share of the smallest enclosing box that neither box
+  covers, in [-1, 1], so a near miss scores above a far one) is the total GIoU of the max-GIoU
+  one-to-one assignment, each ground-truth box left without a prediction scoring -1, divided by the
+  number of ground-truth boxes.
   A negative question (structure absent) has no ground-truth box: any predicted box there is a
   false positive;
 * ROC: the class name (``structure`` field, else the annotation) must appear as whole words in the
@@ -27,6 +31,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from medground.eval.matching import iou_matrix, match_boxes, matched_iou_sum
 from medground.eval.metrics import MetricSpec, declares
@@ -43,6 +48,7 @@ __all__ = [
     "ABSENCE",
     "THRESHOLDS",
     "evaluate_strict",
+    "giou",
     "row_boxes",
     "strict_absence",
     "strict_roc",
@@ -107,6 +113,27 @@ def _prf(prefix: str, key: str) -> dict:
     return {f"precision@{prefix}": precision, f"recall@{prefix}": recall, f"f1@{prefix}": f1}
 
 
+def giou(a: Box, b: Box) -> float:
+    """Generalised IoU of two boxes in one frame: IoU - (C - U) / C, with C the area of the smallest box
+    enclosing both and U the union's area; 1 for equal boxes, towards -1 as they lie far apart."""
+    inter = max(0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    union = a.area + b.area - inter
+    hull = (max(a.x1, b.x1) - min(a.x0, b.x0)) * (max(a.y1, b.y1) - min(a.y0, b.y0))
+    return inter / union - (hull - union) / hull
+
+
+def _matched_giou_sum(predicted: list[Box], truth: list[Box]) -> float:
+    """Total GIoU of the one-to-one assignment with the largest total GIoU; -1 per unmatched truth box."""
+    if not truth:
+        return 0.0
+    unmatched = max(0, len(truth) - len(predicted))
+    if not predicted:
+        return -float(unmatched)
+    gious = np.asarray([[giou(p, g) for g in truth] for p in predicted], dtype=float)
+    rows, cols = linear_sum_assignment(gious, maximize=True)
+    return float(gious[rows, cols].sum()) - unmatched
+
+
 def _rec_metrics() -> list[MetricSpec]:
     """precision, recall, F1 at every threshold (one table each; F1 at 0.5 is the headline), mean IoU."""
     specs = [
@@ -116,16 +143,17 @@ def _rec_metrics() -> list[MetricSpec]:
         for t in THRESHOLDS
         for name in ("precision", "recall", "f1")
     ]
-    return [*specs, MetricSpec("mean_iou")]
+    return [*specs, MetricSpec("mean_iou"), MetricSpec("mean_giou")]
 
 
 @declares(*_rec_metrics())
 def strict_rec(rows: list[PredRow], config: BootstrapConfig, task: str = "rec") -> dict:
-    """One-to-one REC (grounding) scores; per item: targets, predicted, tp@t, IoU sum."""
+    """One-to-one REC (grounding) scores; per item: targets, predicted, tp@t, IoU sum, GIoU sum."""
     cols: dict[str, list[float]] = {
         "targets": [],
         "predicted": [],
         "iou_sum": [],
+        "giou_sum": [],
         **{f"tp{t}": [] for t in THRESHOLDS},
     }
     groups, items, skipped, scored = [], [], [], []
@@ -138,7 +166,12 @@ def strict_rec(rows: list[PredRow], config: BootstrapConfig, task: str = "rec") 
             continue
         predicted = row_boxes(row, strict_clean(row.response))
         ious = iou_matrix(predicted, truth)
-        item = {"targets": len(truth), "predicted": len(predicted), "iou_sum": matched_iou_sum(ious)}
+        item = {
+            "targets": len(truth),
+            "predicted": len(predicted),
+            "iou_sum": matched_iou_sum(ious),
+            "giou_sum": _matched_giou_sum(predicted, truth),
+        }
         for t in THRESHOLDS:
             item[f"tp{t}"] = len(match_boxes(ious, t))
         for key, value in item.items():
@@ -150,6 +183,7 @@ def strict_rec(rows: list[PredRow], config: BootstrapConfig, task: str = "rec") 
     for t in THRESHOLDS:
         metrics.update(_prf(str(t), f"tp{t}"))
     metrics["mean_iou"] = lambda s: safe_div(s["iou_sum"], s["targets"])
+    metrics["mean_giou"] = lambda s: safe_div(s["giou_sum"], s["targets"])
     arrays = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
     summary = aggregate(arrays, groups, metrics, config, units_of(scored))
     return {"task": task, **summary, "items": items, "skipped": skipped}
