@@ -58,9 +58,10 @@ PROTOCOLS: tuple[str, ...] = ("bird", "strict")
 class RowShape:
     """How a task's question/answer look, to guess the task of a BiRD row whose file does not say.
 
-    ``question_box``: the question points at a box (any dialect). ``answer_box``: the answer holds a
-    qwen-vl box (True), none of any dialect (False), or either (None). ``max_words``: at most this many
-    words in the answer, its qwen-vl reference/box tags removed when it holds a box (None: any length).
+    ``question_box``: the question points at a box. ``answer_box``: the answer holds a box (True), none
+    (False), or either (None). ``max_words``: at most this many words in the answer, its reference/box
+    tags removed when it holds a box (None: any length). Boxes are those of the rows' dialect
+    (BiRD's qwen-vl-grid, :data:`medground.eval.rows.BIRD_DIALECT`), bare corner pairs included.
     """
 
     question_box: bool
@@ -73,11 +74,11 @@ class TaskSpec:
     """One task, described once; see the module docstring for the call conventions of the strings."""
 
     name: str  # the one name: records' "tasks"/"turns", ``build --tasks``, prediction rows, reports ("rec")
-    bird_name: str  # BiRD's name, only at the BiRD-protocol edge: its files, its report's labels ("vg")
     summary: str  # one line for help texts: what is asked and answered
     generator: str  # "module:function" of the turn generator
     boxes: bool  # True: its text boxes exactly the regions it names; False: its text holds no box
     scorers: Mapping[str, str]  # protocol -> "module:function" of the scorer (it declares its metrics)
+    bird_name: str | None = None  # BiRD's name ("vg"), only at its protocol's edge; None: BiRD has none
     aliases: tuple[str, ...] = ()  # more names ``eval --task`` and rows accept ("ro", BiRD's file tag)
     bird_file_tag: str | None = None  # BiRD result files named ``*_TAG_*`` hold this task ("VG")
     negative: str | None = None  # "module:function" of its absent-structure form (REC's negatives)
@@ -88,7 +89,7 @@ class TaskSpec:
     @property
     def names(self) -> tuple[str, ...]:
         """Every name evaluation accepts for this task (lower case): its name, BiRD's, the aliases."""
-        return tuple(dict.fromkeys(n.lower() for n in (self.name, self.bird_name, *self.aliases)))
+        return tuple(dict.fromkeys(n.lower() for n in (self.name, self.bird_name, *self.aliases) if n))
 
 
 TASKS: dict[str, TaskSpec] = {

@@ -35,7 +35,7 @@ def _labels(text: str | None) -> list[int] | None:
 
 def _task_help() -> str:
     """``rec (= vg) | roc | reg (= rc) | mia | auto: ...``, from the task registry (BiRD's names in brackets)."""
-    names = [n if n == s.bird_name else f"{n} (= {s.bird_name})" for n, s in TASKS.items()]
+    names = [n if n == (s.bird_name or n) else f"{n} (= {s.bird_name})" for n, s in TASKS.items()]
     return (
         " | ".join([*names, "auto"]) + ": one task for every row, or auto (per row; see medground.eval.rows)."
     )

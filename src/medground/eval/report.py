@@ -54,7 +54,8 @@ def _fmt(value: object, digits: int) -> str:
 def _bird_title(task: str) -> str:
     """``bird / vg (rec)``: BiRD's name for the task labels its protocol's tables, the task name beside it."""
     spec = TASKS.get(task)
-    return f"bird / {spec.bird_name} ({task})" if spec and spec.bird_name != task else f"bird / {task}"
+    name = spec.bird_name if spec else None
+    return f"bird / {name} ({task})" if name and name != task else f"bird / {task}"
 
 
 def _bird_table(task: str, res: dict) -> Table:

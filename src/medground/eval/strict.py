@@ -17,6 +17,8 @@ Rules (each differs from BiRD's on purpose):
   response, up to :mod:`medground.names` canonical spelling and synonyms;
 * absence detection over rows that carry a ``negative`` flag: positive = "the structure is not
   present"; predicted positive when the response matches :data:`ABSENCE`;
+* answers that are a number (a count): the first number of the response, in digits or a word up to
+  twenty, must equal the reference's; mean absolute error over the rows that gave a number;
 * REG/MIA (BiRD: RC/MII): text metrics with Java (PTB tokenizer, METEOR) and without (simple
   tokenizer; no METEOR);
 * scores per modality, micro (items pooled) and macro (mean over modalities); 95% percentile
@@ -48,9 +50,11 @@ __all__ = [
     "ABSENCE",
     "THRESHOLDS",
     "evaluate_strict",
+    "first_number",
     "giou",
     "row_boxes",
     "strict_absence",
+    "strict_number",
     "strict_roc",
     "strict_text",
     "strict_rec",
@@ -203,6 +207,84 @@ def strict_roc(rows: list[PredRow], config: BootstrapConfig, task: str = "roc") 
     metrics = {"accuracy": lambda s: safe_div(s["correct"], s["items"])}
     summary = aggregate(cols, [r.modality for r in rows], metrics, config, units_of(rows))
     return {"task": task, **summary, "items": items}
+
+
+_NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
+_NUMBER = re.compile(r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+
+
+def first_number(text: str) -> int | None:
+    """The first whole number in ``text``, in digits or a word up to twenty ("There are three." -> 3)."""
+    match = _NUMBER.search(text)
+    if match is None:
+        return None
+    word = match.group(1).lower()
+    return int(word) if word.isdigit() else _NUMBER_WORDS.index(word)
+
+
+@declares(
+    MetricSpec("accuracy", "headline"),
+    MetricSpec("mae", direction="lower", digits=3),
+    MetricSpec("answered"),
+)
+def strict_number(rows: list[PredRow], task: str, config: BootstrapConfig) -> dict:
+    """Answers that are a number (counts): accuracy (the response's first number equals the reference's;
+    no number is wrong), mean absolute error over the rows that gave a number, and the share that did.
+
+    A row whose reference holds no number is skipped and listed with its reason.
+    """
+    kept, truth, said, skipped = [], [], [], []
+    for row in rows:
+        reference = first_number(strict_clean(row.annotation))
+        if reference is None:
+            skipped.append({"line": row.line, "id": row.id, "reason": "annotation holds no number"})
+            continue
+        kept.append(row)
+        truth.append(reference)
+        said.append(first_number(strict_clean(row.response)))
+    answered = np.asarray([s is not None for s in said], dtype=float)
+    error = np.asarray(
+        [abs(s - t) if s is not None else 0 for s, t in zip(said, truth, strict=True)], dtype=float
+    )
+    cols = {
+        "correct": (error == 0) * answered,
+        "answered": answered,
+        "error": error,
+        "items": np.ones(len(kept)),
+    }
+    metrics = {
+        "accuracy": lambda s: safe_div(s["correct"], s["items"]),
+        "mae": lambda s: safe_div(s["error"], s["answered"]),
+        "answered": lambda s: safe_div(s["answered"], s["items"]),
+    }
+    items = [
+        {"line": r.line, "id": r.id, "modality": r.modality, "reference": t, "answer": s}
+        for r, t, s in zip(kept, truth, said, strict=True)
+    ]
+    summary = aggregate(cols, [r.modality for r in kept], metrics, config, units_of(kept))
+    return {"task": task, **summary, "items": items, "skipped": skipped}
 
 
 @declares(MetricSpec("precision"), MetricSpec("recall"), MetricSpec("f1", "headline"))
