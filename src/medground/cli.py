@@ -93,6 +93,9 @@ def build(
             "no mask files; for collections of millions of regions)."
         ),
     ] = "png",
+    keep_image_metadata: Annotated[
+        bool, typer.Option(help="Copy input images with their EXIF/XMP/PNG text (default: dropped).")
+    ] = False,
     conversations: Annotated[int, typer.Option(help="Conversation records per image.")] = 1,
     turns: Annotated[int, typer.Option(help="Maximum question-answer turns per conversation.")] = 4,
     tasks: Annotated[
@@ -163,6 +166,7 @@ def build(
             max_side=max_side,
             conversations_per_image=conversations,
             masks=masks,
+            keep_image_metadata=keep_image_metadata,
             regions=RegionConfig(split_components=split_components, min_area_fraction=min_area_fraction),
             tasks=TaskConfig(
                 tasks=tuple(t.strip() for t in tasks.split(",")), max_turns=turns, negative_rate=negative_rate

@@ -155,7 +155,7 @@ def _load_item(
         skipped.extend(r.as_dict() for r in rejected)
         if not records:
             continue
-        save_sample(out, sample, regions, config.masks)
+        save_sample(out, sample, regions, config.masks, config.keep_image_metadata)
         counts["images"] += 1
         counts["regions"] += len(regions)
         if sample.case is None:

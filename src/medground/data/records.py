@@ -20,7 +20,6 @@ import functools
 import hashlib
 import random
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,10 @@ from PIL import Image
 
 from medground.data.generators import ImageContext, TaskConfig, Turn, make_conversation
 from medground.data.knowledge import distant_structures, related
+from medground.data.pseudonyms import pseudonym
 from medground.data.regions import RegionConfig, extract_regions
 from medground.grounding import Dialect, get_dialect
-from medground.io import MASK_FORMATS, encode_rle, write_mask_png, write_png
+from medground.io import MASK_FORMATS, copy_image, encode_rle, write_mask_png, write_png
 from medground.names import clean_name
 from medground.tasks import TASKS, unknown_tasks_message
 from medground.types import Box, Region, Rejected, Sample, StructureMask
@@ -70,6 +70,7 @@ class RecordConfig:
     regions: RegionConfig = field(default_factory=RegionConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     masks: str = "png"  # region masks as one PNG file each ("png") or COCO RLE in the records ("rle")
+    keep_image_metadata: bool = False  # copy input images with their EXIF/XMP/PNG text (default: dropped)
 
     def __post_init__(self) -> None:
         get_dialect(self.dialect)
@@ -300,7 +301,7 @@ def _record(
         "height": sample.height,
         "modality": sample.modality,
         "source": sample.source,
-        "case": sample.case,
+        "case": pseudonym(sample.case) if sample.case and sample.meta.get("case_from") else sample.case,
         "split": split,
         "plane": sample.plane,
         "body_region": sample.body_region,
@@ -316,20 +317,19 @@ def _record(
     }
 
 
-def save_sample(out_dir: Path, sample: Sample, regions: list[Region], masks: str = "png") -> None:
-    """Write the image (a copy of its file when stored display-ready, else PNG) and, for ``masks="png"``,
-    one 0/255 PNG per region (``"rle"``: the masks are in the records; no mask file is written).
+def save_sample(
+    out_dir: Path, sample: Sample, regions: list[Region], masks: str = "png", keep_metadata: bool = False
+) -> None:
+    """Write the image (a copy of its file when stored display-ready, without its EXIF/XMP/PNG text unless
+    ``keep_metadata``, else PNG) and, for ``masks="png"``, one 0/255 PNG per region (``"rle"``: the masks
+    are in the records; no mask file is written).
 
     Not fsynced one by one: the build's shard commit mark is written after them (see engine). One
     thread: writer threads measured slower (GIL hand-offs, and file creation here costs CPU, not waiting).
     """
     target = out_dir / image_path(sample)
     if "file" in sample.meta:
-        try:  # the folder usually exists already: skip the mkdir call
-            shutil.copyfile(sample.meta["file"], target)
-        except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(sample.meta["file"], target)
+        copy_image(sample.meta["file"], target, keep_metadata=keep_metadata, durable=False)
     else:
         write_png(target, np.asarray(sample.image), durable=False, fast=True)
     if masks != "png":

@@ -2,9 +2,9 @@
 
 Every image, mask, volume or DICOM file medground is given (datasets, queries, supports, predictions) is
 read here, and the images, masks and volumes it produces (build outputs, segmentations) are written
-here, or byte-copied from an input file read and checked here. Two kinds of image file are handled
-where they are made instead: figures that reports and plots draw and save (PNG through matplotlib or
-PIL), and the export's resized copies of images the build already wrote (:mod:`medground.data.export`).
+here, or copied from an input file read and checked here (without its EXIF/XMP/PNG text unless asked:
+:func:`copy_image`). Figures that reports and plots draw and save (PNG through matplotlib or PIL) are
+the one kind of image file written where it is made.
 
 Every reader raises :class:`ReadError` (a ValueError with ``path`` and ``reason``) for missing,
 unreadable, corrupt or truncated files. Frames: 2D arrays are row-major as stored; volumes are canonical
@@ -43,6 +43,7 @@ from medground.io.images import (
     MaskFile,
     StoredImage,
     check_png_stream,
+    copy_image,
     encode_mask_png,
     encode_png,
     image_size,
@@ -51,6 +52,7 @@ from medground.io.images import (
     read_image_as_stored,
     read_mask,
     read_mask_file,
+    strip_image_metadata,
     to_uint8_minmax,
     write_mask_png,
     write_png,
@@ -85,6 +87,7 @@ __all__ = [
     "axis_length",
     "canonical_volume",
     "check_png_stream",
+    "copy_image",
     "ct_window",
     "decode_rle",
     "dicom_series_info",
@@ -107,6 +110,7 @@ __all__ = [
     "mask_array",
     "read_mask",
     "read_mask_file",
+    "strip_image_metadata",
     "region_mask",
     "rle_counts",
     "rescale_to_uint8",

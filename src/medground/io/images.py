@@ -612,8 +612,8 @@ def _png_without_metadata(path: Path, data: bytes) -> bytes:
             parts.append(data[pos:end])
         pos = end
         if kind == b"IEND":
-            break
-    return b"".join(parts)
+            return b"".join(parts)
+    raise ReadError(path, "PNG without an IEND chunk: the file is truncated")
 
 
 def _jpeg_without_metadata(path: Path, data: bytes) -> bytes:

@@ -125,6 +125,8 @@ class DicomSource(VolumeSource):
                     "modality": modality,
                     "labels": labels,
                 }
+                if info.get("patient_id"):  # an identifier: records carry a pseudonym of it
+                    payload["case_from"] = "PatientID"
                 key = f"{case}__{folder.name}"
                 yield Item(self.name, key, self.patient(case, key, info.get("patient_id")), payload)
 

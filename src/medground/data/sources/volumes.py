@@ -216,6 +216,7 @@ class VolumeSource(Source):
                     "slice": index,
                     "protocol": item.payload["label"],
                     "nearby": sorted(known[v] for v in _nearby(present, index) - set(values)),
+                    "case_from": item.payload.get("case_from"),  # an identifier: pseudonymised in records
                 },
             )
 
