@@ -107,7 +107,7 @@ def test_jitter_stays_in_the_image_and_within_ten_percent() -> None:
 
 # ---------------------------------------------------------------------------- facade and CLI
 def test_facade_box_alone(segmenter: InContextSegmenter, shipped: BoxSeg) -> None:
-    segmenter._box_model = shipped
+    segmenter._box_model, segmenter.box_engine = shipped, "boxseg"
     image, _, box = _disc_image()
     prob = segmenter.segment(image, box=box)
     assert prob.shape == (96, 128) and prob.dtype == np.float32
@@ -123,7 +123,7 @@ def test_facade_box_alone(segmenter: InContextSegmenter, shipped: BoxSeg) -> Non
 
 
 def test_facade_box_with_supports_and_text(segmenter: InContextSegmenter, shipped: BoxSeg) -> None:
-    segmenter._box_model = shipped
+    segmenter._box_model, segmenter.box_engine = shipped, "boxseg"
     image, truth, box = _disc_image()
     both = segmenter.segment(image, support=[(image, truth)], box=box)
     text = segmenter.segment(image, text="disc", box=box)
@@ -134,7 +134,10 @@ def test_facade_box_with_supports_and_text(segmenter: InContextSegmenter, shippe
 def test_shipped_weights_recover_a_disc_from_its_box(shipped: BoxSeg) -> None:
     image, truth, box = _disc_image()
     seg = InContextSegmenter(
-        BoxSeg(BoxSegConfig(size=32, widths=(4, 8))), FakeTextEncoder(), box_model=shipped
+        BoxSeg(BoxSegConfig(size=32, widths=(4, 8))),
+        FakeTextEncoder(),
+        box_model=shipped,
+        box_engine="boxseg",
     )
     assert _dice(seg.segment(image, box=box) >= 0.5, truth) > 0.8
     loose = [box[0] - 3, box[1] + 2, box[2] + 3, box[3] - 2]  # a user's imprecise box

@@ -75,6 +75,13 @@ def segment_command(
             help="x0,y0,x1,y1 in pixels of the (one, 2D) query, x1/y1 exclusive: segment the object in the box; alone it allows k = 0 without text.",
         ),
     ] = None,
+    box_model: Annotated[
+        str,
+        typer.Option(
+            "--box-model",
+            help="What segments a --box alone: 'litemedsam' (the pretrained LiteMedSAM, default) or 'boxseg' (the earlier box model trained here). A box with supports or --text always uses boxseg.",
+        ),
+    ] = "litemedsam",
     size: Annotated[
         int | None,
         typer.Option(
@@ -92,7 +99,7 @@ def segment_command(
     volume = (support_volume, support_labels) if support_volume is not None else None
     try:
         written = segment_files(
-            query, out, pairs, text, model, volume, threshold, modality, _parse_box(box), size
+            query, out, pairs, text, model, volume, threshold, modality, _parse_box(box), size, box_model
         )
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))

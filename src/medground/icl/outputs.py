@@ -80,17 +80,19 @@ def segment_files(
     modality: str = "mr",
     box: tuple[int, int, int, int] | None = None,
     size: int | None = None,
+    box_engine: str = "litemedsam",
 ) -> list[Path]:
     """Segment each query file; write ``out/<stem>.png`` + ``out/<stem>_overlay.png`` (2D) or
     ``out/<stem>.nii.gz`` (NIfTI query, slice by slice, affine and header kept), with stems made distinct
     by :func:`output_stems` when queries share one. ``box`` ([x0, y0, x1, y1], one 2D query): segment
     the object in it (supports/text, if any, add the in-context map). ``size``: the model's working
-    resolution (default: the weights' own; see ``segmenter.load_pretrained``). Returns written paths."""
+    resolution (default: the weights' own; see ``segmenter.load_pretrained``). ``box_engine``: what
+    segments a box alone (``segmenter.BOX_ENGINES``). Returns written paths."""
     if box is not None and (len(queries) != 1 or is_nifti(Path(queries[0]))):
         raise ValueError("a box prompt takes exactly one 2D query image (one box for one query)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    seg = InContextSegmenter.from_pretrained(model, size=size)
+    seg = InContextSegmenter.from_pretrained(model, size=size, box_engine=box_engine)
     pairs: list = list(support)
     if support_volume is not None:
         pairs += support_from_volume(*support_volume, modality=modality)

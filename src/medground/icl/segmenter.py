@@ -38,8 +38,10 @@ from medground.io import (
     to_original_order,
     write_nifti_like,
 )
+from medground.vision.predictor import ImageEncoder, default_encoder
 
 __all__ = [
+    "BOX_ENGINES",
     "DEFAULT_WEIGHTS",
     "ImageLike",
     "InContextModel",
@@ -50,6 +52,8 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+BOX_ENGINES = ("litemedsam", "boxseg")
+"""What segments a box alone: the pretrained LiteMedSAM (:mod:`medground.vision`, the default) or BoxSeg."""
 ImageLike = np.ndarray | str | Path
 InContextModel = RidgeSeg | PoolSeg
 """Both share ``encode_support(images, masks, text) -> context`` and ``segment(queries, context)``."""
@@ -121,8 +125,11 @@ def _as_mask(item: ImageLike) -> np.ndarray:
 class InContextSegmenter:
     """Segment queries from a support set of (image, mask) pairs and/or a text prompt and/or a box.
 
-    The box-prompt model (:mod:`medground.icl.boxprompt`) is loaded on first use from ``box_path``
-    (default: the shipped ``medground/icl/weights/box``) unless one is passed as ``box_model``.
+    A box alone is segmented by ``box_engine``: "litemedsam" (default; the pretrained encoder and mask
+    decoder of :mod:`medground.vision`, ``image_encoder`` or the process-wide one, each image encoded once)
+    or "boxseg". A box with supports or text always uses BoxSeg (:mod:`medground.icl.boxprompt`), whose prior
+    channel takes the in-context map; it is loaded on first use from ``box_path`` (default: the shipped
+    ``medground/icl/weights/box``) unless one is passed as ``box_model``.
     """
 
     def __init__(
@@ -132,23 +139,34 @@ class InContextSegmenter:
         batch_size: int = 16,
         box_model: BoxSeg | None = None,
         box_path: str | Path | None = None,
+        box_engine: str = "litemedsam",
+        image_encoder: ImageEncoder | None = None,
     ) -> None:
+        if box_engine not in BOX_ENGINES:
+            raise ValueError(f"box_engine: expected one of {', '.join(BOX_ENGINES)}, got {box_engine!r}")
         self.model = model.eval()
         self.size = model.config.size
         self.text_encoder = text_encoder or TextEncoder()
         self.batch_size = batch_size
         self._box_model = box_model
         self._box_path = Path(box_path) if box_path is not None else None
+        self.box_engine = box_engine
+        self._image_encoder = image_encoder
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, box_path: str | Path | None = None, size: int | None = None
+        cls,
+        path: str | Path | None = None,
+        box_path: str | Path | None = None,
+        size: int | None = None,
+        box_engine: str = "litemedsam",
     ) -> InContextSegmenter:
         """Load a model folder; ``None`` loads the weights shipped in ``medground/icl/weights``
         (``box_path``: the box-prompt model folder, default the shipped ``weights/box``; ``size``: the
-        working resolution, default the weights' own; see :func:`load_pretrained`)."""
+        working resolution, default the weights' own, see :func:`load_pretrained`; ``box_engine``: what
+        segments a box alone, one of :data:`BOX_ENGINES`)."""
         folder = Path(path) if path is not None else DEFAULT_WEIGHTS
-        return cls(load_pretrained(folder, size=size), box_path=box_path)
+        return cls(load_pretrained(folder, size=size), box_path=box_path, box_engine=box_engine)
 
     @property
     def box_model(self) -> BoxSeg:
@@ -156,6 +174,13 @@ class InContextSegmenter:
         if self._box_model is None:
             self._box_model = load_boxseg(self._box_path)
         return self._box_model
+
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        """The LiteMedSAM encoder and decoder for a box alone (the process-wide one unless given)."""
+        if self._image_encoder is None:
+            self._image_encoder = default_encoder()
+        return self._image_encoder
 
     @torch.no_grad()
     def encode_support(
@@ -199,10 +224,11 @@ class InContextSegmenter:
         query: one image (array or path) -> one array; a list -> a list. Pass ``support``/``text``, or a
         ``context`` from :meth:`encode_support` (encode once, segment many), and/or a ``box``:
         ``[x0, y0, x1, y1]`` in pixels of the query (x1/y1 exclusive) for one query, a list of such
-        boxes (one per query) for a list. With a box alone the box-prompt model segments the object in
-        it; with a box and supports/text the in-context map is the box model's prior channel. Outside
-        the box's crop window (the box plus 20% and 4 px per side) the probability is 0. Raises
-        ValueError naming a box that is malformed or not inside its image.
+        boxes (one per query) for a list. With a box alone ``box_engine`` segments the object in it
+        (LiteMedSAM by default: its mask may reach outside the box); with a box and supports/text the
+        in-context map is BoxSeg's prior channel, and BoxSeg's probability is 0 outside the box's crop
+        window (the box plus 20% and 4 px per side). Raises ValueError naming a box that is malformed or
+        not inside its image.
         """
         single = isinstance(query, str | Path | np.ndarray)
         queries = [query] if single else list(query)
@@ -216,8 +242,12 @@ class InContextSegmenter:
             check_box(b, a.shape[0], a.shape[1], f"box of query {i}")
             for i, (b, a) in enumerate(zip(boxes, arrays, strict=True))
         ]
+        prompted = context is not None or bool(support) or bool(text)
+        if not prompted and self.box_engine == "litemedsam":
+            out = [self.image_encoder.segment_box(a, b) for a, b in zip(arrays, checked, strict=True)]
+            return out[0] if single else out
         priors: list[np.ndarray | None] = [None] * len(arrays)
-        if context is not None or support or text:
+        if prompted:
             ctx = context if context is not None else self.encode_support(support, text)
             priors = list(self._segment_in_context(arrays, ctx))
         out = [
@@ -232,7 +262,9 @@ class InContextSegmenter:
         for start in range(0, len(arrays), self.batch_size):
             chunk = arrays[start : start + self.batch_size]
             batch = torch.stack([prepare_image(a, self.size, "query") for a in chunk])[None]
-            logits = self.model.segment(batch, ctx)[0, :, 0]  # (Q, S, S) logits; resize_back applies the sigmoid
+            logits = self.model.segment(batch, ctx)[
+                0, :, 0
+            ]  # (Q, S, S) logits; resize_back applies the sigmoid
             out.extend(resize_back(lg, a.shape[0], a.shape[1]) for lg, a in zip(logits, chunk, strict=True))
         return out
 
