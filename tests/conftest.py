@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,16 @@ export format or model family is added to."""
 
 TOY_PREFIX = "toy-"
 """Names of toy entries start with this; no real entry's name does (checked in test_task_registry)."""
+
+
+def cli_help(*command: str) -> str:
+    """``medground COMMAND --help`` as one line of words: rich's panel borders and line wrapping removed."""
+    from typer.testing import CliRunner
+
+    from medground.cli import app
+
+    output = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "400"}).output
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
 
 
 @pytest.fixture
