@@ -73,8 +73,8 @@ def write_report(payload: dict, rows: list[dict], out: Path) -> None:
         "",
         "Mean Dice over tasks of each task's mean over (draw, query) rows, scored at the query's own resolution;",
         "[95% interval] from a hierarchical bootstrap: tasks resampled, then query patients within each drawn task.",
-        "Supports never come from the",
-        f"query's patient. Every table holds only tasks that qualify for k = {k_max} (the same tasks at every k).",
+        "Supports never come from the query's patient. Every table holds only tasks that qualify for",
+        f"k = {k_max} (the same tasks at every k).",
     ]
     for name, summary in payload["summaries"].items():
         by_rows = [r for r in rows if _belongs(r, name)]
