@@ -1,13 +1,14 @@
 """Benchmark: does episodic training make RidgeSeg better on held-out domains? Leave-domain-out folds.
 
 Protocol, fixed 2026-12-01 05:50 UTC before any fold model was trained or scored:
-- Folds: ``medground.icl.protocol.FOLDS`` (checked by ``check_folds``): the 18 2D datasets of
-  ``shared/data/medseg`` in the 5 folds bench_boxseg.py already used, plus ``msd_hippocampus_mr`` (8
-  subjects, the only volume collection with enough patients to score by patient) in fold 4, the
-  smallest 2D fold (3 datasets) without another brain MR. The single-patient volumes (and the
-  two-subject spinal-cord MR) are ``TRAINING_ONLY``: their slices train every fold's model, except
-  brats2021_sammed3d_mr, which is the same BraTS case as brats2021_flair_mr and leaves with fold 3 by
-  its domain group. At most 4 of the 23 datasets per fold.
+- Folds: ``medground.icl.protocol.FOLDS`` (checked by ``check_folds``). The 2026-12-01 run used the folds of
+  that day: the 18 2D datasets of ``shared/data/medseg`` in the 5 folds bench_boxseg.py used, plus
+  ``msd_hippocampus_mr`` (8 subjects, scored by patient) in fold 4; they split four domains of today's
+  table over two folds (see bench/RESULTS.md, "ICL verdicts restated"). Since 2026-12-08 the folds keep each
+  domain (``SOURCE_DOMAINS``: one modality and body region) whole and add ddti. The single-patient volumes
+  (and the two-subject spinal-cord MR) are ``TRAINING_ONLY``: their slices train every fold's model except
+  the fold holding out their domain (the BraTS volumes leave with brain MR). At most 4 of the 24 datasets
+  per fold.
 - Training: ``medground.icl.train.train`` (what ``medground icl-train`` runs) on every source outside
   the fold, RidgeSeg, ``STEPS`` steps for every fold (measured: about 65 steps per CPU-minute here, so
   about 8 minutes), seed 0, one thread. Hyperparameters are NOT tuned: they are the shipped recipe
