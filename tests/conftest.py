@@ -27,6 +27,20 @@ TOY_PREFIX = "toy-"
 """Names of toy entries start with this; no real entry's name does (checked in test_task_registry)."""
 
 
+def box_region(
+    name: str, box: tuple[int, int, int, int], instance: int = 0, size: tuple[int, int] = (200, 120)
+):
+    """A rectangular region (mask = its box) named ``name`` on an image of ``size`` (width, height)."""
+    import numpy as np
+
+    from medground.types import Box, Region
+
+    b = Box(*box)
+    mask = np.zeros((size[1], size[0]), dtype=bool)
+    mask[b.y0 : b.y1, b.x0 : b.x1] = True
+    return Region(name, name, b, mask, instance, b.area, "in the centre of the image")
+
+
 def cli_help(*command: str) -> str:
     """``medground COMMAND --help`` as one line of words: rich's panel borders and line wrapping removed."""
     from typer.testing import CliRunner

@@ -30,8 +30,8 @@ from medground.eval.stats import BootstrapConfig, aggregate, safe_div
 from medground.eval.strict import evaluate_strict
 from medground.grounding import get_dialect
 from medground.tasks import PROTOCOLS, TASKS, RowShape, TaskSpec, default_tasks, load, task_names
-from medground.types import Box, Region, Turn
-from tests.conftest import REGISTRIES, TOY_PREFIX, cli_help
+from medground.types import Turn
+from tests.conftest import REGISTRIES, TOY_PREFIX, box_region, cli_help
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "medground" / "sample" / "medseg"
 ORDER_AT_IMPORT = tuple(TASKS)  # before any test of this file ran
@@ -84,18 +84,11 @@ def with_count(registries):
     registries.add(TASKS, TOY, COUNT)
 
 
-def region(name: str, box: tuple[int, int, int, int], instance: int = 0) -> Region:
-    b = Box(*box)
-    mask = np.zeros((H, W), dtype=bool)
-    mask[b.y0 : b.y1, b.x0 : b.x1] = True
-    return Region(name, name, b, mask, instance, b.area, "in the centre of the image")
-
-
 REGIONS = [
-    region("kidney", (10, 10, 40, 40), 0),
-    region("liver", (60, 20, 120, 80)),
-    region("kidney", (150, 10, 180, 40), 1),
-    region("kidney", (150, 60, 180, 90), 2),
+    box_region("kidney", (10, 10, 40, 40), 0, (W, H)),
+    box_region("liver", (60, 20, 120, 80), 0, (W, H)),
+    box_region("kidney", (150, 10, 180, 40), 1, (W, H)),
+    box_region("kidney", (150, 60, 180, 90), 2, (W, H)),
 ]
 
 
