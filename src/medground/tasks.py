@@ -140,6 +140,14 @@ TASKS: dict[str, TaskSpec] = {
             bird_file_tag="MII",
             shape=RowShape(question_box=False),
         ),
+        TaskSpec(
+            name="count",
+            summary="'How many cell nuclei are there?' -> the number of its instances",
+            generator="medground.data.generators.count:count_turn",
+            boxes=False,
+            scorers={"strict": "medground.eval.strict:strict_number"},
+            default_mix=False,
+        ),
     )
 }
 """Task name -> spec, in the order the engine mixes them (append new tasks; see the module docstring)."""
