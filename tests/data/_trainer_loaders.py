@@ -17,9 +17,9 @@ Sources (read at these commits; the trainers are not installed here, they would 
   turn when missing) and ``dataset.py`` ``dynamic_preprocess`` (the image resized to a 448-tile grid).
 - Qwen2-VL ``smart_resize``: ``transformers.models.qwen2_vl.image_processing_pil_qwen2_vl``.
 
-Box text is decoded from each dialect's published definition: qwen-vl-grid [0, 1000) bins with the end
-at the last pixel's bin; qwen2-vl/qwen3-vl/internvl edges on a [0, 1000] scale; qwen2.5-vl pixels of the
-fed image.
+Box text is decoded from each dialect's published definition (``medground.grounding.scales``' docstring:
+qwen-vl-grid [0, 1000) bins, a bin read as its first pixel and the end bin naming the last pixel;
+qwen2-vl/qwen3-vl/internvl edges on a [0, 1000] scale; qwen2.5-vl pixels of the fed image).
 """
 
 from __future__ import annotations
@@ -61,20 +61,27 @@ class Fed:
     boxes: list[list[float]] = field(default_factory=list)
 
 
-def _decode(text: str, dialect: str, size: tuple[int, int]) -> list[list[float]]:
+def _decode(text: str, dialect: str, image: tuple[int, int], fed: tuple[int, int]) -> list[list[float]]:
+    """Every box of ``dialect`` in ``text`` as edges in the ``fed`` frame: grid numbers are read in the
+    ``image`` frame by the dialect's definition (edges: n * side / 1000; bins: the first pixel of the bin,
+    ceil(n * side / 1000), the end bin naming the last pixel) and scaled to ``fed``; pixel numbers are
+    already fed pixels."""
     pattern, kind = DIALECT_TEXT[dialect]
     if dialect == "internvl-norm1000":
         text = " ".join(re.findall(r"<box>(.*?)</box>", text))
-    w, h = size
+    (w, h), (fw, fh) = image, fed
     out = []
     for m in re.finditer(pattern, text):
         x0, y0, x1, y1 = (float(v) for v in m.groups())
         if kind == "pixels":
             out.append([x0, y0, x1, y1])
-        elif kind == "edges":
-            out.append([x0 * w / 1000, y0 * h / 1000, x1 * w / 1000, y1 * h / 1000])
-        else:  # bins: start of the first pixel's bin, end of the last pixel's bin
-            out.append([x0 * w / 1000, y0 * h / 1000, (x1 + 1) * w / 1000, (y1 + 1) * h / 1000])
+            continue
+        if kind == "edges":
+            box = [x0 * w / 1000, y0 * h / 1000, x1 * w / 1000, y1 * h / 1000]
+        else:
+            first = [math.ceil(v * side / 1000) for v, side in ((x0, w), (y0, h), (x1, w), (y1, h))]
+            box = [first[0], first[1], first[2] + 1, first[3] + 1]
+        out.append([box[0] * fw / w, box[1] * fh / h, box[2] * fw / w, box[3] * fh / h])
     return out
 
 
@@ -120,7 +127,7 @@ def _llamafactory(folder: Path, name: str, dialect: str, setting: tuple[int, int
         w, h = _image_size(os.path.join(folder, row["images"][0]))
         size = _lf_size(w, h, *setting)
         text = " ".join(m["content"] for m in row["messages"])
-        out.append(Fed(row["id"], size, _decode(text, dialect, size)))
+        out.append(Fed(row["id"], size, _decode(text, dialect, (w, h), size)))
     return out
 
 
@@ -131,7 +138,7 @@ def _swift(path: Path, dialect: str, setting: tuple[int, int]) -> list[Fed]:
         size = _qwen_size(w, h, *setting)
         text = " ".join(m["content"] for m in row["messages"])
         if "objects" not in row:
-            out.append(Fed(row["id"], size, _decode(text, dialect, size)))
+            out.append(Fed(row["id"], size, _decode(text, dialect, (w, h), size)))
             continue
         objects = row["objects"]
         if text.count("<bbox>") != len(objects["bbox"]) or text.count("<ref-object>") != len(objects["ref"]):
@@ -169,7 +176,9 @@ def _llava(path: Path, dialect: str, setting: tuple[int, int]) -> list[Fed]:
         w, h = _image_size(os.path.join(path.parent, row["image"]))
         if DIALECT_TEXT[dialect][1] == "pixels":
             size = _qwen_size(w, h, *setting)
-            out.append(Fed(row["id"], size, _decode(" ".join(t["value"] for t in turns), dialect, size)))
+            out.append(
+                Fed(row["id"], size, _decode(" ".join(t["value"] for t in turns), dialect, (w, h), size))
+            )
             continue
         side = max(w, h)
         px, py = (side - w) // 2, (side - h) // 2  # expand2square
@@ -181,7 +190,7 @@ def _llava(path: Path, dialect: str, setting: tuple[int, int]) -> list[Fed]:
                 (b[2] + px) * 336 / side,
                 (b[3] + py) * 336 / side,
             ]
-            for b in _decode(text, dialect, (w, h))
+            for b in _decode(text, dialect, (w, h), (w, h))
         ]
         out.append(Fed(row["id"], (336, 336), boxes))
     return out
@@ -232,7 +241,7 @@ def _internvl(meta_path: Path, dialect: str) -> list[Fed]:
                 )
             size = _internvl_grid(w, h)
             text = " ".join(t["value"] for t in turns)
-            out.append(Fed(item["id"], size, _decode(text, dialect, size)))
+            out.append(Fed(item["id"], size, _decode(text, dialect, (w, h), size)))
     return out
 
 
@@ -243,9 +252,8 @@ def _carried(sample: dict, image: Image.Image, dialect: str, setting: tuple[int,
             f"{sample['id']}: carried image {w}x{h} != sample {sample['width']}x{sample['height']}"
         )
     size = _qwen_size(w, h, *setting)
-    return Fed(
-        sample["id"], size, _decode(" ".join(t["value"] for t in sample["conversations"]), dialect, size)
-    )
+    text = " ".join(t["value"] for t in sample["conversations"])
+    return Fed(sample["id"], size, _decode(text, dialect, (w, h), size))
 
 
 def _parquet(folder: Path, dialect: str, setting: tuple[int, int], cache: Path) -> list[Fed]:
