@@ -9,13 +9,10 @@ import base64
 import gzip
 import io
 import json
-import socket
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import httpx2
 import nibabel as nib
@@ -25,11 +22,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from medground.serve.attacks import (
+    MiB,
+    announce_only,
+    connect,
+    deflated_dicom,
+    head,
+    nifti_gz,
+    png_url,
+    read_answer,
+    stream_body,
+)
 from medground.serve.process import ServerProcess, server_processes
 
 from .conftest import CXR, data_url
 
-MiB = 1024 * 1024
 BUDGETS = {
     "max_body_bytes": 4 * MiB,
     "max_volume_bytes": 16 * MiB,
@@ -55,7 +62,7 @@ def _warm(server: ServerProcess, headers: dict[str, str]) -> float:
         assert (
             client.post("/v1/ground", json={"image": data_url(CXR), "question": QUESTION}).status_code == 200
         )
-        pair = {"image": data_url(CXR), "mask": _png_url(np.full((734, 750), 255, np.uint8))}
+        pair = {"image": data_url(CXR), "mask": png_url(np.full((734, 750), 255, np.uint8))}
         body = {"query": data_url(CXR), "support": [pair]}
         assert client.post("/v1/segment", json=body).status_code == 200
     return server.memory_mb()["peak"]
@@ -80,48 +87,6 @@ def token_server(servers) -> tuple[ServerProcess, float]:
     return servers[1]
 
 
-def _png_url(pixels: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _connect(url: str) -> socket.socket:
-    parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    return sock
-
-
-def _head(method: str, path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _answer(sock: socket.socket) -> tuple[int, bytes]:
-    """(status, whole answer) read until the server closes or a full JSON body arrived."""
-    data = b""
-    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-        try:
-            piece = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not piece:
-            break
-        data += piece
-    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1") else 0
-    return status, data
-
-
-def _timed_refusal(url: str, path: str, headers: dict[str, str]) -> tuple[int, float]:
-    """Status and seconds from the last header byte to the answer, for a request that announces a body
-    of 200 MiB and sends none of it."""
-    with _connect(url) as sock:
-        sock.sendall(_head("POST", path, {**headers, "Content-Length": str(200 * MiB)}))
-        start = time.perf_counter()
-        status, _ = _answer(sock)
-        return status, time.perf_counter() - start
-
-
 def test_an_announced_oversized_body_is_answered_within_100_ms_of_its_headers(open_server, token_server):
     """Unauthenticated: 401 before the size is even looked at; authenticated: 413 from Content-Length."""
     cases = [
@@ -135,33 +100,9 @@ def test_an_announced_oversized_body_is_answered_within_100_ms_of_its_headers(op
         (open_server[0].url, "/v1/volumes", {"Content-Type": "application/gzip"}, 413),
     ]
     for url, path, headers, expected in cases:
-        answers = [_timed_refusal(url, path, headers) for _ in range(5)]
+        answers = [announce_only(url, path, headers) for _ in range(5)]
         assert {status for status, _ in answers} == {expected}
         assert sorted(seconds for _, seconds in answers)[2] < 0.1  # the median of five
-
-
-def _stream_body(url: str, path: str, headers: dict[str, str], total: int) -> tuple[int, int]:
-    """Send a chunked body of up to ``total`` zero bytes in 1 MiB chunks until the server answers or
-    closes; (status, bytes sent)."""
-    chunk = b"%x\r\n" % MiB + b"\0" * MiB + b"\r\n"
-    sent = 0
-    with _connect(url) as sock:
-        sock.sendall(_head("POST", path, {**headers, "Transfer-Encoding": "chunked"}))
-        sock.settimeout(0.001)
-        try:
-            while sent < total:
-                sock.sendall(chunk)
-                sent += MiB
-                try:
-                    if sock.recv(1, socket.MSG_PEEK):
-                        break
-                except (TimeoutError, BlockingIOError):
-                    pass
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        sock.settimeout(10)
-        status, _ = _answer(sock)
-    return status, sent
 
 
 def test_parallel_unauthenticated_200_mib_posts_cost_no_memory(token_server):
@@ -172,7 +113,7 @@ def test_parallel_unauthenticated_200_mib_posts_cost_no_memory(token_server):
     headers = {"Content-Type": "application/octet-stream"}
     threads = [
         threading.Thread(
-            target=lambda: results.append(_stream_body(server.url, "/v1/volumes", headers, 200 * MiB))
+            target=lambda: results.append(stream_body(server.url, "/v1/volumes", headers, 200 * MiB))
         )
         for _ in range(4)
     ]
@@ -188,17 +129,10 @@ def test_parallel_unauthenticated_200_mib_posts_cost_no_memory(token_server):
 def test_an_authenticated_chunked_body_is_cut_off_at_the_limit(token_server):
     server, idle = token_server
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    status, sent = _stream_body(server.url, "/v1/ground", headers, 64 * MiB)
+    status, sent = stream_body(server.url, "/v1/ground", headers, 64 * MiB)
     assert status == 413
     assert sent < 64 * MiB
     assert server.memory_mb()["peak"] - idle < 100
-
-
-def _nifti(offset: float | None = None, shape: tuple[int, ...] = (4, 4, 4)) -> bytes:
-    raw = bytearray(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)).to_bytes())
-    if offset is not None:
-        struct.pack_into("<f", raw, 108, offset)
-    return gzip.compress(bytes(raw))
 
 
 def _post_volume(
@@ -212,29 +146,19 @@ def test_a_forged_nifti_offset_is_refused_before_inflating(open_server):
     """vox_offset 1 GiB in a small .nii.gz: over the byte budget, 413 from the header (it was accepted and
     cost +2 GB); an offset inside the budget but past the header and its extensions: 400."""
     server, idle = open_server
-    reply = _post_volume(server, _nifti(2.0**30))
+    reply = _post_volume(server, nifti_gz(2.0**30))
     assert reply.status_code == 413
     assert "over the 16777216-byte limit" in reply.json()["error"]["message"]
-    reply = _post_volume(server, _nifti(8.0 * MiB))
+    reply = _post_volume(server, nifti_gz(8.0 * MiB))
     assert reply.status_code == 400
     assert "vox_offset 8388608 is not where its header and extensions end (352 bytes)" in reply.text
-    assert _post_volume(server, _nifti()).status_code == 200  # the same file, honest
+    assert _post_volume(server, nifti_gz()).status_code == 200  # the same file, honest
     assert server.memory_mb()["peak"] - idle < 100
-
-
-def _deflated_dicom(inflated: int) -> bytes:
-    """A DICOM Part-10 file whose dataset is Deflated Explicit VR Little Endian: ``inflated`` zero bytes."""
-    syntax = b"1.2.840.10008.1.2.1.99\0"
-    element = struct.pack("<HH2sH", 0x0002, 0x0010, b"UI", len(syntax)) + syntax
-    length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(element))
-    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    body = b"".join(packer.compress(b"\0" * MiB) for _ in range(inflated // MiB)) + packer.flush()
-    return b"\0" * 128 + b"DICM" + length + element + body
 
 
 def test_a_deflated_dicom_bomb_is_refused_before_pydicom_inflates_it(open_server):
     server, idle = open_server
-    bomb = _deflated_dicom(128 * MiB)  # 128 kB
+    bomb = deflated_dicom(128 * MiB)  # 128 kB
     start = time.perf_counter()
     reply = _post_volume(server, bomb)
     assert reply.status_code == 415
@@ -247,7 +171,7 @@ def test_the_pixel_budget_counts_every_image_of_a_request_before_decoding(open_s
     """16 supports of 4096 x 4096 in a small body (zeros compress well): 413 from the headers (it took
     21 s and +2 GB, decoding every support before the model gate)."""
     server, idle = open_server
-    big = _png_url(np.zeros((4096, 4096), np.uint8))
+    big = png_url(np.zeros((4096, 4096), np.uint8))
     body = {"query": big, "support": [{"image": big, "mask": big}] * 16}
     start = time.perf_counter()
     reply = httpx2.post(f"{server.url}/v1/segment", json=body, timeout=30)
@@ -287,10 +211,10 @@ def test_on_loopback_without_a_token_what_a_web_page_can_send_unasked_is_refused
     open_server, headers, status
 ):
     server, _ = open_server
-    with _connect(server.url) as sock:
-        data = _nifti()
-        sock.sendall(_head("POST", "/v1/volumes", {**headers, "Content-Length": str(len(data))}) + data)
-        answer, raw = _answer(sock)
+    with connect(server.url) as sock:
+        data = nifti_gz()
+        sock.sendall(head("POST", "/v1/volumes", {**headers, "Content-Length": str(len(data))}) + data)
+        answer, raw = read_answer(sock)
     assert answer == status
     assert json.loads(raw.split(b"\r\n\r\n", 1)[1])["error"]["code"] == status
 
@@ -298,22 +222,22 @@ def test_on_loopback_without_a_token_what_a_web_page_can_send_unasked_is_refused
 def test_the_pages_own_requests_pass_the_browser_guard(open_server):
     server, _ = open_server
     same = {"Origin": server.url, "Content-Type": "application/octet-stream"}
-    assert _post_volume(server, _nifti(), same).status_code == 200
+    assert _post_volume(server, nifti_gz(), same).status_code == 200
     assert httpx2.get(f"{server.url}/v1/models", headers={"Origin": server.url}).status_code == 200
 
 
 def test_half_sent_headers_and_stalled_bodies_are_cut_off(open_server):
     server, _ = open_server
-    with _connect(server.url) as sock:  # headers never finished: the connection is closed
+    with connect(server.url) as sock:  # headers never finished: the connection is closed
         sock.sendall(b"POST /v1/ground HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         start = time.perf_counter()
         assert sock.recv(1) == b""
         assert HEADER_TIMEOUT_S - 0.2 < time.perf_counter() - start < HEADER_TIMEOUT_S + 2
-    with _connect(server.url) as sock:  # a body that stops: 408 after body_idle_s
-        head = {"Content-Type": "application/json", "Content-Length": "1000"}
-        sock.sendall(_head("POST", "/v1/ground", head) + b'{"image": "')
+    with connect(server.url) as sock:  # a body that stops: 408 after body_idle_s
+        headers = {"Content-Type": "application/json", "Content-Length": "1000"}
+        sock.sendall(head("POST", "/v1/ground", headers) + b'{"image": "')
         start = time.perf_counter()
-        status, raw = _answer(sock)
+        status, raw = read_answer(sock)
         assert status == 408
         assert BUDGETS["body_idle_s"] - 0.2 < time.perf_counter() - start < BUDGETS["body_idle_s"] + 2
         assert b'"type":"invalid_request_error"' in raw

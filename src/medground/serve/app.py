@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medground.grounding import Grounded
 from medground.icl.segmenter import DEFAULT_WEIGHTS, InContextSegmenter
-from medground.io import ReadError, encode_rle, mask_array
+from medground.io import ReadError, encode_png, encode_rle, image_array, mask_array
 from medground.mllm.grounder import DEFAULT_MODEL, Answer, Grounder, SegmentedBox, mask_boxes
 from medground.serve.batching import BatchingGrounder, ClientGoneError
 from medground.serve.limits import Metrics, RequestGuard, cancel_event, error_response
@@ -225,16 +225,13 @@ def check_pixel_budget(images: list[Image.Image], budget: int) -> None:
         )
 
 
-def _array(image: Image.Image) -> np.ndarray:
-    """(H, W) uint8 for gray images, (H, W, 3) uint8 for colour ones."""
-    gray = image.mode in ("1", "L", "LA", "I", "I;16", "F") or (
-        image.mode == "P" and image.palette is not None and image.palette.mode == "L"
-    )
-    if image.mode in ("I", "I;16", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        span = values.max() - values.min()
-        return np.rint(255 * (values - values.min()) / (span if span else 1)).astype(np.uint8)
-    return np.asarray(image.convert("L" if gray else "RGB"))
+def _array(image: Image.Image, what: str) -> np.ndarray:
+    """An uploaded image read as medground reads image files (:func:`medground.io.image_array`: (H, W)
+    uint8 grey or (H, W, 3) RGB); 400 if unusable."""
+    try:
+        return image_array(image, what)
+    except ReadError as error:
+        raise HTTPException(400, str(error)) from error
 
 
 def _mask(image: Image.Image, what: str) -> np.ndarray:
@@ -246,9 +243,7 @@ def _mask(image: Image.Image, what: str) -> np.ndarray:
 
 
 def _png(array: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(encode_png(array)).decode("ascii")
 
 
 def _answer_box(g: Grounded) -> LabelledBox:
@@ -412,11 +407,6 @@ def create_app(
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
 
-    def _check(picture: Image.Image, question: str, history: list[tuple[str, str]]) -> None:
-        """The question's length and the picture's pixels against their limits (before the gate)."""
-        check_question([*(t for turn in history for t in turn), question], settings, tokenizer)
-        check_pixel_budget([picture], settings.max_request_pixels)
-
     def _call(
         picture: Image.Image,
         question: str,
@@ -441,7 +431,7 @@ def create_app(
         segment: bool = False,
     ) -> tuple[str, Grounding]:
         """Answer about ``picture`` (from :func:`open_image`: decoded once the gate lets the call in)."""
-        _check(picture, question, history)
+        check_pixel_budget([picture], settings.max_request_pixels)
         try:
             with gate(cancelled):
                 picture = load_pixels(picture, "image").convert("RGB")
@@ -469,7 +459,7 @@ def create_app(
         (503, 400) before the stream starts; the thread releases the gate even when the client leaves
         mid-answer, and stops generating once ``cancelled`` is set.
         """
-        _check(picture, question, history)
+        check_pixel_budget([picture], settings.max_request_pixels)
         pieces: queue.Queue[str | Answer | Exception] = queue.Queue()
         gate.acquire(cancelled)
         try:
@@ -500,6 +490,7 @@ def create_app(
 
     @app.post("/v1/ground", response_model=GroundResponse)
     def ground(body: GroundRequest, request: Request) -> GroundResponse:
+        check_question([body.question], settings, tokenizer)  # before the image is even opened
         picture = store.image_or_slice(body.image, body.volume_slice, ("image", "volume_slice"), _open)
         text, found = _ask(picture, body.question, body.box, [], cancel_event(request.scope), body.segment)
         return GroundResponse(
@@ -518,6 +509,7 @@ def create_app(
                 404, f"model {body.model!r} is not served here; /v1/models lists {ground_id!r}"
             )
         picture, history, question = _conversation(body.messages, grounder, settings.max_pixels, store)
+        check_question([*(t for turn in history for t in turn), question], settings, tokenizer)
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         segment = body.medground is not None and body.medground.segment
         cancelled = cancel_event(request.scope)
@@ -568,9 +560,9 @@ def create_app(
         check_pixel_budget([query_image, *(i for pair in opened for i in pair)], settings.max_request_pixels)
         try:
             with icl_gate(cancel_event(request.scope)):  # pixels decoded only once the gate lets it in
-                query = _array(load_pixels(query_image, "query"))
+                query = _array(load_pixels(query_image, "query"), "query")
                 pairs = [
-                    (_array(load_pixels(image, a)), _mask(load_pixels(mask, b), b))
+                    (_array(load_pixels(image, a), a), _mask(load_pixels(mask, b), b))
                     for (image, mask), (a, b) in zip(opened, names, strict=True)
                 ]
                 prob = segmenter.segment(query, support=pairs, text=body.text or None, box=body.box)

@@ -191,7 +191,7 @@ def _info(volume_id: str, held: _Held) -> VolumeInfo:
 class _Prefix:
     """The first bytes of an upload, inflated (gzip) or sliced (raw) only as far as asked, never beyond."""
 
-    def __init__(self, data: bytes, name: str) -> None:
+    def __init__(self, data: bytes | bytearray, name: str) -> None:
         self.name, self.gzip = name, data[:2] == _GZIP
         self.stream = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gzip else None
         self.pending, self.out = data, bytearray() if self.gzip else data
@@ -211,7 +211,7 @@ class _Prefix:
         return self.out if n >= len(self.out) else self.out[:n]
 
 
-def _nifti_bytes(data: bytes, name: str, max_voxels: int, max_bytes: int) -> bytes | bytearray:
+def _nifti_bytes(data: bytes | bytearray, name: str, max_voxels: int, max_bytes: int) -> bytes | bytearray:
     """The NIfTI file an upload holds (gunzipped in memory when gzipped), read only as far as its header
     says it goes: voxels past ``max_voxels`` or a file past ``max_bytes`` get 413 before any voxel is
     inflated, and the voxels' offset must end the header and its extensions (rounded up to 16 bytes, as
@@ -310,7 +310,7 @@ def _unzip(data: bytes, name: str, max_bytes: int) -> list[MemoryFile]:
     return files
 
 
-def read_volume(data: bytes, name: str, max_voxels: int, max_bytes: int) -> tuple[Volume, bool]:
+def read_volume(data: bytes | bytearray, name: str, max_voxels: int, max_bytes: int) -> tuple[Volume, bool]:
     """(canonical RAS+ volume, True if DICOM says CT) from an upload's bytes, judged by content, never by
     ``name``: gzip (.nii.gz), NIfTI-1/2 (.nii), a zip of one DICOM series, or one DICOM file. ``max_bytes``
     bounds the upload's inflated size (a gunzipped NIfTI, a zip's files)."""
@@ -318,7 +318,7 @@ def read_volume(data: bytes, name: str, max_voxels: int, max_bytes: int) -> tupl
         if data[:4] == _ZIP:
             return _dicom(_unzip(data, name, max_bytes), name, max_voxels)
         if len(data) > 132 and data[128:132] == b"DICM":
-            return _dicom([MemoryFile(name, data)], name, max_voxels)
+            return _dicom([MemoryFile(name, bytes(data))], name, max_voxels)
         volume = load_volume_bytes(_nifti_bytes(data, name, max_voxels, max_bytes), name)
     except ReadError as error:
         raise HTTPException(400, str(error)) from error
@@ -365,7 +365,9 @@ def volume_router(store: VolumeStore, max_voxels: int, max_bytes: int) -> APIRou
 
     @router.post("/v1/volumes", response_model=VolumeInfo)
     async def upload(request: Request, modality: str | None = None, name: str = "upload") -> VolumeInfo:
-        data = await request.body()
+        data = bytearray()  # grown in place as the chunks arrive (counted by the guard): no join at the end
+        async for chunk in request.stream():
+            data += chunk
         if not data:
             raise HTTPException(
                 400, "empty body: send the file's bytes (.nii, .nii.gz, a DICOM file or a zip)"
