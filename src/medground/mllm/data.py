@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import random
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from medground.data.regions import position_phrase
 from medground.grounding import Dialect, get_dialect, reground_text
 from medground.io import read_image
+from medground.mllm.positions import frame_mover, framed_size, position_rewrites, rewrite_phrases
 from medground.mllm.processor import IMAGE_PAD, IMAGE_PLACEHOLDER, SYSTEM_PROMPT, VISION_END, VISION_START
 from medground.types import Box, Turn
 
@@ -58,39 +57,6 @@ def read_records(data_dir: str | Path, split: str | None = None) -> list[dict[st
     return records
 
 
-def _in_crop(box: Box, crop: Box) -> Box:
-    """``box`` in the frame of the ``crop`` window (clipped to it; a box outside becomes a 1-pixel box at the edge)."""
-    x0 = min(max(box.x0 - crop.x0, 0), crop.width - 1)
-    y0 = min(max(box.y0 - crop.y0, 0), crop.height - 1)
-    return Box(
-        x0,
-        y0,
-        max(x0 + 1, min(box.x1 - crop.x0, crop.width)),
-        max(y0 + 1, min(box.y1 - crop.y0, crop.height)),
-    )
-
-
-def _mover(crop: Box | None, pad: tuple[int, int, int, int] | None) -> Callable[[Box], Box]:
-    """Box in the original image -> box in the frame the model sees (crop window, then black border)."""
-    left, top = (pad or (0, 0, 0, 0))[:2]
-
-    def move(box: Box) -> Box:
-        if crop is not None:
-            box = _in_crop(box, crop)
-        return Box(box.x0 + left, box.y0 + top, box.x1 + left, box.y1 + top)
-
-    return move
-
-
-def _framed_size(
-    width: int, height: int, crop: Box | None, pad: tuple[int, int, int, int] | None
-) -> tuple[int, int]:
-    """(width, height) of the image the model sees after ``crop`` then ``pad``."""
-    out_w, out_h = (crop.width, crop.height) if crop is not None else (width, height)
-    left, top, right, bottom = pad or (0, 0, 0, 0)
-    return out_w + left + right, out_h + top + bottom
-
-
 def convert_text(
     text: str,
     source: Dialect,
@@ -117,76 +83,9 @@ def convert_text(
         width,
         height,
         exact,
-        _mover(crop, pad) if framed else None,
-        _framed_size(width, height, crop, pad) if framed else None,
+        frame_mover(crop, pad) if framed else None,
+        framed_size(width, height, crop, pad) if framed else None,
     )
-
-
-def _radiological(regions: list[dict[str, Any]]) -> bool | None:
-    """Whether the record's position phrases name the patient's side (radiological display).
-
-    True if any phrase does; False if a phrase off the central column does not; None when every phrase
-    is in the central column (the build writes the side only off it, so the display cannot be told).
-    """
-    phrases = [str(r.get("position") or "") for r in regions]
-    if any("the patient's" in p for p in phrases):
-        return True
-    if any(p and "central" not in p and "centre" not in p for p in phrases):
-        return False
-    return None
-
-
-def _reframed_position(
-    region: dict[str, Any], radiological: bool | None, move: Callable[[Box], Box], size: tuple[int, int]
-) -> str | None:
-    """The region's position phrase in the framed image of ``size`` (width, height), or None when it
-    depends on a display that the record does not reveal."""
-    center = move(Box.from_list(region["box"])).center
-    phrases = {
-        position_phrase(center, *size, r)
-        for r in ((True, False) if radiological is None else (radiological,))
-    }
-    return phrases.pop() if len(phrases) == 1 else None
-
-
-def _position_rewrites(
-    record: dict[str, Any],
-    info: dict[str, Any],
-    texts: tuple[str, str],
-    crop: Box | None,
-    pad: tuple[int, int, int, int] | None,
-) -> dict[str, str] | None:
-    """Old -> new position phrase for one turn's texts after ``crop``/``pad``; None: drop the turn.
-
-    The generators write the position of the turn's first region (REG and single-instance REC); a turn
-    without region metadata checks every region of the record. A phrase that maps to two different
-    new phrases, or whose new phrase depends on an unknown display, makes the turn unusable.
-    """
-    indexed = record.get("regions", [])
-    regions = [r for r in indexed if r.get("box") and r.get("position")]
-    first = [int(i) for i in info.get("regions", [])][:1]
-    candidates = [indexed[i] for i in first if i < len(indexed)] if first else regions
-    candidates = [r for r in candidates if r.get("box") and r.get("position")]
-    radiological = _radiological(regions)
-    move, size = _mover(crop, pad), _framed_size(int(record["width"]), int(record["height"]), crop, pad)
-    rewrites: dict[str, str] = {}
-    for region in candidates:
-        old = str(region["position"])
-        if not any(old in text for text in texts):
-            continue
-        new = _reframed_position(region, radiological, move, size)
-        if new is None or rewrites.get(old, new) != new:
-            return None
-        rewrites[old] = new
-    return rewrites
-
-
-def _rewrite(text: str, rewrites: dict[str, str]) -> str:
-    """``text`` with every old phrase of ``rewrites`` replaced by its new one in one pass (longest first)."""
-    if not rewrites:
-        return text
-    pattern = "|".join(re.escape(old) for old in sorted(rewrites, key=len, reverse=True))
-    return re.sub(pattern, lambda m: rewrites[m.group(0)], text)
 
 
 def random_crop(record: dict[str, Any], rng: random.Random, max_fraction: float) -> Box:
@@ -233,7 +132,7 @@ def record_turns(
     ``crop``: a window of the image (see :func:`random_crop`); boxes are then written in its frame.
     ``pad``: a black border added after the crop (see :func:`random_pad`); boxes move with it.
     With either, position phrases ("in the upper left part of the image") are recomputed in the framed
-    image; a turn whose new phrase cannot be told (see :func:`_position_rewrites`) is left out.
+    image; a turn whose new phrase cannot be told (see :func:`~medground.mllm.positions.position_rewrites`) is left out.
     """
     source = get_dialect(record.get("dialect", target.name))
     width, height = int(record["width"]), int(record["height"])
@@ -254,17 +153,17 @@ def record_turns(
         answer = convs[i + 1]["value"]
         rewrites: dict[str, str] | None = {}
         if crop is not None or pad is not None:
-            rewrites = _position_rewrites(record, info, (question, answer), crop, pad)
+            rewrites = position_rewrites(record, info, (question, answer), crop, pad)
             if rewrites is None:
                 continue
         turns.append(
             Turn(
                 task=str(info.get("task", "")),
                 question=convert_text(
-                    _rewrite(question, rewrites), source, target, width, height, exact, crop, pad
+                    rewrite_phrases(question, rewrites), source, target, width, height, exact, crop, pad
                 ),
                 answer=convert_text(
-                    _rewrite(answer, rewrites), source, target, width, height, exact, crop, pad
+                    rewrite_phrases(answer, rewrites), source, target, width, height, exact, crop, pad
                 ),
                 regions=[int(r) for r in info.get("regions", [])],
                 structure=info.get("structure"),
