@@ -24,7 +24,7 @@ def test_listed_names_may_differ_from_the_hinted_ones():
 
 def test_every_chooser_speaks_the_same_way(tmp_path):
     with pytest.raises(
-        KeyError, match=r"unknown dialect 'qwen2-vI'; known: .*Did you mean 'qwen2-vl-norm1000'\?"
+        KeyError, match=r"unknown dialect 'qwen2-vI'; known: .*Did you mean 'qwen2-vl-grid'\?"
     ):
         get_dialect("qwen2-vI")
     with pytest.raises(ValueError, match=r"unknown CT window 'lugn'; known: .*Did you mean 'lung'\?"):

@@ -133,6 +133,16 @@ def test_unknown_dialect_names_the_closest():
         get_dialect("qwen2-vl-norm100")
 
 
+def test_old_names_read_as_they_were_written():
+    # medground's qwen2-vl of before: last-pixel bins, a 100-px side ends at 990; qwen2-vl-norm1000 ends at 1000
+    with pytest.warns(DeprecationWarning):
+        old = get_dialect("qwen2-vl")
+    assert old.box(Box(0, 0, 100, 100), 100, 100) == "<|box_start|>(0,0),(990,990)<|box_end|>"
+    assert old.parse("<|box_start|>(0,0),(990,990)<|box_end|>", 100, 100)[0].box == Box(0, 0, 100, 100)
+    with pytest.warns(DeprecationWarning):
+        assert get_dialect("qwen3-vl").box(Box(0, 0, 10, 10), 100, 100) == '{"bbox_2d": [0, 0, 90, 90]}'
+
+
 @pytest.mark.parametrize("old", sorted(DEPRECATED_NAMES))
 def test_old_names_still_read_with_a_warning_and_are_not_listed(old):
     with pytest.warns(DeprecationWarning, match=DEPRECATED_NAMES[old]):

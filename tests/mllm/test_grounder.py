@@ -1,5 +1,4 @@
 import json
-import math
 import re
 import shutil
 
@@ -9,6 +8,7 @@ import torch
 from PIL import Image
 
 from medground.mllm.data import read_records
+from medground.mllm.families import get_family
 from medground.mllm.grounder import Grounder, predict
 
 from .conftest import FAMILY_NAMES
@@ -29,9 +29,9 @@ def test_overfit_model_answers_training_questions_with_exact_boxes(overfit, fami
 
 
 def _boxes_in_text(text: str, family: str, model_dir) -> list[list[int]]:
-    """Boxes of a 64x48 image written in ``family``'s text, decoded by hand: the grid families by
-    bin -> first pixel (ceil(n * size / 1000)), last bin inclusive; Qwen2.5-VL by dividing its resized-input
-    pixels by transformers' own smart_resize scale for the processor's pixel limits."""
+    """Boxes of a 64x48 image written in ``family``'s text, decoded by hand: Qwen2-VL and Qwen3-VL as box
+    edges on [0, 1000] (round(n * size / 1000), Qwen's own process_bbox convention); Qwen2.5-VL by dividing
+    its resized-input pixels by transformers' own smart_resize scale for the processor's pixel limits."""
     width, height = 64, 48
     if family == "qwen2-vl":
         numbers = re.findall(r"<\|box_start\|>\((\d+),(\d+)\),\((\d+),(\d+)\)<\|box_end\|>", text)
@@ -49,17 +49,13 @@ def _boxes_in_text(text: str, family: str, model_dir) -> list[list[int]]:
         ]
     return [
         [
-            _first_pixel(x0, width),
-            _first_pixel(y0, height),
-            _first_pixel(x1, width) + 1,
-            _first_pixel(y1, height) + 1,
+            round(x0 * width / 1000),
+            round(y0 * height / 1000),
+            round(x1 * width / 1000),
+            round(y1 * height / 1000),
         ]
         for x0, y0, x1, y1 in grid
     ]
-
-
-def _first_pixel(grid_value: int, size: int) -> int:
-    return math.ceil(grid_value * size / 1000)
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -139,10 +135,10 @@ def test_save_and_reload_give_identical_outputs(overfit, family, tmp_path):
 def test_ask_accepts_a_box_in_original_pixels_and_any_image(overfit):
     grounder = Grounder.from_pretrained(overfit["qwen2-vl"])
     assert grounder.prompt("What is at {box}?", [34, 20, 58, 40], 64, 48) == (
-        "What is at <|box_start|>(531,416),(890,812)<|box_end|>?"
-    )  # floor(34*1000/64)=531, 57->890, 20->416, 39->812
+        "What is at <|box_start|>(531,417),(906,833)<|box_end|>?"
+    )  # edges: round(34000/64) = 531, round(20000/48) = 417, round(58000/64) = 906, round(40000/48) = 833
     assert grounder.prompt("What is this?", [0, 0, 64, 48], 64, 48).endswith(
-        "<|box_start|>(0,0),(984,979)<|box_end|>"
+        "<|box_start|>(0,0),(1000,1000)<|box_end|>"
     )
     with pytest.raises(ValueError, match="outside the 64x48 image"):
         grounder.prompt("What is at {box}?", [0, 0, 65, 48], 64, 48)
@@ -166,7 +162,7 @@ def test_predict_writes_parseable_rows_in_the_model_dialect(overfit, family, tmp
     assert {r["task"] for r in rows} == {"rec", "roc"}
     rec = [r for r in rows if r["task"] == "rec"]
     for row in rec:
-        assert row["dialect"] == family and row["width"] == 64
+        assert row["dialect"] == get_family(family).box_dialect and row["width"] == 64
         assert [b["box"] for b in row["boxes"]] == [LIVER[int(row["image"][-5])]]
     records = {r["id"]: r for r in read_records(overfit["data"], "train")}
     assert all(r["record"] in records and r["annotation"] for r in rows)
@@ -230,3 +226,5 @@ def test_shipped_bird_nano_loads_by_default_and_grounds():
     answer = grounder.ask(image, "Where is the skin lesion?")
     assert answer.text
     assert all(g.box.fits(240, 180) for g in answer.boxes)
+    # served in the dialect it was trained in (its medground.json), not its family's current default
+    assert grounder.dialect.name == "qwen2-vl-grid" and grounder.family.box_dialect == "qwen2-vl-norm1000"

@@ -235,8 +235,9 @@ def test_chat_box_parts_are_written_in_the_models_dialect_and_history_is_passed(
     ]
     reply = chat.post("/v1/chat/completions", json={"model": "bird-nano", "messages": messages})
     assert reply.status_code == 200, reply.text
-    # qwen2-vl-norm1000 edges: 375 of 750 -> round(375000 / 750) = 500; 367 of 734 -> 500
-    first = "What is at <|box_start|>(0,0),(500,500)<|box_end|>"
+    # bird-nano's dialect is qwen2-vl-grid (its medground.json): last pixel column 374 of 750 ->
+    # floor(374000 / 750) = 498; row 366 of 734 -> 498
+    first = "What is at <|box_start|>(0,0),(498,498)<|box_end|>"
     assert spy.calls == [((750, 734), "Where are both lungs?", [(first, "the right lung")])]
 
 

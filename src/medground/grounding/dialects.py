@@ -219,18 +219,19 @@ _JSON_ITEM = r"\{[^{}]*\"bbox_2d\"[^{}]*\}"
 
 @dataclass(frozen=True)
 class JsonDialect(Dialect):
-    """JSON boxes ``{"bbox_2d": [...], "label": ...}``: Qwen2.5-VL (resized-input pixels) and Qwen3-VL (EDGES).
+    """JSON boxes ``{"bbox_2d": [...], "label": ...}``: Qwen2.5-VL (resized-input pixels) and Qwen3-VL (a scale).
 
     Several boxes of one label are a JSON list of such objects. ``absolute``: numbers are pixel edges of
     the model's input after ``smart_resize(factor, min_pixels, max_pixels)``, ``round(x * new_w / w)``
     with x1 exclusive, as Qwen's ``convert_to_qwen25vl_format`` (QwenLM/Qwen3-VL,
     qwen-vl-finetune/tools/process_bbox.ipynb at commit 96588727) rounds them (that notebook also clips
     x1/y1 to new_w - 1 / new_h - 1; here a box touching the right or bottom border ends at new_w / new_h,
-    its exclusive edge). Else the [0, 1000] edge scale (:data:`~medground.grounding.scales.EDGES`).
+    its exclusive edge). Else ``scale``: :data:`~medground.grounding.scales.EDGES` (Qwen's own) or BINS.
     """
 
     name: str
     absolute: bool
+    scale: Scale = EDGES
     factor: int = 28
     min_pixels: int = 56 * 56
     max_pixels: int = 14 * 14 * 4 * 1280
@@ -242,7 +243,7 @@ class JsonDialect(Dialect):
 
     def _coords(self, box: Box, width: int, height: int) -> list[int]:
         if not self.absolute:
-            return list(EDGES.encode(box, width, height))
+            return list(self.scale.encode(box, width, height))
         sx, sy = self._scale(width, height)
         return [
             round(box.x0 * sx),
@@ -253,7 +254,7 @@ class JsonDialect(Dialect):
 
     def _box(self, values: list[float], width: int, height: int) -> Box:
         if not self.absolute:
-            return EDGES.decode(tuple(values), width, height)
+            return self.scale.decode(tuple(values), width, height)
         sx, sy = self._scale(width, height)
         return edges_to_box(values[0] / sx, values[1] / sy, values[2] / sx, values[3] / sy, width, height)
 

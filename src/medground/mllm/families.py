@@ -56,13 +56,14 @@ class Family:
         """The ``transformers`` model class (``...ForConditionalGeneration``)."""
         return getattr(importlib.import_module("transformers"), self.model_class)
 
-    def dialect(self, min_pixels: int, max_pixels: int) -> Dialect:
+    def dialect(self, min_pixels: int, max_pixels: int, name: str | None = None) -> Dialect:
         """The family's box dialect for a processor resizing into [min_pixels, max_pixels].
 
-        Qwen2.5-VL writes absolute pixels of the resized input, so its dialect must resize exactly as
-        the processor does; the grid dialects do not depend on the resize.
+        ``name``: the dialect a model was trained in (its folder's medground.json says), default
+        :attr:`box_dialect`. Qwen2.5-VL writes absolute pixels of the resized input, so its dialect must
+        resize exactly as the processor does; the grid dialects do not depend on the resize.
         """
-        return get_dialect(self.box_dialect).for_processor(self.factor, min_pixels, max_pixels)
+        return get_dialect(name or self.box_dialect).for_processor(self.factor, min_pixels, max_pixels)
 
 
 FAMILIES: dict[str, Family] = {

@@ -192,6 +192,8 @@ class Grounder:
 
     ``segmenter``: the :class:`~medground.icl.segmenter.InContextSegmenter` whose box prompt
     ``ask(..., segment=True)`` uses; None = the shipped one, loaded on the first such question, once.
+    ``dialect``: the box dialect the model was trained in (its folder's medground.json), default the
+    family's :attr:`~medground.mllm.families.Family.box_dialect`.
     """
 
     def __init__(
@@ -201,10 +203,11 @@ class Grounder:
         family: Family,
         max_new_tokens: int = 128,
         segmenter: InContextSegmenter | None = None,
+        dialect: str | None = None,
     ) -> None:
         self.model, self.processor, self.family = model, processor, family
         size = processor.image_processor.size
-        self.dialect: Dialect = family.dialect(size["shortest_edge"], size["longest_edge"])
+        self.dialect: Dialect = family.dialect(size["shortest_edge"], size["longest_edge"], dialect)
         self.max_new_tokens = max_new_tokens
         self.segmenter = segmenter
         self._cached: tuple[str, Image.Image] | None = None
@@ -242,15 +245,13 @@ class Grounder:
             ) from error
         family = family_for_model_type(config.model_type)
         meta_path = source / META_FILE
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("family") != family.name:
-                raise ValueError(
-                    f"{meta_path} says family {meta.get('family')!r} but config.json is {family.name!r}"
-                )
-        return cls(
-            _load_model(family, str(source)), load_processor(source), family, max_new_tokens, segmenter
-        )
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        if meta and meta.get("family") != family.name:
+            raise ValueError(
+                f"{meta_path} says family {meta.get('family')!r} but config.json is {family.name!r}"
+            )
+        model, processor = _load_model(family, str(source)), load_processor(source)
+        return cls(model, processor, family, max_new_tokens, segmenter, meta.get("dialect"))
 
     def box_segmenter(self) -> InContextSegmenter:
         """The segmenter of ``segment=True``; the shipped one is loaded now if none was given."""
