@@ -15,8 +15,12 @@ exact for sides up to 1000 px and text -> box -> text for sides of at least 1000
 (a full-width box ends at 1000), read back as ``round(n * w / 1000)``. That is Qwen's own conversion
 for Qwen2-VL and Qwen3-VL grounding data (``convert_to_qwen2vl_format`` in QwenLM/Qwen3-VL,
 qwen-vl-finetune/tools/process_bbox.ipynb at commit 96588727, applied to COCO's [x, y, x + w, y + h]
-boxes) and InternVL's (its chat-data docs normalise ``round(x / width * 1000)``; its RefCOCO evaluation
-multiplies by ``width / 1000``). Exact both ways for sides up to 1000 px.
+boxes) and InternVL's (its chat-data docs normalise ``round(x / width * 1000)``; its RefCOCO evaluation,
+OpenGVLab/InternVL internvl_chat/eval/refcoco/evaluate_grounding.py at commit 2410d1db, divides by 1000
+and multiplies by the width). Exact both ways for sides up to 1000 px.
+
+Until 2026-12 medground wrote Qwen2-VL and Qwen3-VL boxes on BINS; those dialects are kept as
+``qwen2-vl-grid`` and ``qwen3-vl-grid`` for the data and models made with them.
 """
 
 from __future__ import annotations
