@@ -15,13 +15,13 @@ from medground.grounding.dialects import (
     InternVLDialect,
     JsonDialect,
     TagDialect,
-    UndelimitedDialect,
 )
 from medground.grounding.florence import FlorenceDialect
 from medground.grounding.llava import LlavaSquareDialect
 from medground.grounding.registry import DEPRECATED_NAMES, DIALECTS, get_dialect
 from medground.grounding.resize import smart_resize
 from medground.grounding.scales import BINS, EDGES, Scale
+from medground.grounding.undelimited import UndelimitedDialect
 
 __all__ = [
     "BINS",

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from medground.grounding.dialects import UndelimitedDialect
+from medground.grounding.undelimited import UndelimitedDialect
 from medground.types import Box
 
 __all__ = ["FlorenceDialect"]

@@ -13,7 +13,7 @@ released data reads; read back, a number ``v`` is the pixel edge ``round(v * S -
 are steps of S / 100 pixels, so a box comes back within S / 200 + 1/2 px of where it was.
 
 The label, when there is one, is plain text before the boxes (``liver [0.1, 0.2, 0.3, 0.4]``), as in
-:class:`~medground.grounding.dialects.UndelimitedDialect`. Not the ``llava`` *export format*: that is
+:class:`~medground.grounding.undelimited.UndelimitedDialect`. Not the ``llava`` *export format*: that is
 LLaVA's JSON file layout, which carries any dialect.
 """
 
@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from medground.grounding.dialects import UndelimitedDialect
 from medground.grounding.scales import edges_to_box
+from medground.grounding.undelimited import UndelimitedDialect
 from medground.types import Box
 
 __all__ = ["LlavaSquareDialect", "square_offsets"]
