@@ -15,7 +15,9 @@ exact for sides up to 1000 px and text -> box -> text for sides of at least 1000
 (a full-width box ends at 1000), read back as ``round(n * w / 1000)``. That is Qwen's own conversion
 for Qwen2-VL and Qwen3-VL grounding data (``convert_to_qwen2vl_format`` in QwenLM/Qwen3-VL,
 qwen-vl-finetune/tools/process_bbox.ipynb at commit 96588727, applied to COCO's [x, y, x + w, y + h]
-boxes) and InternVL's (its chat-data docs normalise ``round(x / width * 1000)``; its RefCOCO evaluation,
+boxes), what ms-swift's default ``norm_bbox: norm1000`` writes from real boxes (``round(x / width *
+1000)`` in modelscope/ms-swift swift/template/base.py at commit 3602360a), and
+InternVL's (its chat-data docs normalise ``round(x / width * 1000)``; its RefCOCO evaluation,
 OpenGVLab/InternVL internvl_chat/eval/refcoco/evaluate_grounding.py at commit 2410d1db, divides by 1000
 and multiplies by the width). Exact both ways for sides up to 1000 px.
 
