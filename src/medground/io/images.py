@@ -40,6 +40,7 @@ __all__ = [
     "copy_image",
     "encode_mask_png",
     "encode_png",
+    "image_array",
     "image_size",
     "read_image",
     "read_image_as_stored",
@@ -373,6 +374,13 @@ def _read_nifti_mask(p: Path) -> MaskFile:
     plane = planes[0]
     display = slice_volume(volume.array, plane, 0)
     return MaskFile(display, slice_spacing(volume.spacing, plane), volume.affine, "display", p)
+
+
+def image_array(image: Image.Image, where: str | Path) -> np.ndarray:
+    """A decoded image -> display-ready uint8 by the rules of :func:`read_image` (``(H, W)`` grey,
+    ``(H, W, 3)`` RGB; wide grey min-max rescaled, palettes through their colours, alpha dropped): for
+    images that arrive in memory, such as the server's uploads. ``where`` names it in a :class:`ReadError`."""
+    return _image_array(Path(where), image)
 
 
 def mask_array(image: Image.Image, where: str | Path) -> np.ndarray:
