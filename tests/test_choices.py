@@ -31,3 +31,32 @@ def test_every_chooser_speaks_the_same_way(tmp_path):
         ct_window("lugn")
     with pytest.raises(ValueError, match=r"unknown source kind 'medsge'; known: .*Did you mean 'medseg'\?"):
         open_source(f"medsge:{tmp_path}/nothing")
+
+
+def _choosers(tmp_path):
+    """(what, known names, call) for every registry chosen by name: a new entry is checked with no edit here."""
+    from medground.data.export import FORMATS, export
+    from medground.data.sources import SOURCES
+    from medground.grounding import DIALECTS
+    from medground.mllm.families import FAMILIES, get_family
+    from medground.tasks import TASKS, task_spec
+
+    return [
+        ("task", list(TASKS), task_spec),
+        ("dialect", list(DIALECTS), get_dialect),
+        ("model family", list(FAMILIES), get_family),
+        ("export format", list(FORMATS), lambda name: export(tmp_path, name)),
+        ("source kind", list(SOURCES), lambda name: open_source(f"{name}:{tmp_path}/nothing")),
+    ]
+
+
+def test_every_registered_name_is_suggested_for_its_typo(tmp_path):
+    # structure, not a list: for every entry of every registry, the name with one extra letter is
+    # refused with the known names listed and the entry suggested
+    for what, known, choose in _choosers(tmp_path):
+        assert known, what
+        for name in known:
+            with pytest.raises((KeyError, ValueError)) as caught:
+                choose(f"{name}x")
+            message = str(caught.value)
+            assert f"unknown {what} '{name}x'" in message and f"Did you mean '{name}'?" in message, message
