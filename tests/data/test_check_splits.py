@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -23,6 +24,8 @@ from medground.data.splits import (
     check_splits,
     require_one_split_per_patient,
 )
+from medground.io import ReadError
+from medground.io.phash import near_pairs
 
 runner = CliRunner()
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "medground" / "sample" / "medseg"
@@ -279,3 +282,111 @@ def test_the_build_fails_before_its_manifest_when_a_patient_crosses_splits(tmp_p
     with pytest.raises(SplitLeakError, match="mother1"):
         build_dataset([source], tmp_path / "broken", RecordConfig(seed=0), report=False, progress=False)
     assert not (tmp_path / "broken" / "manifest.json").exists()
+
+
+def _jpeg_turned(path: Path, transpose: Image.Transpose | None, crop: float = 0.0) -> bytes:
+    """The picture at ``path`` cut by ``crop`` per side, turned or mirrored by ``transpose``, as JPEG q80."""
+    picture = Image.open(path).convert("RGB")
+    width, height = picture.size
+    picture = picture.crop(
+        (round(crop * width), round(crop * height), round((1 - crop) * width), round((1 - crop) * height))
+    )
+    picture = picture.transpose(transpose) if transpose is not None else picture
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def test_mirrored_and_turned_copies_are_flagged(tmp_path):
+    # volume slices are shown radiologically and 2D collections in either convention: a mirrored or
+    # turned copy of a picture is the same picture
+    original = KVASIR / "cju0qkwl35piu0993l0dewei2.jpg"
+    build = _write_build(
+        tmp_path / "build",
+        [
+            ("frame.jpg", "kvasir", "k1", "train"),
+            ("mirrored.jpg", "kvasir", "k2", "test"),
+            ("turned.jpg", "kvasir", "k3", "val"),
+            ("cut_and_upside_down.jpg", "kvasir", "k4", "val"),
+            ("other.jpg", "kvasir", "k5", "test"),  # another polyp: not a copy
+        ],
+        {
+            "frame.jpg": original,
+            "mirrored.jpg": _jpeg_turned(original, Image.Transpose.FLIP_LEFT_RIGHT),
+            "turned.jpg": _jpeg_turned(original, Image.Transpose.ROTATE_90),
+            "cut_and_upside_down.jpg": _jpeg_turned(original, Image.Transpose.FLIP_TOP_BOTTOM, crop=0.06),
+            "other.jpg": KVASIR / "cju0qoxqj9q6s0835b43399p4.jpg",
+        },
+    )
+    report = check_splits([build], progress=False)
+    pairs = {frozenset((Path(d.first).name, Path(d.second).name)) for d in report.duplicate_leaks}
+    family = {
+        "frame.jpg": "train",
+        "mirrored.jpg": "test",
+        "turned.jpg": "val",
+        "cut_and_upside_down.jpg": "val",
+    }
+    names = sorted(family)
+    expected = {
+        frozenset((a, b)) for i, a in enumerate(names) for b in names[i + 1 :] if family[a] != family[b]
+    }
+    assert pairs == expected
+    # orientation names the turn of the second picture relative to the first
+    turned = {
+        frozenset((Path(d.first).name, Path(d.second).name)): d.orientation for d in report.duplicate_leaks
+    }
+    assert turned[frozenset(("frame.jpg", "mirrored.jpg"))] in ("mirror", "mirror 180")
+
+
+def test_the_build_stores_the_hashes_check_splits_reads(tmp_path):
+    out = tmp_path / "out"
+    build_dataset([SAMPLE / "kvasir_seg_endoscopy"], out, RecordConfig(), report=False, progress=False)
+    records = [
+        json.loads(line) for f in (out / "records").glob("*.jsonl") for line in f.read_text().splitlines()
+    ]
+    assert records and all(len(r["phash"]) == 16 * (8 + 81) for r in records)
+    # check-splits uses what is stored: a damaged field is named, not silently recomputed
+    shard = next((out / "records").glob("*.jsonl"))
+    lines = shard.read_text().splitlines()
+    damaged = json.loads(lines[0])
+    damaged["phash"] = damaged["phash"][:-2]
+    damaged["split"] = "test" if damaged["split"] != "test" else "train"
+    damaged["image"] = damaged["image"].replace(".jpg", "_b.jpg")
+    shutil.copy(out / records[0]["image"], out / damaged["image"])
+    shard.write_text("\n".join([*lines, json.dumps(damaged)]) + "\n")
+    with pytest.raises(ReadError, match="phash"):
+        check_splits([out], progress=False)
+
+
+def test_keys_that_look_alike_across_sources_are_reported(tmp_path):
+    build = _write_build(
+        tmp_path / "build",
+        [
+            ("a.png", "kits", "case_00220", "train"),
+            ("b.png", "abdomenct1k", "AbdomenCT1K--Case_00220", "test"),
+            ("c.png", "nnunet", "nnunet:case_00220_0000", "test"),
+            ("d.png", "kits", "case_00221", "train"),
+            ("e.png", "hc18", "hc18/case_00221", "test"),  # medground's own per-image key: not compared
+            ("f.png", "kits", "Case_00221", "train"),  # same source: not a cross-source look-alike
+        ],
+        {n: HC18 / "000_HC.png" for n in "abcdef"} | {n + ".png": HC18 / "000_HC.png" for n in "abcdef"},
+    )
+    report = check_splits([build], near_duplicates=False)
+    assert [(g.form, sorted(g.keys), g.splits) for g in report.lookalike_keys] == [
+        ("case220", ["AbdomenCT1K--Case_00220", "case_00220", "nnunet:case_00220_0000"], True)
+    ]
+    result = runner.invoke(app, ["check-splits", str(build), "--no-progress", "--no-near-duplicates"])
+    assert "look alike" in " ".join(result.output.split())
+
+
+def test_near_pairs_finds_close_orientation_hashes_without_comparing_all_pairs():
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 2**63, size=(50, 8 + 81), dtype=np.uint64)
+    # image 7 in orientation 5 is image 3's window 40 with 3 bits flipped; image 9 in orientation 0 is
+    # image 3's window 2 with 30 bits flipped (too far)
+    stored[7, 5] = stored[3, 8 + 40] ^ np.uint64(0b1011 << 20)
+    stored[9, 0] = stored[3, 8 + 2] ^ np.uint64((1 << 30) - 1)
+    found = {tuple(row) for row in near_pairs(stored).tolist()}
+    assert (3, 7, 5) in found
+    assert not any(i == 3 and j == 9 for i, j, _ in found)
+    assert all(i != j for i, j, _ in found)

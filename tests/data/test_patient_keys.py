@@ -72,3 +72,22 @@ def test_the_bundled_sample_declares_every_patient():
         source = open_source(folder)
         unknown = [item.key for item in source.items() if isinstance(item, Item) and item.case is None]
         assert unknown == [], folder.name
+
+
+def test_the_build_warns_of_look_alike_keys_in_two_splits(tmp_path):
+    ratios = (0.8, 0.1, 0.1)
+    number = next(
+        n
+        for n in range(200, 400)
+        if split_of(f"case_{n:05d}", 0, ratios) != split_of(f"AbdomenCT1K--Case_{n:05d}", 0, ratios)
+    )
+    kits = _medseg(tmp_path / "kits", ["a"], {"modality": "ct"}, {"a": f"case_{number:05d}"})
+    other = _medseg(tmp_path / "other", ["b"], {"modality": "ct"}, {"b": f"AbdomenCT1K--Case_{number:05d}"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        manifest = build_dataset(
+            [kits, other], tmp_path / "out", RecordConfig(), report=False, progress=False
+        )
+    said = [str(w.message) for w in caught if "look alike" in str(w.message)]
+    assert len(said) == 1 and f"case_{number:05d}" in said[0] and "case_alias" in said[0]
+    assert said[0] in manifest["warnings"]

@@ -25,12 +25,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medground import __version__
 from medground.data.records import RecordConfig, make_records, resize_sample, save_sample, split_of
 from medground.data.rewrite import Rewriter, rewrite_record
 from medground.data.sources import Item, Source
 from medground.data.splits import require_one_split_per_patient
 from medground.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_path
+from medground.io.phash import encode_hashes, stored_hashes
 from medground.progress import progress_bar
 from medground.types import Rejected
 
@@ -156,11 +159,13 @@ def _load_item(
         if not records:
             continue
         save_sample(out, sample, regions, config.masks, config.keep_image_metadata)
+        phash = encode_hashes(stored_hashes(np.asarray(sample.image)))  # for check-splits: no re-read
         counts["images"] += 1
         counts["regions"] += len(regions)
         if sample.case is None:
             counts[f"unknown_patient:{sample.source}"] += 1
         for record in records:
+            record["phash"] = phash
             if rewriter is not None:
                 record, reasons = rewrite_record(record, rewriter)
                 counts["llm_kept_original"] += len(reasons)
@@ -364,10 +369,19 @@ def build(
                     pool.submit, concurrent.futures.wait, specs, lambda: 2 * workers, job, on_done, on_skip
                 )
     # The build checks its own splits (medground.data.splits): a patient key in two splits raises
-    # SplitLeakError naming it, before any manifest is written.
-    require_one_split_per_patient(
+    # SplitLeakError naming it, before any manifest is written; keys of two sources that differ only in
+    # spelling (case_00220, Case_00220) and sit in two splits are a warning: maybe one patient.
+    lookalike = require_one_split_per_patient(
         out, [out / "records" / f"{parts[i]['shard']}.jsonl" for i in sorted(parts)]
     )
+    for group in lookalike:
+        note = (
+            f"patient keys {', '.join(repr(k) for k in group.keys)} of different sources look alike and sit "
+            'in different splits; if they are one patient, give them one key with meta.json "case_alias" '
+            "(`medground check-splits` lists them)"
+        )
+        notes.append(note)
+        warnings.warn(note, UserWarning, stacklevel=2)
     manifest = _finalize(
         out, sources, config, fingerprint, [parts[i] for i in sorted(parts)], plan_rejections, notes
     )

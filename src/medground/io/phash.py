@@ -28,12 +28,19 @@ from scipy.ndimage import gaussian_filter, minimum_filter
 
 __all__ = [
     "CANDIDATE_BITS",
+    "INDEX_WINDOWS",
     "MATCH_SCORE",
+    "ORIENTATIONS",
     "WINDOWS",
     "best_windows",
     "compare",
+    "decode_hashes",
+    "encode_hashes",
     "hamming",
     "match_score",
+    "near_pairs",
+    "orient",
+    "stored_hashes",
     "window_hashes",
 ]
 
@@ -50,6 +57,17 @@ CANDIDATE_BITS = 10
 # Measured on the shared collection (bench/bench_check_splits.py): distinct pictures, within a dataset
 # (different patients' chest X-rays) and across datasets, score <= 0.18; made copies >= 0.53 (most >= 0.8).
 MATCH_SCORE = 0.4
+
+# The 8 orientations of a picture (rotations by 0/90/180/270 degrees counter-clockwise, then the same
+# mirrored left-right): volume slices are shown radiologically and 2D collections in either convention,
+# so a copy may be mirrored or turned. ORIENTATIONS[k] is what :func:`orient` does for k.
+ORIENTATIONS: tuple[str, ...] = ("0", "90", "180", "270", "mirror", "mirror 90", "mirror 180", "mirror 270")
+# The windows whose hashes are stored and indexed (:func:`stored_hashes`): every cut of 0, 5 or 10% per
+# side (81, the whole frame first); a crop of up to ~12% per side is within 2.5% of one on every side.
+INDEX_WINDOWS: tuple[tuple[float, float, float, float], ...] = tuple(
+    (left, top, 1.0 - right, 1.0 - bottom)
+    for left, top, right, bottom in itertools.product((0.0, 0.05, 0.10), repeat=4)
+)
 
 _HASH_SIDE = 256  # the grey image every window hash is cut from
 _VERIFY_SIDE = 512  # longest side of the grey image the verification samples from
@@ -68,15 +86,104 @@ def _grey(array: np.ndarray) -> Image.Image:
 
 def _hash(grey: Image.Image, box: tuple[float, float, float, float]) -> int:
     side = grey.size[0]
-    pixels = grey.resize((32, 32), Image.Resampling.BOX, box=tuple(side * v for v in box))
-    low = dctn(np.asarray(pixels, dtype=np.float64), norm="ortho")[:8, :8]
-    return int(np.packbits((low > np.median(low)).ravel()).view(">u8")[0])
+    return _dct_hash(
+        np.asarray(grey.resize((32, 32), Image.Resampling.BOX, box=tuple(side * v for v in box)))
+    )
 
 
 def window_hashes(array: np.ndarray) -> np.ndarray:
     """The 64-bit hash of each of :data:`WINDOWS` of an image: ``(len(WINDOWS),)`` uint64."""
     grey = _grey(array).resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
     return np.array([_hash(grey, box) for box in WINDOWS], dtype=np.uint64)
+
+
+def orient(array: np.ndarray, k: int) -> np.ndarray:
+    """The picture in orientation ``k`` of :data:`ORIENTATIONS`: ``k % 4`` quarter turns counter-clockwise
+    of the picture, mirrored left-right first when ``k >= 4``. ``(H, W[, C])`` in, same layout out."""
+    turned = np.fliplr(array) if k >= 4 else array
+    return np.rot90(turned, k % 4)
+
+
+def _dct_hash(pixels: np.ndarray) -> int:
+    low = dctn(np.asarray(pixels, dtype=np.float64), norm="ortho")[:8, :8]
+    return int(np.packbits((low > np.median(low)).ravel()).view(">u8")[0])
+
+
+def stored_hashes(array: np.ndarray) -> np.ndarray:
+    """What a build stores per image for ``check-splits``: ``(8 + len(INDEX_WINDOWS),)`` uint64.
+
+    The first 8 are the whole picture's hash in each of :data:`ORIENTATIONS` (the hash of
+    ``orient(array, k)``), the rest the hashes of :data:`INDEX_WINDOWS` in the picture's own orientation
+    (the first of them is the whole frame again). A copy B of A, turned, mirrored, re-encoded, resized or
+    cropped by up to ~10% per side, has one of its orientation hashes within a few bits of one of A's
+    window hashes (:func:`near_pairs` finds them)."""
+    grey = _grey(array).resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
+    small = np.asarray(grey.resize((32, 32), Image.Resampling.BOX), dtype=np.float64)
+    turned = [_dct_hash(orient(small, k)) for k in range(len(ORIENTATIONS))]
+    windows = [_hash(grey, box) for box in INDEX_WINDOWS]
+    return np.array(turned + windows, dtype=np.uint64)
+
+
+def encode_hashes(hashes: np.ndarray) -> str:
+    """A record's ``"phash"`` field: :func:`stored_hashes` as one hex string (16 digits per hash)."""
+    return np.asarray(hashes, dtype=">u8").tobytes().hex()
+
+
+def decode_hashes(text: str) -> np.ndarray:
+    """The uint64 hashes of a ``"phash"`` field; ValueError when it is not one."""
+    raw = bytes.fromhex(text)
+    if len(raw) != 8 * (len(ORIENTATIONS) + len(INDEX_WINDOWS)):
+        raise ValueError(
+            f"a phash field holds {len(ORIENTATIONS) + len(INDEX_WINDOWS)} hashes of 16 hex digits, got {len(text)} digits"
+        )
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64)
+
+
+def near_pairs(
+    stored: np.ndarray, bits: int = CANDIDATE_BITS, chunks: int = 4, batch: int = 1 << 20
+) -> np.ndarray:
+    """Pairs of images whose stored hashes say they may be one picture: ``(P, 3)`` int64 rows
+    ``(i, j, k)`` with ``i != j``: a window hash of image i is within ``bits`` of the hash of image j in
+    orientation k (``j`` turned/mirrored by ``ORIENTATIONS[k]`` and maybe cropped is a view of ``i``).
+
+    ``stored``: ``(N, 8 + len(INDEX_WINDOWS))`` rows of :func:`stored_hashes`. Multi-index hashing
+    instead of comparing all pairs: the 64 bits are cut into ``chunks`` pieces; each image's orientation
+    hashes are sorted by each piece, and each window hash looks up the orientation hashes that share a
+    piece exactly, then the full distance is checked. Two hashes within ``bits`` share a piece whenever
+    ``bits < chunks`` and usually beyond (a copy has several windows close to it); the recall on made
+    copies is measured in bench/bench_check_splits.py. Memory: the sorted pieces (N x 8 per chunk) and
+    one batch of ``batch`` window hashes with their matches at a time.
+    """
+    turned = stored[:, : len(ORIENTATIONS)].reshape(-1)  # row r = image r // 8, orientation r % 8
+    windows = stored[:, len(ORIENTATIONS) :].reshape(-1)  # row r = image r // len(INDEX_WINDOWS)
+    per_image = stored.shape[1] - len(ORIENTATIONS)
+    width = 64 // chunks
+    found = []
+    for piece in range(chunks):
+        shift = np.uint64(64 - width * (piece + 1))
+        mask = np.uint64((1 << width) - 1)
+        keys = (turned >> shift) & mask
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        for start in range(0, len(windows), batch):
+            query = windows[start : start + batch]
+            query_keys = (query >> shift) & mask
+            low = np.searchsorted(sorted_keys, query_keys, side="left")
+            high = np.searchsorted(sorted_keys, query_keys, side="right")
+            sizes = high - low
+            rows = np.repeat(np.arange(len(query)), sizes)
+            offsets = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+            matches = order[np.repeat(low, sizes) + offsets]
+            close = hamming(query[rows], turned[matches]) <= bits
+            rows, matches = rows[close], matches[close]
+            pairs = np.stack(
+                ((start + rows) // per_image, matches // len(ORIENTATIONS), matches % len(ORIENTATIONS)),
+                axis=1,
+            )
+            found.append(pairs[pairs[:, 0] != pairs[:, 1]])
+    if not found:
+        return np.zeros((0, 3), dtype=np.int64)
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
 
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
@@ -215,15 +322,21 @@ def match_score(
 
 
 def compare(
-    array_a: np.ndarray, hashes_a: np.ndarray, array_b: np.ndarray, hashes_b: np.ndarray
+    array_a: np.ndarray,
+    hashes_a: np.ndarray,
+    array_b: np.ndarray,
+    hashes_b: np.ndarray,
+    *,
+    candidate: bool = False,
 ) -> tuple[bool, int, float]:
     """Whether A and B are one picture (either may be a crop of the other): ``(same, bits, score)``.
 
     ``bits`` is the hash distance of :func:`best_windows`; ``score`` the verified NCC of
-    :func:`match_score`, computed only for candidates (``bits <= CANDIDATE_BITS``; else ``nan``).
+    :func:`match_score`, computed only for candidates (``bits <= CANDIDATE_BITS``, or ``candidate``:
+    an index such as :func:`near_pairs` already found the pair; else ``nan``).
     """
     bits, b_in_a, windows = best_windows(hashes_a, hashes_b)
-    if bits > CANDIDATE_BITS:
+    if bits > CANDIDATE_BITS and not candidate:
         return False, bits, float("nan")
     score, _ = match_score(array_a, array_b, windows) if b_in_a else match_score(array_b, array_a, windows)
     return score >= MATCH_SCORE, bits, score
