@@ -285,3 +285,30 @@ def test_a_loose_pattern_of_another_dialect_does_not_change_conversion(monkeypat
     assert reground_text(text, qwen, get_dialect("qwen3-vl-norm1000"), 200, 100, [Box(20, 10, 60, 50)]) == (
         'In 2024, the {"bbox_2d": [100, 100, 300, 500], "label": "liver"} at 3 cm.'
     )
+
+
+# Box [20, 10, 60, 50) of a 200 x 100 image, in every dialect, by hand:
+# bins of the first/last pixel: floor(20 * 1000 / 200) = 100, floor(10 * 1000 / 100) = 100, last x 59 -> 295,
+# last y 49 -> 490; edges: 20 * 5 = 100, 10 * 10 = 100, 60 * 5 = 300, 50 * 10 = 500; Florence-2 bins the edges
+# (same numbers here); qwen2.5-vl-pixels: smart_resize(100, 200) = (112, 196), so x * 0.98 and y * 1.12 rounded:
+# 20, 11, 59, 56; llava-1.5-square: a 200 x 200 square with the image at y = 50, edges / 200: 0.1, 0.3, 0.3, 0.5.
+BY_HAND = {
+    "qwen-vl-grid": "<ref>liver</ref><box>(100,100),(295,490)</box>",
+    "qwen2-vl-grid": "<|object_ref_start|>liver<|object_ref_end|><|box_start|>(100,100),(295,490)<|box_end|>",
+    "qwen2-vl-norm1000": "<|object_ref_start|>liver<|object_ref_end|><|box_start|>(100,100),(300,500)<|box_end|>",
+    "qwen2.5-vl-pixels": '{"bbox_2d": [20, 11, 59, 56], "label": "liver"}',
+    "qwen3-vl-grid": '{"bbox_2d": [100, 100, 295, 490], "label": "liver"}',
+    "qwen3-vl-norm1000": '{"bbox_2d": [100, 100, 300, 500], "label": "liver"}',
+    "internvl-norm1000": "<ref>liver</ref><box>[[100, 100, 300, 500]]</box>",
+    "florence-2-loc": "liver<loc_100><loc_100><loc_300><loc_500>",
+    "llava-1.5-square": "liver [0.1, 0.3, 0.3, 0.5]",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BY_HAND))
+def test_round_trip_by_hand(name):
+    d = get_dialect(name)
+    assert d.ground("liver", [Box(20, 10, 60, 50)], 200, 100) == BY_HAND[name]
+    assert d.parse(f"It is {BY_HAND[name]}.", 200, 100)[-1] == Grounded(
+        "It is liver" if not d.labels_delimited else "liver", Box(20, 10, 60, 50)
+    )
