@@ -81,7 +81,7 @@ def build(
         bool, typer.Option(help="Continue an interrupted build in OUT (finished shards are kept).")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete a previous build in OUT first.")] = False,
-    dialect: Annotated[str, typer.Option(help=f"Box dialect: {', '.join(DIALECTS)}.")] = "qwen-vl",
+    dialect: Annotated[str, typer.Option(help=f"Box dialect: {', '.join(DIALECTS)}.")] = "qwen-vl-grid",
     max_side: Annotated[
         int | None, typer.Option(help="Resize saved images so the longer side is at most this many pixels.")
     ] = None,
