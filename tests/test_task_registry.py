@@ -132,8 +132,11 @@ def test_registries_fixture_restores_order_and_contents(registries):
     import importlib
 
     for module, attribute in REGISTRIES:
-        assert hasattr(importlib.import_module(module), attribute), (
-            f"{module}.{attribute} moved: update REGISTRIES"
+        registry = getattr(importlib.import_module(module), attribute, None)
+        assert registry is not None, f"{module}.{attribute} moved: update REGISTRIES in tests/conftest.py"
+        names = list(registry) if isinstance(registry, dict) else [cls.kind for cls in registry]
+        assert not [n for n in names if n.startswith(TOY_PREFIX)], (
+            f"{attribute}: a real name has the toy prefix"
         )
     first = next(iter(TASKS))
     spec = TASKS.pop(first)
