@@ -77,7 +77,8 @@ def _bird_table(task: str, res: dict) -> Table:
             f"{k} not computed: {v}" for k, v in res["not_computed"].items()
         ]
     else:
-        table = Table(_bird_title(task), ["modality", res["metric"], "hits", "count"])
+        head = headline(res)
+        table = Table(_bird_title(task), ["modality", head.name if head else res["metric"], "hits", "count"])
         for m, score in res["per_modality"].items():
             hits, count = list(res["counts"][m].values())
             table.rows.append([m, _fmt(score, digits), str(hits), str(count)])
