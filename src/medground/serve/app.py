@@ -415,12 +415,20 @@ def create_app(
         cancelled: threading.Event,
         on_text: Callable[[str], None] | None = None,
     ) -> Answer:
-        """The grounder's answer; a batched local model stops generating it once ``cancelled`` is set."""
+        """The grounder's answer, given up once ``cancelled`` is set: a batched local model stops its row;
+        other grounders stop a streamed answer at its next piece (in proxy mode the upstream stream is
+        closed, which ends the upstream's work too)."""
         if isinstance(grounder, BatchingGrounder):
             return grounder.ask(picture, question, box, history, on_text=on_text, cancelled=cancelled)
         if on_text is None:
             return grounder.ask(picture, question, box, history)
-        return grounder.ask(picture, question, box, history, on_text=on_text)
+
+        def hand_on(piece: str) -> None:
+            if cancelled.is_set():
+                raise ClientGoneError("the client left mid-answer")
+            on_text(piece)
+
+        return grounder.ask(picture, question, box, history, on_text=hand_on)
 
     def _ask(
         picture: Image.Image,
