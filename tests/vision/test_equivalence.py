@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import medground
+from medground.vision.fast import inference_encoder
 from medground.vision.model import LiteMedSAM
 from medground.vision.predictor import ImageEncoder
 from medground.vision.tinyvit import WindowAttention
@@ -55,6 +56,21 @@ def test_logits_and_masks_match_the_wheel(litemedsam, ours, fixture) -> None:
         masks = np.unpackbits(fixture["masks"][i], axis=-1).astype(bool)
         assert masks.any(axis=(1, 2)).all()  # the fixture's masks are not trivially empty
         np.testing.assert_array_equal((logits > 0).numpy(), masks)
+
+
+def test_served_fast_encoder_matches_the_wheel(litemedsam, ours, fixture) -> None:
+    """The folded channels-last copy (what ImageEncoder.from_pretrained serves) passes the same fixture."""
+    images, _ = ours
+    with torch.inference_mode():
+        emb = inference_encoder(litemedsam.image_encoder)(images)
+    assert (emb[:, ::8] - torch.from_numpy(fixture["embeddings"])).abs().max().item() <= 1e-4
+    for i in range(len(emb)):
+        with torch.inference_mode():
+            logits, _ = litemedsam.decode_boxes(emb[i : i + 1], torch.from_numpy(fixture["boxes"][i]))
+        assert (logits[:, ::2, ::2] - torch.from_numpy(fixture["logits"][i])).abs().max().item() <= 1e-3
+        np.testing.assert_array_equal(
+            (logits > 0).numpy(), np.unpackbits(fixture["masks"][i], axis=-1).astype(bool)
+        )
 
 
 def test_a_transposed_bias_index_breaks_equivalence(litemedsam, ours, fixture) -> None:

@@ -29,7 +29,11 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_box_alone_goes_to_litemedsam_and_boxseg_on_request(encoder: ImageEncoder) -> None:
     image, truth, box = _disc()
     boxseg = BoxSeg(BoxSegConfig(size=32, widths=(4, 8)))  # untrained: returns the inscribed ellipse
-    seg = InContextSegmenter(boxseg, box_model=boxseg, image_encoder=encoder)
+    assert InContextSegmenter(boxseg).box_engine == "litemedsam"
+    assert (
+        InContextSegmenter(boxseg, box_model=boxseg).box_engine == "boxseg"
+    )  # a model given is the one used
+    seg = InContextSegmenter(boxseg, box_model=boxseg, box_engine="litemedsam", image_encoder=encoder)
     prob = seg.segment(image, box=box)
     np.testing.assert_array_equal(prob, encoder.segment_box(image, box))
     assert prob.shape == (100, 130) and _dice(prob >= 0.5, truth) > 0.9

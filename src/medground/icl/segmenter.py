@@ -125,9 +125,9 @@ def _as_mask(item: ImageLike) -> np.ndarray:
 class InContextSegmenter:
     """Segment queries from a support set of (image, mask) pairs and/or a text prompt and/or a box.
 
-    A box alone is segmented by ``box_engine``: "litemedsam" (default; the pretrained encoder and mask
-    decoder of :mod:`medground.vision`, ``image_encoder`` or the process-wide one, each image encoded once)
-    or "boxseg". A box with supports or text always uses BoxSeg (:mod:`medground.icl.boxprompt`), whose prior
+    A box alone is segmented by ``box_engine``: "litemedsam" (the default unless ``box_model`` or
+    ``box_path`` is given; the pretrained encoder and mask decoder of :mod:`medground.vision`,
+    ``image_encoder`` or the process-wide one, each image encoded once) or "boxseg". A box with supports or text always uses BoxSeg (:mod:`medground.icl.boxprompt`), whose prior
     channel takes the in-context map; it is loaded on first use from ``box_path`` (default: the shipped
     ``medground/icl/weights/box``) unless one is passed as ``box_model``.
     """
@@ -139,9 +139,11 @@ class InContextSegmenter:
         batch_size: int = 16,
         box_model: BoxSeg | None = None,
         box_path: str | Path | None = None,
-        box_engine: str = "litemedsam",
+        box_engine: str | None = None,
         image_encoder: ImageEncoder | None = None,
     ) -> None:
+        if box_engine is None:  # a box model given by object or folder is the one asked for
+            box_engine = "boxseg" if box_model is not None or box_path is not None else "litemedsam"
         if box_engine not in BOX_ENGINES:
             raise ValueError(f"box_engine: expected one of {', '.join(BOX_ENGINES)}, got {box_engine!r}")
         self.model = model.eval()
@@ -159,12 +161,12 @@ class InContextSegmenter:
         path: str | Path | None = None,
         box_path: str | Path | None = None,
         size: int | None = None,
-        box_engine: str = "litemedsam",
+        box_engine: str | None = None,
     ) -> InContextSegmenter:
         """Load a model folder; ``None`` loads the weights shipped in ``medground/icl/weights``
         (``box_path``: the box-prompt model folder, default the shipped ``weights/box``; ``size``: the
         working resolution, default the weights' own, see :func:`load_pretrained`; ``box_engine``: what
-        segments a box alone, one of :data:`BOX_ENGINES`)."""
+        segments a box alone, one of :data:`BOX_ENGINES`, default "boxseg" with ``box_path``, else "litemedsam")."""
         folder = Path(path) if path is not None else DEFAULT_WEIGHTS
         return cls(load_pretrained(folder, size=size), box_path=box_path, box_engine=box_engine)
 

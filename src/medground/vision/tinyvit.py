@@ -110,7 +110,15 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(self.norm(x)).view(n, tokens, self.heads, 3 * self.head_dim).transpose(1, 2)
         q, k, v = qkv.split(self.head_dim, dim=-1)  # each (N, heads, tokens, head_dim)
         bias = self.attention_biases[:, self.bias_index]  # (heads, tokens, tokens)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        scores = torch.baddbmm(
+            bias.expand(n, -1, -1, -1).reshape(-1, tokens, tokens),
+            q.reshape(-1, tokens, self.head_dim),
+            k.reshape(-1, tokens, self.head_dim).transpose(1, 2),
+            alpha=self.head_dim**-0.5,
+        )  # (N * heads, tokens, tokens)
+        out = torch.bmm(scores.softmax(-1), v.reshape(-1, tokens, self.head_dim)).view(
+            n, self.heads, tokens, -1
+        )
         return self.proj(out.transpose(1, 2).reshape(n, tokens, dim))
 
 
