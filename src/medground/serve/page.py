@@ -1,9 +1,9 @@
 """The web page of ``medground serve``: ``GET /`` and its static files (plain HTML/CSS/JS, no build step,
-nothing fetched from elsewhere), and what only the page needs: a volume slice's voxel values
-(the page windows them itself, so a window/level drag never waits on the server), a PNG of an image a
-browser cannot decode (TIFF) and the model cards of
-the models shipped with medground. The page holds no data, so it and its cards are served without the
-bearer token; it asks for the token once and sends it with every API call.
+nothing fetched from elsewhere), and what only the page needs: a volume slice's voxel values (the page
+windows them itself, so a window/level drag never waits on the server), a PNG of an image a browser
+cannot decode (TIFF), and the cards of the models shipped with medground. The page and the cards hold
+no data, so they are served without the bearer token; the page asks for the token once and sends it
+with every API call.
 """
 
 from __future__ import annotations
