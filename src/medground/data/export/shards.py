@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from medground.data.export.common import (
     ExportOptions,
@@ -68,28 +67,56 @@ PARQUET_FEATURES: dict[str, Any] = {
 }
 
 
+def _sampled(mask: np.ndarray, box: Box, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """The part of ``mask`` (H, W) inside ``box`` after a nearest-neighbour resize to ``size`` (width,
+    height; carried pixel i takes source pixel floor((i + 0.5) * H / h)), as (crop, top, left) in the
+    carried frame: only the carried rows and columns that sample the box are computed."""
+    height, width = mask.shape
+    ys = np.floor((np.arange(size[1]) + 0.5) * height / size[1]).astype(int)
+    xs = np.floor((np.arange(size[0]) + 0.5) * width / size[0]).astype(int)
+    rows = np.flatnonzero((ys >= box.y0) & (ys < box.y1))
+    cols = np.flatnonzero((xs >= box.x0) & (xs < box.x1))
+    if not len(rows) or not len(cols):
+        return np.zeros((0, 0), bool), 0, 0
+    return mask[np.ix_(ys[rows], xs[cols])], int(rows[0]), int(cols[0])
+
+
+def _carried_region(region: dict, root: Path, record: dict, size: tuple[int, int], resized: bool) -> dict:
+    """One region in the carried frame: its mask as RLE of that frame, its box the carried mask's box
+    (the scaled box where resizing leaves no pixel of it), its area the carried mask's pixels."""
+    row = {k: v for k, v in region.items() if k != "mask"}
+    if not resized and region.get("rle") is not None and region.get("area") is not None:
+        return row  # an RLE build, kept as it is
+    box = Box.from_list(region["box"])
+    mask = region_mask(root, region, root / record["image"])
+    if resized:
+        crop, top, left = _sampled(mask, box, size)
+    else:
+        crop, top, left = mask[box.y0 : box.y1, box.x0 : box.x1], box.y0, box.x0
+    rle = encode_rle(crop, top=top, left=left, height=size[1], width=size[0])
+    rows, cols = np.flatnonzero(crop.any(1)), np.flatnonzero(crop.any(0))
+    if len(rows):
+        carried = Box(
+            left + int(cols[0]), top + int(rows[0]), left + int(cols[-1]) + 1, top + int(rows[-1]) + 1
+        )
+    else:
+        sx, sy = size[0] / mask.shape[1], size[1] / mask.shape[0]
+        carried = scale_box(box, sx, sy, size[0], size[1])
+    return {**row, "box": carried.as_list(), "area": int(crop.sum()), "rle": rle}
+
+
 def _carried_record(item: Rendered, root: Path, name: str) -> dict:
-    """``item.record`` in the frame of the image carried as ``name``: boxes scaled like the turns' boxes,
-    masks as RLE of that frame (nearest neighbour), the build's frame under ``original``."""
+    """``item.record`` in the frame of the image carried as ``name``: each region's mask as RLE of that
+    frame, its box and area those of the carried mask, the build's frame under ``original``."""
     record = item.record
-    width, height = item.size
-    sx, sy = width / int(record["width"]), height / int(record["height"])
-    regions = []
-    for region in record.get("regions") or []:
-        mask = region_mask(root, region, root / record["image"])
-        if item.resized:
-            resized = Image.fromarray(mask.astype(np.uint8)).resize(item.size, Image.Resampling.NEAREST)
-            mask = np.asarray(resized).astype(bool)
-        box = Box.from_list(region["box"])
-        carried = scale_box(box, sx, sy, width, height) if item.resized else box
-        row = {k: v for k, v in region.items() if k != "mask"}
-        regions.append({**row, "box": carried.as_list(), "area": int(mask.sum()), "rle": encode_rle(mask)})
+    regions = [_carried_region(r, root, record, item.size, item.resized) for r in record.get("regions") or []]
     original = {
         "image": record["image"],
         "width": record["width"],
         "height": record["height"],
         "boxes": [region["box"] for region in record.get("regions") or []],
     }
+    width, height = item.size
     return {
         **record,
         "image": name,
