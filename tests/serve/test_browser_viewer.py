@@ -173,7 +173,9 @@ def test_tiff_bmp_and_webp_open_as_images_not_volumes(browser, server, tmp_path:
     assert np.array_equal(canvas(browser), np.asarray(original))
 
 
-def test_a_new_file_starts_clean_and_errors_show_by_their_control(browser, server, tmp_path, shots) -> None:
+def test_a_new_file_starts_clean_and_progress_and_errors_show_by_their_control(
+    browser, server, tmp_path, shots
+) -> None:
     from selenium.webdriver.common.by import By
 
     open_file(browser, server, CXR)
@@ -206,6 +208,29 @@ def test_a_new_file_starts_clean_and_errors_show_by_their_control(browser, serve
     )  # nothing open: said by the Ask button
     wait(browser, lambda d: "open an image" in d.find_element(By.ID, "ask-status").text)
     browser.save_screenshot(str(shots / "errors.png"))
+
+    # while an upload or a question is under way, its control says so (the page's next request held back)
+    hold = (
+        "const real = window.fetch; window.held = null;"
+        "window.fetch = (url, options) => { window.fetch = real;"
+        "  return new Promise((go) => { window.held = () => go(real(url, options)); }); };"
+    )
+    browser.execute_script(hold)
+    browser.find_element(By.ID, "file").clear()  # a new pick, not added to the last one
+    browser.find_element(By.ID, "file").send_keys(str(CT_NII))
+    wait(browser, lambda d: d.execute_script("return window.held !== null"))
+    status = browser.find_element(By.ID, "open-status")
+    assert "busy" in status.get_attribute("class") and status.text.startswith("Uploading openkbp_pt_22_ct")
+    browser.execute_script("window.held()")
+    wait(browser, lambda d: "done" in status.get_attribute("class"))
+    browser.execute_script(hold)
+    browser.find_element(By.ID, "question").send_keys("Where is it?\n")
+    wait(browser, lambda d: d.execute_script("return window.held !== null"))
+    asking = browser.find_element(By.ID, "ask-status")
+    assert "busy" in asking.get_attribute("class") and asking.text == "Asking bird-nano..."
+    assert not browser.find_element(By.ID, "ask").is_enabled()
+    browser.execute_script("window.held()")
+    wait(browser, lambda d: "done" in asking.get_attribute("class"))
 
 
 def test_the_model_is_named_with_its_card_and_the_page_fits_800_px(browser, server, shots: Path) -> None:
