@@ -233,6 +233,13 @@ def test_half_sent_headers_and_stalled_bodies_are_cut_off(open_server):
         start = time.perf_counter()
         assert sock.recv(1) == b""
         assert HEADER_TIMEOUT_S - 0.2 < time.perf_counter() - start < HEADER_TIMEOUT_S + 2
+    with connect(server.url) as sock:  # the same after a first request on a kept-alive connection
+        sock.sendall(head("GET", "/health", {}))
+        assert read_answer(sock)[0] == 200
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+        start = time.perf_counter()
+        assert sock.recv(1) == b""
+        assert time.perf_counter() - start < HEADER_TIMEOUT_S + 2  # not the 5 s keep-alive timeout
     with connect(server.url) as sock:  # a body that stops: 408 after body_idle_s
         headers = {"Content-Type": "application/json", "Content-Length": "1000"}
         sock.sendall(head("POST", "/v1/ground", headers) + b'{"image": "')
