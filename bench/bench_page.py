@@ -5,12 +5,13 @@ redraws the slice (real headless Chromium).
 The volume is SYNTHETIC (a CT-like int16 phantom: an elliptic body of soft tissue and bone in air, with
 noise), written uncompressed as .nii (about 50 MB) and, for reference, as .nii.gz. Measured in the
 browser, from the file input's change to the first slice drawn (the page's performance marks
-``medground-file-change`` -> ``medground-first-slice``: upload, read, display, PNG, decode, draw).
+``medground-file-change`` -> ``medground-first-slice``: upload, read, then the slice fetched and drawn).
 
 Baselines in the same run: the page as it was at ``--old-rev`` (its files from ``git show``, served by
-the same server under /old/, timed back to back with today's, alternating), the browser uploading the
-same bytes to a no-op endpoint of the same server (the transfer floor), and medground.io.load_volume
-reading the file from disk in this process (the reader's floor).
+the same server under /old/, timed back to back with today's, each going first in turn; "paired" is the
+median of each repeat's new/old), the browser uploading the same bytes to a no-op endpoint of the same
+server (the transfer floor), and medground.io.load_volume reading the file from disk in this process
+(the reader's floor).
 
 Window/level: today's page, the .nii opened as CT, the drag tool chosen, then one drag of ``--events``
 pointer moves (selenium actions, 10 ms apart); the page records, for each move, the time from the
@@ -174,9 +175,10 @@ def main() -> None:
                 rows = []
                 for path, modality in ((nii, "ct"), (gz, "ct"), (nii, "")):
                     shown, before = [], []
-                    for _ in range(args.repeats):  # old and new back to back
-                        before.append(first_slice_s(driver, url + "/old/", path, modality))
-                        shown.append(first_slice_s(driver, url + "/", path, modality))
+                    for n in range(args.repeats):  # old and new back to back, taking turns to go first
+                        pages = [(before, url + "/old/"), (shown, url + "/")]
+                        for times, page in pages if n % 2 == 0 else pages[::-1]:
+                            times.append(first_slice_s(driver, page, path, modality))
                     upload = [noop_upload_s(driver, url, path) for _ in range(args.repeats)]
                     read = []
                     for _ in range(args.repeats):
@@ -188,19 +190,23 @@ def main() -> None:
                         (
                             f"{path.name} {window}",
                             *(statistics.median(t) for t in (before, shown, upload, read)),
+                            statistics.median(n / o for n, o in zip(shown, before, strict=True)),
                         )
                     )
                 changed, frames = window_level_ms(driver, url, nii, args.events)
             finally:
                 driver.quit()
     print(
-        f"{'file, window':<30} {'old page s':>11} {'first slice s':>14} {'new/old':>8} {'no-op upload s':>15} {'load_volume s':>14}"
+        f"{'file, window':<30} {'old page s':>11} {'first slice s':>14} {'new/old':>8} {'paired':>9} {'no-op upload s':>15} {'load_volume s':>14}"
     )
-    for name, before, shown, upload, read in rows:
+    for name, before, shown, upload, read, paired in rows:
         print(
-            f"{name:<30} {before:>11.2f} {shown:>14.2f} {shown / before:>8.2f} {upload:>15.2f} {read:>14.2f}"
+            f"{name:<30} {before:>11.2f} {shown:>14.2f} {shown / before:>8.2f} {paired:>9.2f} {upload:>15.2f} {read:>14.2f}"
         )
-    print(f"medians of {args.repeats}, old page ({args.old_rev}) and today's alternating; bar: new <= old")
+    print(
+        f"medians of {args.repeats}, old page ({args.old_rev}) and today's back to back, taking turns first; paired: the median of "
+        "each repeat's new/old; bar: new <= old"
+    )
     for what, times in (("pixels changed", changed), ("next frame", frames)):
         q = statistics.quantiles(times, n=20)
         print(

@@ -241,8 +241,11 @@ async function showPlane() {
   await drawPlanes();
 }
 async function drawPlanes() {
+  const volume = state.volume;
   for (const plane of PLANES) {
+    if (!volume || state.volume !== volume) return; // another file opened meanwhile
     const slice = await fetchSlice(plane);
+    if (state.volume !== volume) return;
     const canvas = $("plane-" + plane);
     const off = document.createElement("canvas");
     windowed(slice, off);
@@ -277,7 +280,13 @@ function movePoint(next) {
   if (changed) { resetAnswer(); state.history = []; } // a conversation is about one slice
   showPlane().catch((error) => status("open-status", "Slice: " + error.message, "error"));
 }
-$("plane").addEventListener("change", () => { state.box = null; resetAnswer(); state.history = []; fitView(); showPlane(); });
+$("plane").addEventListener("change", () => {
+  state.box = null;
+  resetAnswer();
+  state.history = [];
+  fitView();
+  showPlane().catch((error) => status("open-status", "Slice: " + error.message, "error"));
+});
 $("slice").addEventListener("input", () => {
   const next = [...state.point];
   next[AXIS[$("plane").value]] = Number($("slice").value);
@@ -384,6 +393,7 @@ function fitView() {
 }
 function zoomAt(factor, x, y) {
   // zoom by ``factor`` keeping the view point (x, y) (CSS pixels) over the same picture point
+  if (!picture.width) return;
   const at = layout(), [u, v] = toPicture(x, y, at);
   state.zoom = Math.min(Math.max(state.zoom * factor, 0.25), 32);
   const after = layout(), [nx, ny] = toScreen(u, v, after);
