@@ -85,10 +85,9 @@ def test_items_are_the_sorted_images_with_their_sorted_masks_from_both_files(tmp
     assert nearby["ct_00--AMOS--c9--x_0003"] == ["kidney_left"]
     assert nearby["ct_00--AMOS--c9--x_0004"] == ["liver", "spleen"]
     assert nearby["mr_t1--BraTS--c1--z_0012"] == []
-    assert source.protocols() == {
-        "AMOS ct": ["kidney_left", "liver", "spleen"],
-        "BraTS mr": ["edema", "tumor"],
-    }
+    # the index names its masks but none is on disk, so none is known to be large enough to have survived
+    # SA-Med2D's small-mask filter: every protocol is listed, with no structure that may be called absent
+    assert source.protocols() == {"AMOS ct": [], "BraTS mr": []}
     assert source.vocabulary() == ["edema", "kidney_left", "liver", "spleen", "tumor"]
     assert {i.case for i in items} == {"AMOS--c9", "BraTS--c1"}
 

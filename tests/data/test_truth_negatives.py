@@ -149,28 +149,59 @@ def test_coco_meta_json_lists_what_is_labelled(tmp_path):
     assert _negatives(tmp_path / "out") == {"a": set(), "b": {"polyp"}}
 
 
-def test_sa_med2d_protocols_are_per_sub_dataset_and_modality(tmp_path):
-    root = tmp_path / "samed"
+def _sa_med2d(root: Path, images: dict[str, dict[str, tuple[int, int, int, int]]], meta: dict) -> Path:
+    """An SA-Med2D-20M folder of 64 x 64 slices: image stem -> {structure: its box}."""
     index = {}
-    # CHAOS labels the liver in CT and liver + spleen in MR
-    for stem, structures in {
-        "ct_00--CHAOS--c1--x_0040": ["liver"],
-        "mr_00--CHAOS--c2--x_0040": ["liver", "spleen"],
-        "mr_00--CHAOS--c3--x_0040": ["liver"],
-    }.items():
+    for stem, structures in images.items():
         _save(root / "data" / "images" / f"{stem}.png", np.full((64, 64), 90, np.uint8))
         masks = []
-        for i, structure in enumerate(structures):
+        for structure, box in structures.items():
             name = f"data/masks/{stem}_{structure}_000.png"
-            _save(root / name, _box((64, 64), (4 + 20 * i, 4, 20 + 20 * i, 40)))
+            _save(root / name, _box((64, 64), box))
             masks.append(name)
         index[f"data/images/{stem}.png"] = masks
     (root / "image2label_train.json").write_text(json.dumps(index))
-    (root / "meta.json").write_text(json.dumps({"body_region": "abdomen"}))
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_sa_med2d_protocols_are_per_sub_dataset_and_modality(tmp_path):
+    liver, spleen = (4, 4, 20, 40), (24, 4, 40, 40)
+    # CHAOS labels the liver in CT and liver + spleen in MR
+    root = _sa_med2d(
+        tmp_path / "samed",
+        {
+            "ct_00--CHAOS--c1--x_0040": {"liver": liver},
+            "mr_00--CHAOS--c2--x_0040": {"liver": liver, "spleen": spleen},
+            "mr_00--CHAOS--c3--x_0040": {"liver": liver},
+        },
+        {"body_region": "abdomen"},
+    )
     build_dataset([root], tmp_path / "out", NEGATIVES, report=False, progress=False)
     found = _negatives(tmp_path / "out")
     assert found["ct_00--CHAOS--c1--x_0040"] & {"spleen"} == set()  # CT does not label the spleen
     assert found["mr_00--CHAOS--c3--x_0040"] == {"spleen"}  # MR does
+
+
+def test_sa_med2d_small_structures_are_never_absent(tmp_path):
+    # SA-Med2D removed masks under 0.153% of the image: a 3 x 3 adrenal gland (0.22% of 64^2) is only
+    # just above it, so an image without one may hold one, filtered out; a 30 x 30 liver (22%) may not
+    liver, adrenal = (4, 4, 34, 34), (50, 50, 53, 53)
+    root = _sa_med2d(
+        tmp_path / "samed",
+        {
+            "ct_00--AMOS--c1--x_0010": {"liver": liver, "adrenal_gland_left": adrenal},
+            "ct_00--AMOS--c2--x_0010": {"liver": liver},
+            "ct_00--AMOS--c3--x_0010": {"adrenal_gland_left": adrenal},
+        },
+        {},  # no body region: no distant-anatomy negatives
+    )
+    build_dataset([root], tmp_path / "out", NEGATIVES, report=False, progress=False)
+    assert _negatives(tmp_path / "out") == {
+        "ct_00--AMOS--c1--x_0010": set(),
+        "ct_00--AMOS--c2--x_0010": set(),
+        "ct_00--AMOS--c3--x_0010": {"liver"},
+    }
 
 
 def test_whole_body_and_fetal_anatomy_is_never_distant():

@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import ClassVar
 
+import numpy as np
+
+from medground.io import ReadError, read_mask
 from medground.modalities import is_known_modality, modality_from_sa_med2d_name, normalise_modality
 from medground.types import Rejected, Sample
 
@@ -41,6 +44,7 @@ __all__ = [
     "SourceError",
     "case_key",
     "labelled",
+    "large_structures",
     "nearby_names",
     "protocol_of",
     "read_protocols",
@@ -190,6 +194,37 @@ def _prefix_modality(prefix: str) -> str | None:
     """The modality of an SA-Med2D name's first field (``ct_00`` -> "ct"); cached per prefix, since the
     name parser's paths would otherwise keep every one of millions of file names alive."""
     return modality_from_sa_med2d_name(f"{prefix}--_--_--_")
+
+
+SA_MED2D_MIN_FRACTION = 0.00153
+"""SA-Med2D-20M removed every mask under this share of its image (0.153%): a structure missing from one
+of its images may be there, only small."""
+LARGE_FACTOR = 10
+"""A structure counts as large enough to have survived that filter wherever it is in the picture when
+the median of its labelled masks covers at least this many times the threshold (1.53% of the image): a
+liver, not an adrenal gland, a small vessel or a lesion."""
+SIZE_SAMPLES = 16  # masks read per (protocol, structure) to measure that median (the first in file order)
+
+
+def large_structures(masks: dict[tuple[str, str], list[str]]) -> set[tuple[str, str]]:
+    """The (protocol, structure) pairs of an SA-Med2D collection whose labelled masks are large: the
+    median foreground share of their first :data:`SIZE_SAMPLES` mask files (``masks``) is at least
+    ``LARGE_FACTOR * SA_MED2D_MIN_FRACTION``. Only those may be called absent (see
+    :data:`SA_MED2D_MIN_FRACTION`); a mask file that cannot be read counts as small."""
+    large = set()
+    for pair, paths in masks.items():
+        shares = []
+        for path in paths[:SIZE_SAMPLES]:
+            try:
+                mask = read_mask(path)
+            except ReadError:
+                shares.append(0.0)
+                continue
+            shares.append(float(np.count_nonzero(mask)) / max(1, mask.size))
+        shares.sort()
+        if shares and shares[len(shares) // 2] >= LARGE_FACTOR * SA_MED2D_MIN_FRACTION:
+            large.add(pair)
+    return large
 
 
 def labelled(results: Iterable[LoadResult], payload: dict) -> Iterator[LoadResult]:

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from medground.data.sources.base import (
+    SIZE_SAMPLES,
     Item,
     SourceError,
     case_key,
+    large_structures,
     nearby_names,
     protocol_of,
     read_protocols,
@@ -185,11 +187,21 @@ class MedsegSource(PlanarSource):
             yield Item(self.name, key, case, payload)
 
     def protocols(self) -> dict[str, list[str]]:
+        """Protocol -> its structures; in an SA-Med2D-20M folder only those large enough to have survived
+        its small-mask filter (:func:`large_structures`)."""
         found: dict[str, set[str]] = {}
-        for image, rows in self._images()[0].items():
+        sizes: dict[tuple[str, str], list[str]] = {}
+        for image, rows in sorted(self._images()[0].items()):
             protocol = self._protocol(Path(image))
             if protocol is not None:
                 found.setdefault(protocol, set()).update(self._names(rows))
+                for row in rows:
+                    sample = sizes.setdefault((protocol, (row.get("structure") or "").strip()), [])
+                    if len(sample) < SIZE_SAMPLES:
+                        sample.append(str(resolve(self.root, row["mask"])))
+        if self.sa_med2d:
+            large = large_structures(sizes)
+            found = {p: {n for n in names if (p, n) in large} for p, names in found.items()}
         return {p: sorted(names) for p, names in sorted(found.items())}
 
     def vocabulary(self) -> list[str]:

@@ -8,8 +8,10 @@ file-name prefix (``ct_00--AbdomenCT1K--Case_00220--x_0359.png`` -> ct); names w
 prefix (the demo's ``amos_0004_75``) take the folder's ``meta.json`` modality, else ``--modality``.
 
 SA-Med2D-20M mixes 31 sub-datasets with different label sets, so each image's labelling protocol is
-the sub-dataset its name carries (``AbdomenCT1K``): only structures that sub-dataset labels may be
-called absent. The patient is "<dataset>--<case>" without the modality prefix (the sequences of one
+the sub-dataset and modality its name carries (``AbdomenCT1K ct``): only structures that protocol labels
+may be called absent, and only those large enough to have survived SA-Med2D's removal of masks under
+0.153% of the image (:func:`~medground.data.sources.base.large_structures`: the median of a few of their
+masks covers 1.53% or more). The patient is "<dataset>--<case>" without the modality prefix (the sequences of one
 subject are one patient). Slices of one case (``--x_0359``) know which structures their neighbours
 within a few slices label. Names without the convention take the ``protocols`` prefix map of the
 folder's ``meta.json``, else their protocol is unknown (distant-anatomy negatives only).
@@ -38,12 +40,13 @@ from typing import ClassVar
 
 import ijson
 
-from medground.modalities import modality_from_sa_med2d_name, plane_from_sa_med2d_name
 from medground.data.sources.base import (
     NEARBY_SLICES,
+    SIZE_SAMPLES,
     Item,
     SourceError,
     case_key,
+    large_structures,
     protocol_of,
     read_protocols,
     slice_position,
@@ -52,6 +55,7 @@ from medground.data.sources.medseg import clean_region, read_meta
 from medground.data.sources.peek import json_first_entry
 from medground.data.sources.planar import MaskSpec, PlanarSource
 from medground.io import IMAGE_SUFFIXES
+from medground.modalities import modality_from_sa_med2d_name, plane_from_sa_med2d_name
 from medground.types import Rejected
 
 __all__ = ["SaMed2dSource", "INDEX_NAMES"]
@@ -129,7 +133,7 @@ class SaMed2dSource(PlanarSource):
     name: str = ""
     modality: str | None = None
     kind: str = "sa-med2d"
-    planning_only: tuple[str, ...] = ("_db", "_folders", "_protocols", "_vocabulary")
+    planning_only: tuple[str, ...] = ("_db", "_folders", "_protocols", "_sizes", "_large", "_vocabulary")
     layout: ClassVar[str] = (
         "SA-Med2D-20M image2label_train.json / label2image_test.json (the file, another JSON of that "
         "shape, or a folder holding them); masks <image>_<structure>_<instance>.png"
@@ -170,6 +174,7 @@ class SaMed2dSource(PlanarSource):
         self.display = meta.get("display")
         self._folders: dict[str, list[tuple[str, bool]]] = {}
         self._protocols: dict[str, set[str]] = {}
+        self._sizes: dict[tuple[str, str], list[str]] = {}  # a few mask files per (protocol, structure)
         self._vocabulary: set[str] = set()
         self._db = self._index(files)
 
@@ -216,6 +221,10 @@ class SaMed2dSource(PlanarSource):
         protocol = protocol_of(stem, self.prefixes, True, None)
         if protocol is not None:
             self._protocols.setdefault(protocol, set()).update(names)
+            for mask in masks:
+                sample = self._sizes.setdefault((protocol, _structure(_stem(mask), stem)[0]), [])
+                if len(sample) < SIZE_SAMPLES:
+                    sample.append(self._resolve(mask))
         position = slice_position(stem)
         case, index = position if position is not None else (None, None)
         return rank, image, json.dumps(masks), case, index, json.dumps(names)
@@ -267,7 +276,14 @@ class SaMed2dSource(PlanarSource):
             yield Item(self.name, stem, self.patient(case_key(stem), stem), payload)
 
     def protocols(self) -> dict[str, list[str]]:
-        return {p: sorted(names) for p, names in sorted(self._protocols.items())}
+        """Protocol -> its structures that are large enough to have survived SA-Med2D's small-mask filter
+        (:func:`large_structures`): a smaller one missing from an image may be there, filtered out."""
+        if "_large" not in self.__dict__:
+            self.__dict__["_large"] = large_structures(self._sizes)
+        large = self.__dict__["_large"]
+        return {
+            p: sorted(n for n in names if (p, n) in large) for p, names in sorted(self._protocols.items())
+        }
 
     def vocabulary(self) -> list[str]:
         """Every structure of the index, whatever its protocol (also images whose protocol is unknown)."""
