@@ -53,6 +53,9 @@ def main() -> int:
     parser.add_argument("--volumes", type=Path, nargs="*", default=[DATA / "medvol/msd_hippocampus_mr"])
     parser.add_argument("--cache", type=Path, default=Path("runs/textseg_cache"))
     parser.add_argument("--split-file", type=Path, default=SPLIT_FILE)
+    parser.add_argument(
+        "--part", default="0/1", help="K/N: encode every N-th image from the K-th (parallel workers)"
+    )
     args = parser.parse_args()
 
     folders = [(p, False) for p in sorted(args.medseg.iterdir()) if p.is_dir()]
@@ -105,8 +108,12 @@ def main() -> int:
 
     torch.set_num_threads(2)
     encoder = ImageEncoder.from_pretrained(cache_bytes=0)
-    with progress_bar(len(entries), "embedding images") as advance:
-        for e, row in zip(entries, index, strict=True):
+    k, n = (int(v) for v in args.part.split("/"))
+    mine = list(zip(entries, index, strict=True))[k::n]
+    if args.reverse:
+        mine.reverse()
+    with progress_bar(len(mine), f"embedding images (part {k}/{n})") as advance:
+        for e, row in mine:
             path = args.cache / row["file"]
             if not path.exists():
                 emb = encoder.embed(e.image, f"{e.dataset}/{e.id}").embedding[0].half().numpy()

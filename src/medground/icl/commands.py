@@ -89,6 +89,13 @@ def segment_command(
             help="Working resolution of the in-context model (RidgeSeg); default: the one in its config.json (shipped weights: 256, chosen on their training data; trained at 64). 64 is about 10x faster per query; larger sizes resolve thin structures (vessels, nuclei).",
         ),
     ] = None,
+    text_engine: Annotated[
+        str,
+        typer.Option(
+            "--text-engine",
+            help="What segments --text alone (no examples, no box): 'litemedsam' (a name head on the LiteMedSAM encoder that answers 'not found' with an empty mask; default) or 'icl' (the in-context model's text rule).",
+        ),
+    ] = "litemedsam",
 ) -> None:
     """Segment query images or volumes from a few (image, mask) examples, a text prompt and/or a box."""
     from medground.icl.outputs import parse_support, segment_files
@@ -97,6 +104,17 @@ def segment_command(
         raise typer.BadParameter("--support-volume and --support-labels go together; give both or neither")
     pairs = [parse_support(s) for s in support or []]
     volume = (support_volume, support_labels) if support_volume is not None else None
+    if text_engine not in ("litemedsam", "icl"):
+        raise typer.BadParameter(f"--text-engine: expected 'litemedsam' or 'icl', got {text_engine!r}")
+    if text and not pairs and volume is None and box is None and text_engine == "litemedsam":
+        from medground.textseg.outputs import segment_text_files
+
+        try:
+            written = segment_text_files(query, out, text, echo=typer.echo)
+        except (FileNotFoundError, ValueError) as error:
+            fail(str(error))
+        typer.echo(f"wrote {len(written)} files to {out}")
+        return
     try:
         written = segment_files(
             query, out, pairs, text, model, volume, threshold, modality, _parse_box(box), size, box_model
