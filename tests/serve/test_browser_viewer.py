@@ -188,9 +188,10 @@ def test_a_new_file_starts_clean_and_progress_and_errors_show_by_their_control(
     browser.find_element(By.ID, "structure").send_keys("lungs")
     bad = tmp_path / "broken.nii"
     bad.write_bytes(b"\x00" * 400)
+    browser.find_element(By.ID, "file").clear()  # a new pick, not added to the last one
     browser.find_element(By.ID, "file").send_keys(str(bad))
     wait(browser, lambda d: "error" in d.find_element(By.ID, "open-status").get_attribute("class"))
-    assert browser.find_element(By.ID, "open-status").text.startswith("Could not open: 400")
+    assert browser.find_element(By.ID, "open-status").text.startswith("Could not open: 400: broken.nii")
     assert browser.find_elements(By.CSS_SELECTOR, "#chat-log li, #supports li, #mask-list li") == []
     assert browser.execute_script("return [state.box, state.answer.length, state.image, picture.width]") == [
         None,

@@ -490,6 +490,8 @@ function resetForNewPicture() {
   state.history = [];
   state.box = null;
   picture.width = 0;
+  $("drop-hint").hidden = false;
+  for (const side of ["top", "bottom", "left", "right"]) $("edge-" + side).textContent = "";
   fitView();
   $("chat-log").replaceChildren();
   $("supports").replaceChildren();
