@@ -25,9 +25,9 @@ __all__ = ["Resamples", "hierarchical_interval"]
 class Resamples:
     """Fixed draws for ``replicates`` replicates over targets with ``patients[t]`` patients each.
 
-    ``targets``: (B, T) int, the targets drawn in each replicate; ``weights[t]``: (B, T, P_t) int, how often
-    each patient of target t is drawn when t fills draw slot j of replicate b (only the slots where t was
-    drawn are read).
+    ``targets``: (B, T) int, the target drawn into each slot j of each replicate b; ``weights[t]``: (S_t, P_t)
+    int, for each of the S_t slots holding target t (in row-major order of ``targets == t``), how often each
+    of its patients is drawn. Memory grows with B x T x mean(P), not with T x B x T x P.
     """
 
     targets: np.ndarray
@@ -41,21 +41,23 @@ class Resamples:
         rng = np.random.default_rng(seed)
         n = len(patients)
         targets = rng.integers(0, n, size=(replicates, n))
-        return cls(targets, tuple(_counts(rng.integers(0, p, size=(replicates, n, p)), p) for p in patients))
+        weights = []
+        for t, p in enumerate(patients):
+            draws = rng.integers(0, p, size=(replicates, n, p))[targets == t]  # (S_t, p): t's slots only
+            weights.append(_counts(draws, p))
+        return cls(targets, tuple(weights))
 
     def scores(self, sums: Sequence[np.ndarray], sizes: Sequence[np.ndarray]) -> np.ndarray:
         """(B,) replicate scores: mean over drawn targets of (drawn patients' summed values / their row count).
 
         ``sums[t]``, ``sizes[t]``: (P_t,) per-patient sum of the values and number of rows of target t.
         """
-        per_slot = np.stack(
-            [
-                (w @ np.asarray(s, dtype=float)) / np.maximum(w @ np.asarray(c, dtype=float), 1)
-                for w, s, c in zip(self.weights, sums, sizes, strict=True)
-            ]
-        )  # (T targets, B, T slots): target t's score had it filled slot j of replicate b
-        b, j = np.meshgrid(np.arange(self.targets.shape[0]), np.arange(self.targets.shape[1]), indexing="ij")
-        return per_slot[self.targets, b, j].mean(axis=1)
+        per_slot = np.empty(self.targets.shape)  # (B, T): the score of the target drawn into each slot
+        for t, (w, s, c) in enumerate(zip(self.weights, sums, sizes, strict=True)):
+            per_slot[self.targets == t] = (w @ np.asarray(s, dtype=float)) / np.maximum(
+                w @ np.asarray(c, dtype=float), 1
+            )
+        return per_slot.mean(axis=1)
 
 
 def hierarchical_interval(
@@ -72,7 +74,7 @@ def hierarchical_interval(
 
 
 def _counts(draws: np.ndarray, p: int) -> np.ndarray:
-    """(B, T, p) draws of patient numbers 0..p-1 -> (B, T, p) how often each patient was drawn."""
-    rows = draws.shape[0] * draws.shape[1]
-    flat = draws.reshape(rows, p) + p * np.arange(rows)[:, None]
-    return np.bincount(flat.ravel(), minlength=rows * p).reshape(draws.shape)
+    """(S, p) draws of patient numbers 0..p-1 -> (S, p) how often each patient was drawn in each row."""
+    rows = draws.shape[0]
+    flat = draws + p * np.arange(rows)[:, None]
+    return np.bincount(flat.ravel(), minlength=rows * p).reshape(rows, p)
