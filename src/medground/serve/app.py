@@ -9,6 +9,11 @@ bounded time. The local grounding model answers the calls let through together
 one ``generate`` at a time); the in-context model takes one call at a time. A grounding call and a
 segmentation call may run at once. In proxy mode (:class:`~medground.serve.proxy.UpstreamGrounder`)
 the upstream server batches, so its gate lets several calls through.
+
+Limits come before the work they bound: :class:`~medground.serve.limits.RequestGuard` checks what the
+headers say before any body byte is read; a route reads only image headers (:func:`open_image`), checks
+the request's pixel budget and question length, and decodes pixels only once the model's gate lets it in
+(:func:`load_pixels`); a request whose client has left gives up its place in the gate and its answer.
 """
 
 from __future__ import annotations
@@ -119,7 +124,8 @@ class ServeSettings:
     allowed_hosts: tuple[str, ...] | None = None
     """Host-header names answered (a guard against DNS rebinding); None answers any."""
     max_volume_bytes: int = 256 * 1024 * 1024
-    """Body limit of a volume upload (POST /v1/volumes), unpacked zips included."""
+    """Body limit of a volume upload (POST /v1/volumes), and of what it unpacks to (a gunzipped NIfTI as
+    its header sizes it, a zip's files)."""
     max_voxels: int = 64 * 1024 * 1024
     """Voxels of one uploaded volume (checked from the NIfTI header before inflating)."""
     max_volumes: int = 8

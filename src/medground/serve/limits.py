@@ -278,9 +278,13 @@ class RequestGuard:
             return
         start, status = time.perf_counter(), [0]
 
+        def count(code: int) -> None:
+            self.metrics.add(self.label(scope), scope["method"], code, time.perf_counter() - start)
+
         async def sent(message: dict) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start":  # counted before the client can see the answer
                 status[0] = message["status"]
+                count(status[0])
             await send(message)
 
         try:
@@ -303,9 +307,8 @@ class RequestGuard:
             finally:
                 body.close()
         finally:
-            self.metrics.add(
-                self.label(scope), scope["method"], status[0] or 500, time.perf_counter() - start
-            )
+            if not status[0]:  # no answer started here: an error escaped (the server answers 500)
+                count(500)
 
 
 HEADER_TIMEOUT_S = 10.0
