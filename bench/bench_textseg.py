@@ -26,7 +26,7 @@ from safetensors.torch import save
 
 from medground.io.atomic import atomic_write_bytes, atomic_write_json
 from medground.textseg.model import HeadConfig, TextSegHead, upsample
-from medground.textseg.segmenter import WEIGHTS, refine_with_boxes
+from medground.textseg.segmenter import WEIGHTS, component_boxes, refine_with_boxes
 from medground.textseg.train import (
     Cached,
     Pair,
@@ -98,6 +98,70 @@ def evaluate(model: TextSegHead, data: Cached, cache: Path, vocab, modality, sam
     return {"pairs": out}
 
 
+def instance_boxes(mask: np.ndarray) -> np.ndarray:
+    """(256, 256) bool -> (N, 4) exclusive boxes [x0, y0, x1, y1) of its components of >= 16 px (model frame)."""
+    boxes = np.array(component_boxes(mask, limit=1000), dtype=np.float64).reshape(-1, 4)
+    return boxes + np.array([0, 0, 1, 1])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4), (M, 4) exclusive boxes -> (N, M) IoU."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def prior_boxes(data: Cached) -> dict[str, np.ndarray]:
+    """{name: mean instance box of the train split, as fractions (x0/W, y0/H, x1/W, y1/H) of the resized image}."""
+    acc: dict[str, list[np.ndarray]] = defaultdict(list)
+    for row, masks in zip(data.rows, data.masks, strict=True):
+        r, k = valid(row)
+        for name, m in masks.items():
+            acc[name] += list(instance_boxes(m) / np.array([k, r, k, r]))
+    return {n: np.mean(v, axis=0) for n, v in acc.items() if v}
+
+
+def rec_boxes(
+    records: list[dict], data: Cached, prior: dict[str, np.ndarray], threshold: float, use_ref
+) -> dict:
+    """REC from the masks (Deliver 3b): every truth instance box (component) of a test positive is a hit when
+    a predicted component box (presence-gated) or the prior box of its name has IoU >= 0.5 with it."""
+    hits = {"model": 0, "prior": 0, "instances": 0, "predicted": 0, "correct_predicted": 0}
+    per_ds: dict[str, dict[str, int]] = defaultdict(lambda: {"model": 0, "prior": 0, "instances": 0})
+    for rec in records:
+        if rec["kind"] != "positive":
+            continue
+        row = data.rows[rec["image"]]
+        r, k = valid(row)
+        truth = instance_boxes(data.masks[rec["image"]][rec["name"]])
+        pred = (
+            instance_boxes(rec["_masks"][1 if use_ref(rec["name"]) else 0])
+            if rec["prob"] >= threshold
+            else np.zeros((0, 4))
+        )
+        pb = prior.get(rec["name"])
+        pri = (pb * np.array([k, r, k, r]))[None] if pb is not None else np.zeros((0, 4))
+        if not len(truth):
+            continue
+        m = (box_iou(truth, pred).max(1) >= 0.5) if len(pred) else np.zeros(len(truth), bool)
+        q = (box_iou(truth, pri).max(1) >= 0.5) if len(pri) else np.zeros(len(truth), bool)
+        hits["model"] += int(m.sum())
+        hits["prior"] += int(q.sum())
+        hits["instances"] += len(truth)
+        hits["predicted"] += len(pred)
+        hits["correct_predicted"] += int((box_iou(pred, truth).max(1) >= 0.5).sum()) if len(pred) else 0
+        d = per_ds[rec["dataset"]]
+        d["model"] += int(m.sum())
+        d["prior"] += int(q.sum())
+        d["instances"] += len(truth)
+    n = max(hits["instances"], 1)
+    return {"acc_model": hits["model"] / n, "acc_prior": hits["prior"] / n,
+            "precision_model": hits["correct_predicted"] / max(hits["predicted"], 1), **hits,
+            "per_dataset": dict(per_ds)}  # fmt: skip
+
+
 def calibrate(records: list[dict]) -> tuple[float, set[str], bool]:
     """Threshold of best balanced accuracy (positives vs all negatives), names whose mean val Dice is higher
     refined, and the global refine choice (for names val did not see)."""
@@ -124,6 +188,7 @@ def report(
     refine: set[str],
     refine_default: bool,
     seen: set[str],
+    prior: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Per-structure Dice (chosen variant, ungated and presence-gated), AUROCs, wrong-name Dice."""
     use_ref = lambda n: n in refine or (n not in seen and refine_default)  # noqa: E731
@@ -172,6 +237,7 @@ def report(
                               "dice_right": dice(pred[:rr, :kk], data.masks[img][a][:rr, :kk])})  # fmt: skip
     neg_all = by("same") + by("cross")
     return {
+        "rec": rec_boxes(records, data, prior, threshold, use_ref) if prior is not None else None,
         "structures": rows,
         "mean_dice": float(np.mean([r["dice"] for r in rows])) if rows else None,
         "mean_dice_gated": float(np.mean([r["dice_gated"] for r in rows])) if rows else None,
@@ -205,6 +271,13 @@ def markdown(res: dict, title: str) -> str:
               f"cross-modality {fmt(res['auroc_cross'])}; pairs {res['counts']}; found {fmt(res['found_rate_positive'])} "
               f"of positives, rejected {fmt(res['rejected_rate_negative'])} of negatives; wrong name: "
               f"Dice(pred_A, truth_B) {fmt(w['dice_wrong'])} vs Dice(pred_A, truth_A) {fmt(w['dice_right'])} over {w['pairs']} pairs"]  # fmt: skip
+    if res.get("rec"):
+        rec = res["rec"]
+        lines.append(
+            f"REC from the masks (one box per component, presence-gated): Acc@0.5 {rec['acc_model']:.3f} vs the "
+            f"train prior box {rec['acc_prior']:.3f} over {rec['instances']} instances; precision of predicted boxes "
+            f"{rec['precision_model']:.3f} ({rec['predicted']} boxes)"
+        )
     return "\n".join(lines)
 
 
@@ -260,7 +333,7 @@ def main() -> int:
     threshold, refine, refine_default = calibrate(val_res)
     seen = {r["name"] for r in val_res if r["kind"] == "positive"}
     test_res = evaluate(model, test, args.cache, vocab, modality, sam, grid)["pairs"]
-    result = report(test_res, test, threshold, refine, refine_default, seen)
+    result = report(test_res, test, threshold, refine, refine_default, seen, prior_boxes(train))
     val_report = report(val_res, val, threshold, refine, refine_default, seen)
     tag = "held-out-" + "-".join(sorted(held)) if held else "test"
     result.update(threshold=threshold, refine_names=sorted(refine), refine_default=refine_default,

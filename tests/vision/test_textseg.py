@@ -92,3 +92,36 @@ def test_text_files_write_mask_and_report(random_head: Path, tmp_path: Path, mon
     assert len(lines) == 1 and "'spleen'" in lines[0] and "presence" in lines[0]
     with pytest.raises(ValueError, match="--text-engine icl"):
         segment_text_files([tmp_path / "v.nii.gz"], tmp_path / "out", "spleen", weights=random_head)
+
+
+def test_pairs_never_use_same_modality_names_of_other_datasets() -> None:
+    from medground.textseg.train import Cached, make_pairs, vocabulary
+
+    rows = [
+        {"dataset": "drive", "modality": "fundus", "names": ["retinal vessels"]},
+        {"dataset": "idrid", "modality": "fundus", "names": ["optic disc"]},
+        {"dataset": "sa", "modality": "ct", "names": ["liver"]},
+        {"dataset": "sa", "modality": "ct", "names": ["liver", "spleen"]},
+    ]
+    vocab, modality = vocabulary(rows)
+    data = Cached(rows, torch.zeros(4, 32, 32, 256), [{} for _ in rows])
+    pairs = {
+        (p.image, p.name, p.kind) for p in make_pairs(data, vocab, modality, None, np.random.default_rng(0))
+    }
+    assert {p for p in pairs if p[0] == 0} == {
+        (0, "retinal vessels", "positive"),
+        (0, "liver", "cross"),
+        (0, "spleen", "cross"),
+    }  # the idrid image may show vessels: "optic disc" is never asked of a drive image, nor the reverse
+    assert {p for p in pairs if p[0] == 2} == {
+        (2, "liver", "positive"),
+        (2, "spleen", "same"),
+        (2, "retinal vessels", "cross"),
+        (2, "optic disc", "cross"),
+    }
+    assert {p for p in pairs if p[0] == 3} == {
+        (3, "liver", "positive"),
+        (3, "spleen", "positive"),
+        (3, "retinal vessels", "cross"),
+        (3, "optic disc", "cross"),
+    }

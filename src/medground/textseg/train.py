@@ -55,6 +55,7 @@ class TrainConfig:
     batch: int = 16
     lr: float = 3e-3
     cross_per_image: int = 2  # cross-modality negatives drawn per image per epoch
+    same_per_image: int = 2  # same-dataset negatives drawn per image per epoch (SA-Med2D has 20+ per image)
     seed: int = 0
 
 
@@ -94,19 +95,26 @@ def make_pairs(
     modality: dict[str, str],
     cross: int | None,
     rng: np.random.Generator,
+    same: int | None = None,
 ) -> list[Pair]:
-    """Every positive and same-dataset negative of each image, plus ``cross`` random cross-modality names per
-    image (None: all of them)."""
+    """Every positive of each image, plus ``same`` random same-dataset negatives and ``cross`` random
+    cross-modality names per image (None: all of them)."""
     pairs: list[Pair] = []
     for i, r in enumerate(data.rows):
         own = set(r["names"])
         pairs += [Pair(i, n, "positive") for n in sorted(own)]
-        pairs += [Pair(i, n, "same") for n in sorted(vocab[r["dataset"]] - own)]
+        absent = _draw(sorted(vocab[r["dataset"]] - own), same, rng)
+        pairs += [Pair(i, n, "same") for n in absent]
         other = sorted({n for d, ns in vocab.items() if modality[d] != r["modality"] for n in ns})
-        if cross is not None and len(other) > cross:
-            other = [other[j] for j in rng.choice(len(other), cross, replace=False)]
-        pairs += [Pair(i, n, "cross") for n in other]
+        pairs += [Pair(i, n, "cross") for n in _draw(other, cross, rng)]
     return pairs
+
+
+def _draw(names: list[str], k: int | None, rng: np.random.Generator) -> list[str]:
+    """``k`` of ``names`` at random (all when ``k`` is None or not smaller)."""
+    if k is None or len(names) <= k:
+        return names
+    return [names[j] for j in sorted(rng.choice(len(names), k, replace=False))]
 
 
 def embed_texts(data: Cached, names: Iterable[str], encoder: TextEncoder | None = None) -> None:
@@ -161,7 +169,7 @@ def train_head(
     start, running = time.perf_counter(), 0.0
     for step in range(config.steps):
         if len(order) < config.batch:
-            order = make_pairs(data, vocab, modality, config.cross_per_image, rng)
+            order = make_pairs(data, vocab, modality, config.cross_per_image, rng, config.same_per_image)
             order = [order[j] for j in rng.permutation(len(order))]
         batch, order = order[: config.batch], order[config.batch :]
         emb, text, targets, present = batch_tensors(data, batch, grid)
