@@ -1,7 +1,8 @@
 """Benchmark: sharded exports (Parquet, WebDataset) against copying the same image bytes.
 
 A build of the shared collection (``medground build ../shared/data/medseg/*/ --out BUILD``) is replicated
-``--copies`` times (records re-keyed, images hard-linked). Each case is a fresh process, run 3 times with
+``--copies`` times (records re-keyed, images and masks hard-linked; the shards carry each region's mask
+as RLE, so they read the masks). Each case is a fresh process, run 3 times with
 the cases interleaved (median): the CLI's start alone (``medground export --help``, included in the export
 lines), the floor (``shutil.copyfile`` of every record's image, paths streamed from the records), then
 ``medground export BUILD --format webdataset|parquet`` as users run it. Prints images/s, MiB/s of image
@@ -51,6 +52,10 @@ def replicate(build: Path, copies: int, target: Path) -> tuple[int, int]:
                 image = Path(rel.parts[0], f"r{k}", *rel.parts[1:]).as_posix()
                 (target / image).parent.mkdir(parents=True, exist_ok=True)
                 os.link(build / rel, target / image)
+                for mask in [r["mask"] for r in record.get("regions") or [] if r.get("mask")]:
+                    if not (target / mask).exists():  # shared by the copies: the shards read them
+                        (target / mask).parent.mkdir(parents=True, exist_ok=True)
+                        os.link(build / mask, target / mask)
                 out.write(json.dumps({**record, "id": f"{record['id']}~r{k}", "image": image}) + "\n")
                 count += 1
                 size += (build / rel).stat().st_size
