@@ -189,3 +189,29 @@ def test_cli_export_shards(tmp_path):
     assert len(_shards(folder, ".parquet")) == 3
     result = CliRunner().invoke(app, ["export", str(root), "--format", "sharegpt", "--shard-size", "1"])
     assert result.exit_code != 0 and "shard_size applies to parquet and webdataset only" in result.output
+
+
+def test_parquet_feature_metadata_uses_only_types_datasets_3_knows(tmp_path):
+    """datasets 3.0.0's ``_FEATURE_TYPES`` (read in a datasets==3.0.0 install): a 4.x-only type such as
+    ``List`` in the metadata makes 3.x fail with "Feature type 'List' not found"."""
+    import pyarrow.parquet as pq
+
+    known_in_3_0 = {"Array2D", "Array3D", "Array4D", "Array5D", "Audio", "ClassLabel", "Image", "LargeList"}
+    known_in_3_0 |= {"Sequence", "Translation", "TranslationVariableLanguages", "Value"}
+    root, _ = _build_with_a_jpeg(tmp_path / "out")
+    folder = export(root, "parquet")
+    metadata = pq.read_schema(_shards(folder, ".parquet")[0]).metadata[b"huggingface"]
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("_type"), str):
+                found.add(node["_type"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(metadata)["info"]["features"])
+    assert found and found <= known_in_3_0, found

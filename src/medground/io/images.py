@@ -671,13 +671,20 @@ def strip_image_metadata(path: str | Path) -> bytes:
     return buffer.getvalue()
 
 
+def image_file_bytes(path: str | Path, *, keep_metadata: bool = False) -> bytes:
+    """The bytes of image file ``path`` as medground passes it on: without its metadata
+    (:func:`strip_image_metadata`), or as stored with ``keep_metadata``. ReadError for a missing file or
+    an unsupported suffix."""
+    if keep_metadata:
+        p = require_file(path)
+        _check_suffix(p)
+        return p.read_bytes()
+    return strip_image_metadata(path)
+
+
 def copy_image(
     src: str | Path, dst: str | Path, *, keep_metadata: bool = False, durable: bool = True
 ) -> None:
-    """Copy image file ``src`` to ``dst`` (parent folders created) without its metadata
-    (:func:`strip_image_metadata`), or byte for byte with ``keep_metadata``; ``durable`` as in
-    :func:`write_png`."""
-    if keep_metadata:
-        _write(dst, require_file(src).read_bytes(), durable)
-        return
-    _write(dst, strip_image_metadata(src), durable)
+    """Copy image file ``src`` to ``dst`` (parent folders created) without its metadata, or byte for
+    byte with ``keep_metadata`` (:func:`image_file_bytes`); ``durable`` as in :func:`write_png`."""
+    _write(dst, image_file_bytes(src, keep_metadata=keep_metadata), durable)

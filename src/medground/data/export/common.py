@@ -21,7 +21,7 @@ from PIL import Image
 
 from medground.grounding import Dialect, get_dialect, reground_text, scale_box
 from medground.io import atomic_write_bytes, encode_png, read_image
-from medground.io.images import strip_image_metadata
+from medground.io.images import image_file_bytes
 from medground.types import Box
 
 __all__ = [
@@ -225,7 +225,7 @@ def image_bytes(item: Rendered, keep_metadata: bool) -> bytes:
     unless ``keep_metadata``)."""
     if item.resized:
         return _resized_png(item.src, item.size)
-    return item.src.read_bytes() if keep_metadata else strip_image_metadata(item.src)
+    return image_file_bytes(item.src, keep_metadata=keep_metadata)
 
 
 def place_image(item: Rendered, folder: Path, keep_metadata: bool) -> None:
@@ -235,12 +235,12 @@ def place_image(item: Rendered, folder: Path, keep_metadata: bool) -> None:
     if dst.exists() and dst.samefile(item.src):
         return
     data = None if keep_metadata and not item.resized else image_bytes(item, keep_metadata)
-    if data is None or (not item.resized and data == item.src.read_bytes()):
+    if data is None or (not item.resized and data == image_file_bytes(item.src, keep_metadata=True)):
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.unlink(missing_ok=True)
         try:
             os.link(item.src, dst)
             return
         except OSError:
-            data = item.src.read_bytes() if data is None else data
+            data = image_file_bytes(item.src, keep_metadata=True) if data is None else data
     atomic_write_bytes(dst, data, fsync=False)
