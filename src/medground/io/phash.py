@@ -140,50 +140,56 @@ def decode_hashes(text: str) -> np.ndarray:
 
 
 def near_pairs(
-    stored: np.ndarray, bits: int = CANDIDATE_BITS, chunks: int = 4, batch: int = 1 << 20
+    stored: np.ndarray, bits: int = CANDIDATE_BITS, chunks: int = 4, budget: int = 1 << 22
 ) -> np.ndarray:
     """Pairs of images whose stored hashes say they may be one picture: ``(P, 3)`` int64 rows
-    ``(i, j, k)`` with ``i != j``: a window hash of image i is within ``bits`` of the hash of image j in
-    orientation k (``j`` turned/mirrored by ``ORIENTATIONS[k]`` and maybe cropped is a view of ``i``).
+    ``(i, j, k)`` with ``i != j``, sorted: a window hash of image i is within ``bits`` of the hash of
+    image j in orientation k (``j`` turned/mirrored by ``ORIENTATIONS[k]`` and maybe cropped is a view
+    of ``i``).
 
     ``stored``: ``(N, 8 + len(INDEX_WINDOWS))`` rows of :func:`stored_hashes`. Multi-index hashing
     instead of comparing all pairs: the 64 bits are cut into ``chunks`` pieces; each image's orientation
     hashes are sorted by each piece, and each window hash looks up the orientation hashes that share a
     piece exactly, then the full distance is checked. Two hashes within ``bits`` share a piece whenever
     ``bits < chunks`` and usually beyond (a copy has several windows close to it); the recall on made
-    copies is measured in bench/bench_check_splits.py. Memory: the sorted pieces (N x 8 per chunk) and
-    one batch of ``batch`` window hashes with their matches at a time.
+    copies is measured in bench/bench_check_splits.py. Memory: the sorted pieces (N x 8 per chunk), the
+    pairs found, and at most ``budget`` looked-up matches at a time.
     """
-    turned = stored[:, : len(ORIENTATIONS)].reshape(-1)  # row r = image r // 8, orientation r % 8
-    windows = stored[:, len(ORIENTATIONS) :].reshape(-1)  # row r = image r // len(INDEX_WINDOWS)
-    per_image = stored.shape[1] - len(ORIENTATIONS)
+    count, turns = stored.shape[0], len(ORIENTATIONS)
+    turned = stored[:, :turns].reshape(-1)  # row r = image r // 8, orientation r % 8
+    windows = stored[:, turns:].reshape(-1)  # row r = image r // per_image
+    per_image = stored.shape[1] - turns
     width = 64 // chunks
-    found = []
+    mask = np.uint64((1 << width) - 1)
+    found = np.zeros(0, dtype=np.int64)  # pair codes (i * count + j) * 8 + k
     for piece in range(chunks):
         shift = np.uint64(64 - width * (piece + 1))
-        mask = np.uint64((1 << width) - 1)
         keys = (turned >> shift) & mask
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
-        for start in range(0, len(windows), batch):
-            query = windows[start : start + batch]
-            query_keys = (query >> shift) & mask
-            low = np.searchsorted(sorted_keys, query_keys, side="left")
-            high = np.searchsorted(sorted_keys, query_keys, side="right")
-            sizes = high - low
-            rows = np.repeat(np.arange(len(query)), sizes)
-            offsets = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-            matches = order[np.repeat(low, sizes) + offsets]
-            close = hamming(query[rows], turned[matches]) <= bits
-            rows, matches = rows[close], matches[close]
-            pairs = np.stack(
-                ((start + rows) // per_image, matches // len(ORIENTATIONS), matches % len(ORIENTATIONS)),
-                axis=1,
+        query_keys = (windows >> shift) & mask
+        low = np.searchsorted(sorted_keys, query_keys, side="left")
+        sizes = np.searchsorted(sorted_keys, query_keys, side="right") - low
+        ends = np.cumsum(sizes)
+        codes = []
+        start = 0
+        while start < len(windows):  # query slices of at most `budget` matches (one query may exceed it)
+            stop = max(
+                start + 1, int(np.searchsorted(ends, ends[start] - sizes[start] + budget, side="right"))
             )
-            found.append(pairs[pairs[:, 0] != pairs[:, 1]])
-    if not found:
-        return np.zeros((0, 3), dtype=np.int64)
-    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+            part = sizes[start:stop]
+            rows = np.repeat(np.arange(start, stop), part)
+            offsets = np.arange(int(part.sum())) - np.repeat(np.cumsum(part) - part, part)
+            matches = order[np.repeat(low[start:stop], part) + offsets]
+            close = hamming(windows[rows], turned[matches]) <= bits
+            rows, matches = rows[close] // per_image, matches[close]
+            other = matches // turns
+            keep = rows != other
+            codes.append((rows[keep] * count + other[keep]) * turns + matches[keep] % turns)
+            start = stop
+        found = np.unique(np.concatenate([found, *codes]))
+    pairs = np.stack((found // turns // count, found // turns % count, found % turns), axis=1)
+    return pairs.astype(np.int64)
 
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
