@@ -31,7 +31,7 @@ def test_build_then_export_through_the_cli(tmp_path):
     rows = [json.loads(line) for line in Path(result.stdout.strip()).read_text().splitlines()]
     assert len(rows) == 3 and rows[0]["messages"][0]["role"] == "user"
     # The build's default tags are plain characters to Qwen2/2.5/3-VL templates: the export says so.
-    assert result.stderr.count("warning: exporting boxes in the qwen-vl dialect") == 1
+    assert result.stderr.count("warning: exporting boxes in the qwen-vl-grid dialect") == 1
 
 
 def test_bad_source_is_a_clear_error(tmp_path):

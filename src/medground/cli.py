@@ -310,9 +310,9 @@ def export(
                 system=system,
                 keep_metadata=keep_image_metadata,
             )
-        typer.echo(written)
+        typer.echo(written)  # stdout: the path alone, for scripts
         manifest = json.loads(exports.manifest_path(written).read_text(encoding="utf-8"))
-        typer.echo(exports.requirement_line(manifest))
+        typer.echo(exports.requirement_line(manifest), err=True)
     except (ValueError, KeyError, FileNotFoundError) as error:
         fail(str(error))
 

@@ -185,7 +185,7 @@ def test_cli_export_shards(tmp_path):
     assert result.exit_code == 0, result.output
     folder = root / "export" / "parquet_qwen-vl-grid"
     assert result.stdout.splitlines()[0] == str(folder)
-    assert "no pixel setting needed" in result.stdout
+    assert "no pixel setting needed" in result.stderr
     assert len(_shards(folder, ".parquet")) == 3
     result = CliRunner().invoke(app, ["export", str(root), "--format", "sharegpt", "--shard-size", "1"])
     assert result.exit_code != 0 and "shard_size applies to parquet and webdataset only" in result.output

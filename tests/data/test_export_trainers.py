@@ -198,7 +198,7 @@ def test_grid_dialects_need_no_setting_and_the_cli_prints_the_requirement(tmp_pa
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "image_max_pixels / MAX_PIXELS >= 392000" in result.stdout
+    assert "image_max_pixels / MAX_PIXELS >= 392000" in result.stderr
     result = CliRunner().invoke(
         app,
         [
@@ -212,7 +212,7 @@ def test_grid_dialects_need_no_setting_and_the_cli_prints_the_requirement(tmp_pa
             str(tmp_path / "b"),
         ],
     )
-    assert result.exit_code == 0 and "no pixel setting needed" in result.stdout
+    assert result.exit_code == 0 and "no pixel setting needed" in result.stderr
     written = tmp_path / "b" / "medground_qwen3-vl-norm1000.jsonl"
     assert json.loads(manifest_path(written).read_text())["requires"] == {}
 
