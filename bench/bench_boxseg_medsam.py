@@ -131,6 +131,48 @@ def report(rows: list[dict]) -> dict:
     return summary
 
 
+NAMED_KIND = {
+    "brats2021_flair_mr",
+    "edd2020_endoscopy_disease",
+    "kvasir_seg_endoscopy",
+    "ph2_dermoscopy",
+    "shenzhen_cxr_lung_xray",
+}
+"""Datasets of a kind issue 23 names as in MedSAM's training mix (README's contamination table)."""
+
+
+def markdown(summary: dict) -> str:
+    """The per-dataset table (tight and jittered boxes) and the overall rows, as markdown."""
+    cols = [f"{k}/{m}" for k in ("tight", "jitter") for m in METHODS]
+    head = "| dataset | n | units | " + " | ".join(c.replace("/", " ") for c in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 3)]
+
+    def row(name: str, s: dict) -> str:
+        cells = []
+        for c in cols:
+            v = s[c]
+            ci = v.get("ci")
+            cells.append(
+                f"{v['mean']:.3f}"
+                + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if c == "tight/litemedsam" and ci else "")
+            )
+        star = " *" if name in NAMED_KIND else ""
+        return f"| {name}{star} | {s['instances']} | {s['units']} {s['unit']}s | " + " | ".join(cells) + " |"
+
+    for part in (summary["per_dataset"], summary["apart"].get("per_dataset", {})):
+        lines += [row(n, s) for n, s in sorted(part.items())]
+    for label, names in (
+        ("overall (mean of dataset means, fill >= 1/4)", list(summary["per_dataset"])),
+        (
+            "overall, datasets not of a kind named in MedSAM's mix",
+            [n for n in summary["per_dataset"] if n not in NAMED_KIND],
+        ),
+    ):
+        means = [np.mean([summary["per_dataset"][n][c]["mean"] for n in names]) for c in cols]
+        lines.append(f"| **{label}** ({len(names)}) | | | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="medground build output of the shared 2D collection")
@@ -158,6 +200,7 @@ def main() -> None:
     summary = report(rows)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: summary[k] for k in ("overall", "ship", "timing", "mean_fill")}, indent=2))
+    print(markdown(summary))
 
 
 if __name__ == "__main__":

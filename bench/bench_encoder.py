@@ -51,14 +51,71 @@ def peak_rss_mib(args: list[str]) -> tuple[float, float]:
     return int(line.split()[1]) / 1024, time.perf_counter() - start
 
 
+SERVE_CODE = """
+import base64, io, json, statistics, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from PIL import Image
+from fastapi.testclient import TestClient
+from medground.serve.app import build_app
+
+def hwm():
+    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) / 1024
+
+def body(seed):
+    rng = np.random.default_rng(seed)
+    img = (rng.random((384, 512)) * 60 + 40).astype(np.uint8)
+    img[120:260, 150:330] += 100  # a bright block to segment
+    buf = io.BytesIO(); Image.fromarray(img).save(buf, format='PNG')
+    url = 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
+    return {'query': url, 'box': [140, 110, 340, 270]}
+
+client = TestClient(build_app())
+out = {'loaded_mib': hwm()}
+def post(seed):
+    start = time.perf_counter()
+    r = client.post('/v1/segment', json=body(seed))
+    return r.status_code, time.perf_counter() - start
+single = [t for _, t in (post(i) for i in range(int(sys.argv[1])))]
+out['after_box_requests_mib'] = hwm()
+with ThreadPoolExecutor(4) as pool:
+    answers = list(pool.map(post, range(1000, 1000 + 4 * int(sys.argv[1]))))
+many = [t for code, t in answers if code == 200]
+out['single_client_median_s'] = statistics.median(single)
+out['four_clients_status_counts'] = {str(c): sum(1 for x, _ in answers if x == c) for c in {x for x, _ in answers}}
+out['four_clients_p95_s_of_200s'] = float(np.percentile(many, 95)) if many else None
+out['four_clients_median_s_of_200s'] = statistics.median(many) if many else None
+out['peak_mib'] = hwm()
+print('SERVE', json.dumps(out))
+"""
+
+
+def serve(requests: int) -> dict:
+    """/v1/segment with a box in a fresh app process: a new image per request; one client, then 4 at once."""
+    proc = subprocess.run([sys.executable, "-c", SERVE_CODE, str(requests)], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the app process failed:\n{proc.stderr[-3000:]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("SERVE"))
+    return json.loads(line.split(" ", 1)[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5, help="distinct random images per encoder")
     parser.add_argument("--memory-only", action="store_true", help="only the peak memory of segment --box")
+    parser.add_argument(
+        "--serve",
+        type=int,
+        default=0,
+        help="only /v1/segment with a box: N single-client requests, then 4N by 4 clients",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.memory_only:
         print(json.dumps(memory(), indent=2))
+        return
+    if args.serve:
+        print(json.dumps(serve(args.serve), indent=2))
         return
     enc = ImageEncoder.from_pretrained()
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,4 +1,4 @@
-"""``segment --box`` and the segmenter facade use LiteMedSAM for a box alone; BoxSeg stays reachable."""
+"""``segment --box`` and the segmenter facade: BoxSeg by default (the bench's ship rule), LiteMedSAM on request."""
 
 from __future__ import annotations
 
@@ -26,13 +26,10 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
 
 
-def test_box_alone_goes_to_litemedsam_and_boxseg_on_request(encoder: ImageEncoder) -> None:
+def test_box_alone_goes_to_boxseg_by_default_and_litemedsam_on_request(encoder: ImageEncoder) -> None:
     image, truth, box = _disc()
     boxseg = BoxSeg(BoxSegConfig(size=32, widths=(4, 8)))  # untrained: returns the inscribed ellipse
-    assert InContextSegmenter(boxseg).box_engine == "litemedsam"
-    assert (
-        InContextSegmenter(boxseg, box_model=boxseg).box_engine == "boxseg"
-    )  # a model given is the one used
+    assert InContextSegmenter(boxseg).box_engine == "boxseg"  # the default, by the bench's ship rule
     seg = InContextSegmenter(boxseg, box_model=boxseg, box_engine="litemedsam", image_encoder=encoder)
     prob = seg.segment(image, box=box)
     np.testing.assert_array_equal(prob, encoder.segment_box(image, box))
@@ -40,7 +37,7 @@ def test_box_alone_goes_to_litemedsam_and_boxseg_on_request(encoder: ImageEncode
     seg.box_engine = "boxseg"
     ellipse = seg.segment(image, box=box) >= 0.5
     assert not np.array_equal(ellipse, prob >= 0.5)
-    with pytest.raises(ValueError, match="litemedsam, boxseg"):
+    with pytest.raises(ValueError, match="boxseg, litemedsam"):
         InContextSegmenter(boxseg, box_engine="sam")
 
 
@@ -56,9 +53,9 @@ def test_cli_segment_box_writes_litemedsam_mask_and_refuses_unknown_engine(tmp_p
         "--box",
         "40,30,81,71",
     ]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, [*args, "--box-model", "litemedsam"])
     assert result.exit_code == 0, result.output
     mask = np.asarray(Image.open(tmp_path / "o/q.png")) > 0
     np.testing.assert_array_equal(mask, encoder.segment_box(image, box) >= 0.5)
     bad = CliRunner().invoke(app, [*args[:-2], "--box", "40,30,81,71", "--box-model", "sam"])
-    assert bad.exit_code != 0 and "litemedsam, boxseg" in bad.output
+    assert bad.exit_code != 0 and "boxseg, litemedsam" in bad.output

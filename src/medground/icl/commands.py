@@ -79,9 +79,9 @@ def segment_command(
         str,
         typer.Option(
             "--box-model",
-            help="What segments a --box alone: 'litemedsam' (the pretrained LiteMedSAM, default) or 'boxseg' (the earlier box model trained here). A box with supports or --text always uses boxseg.",
+            help="What segments a --box alone: 'boxseg' (the box model trained here, default) or 'litemedsam' (the pretrained LiteMedSAM; below boxseg and the ellipse on the collection's folds, bench/RESULTS.md). A box with supports or --text always uses boxseg.",
         ),
-    ] = "litemedsam",
+    ] = "boxseg",
     size: Annotated[
         int | None,
         typer.Option(

@@ -80,7 +80,7 @@ def segment_files(
     modality: str = "mr",
     box: tuple[int, int, int, int] | None = None,
     size: int | None = None,
-    box_engine: str = "litemedsam",
+    box_engine: str = "boxseg",
 ) -> list[Path]:
     """Segment each query file; write ``out/<stem>.png`` + ``out/<stem>_overlay.png`` (2D) or
     ``out/<stem>.nii.gz`` (NIfTI query, slice by slice, affine and header kept), with stems made distinct

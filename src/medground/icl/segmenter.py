@@ -52,8 +52,10 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
-BOX_ENGINES = ("litemedsam", "boxseg")
-"""What segments a box alone: the pretrained LiteMedSAM (:mod:`medground.vision`, the default) or BoxSeg."""
+BOX_ENGINES = ("boxseg", "litemedsam")
+"""What segments a box alone: BoxSeg (the default) or the pretrained LiteMedSAM (:mod:`medground.vision`).
+BoxSeg stays the default by the ship rule of bench/bench_boxseg_medsam.py (bench/RESULTS.md, "Box -> mask
+with LiteMedSAM"): LiteMedSAM as shipped scored below the shipped BoxSeg and the inscribed ellipse."""
 ImageLike = np.ndarray | str | Path
 InContextModel = RidgeSeg | PoolSeg
 """Both share ``encode_support(images, masks, text) -> context`` and ``segment(queries, context)``."""
@@ -125,9 +127,9 @@ def _as_mask(item: ImageLike) -> np.ndarray:
 class InContextSegmenter:
     """Segment queries from a support set of (image, mask) pairs and/or a text prompt and/or a box.
 
-    A box alone is segmented by ``box_engine``: "litemedsam" (the default unless ``box_model`` or
-    ``box_path`` is given; the pretrained encoder and mask decoder of :mod:`medground.vision`,
-    ``image_encoder`` or the process-wide one, each image encoded once) or "boxseg". A box with supports or text always uses BoxSeg (:mod:`medground.icl.boxprompt`), whose prior
+    A box alone is segmented by ``box_engine``: "boxseg" (default) or "litemedsam" (the pretrained encoder
+    and mask decoder of :mod:`medground.vision`, ``image_encoder`` or the process-wide one, each image
+    encoded once). A box with supports or text always uses BoxSeg (:mod:`medground.icl.boxprompt`), whose prior
     channel takes the in-context map; it is loaded on first use from ``box_path`` (default: the shipped
     ``medground/icl/weights/box``) unless one is passed as ``box_model``.
     """
@@ -142,8 +144,7 @@ class InContextSegmenter:
         box_engine: str | None = None,
         image_encoder: ImageEncoder | None = None,
     ) -> None:
-        if box_engine is None:  # a box model given by object or folder is the one asked for
-            box_engine = "boxseg" if box_model is not None or box_path is not None else "litemedsam"
+        box_engine = box_engine or "boxseg"
         if box_engine not in BOX_ENGINES:
             raise ValueError(f"box_engine: expected one of {', '.join(BOX_ENGINES)}, got {box_engine!r}")
         self.model = model.eval()
@@ -166,7 +167,7 @@ class InContextSegmenter:
         """Load a model folder; ``None`` loads the weights shipped in ``medground/icl/weights``
         (``box_path``: the box-prompt model folder, default the shipped ``weights/box``; ``size``: the
         working resolution, default the weights' own, see :func:`load_pretrained`; ``box_engine``: what
-        segments a box alone, one of :data:`BOX_ENGINES`, default "boxseg" with ``box_path``, else "litemedsam")."""
+        segments a box alone, one of :data:`BOX_ENGINES`, default "boxseg")."""
         folder = Path(path) if path is not None else DEFAULT_WEIGHTS
         return cls(load_pretrained(folder, size=size), box_path=box_path, box_engine=box_engine)
 
@@ -227,7 +228,7 @@ class InContextSegmenter:
         ``context`` from :meth:`encode_support` (encode once, segment many), and/or a ``box``:
         ``[x0, y0, x1, y1]`` in pixels of the query (x1/y1 exclusive) for one query, a list of such
         boxes (one per query) for a list. With a box alone ``box_engine`` segments the object in it
-        (LiteMedSAM by default: its mask may reach outside the box); with a box and supports/text the
+        (LiteMedSAM's mask may reach outside the box); with a box and supports/text the
         in-context map is BoxSeg's prior channel, and BoxSeg's probability is 0 outside the box's crop
         window (the box plus 20% and 4 px per side). Raises ValueError naming a box that is malformed or
         not inside its image.
