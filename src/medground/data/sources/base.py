@@ -24,6 +24,7 @@ Three truths every source states once, here by shared helpers:
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,10 +44,13 @@ __all__ = [
     "Source",
     "SourceError",
     "case_key",
+    "clean_region",
     "labelled",
     "large_structures",
     "nearby_names",
+    "plane_from_text",
     "protocol_of",
+    "read_meta",
     "read_protocols",
     "resolve",
     "slice_position",
@@ -148,6 +152,30 @@ def nearby_names(
         if other != index and abs(other - index) <= NEARBY_SLICES:
             found |= names
     return sorted(found)
+
+
+def read_meta(root: Path) -> dict:
+    """``meta.json`` of a dataset folder, or an empty dict."""
+    path = root / "meta.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise SourceError(f"{path}: not valid JSON ({error}); fix or remove it") from error
+
+
+def plane_from_text(text: str | None) -> str | None:
+    """'axial', 'coronal' or 'sagittal' when the text names one."""
+    for plane in ("axial", "coronal", "sagittal"):
+        if text and plane in text.lower():
+            return plane
+    return None
+
+
+def clean_region(text: str | None) -> str | None:
+    """A body region without parenthesised notes: "brain (axial FLAIR slices)" -> "brain"."""
+    return re.sub(r"\s*\([^)]*\)", "", text).strip() or None if text else None
 
 
 def read_protocols(meta: dict, where: Path) -> dict[str, str] | None:

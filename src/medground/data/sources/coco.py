@@ -60,13 +60,15 @@ from medground.data.sources.base import (
     Source,
     SourceError,
     case_key,
+    clean_region,
     labelled,
     nearby_names,
+    plane_from_text,
     protocol_of,
+    read_meta,
     read_protocols,
     slice_positions,
 )
-from medground.data.sources.medseg import clean_region, plane_from_text, read_meta
 from medground.data.sources.peek import json_first_entry
 from medground.data.sources.planar import MaskSpec, load_planar
 from medground.io import decode_rle, fill_polygon

@@ -20,8 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medground.data.sources.base import Item, SourceError
-from medground.data.sources.medseg import clean_region, read_meta
+from medground.data.sources.base import Item, SourceError, clean_region, read_meta
 from medground.data.sources.volumes import VolumeOptions, VolumeSource
 from medground.io import ReadError, Volume, dicom_series_info, load_dicom_series
 from medground.names import clean_name

@@ -23,18 +23,19 @@ from medground.data.sources.base import (
     Item,
     SourceError,
     case_key,
+    clean_region,
     nearby_names,
+    plane_from_text,
     protocol_of,
+    read_meta,
     read_protocols,
     slice_positions,
 )
-from medground.data.sources.medseg import clean_region, plane_from_text, read_meta
 from medground.data.sources.planar import MaskSpec, PlanarSource
+from medground.io import IMAGE_SUFFIXES
 from medground.types import Rejected
 
-__all__ = ["FolderSource", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+__all__ = ["FolderSource"]
 
 
 @dataclass

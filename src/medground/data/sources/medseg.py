@@ -28,9 +28,12 @@ from medground.data.sources.base import (
     Item,
     SourceError,
     case_key,
+    clean_region,
     large_structures,
     nearby_names,
+    plane_from_text,
     protocol_of,
+    read_meta,
     read_protocols,
     resolve,
     slice_positions,
@@ -39,34 +42,10 @@ from medground.data.sources.peek import csv_header
 from medground.data.sources.planar import MaskSpec, PlanarSource
 from medground.types import Rejected
 
-__all__ = ["MedsegSource", "clean_region", "plane_from_text", "read_meta"]
+__all__ = ["MedsegSource"]
 
 SA_MED2D_INDEX_NAMES = ("image2label_train.json", "label2image_test.json")
 _INSTANCE_KEY = re.compile(r"^\d+\s*\.\.\s*N$", re.IGNORECASE)
-
-
-def read_meta(root: Path) -> dict:
-    """``meta.json`` of a dataset folder, or an empty dict."""
-    path = root / "meta.json"
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise SourceError(f"{path}: not valid JSON ({error}); fix or remove it") from error
-
-
-def plane_from_text(text: str | None) -> str | None:
-    """'axial', 'coronal' or 'sagittal' when the text names one."""
-    for plane in ("axial", "coronal", "sagittal"):
-        if text and plane in text.lower():
-            return plane
-    return None
-
-
-def clean_region(text: str | None) -> str | None:
-    """A body region without parenthesised notes: "brain (axial FLAIR slices)" -> "brain"."""
-    return re.sub(r"\s*\([^)]*\)", "", text).strip() or None if text else None
 
 
 def _declared_values(labels: dict) -> dict[int, str]:

@@ -46,12 +46,13 @@ from medground.data.sources.base import (
     Item,
     SourceError,
     case_key,
+    clean_region,
     large_structures,
     protocol_of,
+    read_meta,
     read_protocols,
     slice_position,
 )
-from medground.data.sources.medseg import clean_region, read_meta
 from medground.data.sources.peek import json_first_entry
 from medground.data.sources.planar import MaskSpec, PlanarSource
 from medground.io import IMAGE_SUFFIXES

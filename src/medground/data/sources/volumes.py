@@ -29,8 +29,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from medground.data.sources.base import NEARBY_SLICES, Item, LoadResult, Source, SourceError, resolve
-from medground.data.sources.medseg import clean_region, read_meta
+from medground.data.sources.base import (
+    NEARBY_SLICES,
+    Item,
+    LoadResult,
+    Source,
+    SourceError,
+    clean_region,
+    read_meta,
+    resolve,
+)
 from medground.data.sources.peek import csv_header
 from medground.io import (
     CT_WINDOWS,
