@@ -56,6 +56,7 @@ def main() -> int:
     parser.add_argument(
         "--part", default="0/1", help="K/N: encode every N-th image from the K-th (parallel workers)"
     )
+    parser.add_argument("--reverse", action="store_true", help="walk the list from its end (more workers)")
     args = parser.parse_args()
 
     folders = [(p, False) for p in sorted(args.medseg.iterdir()) if p.is_dir()]

@@ -125,3 +125,12 @@ def test_pairs_never_use_same_modality_names_of_other_datasets() -> None:
         (3, "retinal vessels", "cross"),
         (3, "optic disc", "cross"),
     }
+
+
+def test_shipped_head_loads_with_a_threshold_and_its_vocabulary() -> None:
+    from medground.textseg.segmenter import WEIGHTS
+
+    seg = TextSegmenter(WEIGHTS)
+    assert 0.0 < seg.threshold < 1.0
+    assert {"spleen", "both lungs", "thyroid nodule"} <= set(seg.config["vocabulary"])
+    assert (WEIGHTS / "head.safetensors").stat().st_size < 10 * 2**20
