@@ -2,8 +2,9 @@
 
 Encoders, interleaved on the same distinct random images (no cache hits), one torch thread, CPU seconds
 by ``time.process_time``: the wheel's own eager modules (the reference; built as in
-bench/make_litemedsam_fixture.py), ours eager (:class:`medground.vision.tinyvit.TinyViT`), ours as served
-(:func:`medground.vision.fast.inference_encoder`). Then the box decode on an encoded image (prompt encoder +
+bench/make_litemedsam_fixture.py), ours eager (:class:`medground.vision.tinyvit.TinyViT`), ours folded channels-last torch
+(:func:`medground.vision.fast.inference_encoder`) and ours under ONNX Runtime (:mod:`medground.vision.onnx`,
+served when onnxruntime is installed). Then the box decode on an encoded image (prompt encoder +
 mask decoder + resize to 512 x 512) and the peak RSS of ``medground segment --box`` on a bundled image,
 LiteMedSAM (default) against ``--box-model boxseg``, each in a fresh process.
 
@@ -25,6 +26,7 @@ import torch
 from make_litemedsam_fixture import wheel_model
 
 from medground.vision.fast import inference_encoder
+from medground.vision.onnx import onnx_encoder, onnxruntime_available
 from medground.vision.predictor import ImageEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +125,10 @@ def main() -> None:
     encoders = {
         "wheel (reference)": reference,
         "ours eager": enc.model.encode,
-        "ours served": inference_encoder(enc.model.image_encoder),
+        "ours folded torch": inference_encoder(enc.model.image_encoder),
     }
+    if onnxruntime_available():
+        encoders["ours onnxruntime"] = onnx_encoder(enc.model.image_encoder, threads=1)
     gen = torch.Generator().manual_seed(0)
     images = [torch.rand(1, 3, 256, 256, generator=gen) for _ in range(args.images + 1)]
     times: dict[str, list[float]] = {k: [] for k in encoders}

@@ -58,11 +58,8 @@ def test_logits_and_masks_match_the_wheel(litemedsam, ours, fixture) -> None:
         np.testing.assert_array_equal((logits > 0).numpy(), masks)
 
 
-def test_served_fast_encoder_matches_the_wheel(litemedsam, ours, fixture) -> None:
-    """The folded channels-last copy (what ImageEncoder.from_pretrained serves) passes the same fixture."""
-    images, _ = ours
-    with torch.inference_mode():
-        emb = inference_encoder(litemedsam.image_encoder)(images)
+def _assert_matches_fixture(litemedsam: LiteMedSAM, emb: torch.Tensor, fixture: dict) -> None:
+    """Embeddings (4, 256, 64, 64) within 1e-4 of the wheel's, decoded logits within 1e-3, masks identical."""
     assert (emb[:, ::8] - torch.from_numpy(fixture["embeddings"])).abs().max().item() <= 1e-4
     for i in range(len(emb)):
         with torch.inference_mode():
@@ -71,6 +68,31 @@ def test_served_fast_encoder_matches_the_wheel(litemedsam, ours, fixture) -> Non
         np.testing.assert_array_equal(
             (logits > 0).numpy(), np.unpackbits(fixture["masks"][i], axis=-1).astype(bool)
         )
+
+
+def test_served_fast_encoder_matches_the_wheel(litemedsam, ours, fixture) -> None:
+    """The folded channels-last copy (what ImageEncoder.from_pretrained serves) passes the same fixture."""
+    images, _ = ours
+    with torch.inference_mode():
+        emb = inference_encoder(litemedsam.image_encoder)(images)
+    _assert_matches_fixture(litemedsam, emb, fixture)
+
+
+def test_onnx_runtime_encoder_matches_the_wheel(litemedsam, ours, fixture, tmp_path) -> None:
+    """The ONNX Runtime path (served when onnxruntime is installed) passes the same fixture; its export is
+    cached beside the weights, named by their hash, and reused."""
+    pytest.importorskip("onnxruntime")
+    from medground.vision.onnx import onnx_encoder
+
+    images, _ = ours
+    run = onnx_encoder(litemedsam.image_encoder, litemedsam.image_size, tmp_path, threads=1)
+    (cached,) = tmp_path.glob("litemedsam-79d8c9dca6db4d69/encoder-*.onnx")
+    emb = run(images)
+    _assert_matches_fixture(litemedsam, emb, fixture)
+    stamp = cached.stat().st_mtime_ns
+    again = onnx_encoder(litemedsam.image_encoder, litemedsam.image_size, tmp_path, threads=1)
+    assert cached.stat().st_mtime_ns == stamp  # read from the cache, not exported again
+    assert torch.equal(again(images[:1]), emb[:1])
 
 
 def test_a_transposed_bias_index_breaks_equivalence(litemedsam, ours, fixture) -> None:

@@ -9,6 +9,8 @@ rounding. Not for training (batch norm statistics are gone).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -17,7 +19,7 @@ from torch import nn
 from medground.vision.layers import ConvBN
 from medground.vision.tinyvit import TinyViT
 
-__all__ = ["fold_conv_bn", "inference_encoder"]
+__all__ = ["fold_conv_bn", "inference_encoder", "served_encoder"]
 
 
 @torch.no_grad()
@@ -93,3 +95,16 @@ def inference_encoder(encoder: TinyViT) -> nn.Module:
             return self.inner(images.contiguous(memory_format=torch.channels_last)).contiguous()
 
     return ChannelsLast().eval()
+
+
+def served_encoder(
+    encoder: TinyViT, image_size: int = 256, cache: Path | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The fastest available CPU runtime of ``encoder``: ONNX Runtime (:mod:`medground.vision.onnx`; CPU
+    times in bench/RESULTS.md) when ``onnxruntime`` is installed, else :func:`inference_encoder`.
+    ``cache``: the weights cache folder."""
+    from medground.vision.onnx import onnx_encoder, onnxruntime_available
+
+    if onnxruntime_available():
+        return onnx_encoder(encoder, image_size, cache)
+    return inference_encoder(encoder)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from medground.vision.cache import DEFAULT_CACHE_BYTES, EmbeddingCache, image_key
-from medground.vision.fast import inference_encoder
+from medground.vision.fast import served_encoder
 from medground.vision.frames import Frame, check_box, prepare_image
 from medground.vision.model import LiteMedSAM, load_litemedsam
 
@@ -57,10 +57,11 @@ class ImageEncoder:
     def from_pretrained(
         cls, cache_bytes: int = DEFAULT_CACHE_BYTES, weights_cache: Path | None = None
     ) -> ImageEncoder:
-        """The pretrained LiteMedSAM with the folded, channels-last encoder (:mod:`medground.vision.fast`);
+        """The pretrained LiteMedSAM with the fastest CPU encoder (:func:`medground.vision.fast.served_encoder`);
         see :func:`~medground.vision.model.load_litemedsam` for its errors."""
         model = load_litemedsam(weights_cache)
-        return cls(model, encoder=inference_encoder(model.image_encoder), cache_bytes=cache_bytes)
+        encoder = served_encoder(model.image_encoder, model.image_size, weights_cache)
+        return cls(model, encoder=encoder, cache_bytes=cache_bytes)
 
     @torch.inference_mode()
     def embed(self, image: np.ndarray, name: str = "image") -> ImageEmbedding:
