@@ -93,9 +93,9 @@ def segment_command(
         str,
         typer.Option(
             "--text-engine",
-            help="What segments --text alone (no examples, no box): 'litemedsam' (a name head on the LiteMedSAM encoder that answers 'not found' with an empty mask; default) or 'icl' (the in-context model's text rule).",
+            help="What segments --text alone (no examples, no box): 'icl' (the in-context model's text rule; default) or 'litemedsam' (a name head on the LiteMedSAM encoder that answers 'not found' with an empty mask; opt-in until it beats the rule on the same test split).",
         ),
-    ] = "litemedsam",
+    ] = "icl",
 ) -> None:
     """Segment query images or volumes from a few (image, mask) examples, a text prompt and/or a box."""
     from medground.icl.outputs import parse_support, segment_files
