@@ -4,9 +4,8 @@ from medground.demo import HC18_PAIRS, run_demo
 def test_main_job_builds_reports_asks_and_segments(tmp_path):
     said: list[str] = []
     manifest = run_demo(tmp_path, say=said.append, progress=False)
-    assert (
-        manifest["counts"]["records"] == 33 and manifest["counts"]["skipped"] == 1
-    )  # one speck-only covid mask
+    # one record per bundled image, each has a region: 4 SA-Med2D + 8 BraTS + 6 HC18 + 3 Kvasir + 4 Shenzhen
+    assert manifest["counts"]["records"] == 25 and manifest["counts"]["skipped"] == 0
     assert (tmp_path / "data" / "report" / "report.html").is_file()
     assert any(line.startswith("bird-nano") for line in said), said
     assert (tmp_path / "ask.png").is_file()

@@ -231,7 +231,7 @@ def test_a_registered_task_is_planned_generated_and_verified(with_count):
 
 def test_a_registered_task_flows_through_build_and_strict_eval(with_count, tmp_path):
     config = RecordConfig(seed=0, tasks=TaskConfig(tasks=(TOY,), max_turns=2))
-    manifest = build_dataset([SAMPLE / "covid19_medseg_ct"], tmp_path / "build", config, report=False)
+    manifest = build_dataset([SAMPLE / "brats2021_flair_mr"], tmp_path / "build", config, report=False)
     records = [
         json.loads(line)
         for shard in sorted((tmp_path / "build" / "records").glob("*.jsonl"))

@@ -51,7 +51,7 @@ def test_each_structure_is_counted_once_with_its_instances():
 
 def test_count_builds_and_is_scored_by_strict_eval(tmp_path):
     config = RecordConfig(seed=0, tasks=TaskConfig(tasks=("rec", "count"), max_turns=3))
-    build_dataset([SAMPLE / "covid19_medseg_ct"], tmp_path / "build", config, report=False)
+    build_dataset([SAMPLE / "brats2021_flair_mr"], tmp_path / "build", config, report=False)
     records = [
         json.loads(line)
         for shard in sorted((tmp_path / "build" / "records").glob("*.jsonl"))
