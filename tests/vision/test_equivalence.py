@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import medground
-from medground.vision.fast import inference_encoder
+from medground.vision.fast import inference_encoder, served_encoder
 from medground.vision.model import LiteMedSAM
 from medground.vision.predictor import ImageEncoder
 from medground.vision.tinyvit import WindowAttention
@@ -93,6 +93,11 @@ def test_onnx_runtime_encoder_matches_the_wheel(litemedsam, ours, fixture, tmp_p
     again = onnx_encoder(litemedsam.image_encoder, litemedsam.image_size, tmp_path, threads=1)
     assert cached.stat().st_mtime_ns == stamp  # read from the cache, not exported again
     assert torch.equal(again(images[:1]), emb[:1])
+
+
+def test_served_encoder_falls_back_to_folded_torch_without_onnxruntime(litemedsam, monkeypatch) -> None:
+    monkeypatch.setattr("medground.vision.onnx.onnxruntime_available", lambda: False)
+    assert isinstance(served_encoder(litemedsam.image_encoder), torch.nn.Module)
 
 
 def test_a_transposed_bias_index_breaks_equivalence(litemedsam, ours, fixture) -> None:
