@@ -82,6 +82,7 @@ def test_onnx_runtime_encoder_matches_the_wheel(litemedsam, ours, fixture, tmp_p
     """The ONNX Runtime path (served when onnxruntime is installed) passes the same fixture; its export is
     cached beside the weights, named by their hash, and reused."""
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")  # torch's exporter
     from medground.vision.onnx import onnx_encoder
 
     images, _ = ours

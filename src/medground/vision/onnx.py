@@ -25,8 +25,9 @@ __all__ = ["onnx_encoder", "onnxruntime_available"]
 
 
 def onnxruntime_available() -> bool:
-    """Whether the ``onnxruntime`` package is installed (``pip install 'medground[model]'`` brings it)."""
-    return importlib.util.find_spec("onnxruntime") is not None
+    """Whether ``onnxruntime`` and ``onnx`` (torch's exporter needs it) are installed (the model extra brings
+    both)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def _export(encoder: nn.Module, image_size: int) -> bytes:
@@ -91,6 +92,6 @@ def onnx_encoder(
     """``encoder`` (the loaded LiteMedSAM TinyViT) under ONNX Runtime; ``threads``: default torch's count.
 
     ``cache``: the weights cache folder (default :func:`~medground.vision.weights.cache_root`). Raises
-    ModuleNotFoundError if onnxruntime is absent (check :func:`onnxruntime_available` first).
+    ModuleNotFoundError if onnxruntime or onnx is absent (check :func:`onnxruntime_available` first).
     """
     return OnnxEncoder(_model_bytes(encoder, image_size, cache), threads or torch.get_num_threads())
