@@ -1,6 +1,6 @@
 """A Dask cluster by hand, as on SLURM or Kubernetes: ``dask scheduler`` and two ``dask worker`` processes
 (each its own OS process group, like a node), and ``medground build --scheduler ADDRESS`` run as users run
-it. The sample collection is built in shards of one item (33 tasks); every file of the output, the manifest
+it. The sample collection is built in shards of one item (25 tasks); every file of the output, the manifest
 included (it holds no time stamps), must be byte-identical to a local one-process build, also when a
 worker is SIGKILLed in the middle of the build."""
 
@@ -23,7 +23,7 @@ from distributed import Client
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "medground" / "sample" / "medseg"
 BIN = Path(sys.executable).parent  # the venv's console scripts: medground, and dask from distributed
-SHARDS = 33  # items in the sample collection = shards at --shard-size 1
+SHARDS = 25  # items in the sample collection (one per bundled image) = shards at --shard-size 1
 
 
 def _tree(root: Path) -> dict[str, str]:
