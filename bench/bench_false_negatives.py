@@ -159,7 +159,9 @@ class VolumeTruth:
 
 def check(build: Path, data: Path) -> dict:
     records = [
-        json.loads(line) for f in sorted((build / "records").glob("shard-*.jsonl")) for line in open(f)
+        json.loads(line)
+        for f in sorted((build / "records").glob("shard-*.jsonl"))
+        for line in f.read_text(encoding="utf-8").splitlines()
     ]
     folders = {p.name: p for group in ("medseg", "medvol", "dicom") for p in (data / group).glob("*/")}
     planar: dict[str, PlanarTruth] = {}
@@ -182,7 +184,11 @@ def check(build: Path, data: Path) -> dict:
             by_structure[name] += 1
         folder = folders.get(record["source"])
         key = record["id"].split("/", 1)[1].rsplit("#", 1)[0]
-        if folder is not None and (folder / "pairs.csv").exists() and "mask" in open(folder / "pairs.csv").readline():
+        if (
+            folder is not None
+            and (folder / "pairs.csv").exists()
+            and "mask" in (folder / "pairs.csv").read_text(encoding="utf-8").partition("\n")[0]
+        ):
             if not negatives:
                 continue
             truth = planar.setdefault(record["source"], PlanarTruth(folder))

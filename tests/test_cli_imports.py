@@ -109,7 +109,9 @@ def test_build_export_report_eval_never_import_the_model_stack(tmp_path):
         tmp_path,
     )
     assert [s["code"] for s in steps] == [0] * 5, steps
-    assert len((build / "export" / "sharegpt_qwen-vl-grid.jsonl").read_text().splitlines()) == 3  # kvasir: 3 images
+    assert (
+        len((build / "export" / "sharegpt_qwen-vl-grid.jsonl").read_text().splitlines()) == 3
+    )  # kvasir: 3 images
     assert (build / "report" / "report.html").is_file()
     for step in steps:
         assert not set(step["loaded"]) & set(MODEL_STACK), step

@@ -40,9 +40,9 @@ def test_iou_by_hand():
 
 def test_one_turn_type_from_the_engine_to_training():
     """The engine writes Turns and training reads the same Turn type back, fields intact (mia: no structure)."""
-    from medground.data.records import RecordConfig, make_records
     from medground.data.generators import TaskConfig
     from medground.data.generators import Turn as TaskTurn
+    from medground.data.records import RecordConfig, make_records
     from medground.grounding import get_dialect
     from medground.mllm.data import record_turns
     from medground.types import Sample, StructureMask, Turn

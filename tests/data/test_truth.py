@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from medground.data.api import build_dataset
+from medground.data.generators import TaskConfig
 from medground.data.records import RecordConfig, absent_names, make_records, split_of
 from medground.data.sources import Item, open_source
-from medground.data.generators import TaskConfig
 from medground.names import clean_name
 from medground.types import Sample, StructureMask
 

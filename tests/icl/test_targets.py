@@ -12,8 +12,8 @@ from PIL import Image
 
 from medground.icl.augment import AugmentConfig, augment_examples, augment_task
 from medground.icl.episodes import EpisodeConfig, sample_batch, step_generator
-from medground.icl.targets import load_targets, targets_from_source, split_held_out
 from medground.icl.synthetic import synthetic_episode
+from medground.icl.targets import load_targets, split_held_out, targets_from_source
 
 
 def test_engine_regions_become_tasks_with_instances_united(engine_dir: Path) -> None:

@@ -11,8 +11,8 @@ from icl_helpers import FakeTextEncoder, disc, tiny_ridgeseg
 
 from medground.icl.evaluate import _predict
 from medground.icl.segmenter import InContextSegmenter
-from medground.icl.targets import SegTarget
 from medground.icl.solver import RidgeSeg
+from medground.icl.targets import SegTarget
 
 SIZE = 32
 HUGE = 100.0

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from medground.icl.augment import AugmentConfig, augment_examples, augment_task
-from medground.icl.targets import SegTarget
 from medground.icl.synthetic import synthetic_episode
+from medground.icl.targets import SegTarget
 
 __all__ = ["Batch", "EpisodeConfig", "sample_batch", "step_generator"]
 

@@ -267,7 +267,9 @@ def load_targets(
     return out
 
 
-def split_held_out(tasks: list[SegTarget], held_out: Iterable[str]) -> tuple[list[SegTarget], list[SegTarget]]:
+def split_held_out(
+    tasks: list[SegTarget], held_out: Iterable[str]
+) -> tuple[list[SegTarget], list[SegTarget]]:
     """(train, held-out) tasks: a task is held out when its source, or a member of its domain group
     (:mod:`medground.icl.protocol`), is named in ``held_out``; an unknown name is an error."""
     held = expand_held_out(held_out, {t.source for t in tasks})

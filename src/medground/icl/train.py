@@ -22,8 +22,8 @@ from medground.icl.augment import AugmentConfig
 from medground.icl.episodes import Batch, EpisodeConfig, sample_batch, step_generator
 from medground.icl.model import PoolSeg, PoolSegConfig
 from medground.icl.segmenter import save_pretrained
-from medground.icl.targets import SegTarget, Skip, load_targets, split_held_out
 from medground.icl.solver import RidgeSeg, RidgeSegConfig
+from medground.icl.targets import SegTarget, Skip, load_targets, split_held_out
 from medground.icl.universeg import UniverSeg, UniverSegConfig
 
 __all__ = ["ARCHITECTURES", "TrainConfig", "batch_logits", "build_model", "seg_loss", "train"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-from medground.modalities import image_phrase
 from medground.data.generators.base import TaskState, Turn, fill, load_phrases, name_words, structure_groups
+from medground.modalities import image_phrase
 
 __all__ = ["mia_turn", "region_clause", "structure_list"]
 

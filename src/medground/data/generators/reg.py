@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import random
 
-from medground.data.knowledge import describe
-from medground.data.regions import relation_phrase
 from medground.data.generators.base import (
     TaskState,
     Turn,
@@ -21,6 +19,8 @@ from medground.data.generators.base import (
     name_words,
     pick_instance,
 )
+from medground.data.knowledge import describe
+from medground.data.regions import relation_phrase
 
 __all__ = ["reg_turn"]
 
