@@ -369,20 +369,27 @@ def check_splits(
     return report
 
 
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """An empty rich table with these column headers."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
 def print_report(report: SplitReport, console: Console) -> None:
     """Tables of the leaks and a one-line verdict."""
     if report.patient_leaks:
-        table = Table(title="Patients (or images) in more than one split")
-        for column in ("kind", "key", "split", "where"):
-            table.add_column(column)
+        table = _table("Patients (or images) in more than one split", ("kind", "key", "split", "where"))
         for leak in report.patient_leaks:
             for split, where in leak.where.items():
                 table.add_row(leak.kind, leak.key, split, "\n".join(where))
         console.print(table)
     if report.duplicate_leaks:
-        table = Table(title="One picture in two splits (near duplicates)")
-        for column in ("image", "split", "image", "split", "turned", "hash bits", "score"):
-            table.add_column(column)
+        table = _table(
+            "One picture in two splits (near duplicates)",
+            ("image", "split", "image", "split", "turned", "hash bits", "score"),
+        )
         for leak in report.duplicate_leaks:
             table.add_row(
                 leak.first,
@@ -395,9 +402,10 @@ def print_report(report: SplitReport, console: Console) -> None:
             )
         console.print(table)
     if report.lookalike_keys:
-        table = Table(title="Patient keys of different sources that look alike (one patient? see case_alias)")
-        for column in ("reads as", "key", "where", "in two splits"):
-            table.add_column(column)
+        table = _table(
+            "Patient keys of different sources that look alike (one patient? see case_alias)",
+            ("reads as", "key", "where", "in two splits"),
+        )
         for group in report.lookalike_keys:
             for key, where in group.keys.items():
                 table.add_row(group.form, key, "\n".join(where), "yes" if group.splits else "no")
